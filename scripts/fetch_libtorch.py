@@ -109,7 +109,18 @@ def extract(wheels: list, dest: Path) -> None:
     for lib in TORCH_LIBS | CUDA_LIBS:
         if not (dest / "lib" / lib).exists():
             sys.exit(f"error: {lib} missing from the wheels; the pinned wheels changed?")
+    make_cpu_libtorch_so(dest / "lib")
     (dest / "build-version").write_text(TORCH_VERSION + "\n")
+
+
+def make_cpu_libtorch_so(lib: Path) -> None:
+    """torch-sys always links `-ltorch`. The wheel's libtorch.so pulls in libtorch_cuda.so (and
+    with it cuDNN, cuBLAS, ...), so the CPU cache gets the same thin library that CPU builds of
+    libtorch ship: an empty libtorch.so whose only content is a dependency on libtorch_cpu.so."""
+    cc = os.environ.get("CC", "cc")
+    cmd = [cc, "-shared", "-o", str(lib / "libtorch.so"), "-Wl,-soname,libtorch.so", "-x", "c", "/dev/null",
+           "-L" + str(lib), "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10", "-Wl,-rpath,$ORIGIN"]
+    subprocess.run(cmd, check=True)
 
 
 def main() -> None:

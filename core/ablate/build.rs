@@ -1,8 +1,8 @@
 //! Make the `ablate` binary start without LD_LIBRARY_PATH and keep CUDA when libtorch has it.
 //!
-//! torch-sys links `torch_cpu` and `c10` but puts no run path into dependents, and the linker's
-//! default `--as-needed` drops `libtorch.so` (the library that pulls in `libtorch_cuda.so`), which
-//! silently turns CUDA off on a GPU machine. See DESIGN.md, "libtorch".
+//! torch-sys links `torch_cpu`, `torch` and `c10` but puts no run path into dependents, and the
+//! linker's default `--as-needed` drops `libtorch.so` (the library that pulls in
+//! `libtorch_cuda.so`), which silently turns CUDA off on a GPU machine. See DESIGN.md, "libtorch".
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
@@ -10,11 +10,7 @@ fn main() {
     };
     let lib = std::path::PathBuf::from(lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    // The CPU-only cache (scripts/fetch_libtorch.py) carries no libtorch.so / libtorch_cuda.so;
-    // a full CUDA libtorch does, and then it must stay linked.
-    if lib.join("libtorch_cuda.so").exists() && lib.join("libtorch.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
-    }
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    println!("cargo:rustc-link-arg=-ltorch");
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
 }

@@ -181,7 +181,10 @@ pub struct PluginRef {
 
 impl PluginRef {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_owned(), params: empty_object() }
+        Self {
+            name: name.to_owned(),
+            params: empty_object(),
+        }
     }
     fn default_integrator() -> Self {
         Self::new("sym-euler")
@@ -209,7 +212,10 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { ece_bins: 10, batch_size: 1000 }
+        Self {
+            ece_bins: 10,
+            batch_size: 1000,
+        }
     }
 }
 
@@ -227,4 +233,163 @@ fn subset_seed() -> u64 {
 }
 fn empty_object() -> Value {
     Value::Object(Default::default())
+}
+
+/// Datasets the engine knows (`data.dataset`).
+pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist", "cifar10"];
+
+/// One out-of-range value or inconsistent pair in a [`CellConfig`], found by
+/// [`CellConfig::validate`]. `path` is relative to the config (`sampler.lr`).
+pub type ConfigProblem = crate::problem::Problem;
+
+impl CellConfig {
+    /// Checks ranges and cross-field rules that the types cannot express; returns every problem
+    /// (empty = valid). Plugin names and parameters are checked by the plugin host.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |path: &str, message: String, hint: &str| {
+            out.push(ConfigProblem::new(path, message, hint));
+        };
+
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            bad(
+                "temperature",
+                format!(
+                    "temperature must be finite and >= 0, got {}",
+                    self.temperature
+                ),
+                "T = 1 is the Bayes posterior, T < 1 a cold one, T = 0 SGD with momentum",
+            );
+        }
+
+        let d = &self.data;
+        if !DATASETS.contains(&d.dataset.as_str()) {
+            bad(
+                "data.dataset",
+                format!("unknown dataset {:?}", d.dataset),
+                &format!("use one of: {}", DATASETS.join(", ")),
+            );
+        }
+        if d.dataset == "cifar10" && d.path.is_none() {
+            bad(
+                "data.path",
+                "cifar10 needs `data.path`".into(),
+                "set it to the folder holding data_batch_1.bin ... test_batch.bin (cifar-10-batches-bin)",
+            );
+        }
+        for (key, size) in [
+            ("data.train_size", d.train_size),
+            ("data.test_size", d.test_size),
+        ] {
+            if size == Some(0) {
+                bad(key, "must be >= 1 (or null for all examples)".into(), "");
+            }
+        }
+
+        match &self.model {
+            ModelConfig::Mlp { hidden, .. } => {
+                for (i, w) in hidden.iter().enumerate() {
+                    if *w == 0 {
+                        bad(
+                            &format!("model.hidden[{i}]"),
+                            "hidden width must be >= 1".into(),
+                            "",
+                        );
+                    }
+                }
+            }
+            ModelConfig::Cnn { channels, .. } => {
+                if channels.is_empty() {
+                    bad(
+                        "model.channels",
+                        "a CNN needs at least one convolution".into(),
+                        "e.g. [32, 64]",
+                    );
+                }
+                for (i, c) in channels.iter().enumerate() {
+                    if *c == 0 {
+                        bad(
+                            &format!("model.channels[{i}]"),
+                            "channel count must be >= 1".into(),
+                            "",
+                        );
+                    }
+                }
+            }
+            ModelConfig::Resnet20 { width } => {
+                if *width == 0 {
+                    bad(
+                        "model.width",
+                        "width multiplier must be >= 1".into(),
+                        "1 = the paper's network",
+                    );
+                }
+            }
+        }
+
+        let s = &self.sampler;
+        for (key, v) in [
+            ("sampler.epochs", s.epochs),
+            ("sampler.batch_size", s.batch_size),
+            ("sampler.cycle_length", s.cycle_length),
+            ("sampler.precond_batches", s.precond_batches),
+            ("eval.ece_bins", self.eval.ece_bins),
+            ("eval.batch_size", self.eval.batch_size),
+        ] {
+            if v == 0 {
+                bad(key, "must be >= 1, got 0".into(), "");
+            }
+        }
+        if !(s.lr.is_finite() && s.lr > 0.0) {
+            bad(
+                "sampler.lr",
+                format!("lr must be finite and > 0, got {}", s.lr),
+                "the paper uses 0.1",
+            );
+        }
+        if !(0.0..1.0).contains(&s.momentum_decay) {
+            bad(
+                "sampler.momentum_decay",
+                format!("momentum_decay must be in [0, 1), got {}", s.momentum_decay),
+                "the paper uses 0.98 (beta = 1 - h*gamma)",
+            );
+        }
+        if s.cycle_length >= 1 && s.cycle_start_sampling < s.cycle_length {
+            bad(
+                "sampler.cycle_start_sampling",
+                format!(
+                    "cycle_start_sampling ({}) must be >= cycle_length ({})",
+                    s.cycle_start_sampling, s.cycle_length
+                ),
+                "the temperature ramps over the cycle_length epochs before cycle_start_sampling \
+                 (the reference train.py rejects this too)",
+            );
+        }
+        if s.epochs >= 1 && s.epochs < s.cycle_start_sampling {
+            bad(
+                "sampler.epochs",
+                format!(
+                    "epochs ({}) < cycle_start_sampling ({}): no ensemble member would be collected",
+                    s.epochs, s.cycle_start_sampling
+                ),
+                "raise epochs or lower cycle_start_sampling",
+            );
+        }
+
+        for (key, p) in [
+            ("integrator.name", &self.integrator),
+            ("prior.name", &self.prior),
+            ("likelihood.name", &self.likelihood),
+            ("noise.name", &self.noise),
+        ] {
+            if p.name.trim().is_empty() {
+                bad(
+                    key,
+                    "plugin name is empty".into(),
+                    "`ablate plugins` lists the names",
+                );
+            }
+        }
+        out
+    }
 }

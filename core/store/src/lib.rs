@@ -1,1 +1,47 @@
-//! (being written)
+//! Run folders of `ablate`: where a grid's results live on disk.
+//!
+//! The layout is a contract shared by the runner, the workers and `ablate report`:
+//!
+//! ```text
+//! runs/<name>/
+//!   manifest.json   {"grid_file","grid_sha256","ablate_version","git_revision","libtorch_version",
+//!                    "device","plugins":[{"name","path","sha256"}],
+//!                    "machine":{"hostname","cpus","os"},"created","command"}
+//!   grid.json       copy of the grid file
+//!   run.lock        {"pid","hostname","started"} while a runner holds the folder
+//!   cells/<cell_id>/
+//!      config.json  resolved cell config
+//!      labels.json  axis display name -> value (always temperature, seed)
+//!      status.json  {"status":"running"|"done"|"failed"|"diverged","message","wall_seconds",
+//!                    "diverged_at_step","finished_at"}
+//!      epochs.csv   per-epoch metrics (written by the engine)
+//!      metrics.json final ensemble metrics (written by the engine)
+//! ```
+//!
+//! - [`RunDir`] creates or opens a run folder; [`RunDir::lock`] makes sure one runner at a time
+//!   uses it, taking over locks of dead processes ([`lock`]).
+//! - [`CellDir`] reads and writes a cell's files. Every write is atomic ([`atomic`]): readers
+//!   (a concurrent `ablate report`) see whole files only, and `kill -9` leaves no truncated
+//!   file. A cell is finished when its `status.json` says done, failed or diverged, so a rerun
+//!   resumes where the last one stopped.
+//! - [`machine`] gathers what the manifest records (host, CPUs, OS, git revision, file hashes,
+//!   timestamps).
+//!
+//! Errors ([`StoreError`]) name the path and suggest what to do (disk full, permissions,
+//! a folder held by another runner).
+
+pub mod atomic;
+pub mod error;
+pub mod lock;
+pub mod machine;
+pub mod run;
+
+pub use error::{Result, StoreError};
+pub use lock::{LockInfo, RunLock};
+pub use machine::{
+    command_line, git_revision, hostname, now_rfc3339, sha256_bytes, sha256_file, MachineInfo,
+};
+pub use run::{
+    CellDir, CellState, CellStatus, Manifest, PluginInfo, RunDir, CELLS, CONFIG, EPOCHS, GRID,
+    LABELS, LOCK, MANIFEST, METRICS, STATUS,
+};

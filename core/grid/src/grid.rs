@@ -1,0 +1,1117 @@
+//! Reading a grid file, checking it, and expanding it into cells.
+//!
+//! A grid file is JSON:
+//!
+//! ```json
+//! {
+//!   "name": "cold-posterior-mlp",
+//!   "description": "T x prior scale on digits",
+//!   "base": { "data": { "dataset": "digits" }, "model": { "kind": "mlp", "hidden": [100] } },
+//!   "axes": [
+//!     { "path": "temperature", "values": [1.0, 0.1, 0.01] },
+//!     { "path": "prior.params.scale", "name": "scale", "values": [1.0, 0.1] },
+//!     { "path": "seed", "values": [1, 2] }
+//!   ],
+//!   "zip": [],
+//!   "exclude": [ { "temperature": 0.01, "scale": 0.1 } ]
+//! }
+//! ```
+//!
+//! - Each axis sets a dot-separated `path` inside `base` (missing objects are created) to each of
+//!   its `values` in turn. `name` is its display name (default: the path) and `labels` optional
+//!   display labels, one per value.
+//! - `zip` lists groups of axes (by name or path) that vary together: equal lengths, the i-th
+//!   values go together, and the group counts as one axis placed where its first member is.
+//! - `exclude` drops every cell that matches all the `axis: value` pairs of one entry (a value
+//!   matches an axis value, or its label).
+//!
+//! **Order.** Cells come in nested-loop order over the axes as written: the first axis is the
+//! outermost loop, the last one varies fastest. Excluded cells are removed without renumbering
+//! gaps, i.e. `cells[i]` is the i-th surviving cell. The order depends only on the file, so
+//! `--shard i/N` picks the same cells on every machine.
+//!
+//! **Cell id.** The first 16 hex digits of the SHA-256 of the canonical JSON (sorted keys, no
+//! whitespace) of the resolved config with every default filled in: key order in the file, and
+//! whether a default is written out, do not change it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::{CellConfig, PluginRef};
+use crate::problem::{join_index, join_key, show, type_name, GridError, Problem};
+use crate::shape::{self, Shape};
+
+/// More cells than this is almost surely a mistake (and would not fit in memory anyway).
+pub const MAX_CELLS: usize = 1_000_000;
+
+/// Problems beyond this many are summarised in one line.
+const MAX_PROBLEMS: usize = 200;
+
+const TOP_KEYS: &[&str] = &[
+    "$schema",
+    "name",
+    "description",
+    "base",
+    "axes",
+    "zip",
+    "exclude",
+];
+const AXIS_KEYS: &[&str] = &["path", "values", "name", "labels"];
+
+/// The plugin slots of a config, in the order [`Grid::plugin_refs`] lists them.
+pub const PLUGIN_KINDS: &[&str] = &["integrator", "prior", "likelihood", "noise"];
+
+/// One axis of a grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    /// Display name (the `name` key, or the path).
+    pub name: String,
+    /// Dot-separated path into the config.
+    pub path: String,
+    pub values: Vec<Value>,
+    /// Display labels, one per value, when the file gives them.
+    pub labels: Option<Vec<String>>,
+}
+
+impl Axis {
+    /// The label of value `i`: its display label, or the value itself.
+    pub fn label(&self, i: usize) -> Value {
+        match &self.labels {
+            Some(l) => Value::String(l[i].clone()),
+            None => self.values[i].clone(),
+        }
+    }
+}
+
+/// One cell of an expanded grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// Position in the deterministic order (what sharding uses).
+    pub index: usize,
+    /// Stable id: 16 hex digits of the SHA-256 of the canonical resolved config.
+    pub id: String,
+    pub config: CellConfig,
+    /// Axis display name -> label (or value), in axis order; always has `temperature` and
+    /// `seed`, which hold the resolved numbers (also when an axis of that name has labels).
+    pub labels: Map<String, Value>,
+    /// For each axis of the grid, the index of the value this cell takes.
+    pub axis_values: Vec<usize>,
+}
+
+/// A plugin named by one cell, for the plugin host to check ([`Grid::plugin_refs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginUse {
+    /// Index of the cell.
+    pub cell: usize,
+    /// `integrator`, `prior`, `likelihood` or `noise`.
+    pub kind: &'static str,
+    pub name: String,
+    pub params: Value,
+    /// Path in the expanded grid: `cells[3].prior`.
+    pub path: String,
+    /// Where in the grid file the reference comes from: `base.prior`, `axes[1].values[0]`.
+    /// For a problem with one parameter, [`Grid::source_of`] gives a sharper place.
+    pub source: String,
+}
+
+/// A checked and expanded grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub name: String,
+    pub description: String,
+    /// The `base` object as written.
+    pub base: Value,
+    pub axes: Vec<Axis>,
+    /// Zipped groups, as axis indices.
+    pub zip: Vec<Vec<usize>>,
+    /// The cells in deterministic order.
+    pub cells: Vec<Cell>,
+}
+
+impl Grid {
+    /// Reads, checks and expands a grid file. The error lists every problem found.
+    pub fn from_path(path: &Path) -> Result<Grid, GridError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            GridError::new(vec![Problem::new(
+                "",
+                format!("cannot read {name}: {e}"),
+                "check the path and its permissions",
+            )])
+            .with_source(&name)
+        })?;
+        Grid::from_json_str(&text).map_err(|e| e.with_source(name))
+    }
+
+    /// Parses, checks and expands grid-file text.
+    pub fn from_json_str(text: &str) -> Result<Grid, GridError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            GridError::new(vec![Problem::new(
+                format!("line {}, column {}", e.line(), e.column()),
+                format!("not valid JSON: {e}"),
+                "a grid file is one JSON object; `ablate grid schema` prints its schema",
+            )])
+        })?;
+        Grid::from_value(&value)
+    }
+
+    /// Checks and expands a parsed grid file.
+    pub fn from_value(value: &Value) -> Result<Grid, GridError> {
+        let mut p = Problems::default();
+        let grid = parse(value, &mut p);
+        match grid {
+            Some(g) if p.is_empty() => Ok(g),
+            _ => Err(p.into_error()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// Every plugin reference of every cell (four per cell), for the plugin host to check names
+    /// and parameters and report problems with paths.
+    pub fn plugin_refs(&self) -> Vec<PluginUse> {
+        let mut out = Vec::with_capacity(self.cells.len() * PLUGIN_KINDS.len());
+        for cell in &self.cells {
+            let c = &cell.config;
+            let refs: [&PluginRef; 4] = [&c.integrator, &c.prior, &c.likelihood, &c.noise];
+            for (kind, r) in PLUGIN_KINDS.iter().zip(refs) {
+                out.push(PluginUse {
+                    cell: cell.index,
+                    kind,
+                    name: r.name.clone(),
+                    params: r.params.clone(),
+                    path: join_key(&join_index("cells", cell.index), kind),
+                    source: self.source_of(cell.index, kind),
+                });
+            }
+        }
+        out
+    }
+
+    /// Where in the grid file the value at `config_path` (`prior.params.scale`, `model.hidden[0]`)
+    /// of cell `cell` comes from: `axes[k].values[j]...` when an axis sets it (or a key above
+    /// it), otherwise `base.<config_path>`.
+    pub fn source_of(&self, cell: usize, config_path: &str) -> String {
+        let Some(c) = self.cells.get(cell) else {
+            return join_key(&join_index("cells", cell), config_path);
+        };
+        let paths: Vec<String> = self.axes.iter().map(|a| json_path(&a.path)).collect();
+        source_of(&paths, &c.axis_values, config_path)
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of the canonical JSON of `config`.
+pub fn cell_id(config: &CellConfig) -> String {
+    let value = serde_json::to_value(config).unwrap_or(Value::Null);
+    let digest = Sha256::digest(canonical_json(&value).as_bytes());
+    hex::encode(digest)[..16].to_owned()
+}
+
+/// JSON with object keys sorted (recursively) and no whitespace.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collecting problems
+
+/// Problems found so far; those found in expanded cells are merged by (path, message) and
+/// remember which cells they occur in.
+#[derive(Default)]
+struct Problems {
+    /// Each problem with the cells it occurs in (`None`: not tied to cells).
+    list: Vec<(Problem, Option<Vec<usize>>)>,
+    seen: HashMap<(String, String), usize>,
+    /// Number of cells after expansion (0 before).
+    total_cells: usize,
+}
+
+impl Problems {
+    fn push(&mut self, p: Problem) {
+        self.push_in(p, None);
+    }
+
+    fn push_in(&mut self, p: Problem, cell: Option<usize>) {
+        let key = (p.path.clone(), p.message.clone());
+        match self.seen.get(&key) {
+            Some(&i) => {
+                if let (Some(cells), Some(c)) = (&mut self.list[i].1, cell) {
+                    cells.push(c);
+                }
+            }
+            None => {
+                self.seen.insert(key, self.list.len());
+                self.list.push((p, cell.map(|c| vec![c])));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Problems in the structure of axes or zip groups make expansion meaningless (a problem
+    /// with one axis value does not: the cells using it are reported, the others checked).
+    fn blocks_expansion(&self) -> bool {
+        self.list.iter().any(|(p, _)| {
+            (p.path.starts_with("axes") && !p.path.contains(".values["))
+                || p.path.starts_with("zip")
+        })
+    }
+
+    fn into_error(self) -> GridError {
+        let total = self.total_cells;
+        let mut out: Vec<Problem> = self
+            .list
+            .into_iter()
+            .map(|(mut p, cells)| {
+                let cells = cells.unwrap_or_default();
+                if !cells.is_empty() && cells.len() < total {
+                    let shown: Vec<String> = cells
+                        .iter()
+                        .take(4)
+                        .map(|c| format!("cells[{c}]"))
+                        .collect();
+                    let more = if cells.len() > 4 {
+                        format!(" and {} more", cells.len() - 4)
+                    } else {
+                        String::new()
+                    };
+                    p.message = format!("{} (in {}{more})", p.message, shown.join(", "));
+                }
+                p
+            })
+            .collect();
+        if out.len() > MAX_PROBLEMS {
+            let n = out.len() - MAX_PROBLEMS;
+            out.truncate(MAX_PROBLEMS);
+            out.push(Problem::new(
+                "",
+                format!("... and {n} more problems"),
+                "fix the ones above first",
+            ));
+        }
+        GridError::new(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing the file
+
+fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
+    let Some(root) = value.as_object() else {
+        p.push(Problem::new(
+            "",
+            format!("a grid file is a JSON object, got {}", type_name(value)),
+            "`ablate grid schema` prints the schema",
+        ));
+        return None;
+    };
+    for key in root.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
+        p.push(shape::unknown_key(
+            &join_key("", key),
+            key,
+            TOP_KEYS.iter().copied(),
+        ));
+    }
+
+    let name = match root.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => {
+            p.push(Problem::new(
+                "name",
+                "the grid name is empty",
+                "name the run, e.g. \"cold-mlp\"",
+            ));
+            String::new()
+        }
+        Some(other) => {
+            p.push(shape::wrong_type("name", "a string", other));
+            String::new()
+        }
+        None => {
+            p.push(Problem::new(
+                "name",
+                "missing required key `name`",
+                "name the run, e.g. \"cold-mlp\"",
+            ));
+            String::new()
+        }
+    };
+    let description = match root.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            p.push(shape::wrong_type("description", "a string", other));
+            String::new()
+        }
+    };
+
+    let config_shape = shape::cell_config();
+    let base = match root.get("base") {
+        Some(b @ Value::Object(_)) => {
+            let mut found = Vec::new();
+            shape::check(b, &config_shape, "base", true, &mut found);
+            found.into_iter().for_each(|x| p.push(x));
+            b.clone()
+        }
+        Some(other) => {
+            p.push(shape::wrong_type(
+                "base",
+                "an object (a partial cell config)",
+                other,
+            ));
+            return None;
+        }
+        None => {
+            p.push(Problem::new(
+                "base",
+                "missing required key `base`",
+                "give the config shared by all cells, e.g. {\"data\": {...}, \"model\": {...}}",
+            ));
+            return None;
+        }
+    };
+
+    let axes = parse_axes(root.get("axes"), &config_shape, p)?;
+    let lookup = AxisLookup::new(&axes);
+    let zip = parse_zip(root.get("zip"), &axes, &lookup, p)?;
+    let exclude = parse_exclude(root.get("exclude"), &axes, &lookup, p)?;
+    if p.blocks_expansion() {
+        // Expanding would only repeat these problems once per cell; still check the ranges
+        // of `base` on its own when it is a complete config.
+        if let Ok(config) = serde_json::from_value::<CellConfig>(base.clone()) {
+            for mut prob in config.validate() {
+                prob.path = format!("base.{}", prob.path);
+                p.push(prob);
+            }
+        }
+        return None;
+    }
+
+    let cells = expand(&base, &axes, &zip, &exclude, &config_shape, p)?;
+    Some(Grid {
+        name,
+        description,
+        base,
+        axes,
+        zip,
+        cells,
+    })
+}
+
+fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> Option<Vec<Axis>> {
+    let items = match value {
+        None | Some(Value::Null) => return Some(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            p.push(shape::wrong_type("axes", "an array of axes", other));
+            return None;
+        }
+    };
+    let mut axes = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        let at = join_index("axes", k);
+        let Some(obj) = item.as_object() else {
+            p.push(shape::wrong_type(
+                &at,
+                "an object {\"path\": ..., \"values\": [...]}",
+                item,
+            ));
+            continue;
+        };
+        for key in obj.keys().filter(|k| !AXIS_KEYS.contains(&k.as_str())) {
+            p.push(shape::unknown_key(
+                &join_key(&at, key),
+                key,
+                AXIS_KEYS.iter().copied(),
+            ));
+        }
+        let mut value_shape = None;
+        let path = match obj.get("path") {
+            Some(Value::String(s)) => {
+                let segments: Vec<&str> = s.split('.').collect();
+                if segments.iter().any(|seg| seg.is_empty()) {
+                    p.push(Problem::new(
+                        join_key(&at, "path"),
+                        format!("malformed path {s:?}"),
+                        "a path is dot-separated keys, e.g. \"sampler.lr\"",
+                    ));
+                } else {
+                    match shape::shape_at(config_shape, &segments) {
+                        Ok(sub) => value_shape = Some(sub),
+                        Err((i, hint)) => p.push(Problem::new(
+                            join_key(&at, "path"),
+                            format!(
+                                "path {s:?}: `{}` is not a key of the cell config",
+                                segments[i]
+                            ),
+                            hint,
+                        )),
+                    }
+                }
+                s.clone()
+            }
+            Some(other) => {
+                p.push(shape::wrong_type(
+                    &join_key(&at, "path"),
+                    "a string like \"sampler.lr\"",
+                    other,
+                ));
+                String::new()
+            }
+            None => {
+                p.push(Problem::new(
+                    join_key(&at, "path"),
+                    "missing required key `path`",
+                    "the config key this axis sets, e.g. \"temperature\" or \"prior.params.scale\"",
+                ));
+                String::new()
+            }
+        };
+        let values = match obj.get("values") {
+            Some(Value::Array(v)) if v.is_empty() => {
+                p.push(Problem::new(
+                    join_key(&at, "values"),
+                    "axis has no values, so the grid has no cells",
+                    "give at least one value, or remove the axis",
+                ));
+                Vec::new()
+            }
+            Some(Value::Array(v)) => {
+                for (j, x) in v.iter().enumerate() {
+                    if let Some(sub) = value_shape {
+                        let mut found = Vec::new();
+                        shape::check(
+                            x,
+                            sub,
+                            &join_index(&join_key(&at, "values"), j),
+                            false,
+                            &mut found,
+                        );
+                        found.into_iter().for_each(|x| p.push(x));
+                    }
+                    if let Some(i) = v[..j].iter().position(|y| json_eq(x, y)) {
+                        p.push(Problem::new(
+                            join_index(&join_key(&at, "values"), j),
+                            format!("duplicate value {} (same as values[{i}])", show(x)),
+                            "two cells would be the same; remove one",
+                        ));
+                    }
+                }
+                v.clone()
+            }
+            Some(other) => {
+                p.push(shape::wrong_type(
+                    &join_key(&at, "values"),
+                    "an array",
+                    other,
+                ));
+                Vec::new()
+            }
+            None => {
+                p.push(Problem::new(
+                    join_key(&at, "values"),
+                    "missing required key `values`",
+                    "list the values",
+                ));
+                Vec::new()
+            }
+        };
+        let name = match obj.get("name") {
+            None | Some(Value::Null) => path.clone(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(other) => {
+                p.push(shape::wrong_type(
+                    &join_key(&at, "name"),
+                    "a non-empty string",
+                    other,
+                ));
+                path.clone()
+            }
+        };
+        let labels = match obj.get("labels") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(l)) => {
+                let lat = join_key(&at, "labels");
+                if l.len() != values.len() {
+                    p.push(Problem::new(
+                        &lat,
+                        format!("{} labels for {} values", l.len(), values.len()),
+                        "give one label per value",
+                    ));
+                }
+                let mut out = Vec::new();
+                for (j, x) in l.iter().enumerate() {
+                    match x.as_str() {
+                        Some(s) => {
+                            if out.contains(&s.to_owned()) {
+                                p.push(Problem::new(
+                                    join_index(&lat, j),
+                                    format!("duplicate label {s:?}"),
+                                    "labels tell values apart; make them unique",
+                                ));
+                            }
+                            out.push(s.to_owned())
+                        }
+                        None => p.push(shape::wrong_type(&join_index(&lat, j), "a string", x)),
+                    }
+                }
+                Some(out)
+            }
+            Some(other) => {
+                p.push(shape::wrong_type(
+                    &join_key(&at, "labels"),
+                    "an array of strings",
+                    other,
+                ));
+                None
+            }
+        };
+        axes.push(Axis {
+            name,
+            path,
+            values,
+            labels,
+        });
+    }
+
+    // Axes must not collide: the same path twice, one path inside another, or a name that is
+    // also another axis's path (names and paths are both used to refer to axes).
+    for (k, a) in axes.iter().enumerate() {
+        for (i, b) in axes[..k].iter().enumerate() {
+            if a.path.is_empty() || b.path.is_empty() {
+                continue;
+            }
+            let at = join_key(&join_index("axes", k), "path");
+            if a.path == b.path {
+                p.push(Problem::new(
+                    at,
+                    format!("duplicate axis path {:?} (also axes[{i}])", a.path),
+                    "merge the two value lists, or zip them if they vary together",
+                ));
+            } else if a.path.starts_with(&format!("{}.", b.path))
+                || b.path.starts_with(&format!("{}.", a.path))
+            {
+                p.push(Problem::new(
+                    at,
+                    format!("axis path {:?} overlaps axes[{i}] ({:?})", a.path, b.path),
+                    "one axis would overwrite the other; use disjoint paths",
+                ));
+            } else if a.name == b.name || a.name == b.path || a.path == b.name {
+                p.push(Problem::new(
+                    join_key(&join_index("axes", k), "name"),
+                    format!(
+                        "axis name {:?} is ambiguous (clashes with axes[{i}])",
+                        a.name
+                    ),
+                    "give each axis a distinct name",
+                ));
+            }
+        }
+    }
+    Some(axes)
+}
+
+/// Finds axes by display name or by path.
+struct AxisLookup(HashMap<String, usize>);
+
+impl AxisLookup {
+    fn new(axes: &[Axis]) -> Self {
+        let mut m = HashMap::new();
+        for (k, a) in axes.iter().enumerate().rev() {
+            m.insert(a.path.clone(), k);
+        }
+        for (k, a) in axes.iter().enumerate().rev() {
+            m.insert(a.name.clone(), k);
+        }
+        AxisLookup(m)
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.0.get(name).copied()
+    }
+
+    fn unknown(&self, at: String, name: &str, axes: &[Axis]) -> Problem {
+        let names: Vec<&str> = axes.iter().map(|a| a.name.as_str()).collect();
+        Problem::new(
+            at,
+            format!("no axis named {name:?}"),
+            format!(
+                "axes: {}{}",
+                names.join(", "),
+                shape::suggest(name, names.iter().copied())
+            ),
+        )
+    }
+}
+
+fn parse_zip(
+    value: Option<&Value>,
+    axes: &[Axis],
+    lookup: &AxisLookup,
+    p: &mut Problems,
+) -> Option<Vec<Vec<usize>>> {
+    let groups = match value {
+        None | Some(Value::Null) => return Some(Vec::new()),
+        Some(Value::Array(g)) => g,
+        Some(other) => {
+            p.push(shape::wrong_type(
+                "zip",
+                "an array of groups of axis names",
+                other,
+            ));
+            return None;
+        }
+    };
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut owner: HashMap<usize, usize> = HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        let at = join_index("zip", g);
+        let Some(names) = group.as_array() else {
+            p.push(shape::wrong_type(&at, "an array of axis names", group));
+            continue;
+        };
+        if names.len() < 2 {
+            p.push(Problem::new(
+                &at,
+                "a zip group needs at least two axes",
+                "list the axes that vary together",
+            ));
+        }
+        let mut members = Vec::new();
+        for (m, n) in names.iter().enumerate() {
+            let mat = join_index(&at, m);
+            let Some(name) = n.as_str() else {
+                p.push(shape::wrong_type(&mat, "an axis name", n));
+                continue;
+            };
+            let Some(k) = lookup.find(name) else {
+                p.push(lookup.unknown(mat, name, axes));
+                continue;
+            };
+            if let Some(other) = owner.insert(k, g) {
+                p.push(Problem::new(
+                    mat,
+                    format!("axis {name:?} is already zipped in zip[{other}]"),
+                    "an axis can be in one zip group only; merge the groups",
+                ));
+                continue;
+            }
+            members.push(k);
+        }
+        let lens: Vec<usize> = members.iter().map(|&k| axes[k].values.len()).collect();
+        if lens.windows(2).any(|w| w[0] != w[1]) {
+            let desc: Vec<String> = members
+                .iter()
+                .map(|&k| format!("{} has {}", axes[k].name, axes[k].values.len()))
+                .collect();
+            p.push(Problem::new(
+                &at,
+                format!("zipped axes have different lengths ({})", desc.join(", ")),
+                "zipped axes take their i-th values together, so they need equally many values",
+            ));
+        }
+        members.sort_unstable();
+        out.push(members);
+    }
+    Some(out)
+}
+
+/// One `exclude` entry: (axis index, value) pairs that must all match.
+type Exclude = Vec<(usize, Value)>;
+
+fn parse_exclude(
+    value: Option<&Value>,
+    axes: &[Axis],
+    lookup: &AxisLookup,
+    p: &mut Problems,
+) -> Option<Vec<Exclude>> {
+    let entries = match value {
+        None | Some(Value::Null) => return Some(Vec::new()),
+        Some(Value::Array(e)) => e,
+        Some(other) => {
+            p.push(shape::wrong_type(
+                "exclude",
+                "an array of {axis: value} objects",
+                other,
+            ));
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    for (e, entry) in entries.iter().enumerate() {
+        let at = join_index("exclude", e);
+        let Some(pairs) = entry.as_object() else {
+            p.push(shape::wrong_type(
+                &at,
+                "an object {axis: value, ...}",
+                entry,
+            ));
+            continue;
+        };
+        if pairs.is_empty() {
+            p.push(Problem::new(
+                &at,
+                "an empty exclude entry would drop every cell",
+                "name at least one axis",
+            ));
+            continue;
+        }
+        let mut parsed = Vec::new();
+        for (name, v) in pairs {
+            let kat = join_key(&at, name);
+            let Some(k) = lookup.find(name) else {
+                p.push(lookup.unknown(kat, name, axes));
+                continue;
+            };
+            if !(0..axes[k].values.len()).any(|j| value_matches(&axes[k], j, v)) {
+                let shown: Vec<String> = axes[k].values.iter().map(show).collect();
+                p.push(Problem::new(
+                    kat,
+                    format!(
+                        "{} is not a value of axis {:?}, so this entry excludes nothing",
+                        show(v),
+                        axes[k].name
+                    ),
+                    format!("its values: {}", shown.join(", ")),
+                ));
+                continue;
+            }
+            parsed.push((k, v.clone()));
+        }
+        out.push(parsed);
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expansion
+
+fn expand(
+    base: &Value,
+    axes: &[Axis],
+    zip: &[Vec<usize>],
+    exclude: &[Exclude],
+    config_shape: &Shape,
+    p: &mut Problems,
+) -> Option<Vec<Cell>> {
+    // Units of the cross product: a zip group counts once, placed at its first member.
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    for k in 0..axes.len() {
+        match zip.iter().find(|g| g.contains(&k)) {
+            Some(g) if g[0] == k => units.push(g.clone()),
+            Some(_) => {}
+            None => units.push(vec![k]),
+        }
+    }
+    let lens: Vec<usize> = units.iter().map(|u| axes[u[0]].values.len()).collect();
+    let total = lens.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n));
+    match total {
+        Some(n) if n <= MAX_CELLS => {}
+        _ => {
+            p.push(Problem::new(
+                "axes",
+                format!("the grid has more than {MAX_CELLS} cells"),
+                "split it into several grid files, or use fewer values",
+            ));
+            return None;
+        }
+    }
+
+    let axis_paths: Vec<String> = axes.iter().map(|a| json_path(&a.path)).collect();
+    let mut cells = Vec::new();
+    let mut index = 0usize;
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut counter = vec![0usize; units.len()];
+    'outer: loop {
+        let mut choice = vec![0usize; axes.len()];
+        for (u, unit) in units.iter().enumerate() {
+            for &k in unit {
+                choice[k] = counter[u];
+            }
+        }
+        let excluded = exclude.iter().any(|pairs| {
+            !pairs.is_empty()
+                && pairs
+                    .iter()
+                    .all(|(k, v)| value_matches(&axes[*k], choice[*k], v))
+        });
+        if !excluded {
+            if let Some(cell) = resolve(base, axes, &axis_paths, &choice, index, config_shape, p) {
+                if let Some(&first) = by_id.get(&cell.id) {
+                    p.push(Problem::new(
+                        join_index("cells", index),
+                        format!(
+                            "resolves to the same config as cells[{first}] (id {})",
+                            cell.id
+                        ),
+                        "an axis value equals the default or another value; remove the duplicate",
+                    ));
+                } else {
+                    by_id.insert(cell.id.clone(), index);
+                }
+                cells.push(cell);
+            }
+            index += 1;
+        }
+        // Advance the odometer: the last unit varies fastest.
+        for u in (0..units.len()).rev() {
+            counter[u] += 1;
+            if counter[u] < lens[u] {
+                continue 'outer;
+            }
+            counter[u] = 0;
+        }
+        break;
+    }
+    p.total_cells = index;
+    if index == 0 {
+        p.push(Problem::new(
+            "exclude",
+            "every cell is excluded; the grid is empty",
+            "remove or narrow an exclude entry",
+        ));
+    }
+    Some(cells)
+}
+
+/// Builds, checks and labels one cell. Problems are attributed to the place in the file the
+/// offending value comes from.
+fn resolve(
+    base: &Value,
+    axes: &[Axis],
+    axis_paths: &[String],
+    choice: &[usize],
+    index: usize,
+    config_shape: &Shape,
+    p: &mut Problems,
+) -> Option<Cell> {
+    let mut value = base.clone();
+    for (k, axis) in axes.iter().enumerate() {
+        if let Err(msg) = set_path(&mut value, &axis.path, axis.values[choice[k]].clone()) {
+            p.push(Problem::new(
+                join_key(&join_index("axes", k), "path"),
+                msg,
+                "fix `base` or the path",
+            ));
+            return None;
+        }
+    }
+    let mut found = Vec::new();
+    shape::check(&value, config_shape, "", false, &mut found);
+    if !found.is_empty() {
+        for mut prob in found {
+            prob.path = source_of(axis_paths, choice, &prob.path);
+            p.push_in(prob, Some(index));
+        }
+        return None;
+    }
+    let config: CellConfig = match serde_json::from_value(value) {
+        Ok(c) => c,
+        Err(e) => {
+            // The shape check should have caught this; report serde's words rather than panic.
+            p.push_in(
+                Problem::new(
+                    join_index("cells", index),
+                    format!("invalid config: {e}"),
+                    "",
+                ),
+                Some(index),
+            );
+            return None;
+        }
+    };
+    for mut prob in config.validate() {
+        prob.path = source_of(axis_paths, choice, &prob.path);
+        p.push_in(prob, Some(index));
+    }
+    let mut labels = Map::new();
+    for (k, axis) in axes.iter().enumerate() {
+        labels.insert(axis.name.clone(), axis.label(choice[k]));
+    }
+    labels.insert("temperature".into(), Value::from(config.temperature));
+    labels.insert("seed".into(), Value::from(config.seed));
+    Some(Cell {
+        index,
+        id: cell_id(&config),
+        config,
+        labels,
+        axis_values: choice.to_vec(),
+    })
+}
+
+/// Maps a config path of a cell to the place in the grid file it comes from.
+fn source_of(axis_paths: &[String], choice: &[usize], config_path: &str) -> String {
+    for (k, ap) in axis_paths.iter().enumerate() {
+        let rest = if config_path == ap {
+            Some("")
+        } else {
+            config_path
+                .strip_prefix(ap.as_str())
+                .filter(|r| r.starts_with('.') || r.starts_with('['))
+        };
+        if let (Some(rest), Some(j)) = (rest, choice.get(k)) {
+            return format!("axes[{k}].values[{j}]{rest}");
+        }
+    }
+    if config_path.is_empty() {
+        "base".to_owned()
+    } else {
+        format!("base.{config_path}")
+    }
+}
+
+/// A dot-separated axis path in the notation of problem paths (`prior.params["a-b c"]`).
+fn json_path(dotted: &str) -> String {
+    dotted
+        .split('.')
+        .fold(String::new(), |acc, seg| join_key(&acc, seg))
+}
+
+/// Sets `path` (dot-separated) in `root`, creating missing objects on the way.
+fn set_path(root: &mut Value, path: &str, new: Value) -> Result<(), String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut cur = root;
+    for (i, seg) in segments.iter().enumerate() {
+        if cur.is_null() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(map) = cur else {
+            return Err(format!(
+                "cannot set {path:?}: `{}` in base is {}, not an object",
+                segments[..i].join("."),
+                type_name(cur)
+            ));
+        };
+        if i + 1 == segments.len() {
+            map.insert((*seg).to_owned(), new);
+            return Ok(());
+        }
+        cur = map
+            .entry((*seg).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    Ok(())
+}
+
+/// Does `v` (from an exclude entry) match value `j` of `axis`: equal to it, or to its label?
+fn value_matches(axis: &Axis, j: usize, v: &Value) -> bool {
+    json_eq(&axis.values[j], v)
+        || matches!((&axis.labels, v), (Some(l), Value::String(s)) if l.get(j) == Some(s))
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_u64(), y.as_u64(), x.as_i64(), y.as_i64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_recursively() {
+        let v = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": "x y"}});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"x y","d":[1,{"y":1,"z":0}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn set_path_creates_objects() {
+        let mut v = json!({"prior": {"name": "gaussian"}});
+        set_path(&mut v, "prior.params.scale", json!(0.1)).unwrap();
+        assert_eq!(
+            v,
+            json!({"prior": {"name": "gaussian", "params": {"scale": 0.1}}})
+        );
+        let mut v = json!({"sampler": 3});
+        assert!(set_path(&mut v, "sampler.lr", json!(0.1)).is_err());
+    }
+
+    #[test]
+    fn sources() {
+        let paths = vec!["temperature".to_owned(), "prior.params".to_owned()];
+        assert_eq!(
+            source_of(&paths, &[2, 1], "temperature"),
+            "axes[0].values[2]"
+        );
+        assert_eq!(
+            source_of(&paths, &[2, 1], "prior.params.scale"),
+            "axes[1].values[1].scale"
+        );
+        assert_eq!(
+            source_of(&paths, &[2, 1], "prior.paramsx"),
+            "base.prior.paramsx"
+        );
+        assert_eq!(source_of(&paths, &[2, 1], "sampler.lr"), "base.sampler.lr");
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert!(json_eq(&json!(1), &json!(1.0)));
+        assert!(!json_eq(&json!(1), &json!(2)));
+        assert!(json_eq(&json!({"a": [1]}), &json!({"a": [1.0]})));
+    }
+}

@@ -1,0 +1,679 @@
+//! The shape of a [`CellConfig`](crate::config::CellConfig) as data: which keys each object
+//! has, their JSON types, and the documented ranges.
+//!
+//! One description serves three purposes, so they cannot drift apart:
+//! - [`check`] walks a JSON value and reports *every* unknown key, wrong type, missing key and
+//!   unknown enum string with its path (serde stops at the first and has no path);
+//! - [`shape_at`] tells whether an axis path (`prior.params.scale`) leads anywhere;
+//! - [`to_schema`] renders the JSON Schema used by [`crate::schema`].
+//!
+//! Ranges and cross-field rules are checked on the typed config
+//! ([`CellConfig::validate`](crate::config::CellConfig::validate)); the ranges here only feed
+//! the schema (a test keeps the two in step).
+
+use serde_json::{json, Map, Value};
+
+use crate::problem::{join_index, join_key, show, type_name, Problem};
+
+/// The JSON shape of one config value.
+#[derive(Debug, Clone)]
+pub(crate) enum Shape {
+    /// Anything (plugin parameters: checked later by the plugin host).
+    Any,
+    Bool,
+    Str,
+    /// One of these strings.
+    Enum(&'static [&'static str]),
+    /// A non-negative integer, at least `min`.
+    UInt {
+        min: Option<u64>,
+    },
+    /// A number with optional bounds (`min`, exclusive or not; `max_exclusive`).
+    Float {
+        min: Option<f64>,
+        min_exclusive: bool,
+        max_exclusive: Option<f64>,
+    },
+    /// The inner shape or `null`.
+    Nullable(Box<Shape>),
+    Array(Box<Shape>),
+    Object(Vec<Field>),
+    /// An object whose `tag` key picks the set of other keys (serde's internally tagged enum).
+    Tagged {
+        tag: &'static str,
+        variants: Vec<(&'static str, Vec<Field>)>,
+    },
+}
+
+/// One key of an object.
+#[derive(Debug, Clone)]
+pub(crate) struct Field {
+    pub name: &'static str,
+    pub shape: Shape,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+fn field(name: &'static str, shape: Shape, doc: &'static str) -> Field {
+    Field {
+        name,
+        shape,
+        required: false,
+        doc,
+    }
+}
+
+fn required(name: &'static str, shape: Shape, doc: &'static str) -> Field {
+    Field {
+        name,
+        shape,
+        required: true,
+        doc,
+    }
+}
+
+fn uint(min: u64) -> Shape {
+    Shape::UInt { min: Some(min) }
+}
+
+/// Names of the activations, initialisations, schedules and preconditioners (serde names).
+pub(crate) const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu"];
+const INITS: &[&str] = &["glorot-uniform", "he-normal"];
+const SCHEDULES: &[&str] = &["cosine", "glide", "flat"];
+const PRECONDITIONERS: &[&str] = &["layerwise", "identity"];
+
+fn plugin_ref() -> Shape {
+    Shape::Object(vec![
+        required(
+            "name",
+            Shape::Str,
+            "Plugin name (as listed by `ablate plugins`).",
+        ),
+        field(
+            "params",
+            Shape::Any,
+            "Plugin parameters, checked against the plugin's description.",
+        ),
+    ])
+}
+
+/// The shape of [`CellConfig`](crate::config::CellConfig). Keep in step with `config.rs`
+/// (the tests deserialize what this accepts).
+pub(crate) fn cell_config() -> Shape {
+    let activation = || {
+        field(
+            "activation",
+            Shape::Enum(ACTIVATIONS),
+            "Activation function.",
+        )
+    };
+    Shape::Object(vec![
+        field(
+            "temperature",
+            Shape::Float {
+                min: Some(0.0),
+                min_exclusive: false,
+                max_exclusive: None,
+            },
+            "Posterior temperature T >= 0 (0 = SGD with momentum).",
+        ),
+        field(
+            "seed",
+            Shape::UInt { min: None },
+            "Seed of everything random in the cell.",
+        ),
+        required(
+            "data",
+            Shape::Object(vec![
+                required(
+                    "dataset",
+                    Shape::Str,
+                    "digits, mnist, fashion-mnist or cifar10.",
+                ),
+                field(
+                    "path",
+                    Shape::Nullable(Box::new(Shape::Str)),
+                    "Folder of the dataset files.",
+                ),
+                field(
+                    "train_size",
+                    Shape::Nullable(Box::new(uint(1))),
+                    "Training examples used.",
+                ),
+                field(
+                    "test_size",
+                    Shape::Nullable(Box::new(uint(1))),
+                    "Test examples used.",
+                ),
+                field(
+                    "subset_seed",
+                    Shape::UInt { min: None },
+                    "Seed of the subset choice.",
+                ),
+                field("normalize", Shape::Bool, "Standardise each channel."),
+            ]),
+            "Which data and how much of it.",
+        ),
+        required(
+            "model",
+            Shape::Tagged {
+                tag: "kind",
+                variants: vec![
+                    (
+                        "mlp",
+                        vec![
+                            required("hidden", Shape::Array(Box::new(uint(1))), "Hidden widths."),
+                            activation(),
+                        ],
+                    ),
+                    (
+                        "cnn",
+                        vec![
+                            required(
+                                "channels",
+                                Shape::Array(Box::new(uint(1))),
+                                "Channels of the 3x3 convolutions.",
+                            ),
+                            activation(),
+                        ],
+                    ),
+                    (
+                        "resnet20",
+                        vec![field("width", uint(1), "Width multiplier of the filters.")],
+                    ),
+                ],
+            },
+            "The network architecture.",
+        ),
+        field(
+            "sampler",
+            Shape::Object(vec![
+                field("epochs", uint(1), "Total epochs."),
+                field("batch_size", uint(1), "Minibatch size."),
+                field(
+                    "lr",
+                    Shape::Float {
+                        min: Some(0.0),
+                        min_exclusive: true,
+                        max_exclusive: None,
+                    },
+                    "Learning rate (> 0).",
+                ),
+                field(
+                    "momentum_decay",
+                    Shape::Float {
+                        min: Some(0.0),
+                        min_exclusive: false,
+                        max_exclusive: Some(1.0),
+                    },
+                    "Momentum decay in [0, 1).",
+                ),
+                field("cycle_length", uint(1), "Cycle length in epochs."),
+                field(
+                    "cycle_start_sampling",
+                    uint(1),
+                    "First epoch of the cyclical schedule (>= cycle_length).",
+                ),
+                field(
+                    "schedule",
+                    Shape::Enum(SCHEDULES),
+                    "Cyclical time-step schedule.",
+                ),
+                field(
+                    "preconditioner",
+                    Shape::Enum(PRECONDITIONERS),
+                    "Mass matrix.",
+                ),
+                field(
+                    "precond_batches",
+                    uint(1),
+                    "Minibatches for the preconditioner estimate.",
+                ),
+                field(
+                    "temperature_ramp",
+                    Shape::Bool,
+                    "Ramp the temperature from 0.",
+                ),
+                field("init", Shape::Enum(INITS), "Weight initialisation."),
+            ]),
+            "The sampler protocol.",
+        ),
+        field(
+            "integrator",
+            plugin_ref(),
+            "Integrator plugin (default sym-euler).",
+        ),
+        field("prior", plugin_ref(), "Prior plugin (default gaussian)."),
+        field(
+            "likelihood",
+            plugin_ref(),
+            "Likelihood plugin (default categorical).",
+        ),
+        field(
+            "noise",
+            plugin_ref(),
+            "Gradient-noise plugin (default minibatch).",
+        ),
+        field(
+            "eval",
+            Shape::Object(vec![
+                field(
+                    "ece_bins",
+                    uint(1),
+                    "Bins of the expected calibration error.",
+                ),
+                field("batch_size", uint(1), "Batch size of test-set evaluation."),
+            ]),
+            "How the ensemble is evaluated.",
+        ),
+    ])
+}
+
+/// Checks `value` against `shape`, pushing every problem (paths relative to `path`).
+/// With `partial`, missing required keys are not problems (a grid's `base`).
+pub(crate) fn check(
+    value: &Value,
+    shape: &Shape,
+    path: &str,
+    partial: bool,
+    out: &mut Vec<Problem>,
+) {
+    match shape {
+        Shape::Any => {}
+        Shape::Bool => {
+            if !value.is_boolean() {
+                out.push(wrong_type(path, "true or false", value));
+            }
+        }
+        Shape::Str => {
+            if !value.is_string() {
+                out.push(wrong_type(path, "a string", value));
+            }
+        }
+        Shape::Enum(names) => match value.as_str() {
+            Some(s) if names.contains(&s) => {}
+            Some(s) => out.push(Problem::new(
+                path,
+                format!("unknown value {s:?}"),
+                format!(
+                    "use one of: {}{}",
+                    names.join(", "),
+                    suggest(s, names.iter().copied())
+                ),
+            )),
+            None => out.push(wrong_type(
+                path,
+                &format!("one of {}", names.join(", ")),
+                value,
+            )),
+        },
+        Shape::UInt { .. } => {
+            if !value.is_u64() {
+                out.push(wrong_type(path, "a non-negative integer", value));
+            }
+        }
+        Shape::Float { .. } => {
+            if !value.is_number() {
+                out.push(wrong_type(path, "a number", value));
+            }
+        }
+        Shape::Nullable(inner) => {
+            if !value.is_null() {
+                check(value, inner, path, partial, out);
+            }
+        }
+        Shape::Array(inner) => match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check(item, inner, &join_index(path, i), partial, out);
+                }
+            }
+            None => out.push(wrong_type(path, "an array", value)),
+        },
+        Shape::Object(fields) => match value.as_object() {
+            Some(map) => check_fields(map, fields, &[], path, partial, out),
+            None => out.push(wrong_type(path, "an object", value)),
+        },
+        Shape::Tagged { tag, variants } => {
+            let Some(map) = value.as_object() else {
+                out.push(wrong_type(path, "an object", value));
+                return;
+            };
+            let names: Vec<&str> = variants.iter().map(|(n, _)| *n).collect();
+            let tag_path = join_key(path, tag);
+            match map.get(*tag) {
+                None => out.push(Problem::new(
+                    tag_path,
+                    format!("missing required key `{tag}`"),
+                    format!("set `{tag}` to one of: {}", names.join(", ")),
+                )),
+                Some(Value::String(kind)) => match variants.iter().find(|(n, _)| n == kind) {
+                    Some((_, fields)) => check_fields(map, fields, &[tag], path, partial, out),
+                    None => out.push(Problem::new(
+                        tag_path,
+                        format!("unknown {tag} {kind:?}"),
+                        format!(
+                            "use one of: {}{}",
+                            names.join(", "),
+                            suggest(kind, names.iter().copied())
+                        ),
+                    )),
+                },
+                Some(other) => out.push(wrong_type(
+                    &tag_path,
+                    &format!("one of {}", names.join(", ")),
+                    other,
+                )),
+            }
+        }
+    }
+}
+
+fn check_fields(
+    map: &Map<String, Value>,
+    fields: &[Field],
+    extra_keys: &[&str],
+    path: &str,
+    partial: bool,
+    out: &mut Vec<Problem>,
+) {
+    for (key, v) in map {
+        match fields.iter().find(|f| f.name == key) {
+            Some(f) => check(v, &f.shape, &join_key(path, key), partial, out),
+            None if extra_keys.contains(&key.as_str()) => {}
+            None => {
+                let known = fields
+                    .iter()
+                    .map(|f| f.name)
+                    .chain(extra_keys.iter().copied());
+                out.push(unknown_key(&join_key(path, key), key, known));
+            }
+        }
+    }
+    if !partial {
+        for f in fields
+            .iter()
+            .filter(|f| f.required && !map.contains_key(f.name))
+        {
+            out.push(Problem::new(
+                join_key(path, f.name),
+                format!("missing required key `{}`", f.name),
+                format!("set it in `base` or with an axis ({})", f.doc),
+            ));
+        }
+    }
+}
+
+/// The shape at a dot-separated axis path, or the index of the first segment that leads
+/// nowhere, with a hint. Below a tagged object the keys of all its variants are accepted.
+pub(crate) fn shape_at<'a>(
+    shape: &'a Shape,
+    segments: &[&str],
+) -> Result<&'a Shape, (usize, String)> {
+    static TAG: Shape = Shape::Str;
+    let mut shape = shape;
+    for (i, seg) in segments.iter().enumerate() {
+        let fields: Vec<&Field> = match shape {
+            Shape::Any => return Ok(shape),
+            Shape::Nullable(inner) => {
+                return shape_at(inner, &segments[i..]).map_err(|(j, h)| (i + j, h));
+            }
+            Shape::Object(fields) => fields.iter().collect(),
+            Shape::Tagged { tag, variants } => {
+                if seg == tag {
+                    if i + 1 == segments.len() {
+                        return Ok(&TAG);
+                    }
+                    return Err((i + 1, format!("`{tag}` is a string; it has no keys")));
+                }
+                variants.iter().flat_map(|(_, fs)| fs.iter()).collect()
+            }
+            _ => {
+                return Err((
+                    i,
+                    "the key before it holds a plain value, not an object".into(),
+                ))
+            }
+        };
+        match fields.iter().find(|f| f.name == *seg) {
+            Some(f) => shape = &f.shape,
+            None => {
+                let known = fields.iter().map(|f| f.name);
+                let names: Vec<&str> = known.clone().collect();
+                return Err((
+                    i,
+                    format!(
+                        "known keys here: {}{}",
+                        names.join(", "),
+                        suggest(seg, known)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(shape)
+}
+
+/// Renders a shape as JSON Schema. `strict` keeps `required` lists (a resolved config);
+/// without it only the tags of tagged objects are required (a partial `base`).
+pub(crate) fn to_schema(shape: &Shape, strict: bool) -> Value {
+    match shape {
+        Shape::Any => json!({}),
+        Shape::Bool => json!({ "type": "boolean" }),
+        Shape::Str => json!({ "type": "string" }),
+        Shape::Enum(names) => json!({ "enum": names }),
+        Shape::UInt { min } => json!({ "type": "integer", "minimum": min.unwrap_or(0) }),
+        Shape::Float {
+            min,
+            min_exclusive,
+            max_exclusive,
+        } => {
+            let mut s = Map::new();
+            s.insert("type".into(), json!("number"));
+            if let Some(m) = min {
+                let key = if *min_exclusive {
+                    "exclusiveMinimum"
+                } else {
+                    "minimum"
+                };
+                s.insert(key.into(), json!(m));
+            }
+            if let Some(m) = max_exclusive {
+                s.insert("exclusiveMaximum".into(), json!(m));
+            }
+            Value::Object(s)
+        }
+        Shape::Nullable(inner) => {
+            json!({ "anyOf": [to_schema(inner, strict), { "type": "null" }] })
+        }
+        Shape::Array(inner) => json!({ "type": "array", "items": to_schema(inner, strict) }),
+        Shape::Object(fields) => object_schema(fields, None, strict),
+        Shape::Tagged { tag, variants } => {
+            let one_of: Vec<Value> = variants
+                .iter()
+                .map(|(name, fields)| object_schema(fields, Some((tag, name)), strict))
+                .collect();
+            json!({ "type": "object", "oneOf": one_of })
+        }
+    }
+}
+
+fn object_schema(fields: &[Field], tag: Option<(&str, &str)>, strict: bool) -> Value {
+    let mut props = Map::new();
+    let mut req = Vec::new();
+    if let Some((tag, name)) = tag {
+        props.insert(tag.into(), json!({ "const": name }));
+        req.push(tag.to_owned());
+    }
+    for f in fields {
+        let mut s = to_schema(&f.shape, strict);
+        if let Value::Object(m) = &mut s {
+            m.insert("description".into(), json!(f.doc));
+        }
+        props.insert(f.name.into(), s);
+        if strict && f.required {
+            req.push(f.name.to_owned());
+        }
+    }
+    json!({
+        "type": "object",
+        "properties": props,
+        "required": req,
+        "additionalProperties": false,
+    })
+}
+
+pub(crate) fn wrong_type(path: &str, expected: &str, got: &Value) -> Problem {
+    Problem::new(
+        path,
+        format!(
+            "expected {expected}, got {} ({})",
+            type_name(got),
+            show(got)
+        ),
+        "",
+    )
+}
+
+pub(crate) fn unknown_key<'a>(
+    path: &str,
+    key: &str,
+    known: impl Iterator<Item = &'a str> + Clone,
+) -> Problem {
+    let names: Vec<&str> = known.clone().collect();
+    Problem::new(
+        path,
+        format!("unknown key `{key}`"),
+        format!(
+            "known keys here: {}{}",
+            names.join(", "),
+            suggest(key, known)
+        ),
+    )
+}
+
+/// "; did you mean `x`?" when a known name is within edit distance 2 of `given`.
+pub(crate) fn suggest<'a>(given: &str, known: impl Iterator<Item = &'a str>) -> String {
+    known
+        .map(|k| (edit_distance(given, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("lr", "lr"), 0);
+        assert_eq!(edit_distance("lrr", "lr"), 1);
+        assert_eq!(edit_distance("tempreature", "temperature"), 2);
+        assert_eq!(
+            suggest("epoch", ["epochs", "lr"].into_iter()),
+            "; did you mean `epochs`?"
+        );
+    }
+
+    #[test]
+    fn paths_into_the_config() {
+        let s = cell_config();
+        assert!(matches!(
+            shape_at(&s, &["temperature"]),
+            Ok(Shape::Float { .. })
+        ));
+        assert!(matches!(
+            shape_at(&s, &["prior", "params", "scale"]),
+            Ok(Shape::Any)
+        ));
+        assert!(matches!(
+            shape_at(&s, &["model", "hidden"]),
+            Ok(Shape::Array(_))
+        ));
+        assert!(matches!(shape_at(&s, &["model", "kind"]), Ok(Shape::Str)));
+        assert!(matches!(
+            shape_at(&s, &["data", "train_size"]),
+            Ok(Shape::Nullable(_))
+        ));
+        assert_eq!(shape_at(&s, &["sampler", "lrr"]).unwrap_err().0, 1);
+        assert_eq!(shape_at(&s, &["temperature", "x"]).unwrap_err().0, 1);
+    }
+
+    /// Every documented bound in the shape (which feeds the schema) is enforced by
+    /// `CellConfig::validate` at the same path.
+    #[test]
+    fn schema_bounds_match_validate() {
+        use crate::config::CellConfig;
+        let valid = serde_json::json!({
+            "data": { "dataset": "digits" },
+            "model": { "kind": "mlp", "hidden": [8] },
+        });
+        let mut bounded = Vec::new();
+        fn walk(shape: &Shape, path: Vec<&'static str>, out: &mut Vec<(Vec<&'static str>, Value)>) {
+            match shape {
+                Shape::Object(fields) => {
+                    for f in fields {
+                        let mut p = path.clone();
+                        p.push(f.name);
+                        walk(&f.shape, p, out);
+                    }
+                }
+                Shape::Nullable(inner) => walk(inner, path, out),
+                Shape::UInt { min: Some(m) } if *m > 0 => {
+                    out.push((path, serde_json::json!(m - 1)))
+                }
+                Shape::Float {
+                    min: Some(m),
+                    min_exclusive,
+                    max_exclusive,
+                } => {
+                    out.push((
+                        path.clone(),
+                        serde_json::json!(if *min_exclusive { *m } else { m - 1.0 }),
+                    ));
+                    if let Some(mx) = max_exclusive {
+                        out.push((path, serde_json::json!(mx)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(&cell_config(), Vec::new(), &mut bounded);
+        assert!(bounded.len() >= 10, "{bounded:?}");
+        for (path, bad) in bounded {
+            let mut v = valid.clone();
+            let mut cur = &mut v;
+            for seg in &path[..path.len() - 1] {
+                cur = cur
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(*seg)
+                    .or_insert(serde_json::json!({}));
+            }
+            cur[path[path.len() - 1]] = bad.clone();
+            let config: CellConfig = serde_json::from_value(v).unwrap();
+            let dotted = path.join(".");
+            assert!(
+                config.validate().iter().any(|p| p.path == dotted),
+                "{dotted} = {bad} is outside the schema's bounds but validate() accepts it"
+            );
+        }
+    }
+}

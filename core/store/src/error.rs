@@ -1,0 +1,116 @@
+//! Errors of the store: each says what failed, on which path, and what to do.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Something went wrong reading or writing a run folder.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("cannot {action} {}: {source}{}", path.display(), io_hint(source))]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    /// A JSON file of the run folder does not parse (or a value does not serialize).
+    #[error("{} is not valid: {source}; it was written by another version of ablate, or edited by hand", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    /// Another runner holds the run folder.
+    #[error(
+        "run folder {} is in use by pid {pid} on host {hostname} (since {started}); wait for that \
+         run to finish, or, if it is gone, delete {}",
+        dir.display(),
+        lock_file.display()
+    )]
+    Locked {
+        dir: PathBuf,
+        lock_file: PathBuf,
+        pid: u32,
+        hostname: String,
+        started: String,
+    },
+
+    /// The run folder holds results of a different grid file.
+    #[error(
+        "run folder {} was created for another grid file (sha256 {existing}, now {new}); choose \
+         another run name, or reopen it with RunDir::open and update the manifest on purpose",
+        dir.display()
+    )]
+    GridChanged {
+        dir: PathBuf,
+        existing: String,
+        new: String,
+    },
+
+    /// A name that cannot be used as a file or folder name inside the run folder.
+    #[error(
+        "invalid {what} {name:?}: use letters, digits, '-', '_' and '.' only (no leading '.')"
+    )]
+    BadName { what: &'static str, name: String },
+
+    /// The folder is not a run folder.
+    #[error("{} is not a run folder (no manifest.json); create it with `ablate run`", dir.display())]
+    NotARun { dir: PathBuf },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// A hint for the common causes of I/O errors.
+fn io_hint(e: &io::Error) -> &'static str {
+    // Raw errno values are Linux's; the kinds cover the rest.
+    match (e.kind(), e.raw_os_error()) {
+        (io::ErrorKind::StorageFull, _) | (_, Some(28)) | (_, Some(122)) => {
+            " (the disk or quota is full: free space, or write the run somewhere else with --out)"
+        }
+        (io::ErrorKind::PermissionDenied, _) | (_, Some(13)) | (_, Some(1)) => {
+            " (permission denied: check the owner and mode of the folder, or choose another --out)"
+        }
+        (io::ErrorKind::ReadOnlyFilesystem, _) | (_, Some(30)) => {
+            " (the file system is read-only: write the run somewhere else with --out)"
+        }
+        (io::ErrorKind::NotFound, _) => " (it does not exist)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_name_the_path_and_the_cause() {
+        let full = StoreError::io("write", "/runs/x/cells/a/metrics.json")(
+            io::Error::from_raw_os_error(28),
+        );
+        let text = full.to_string();
+        assert!(
+            text.contains("cannot write /runs/x/cells/a/metrics.json"),
+            "{text}"
+        );
+        assert!(text.contains("disk or quota is full"), "{text}");
+        let denied = StoreError::io("create folder", "/runs/x")(io::Error::from_raw_os_error(13));
+        assert!(denied.to_string().contains("permission denied"), "{denied}");
+        let ro = StoreError::io("write", "/runs/x")(io::Error::from_raw_os_error(30));
+        assert!(ro.to_string().contains("read-only"), "{ro}");
+    }
+}

@@ -1,0 +1,328 @@
+//! Run folders and cell folders.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{is_temp_name, remove_temp_files, sync_dir, write_atomic};
+use crate::error::{Result, StoreError};
+use crate::lock::RunLock;
+use crate::machine::MachineInfo;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const GRID: &str = "grid.json";
+pub const LOCK: &str = "run.lock";
+pub const CELLS: &str = "cells";
+pub const CONFIG: &str = "config.json";
+pub const LABELS: &str = "labels.json";
+pub const STATUS: &str = "status.json";
+pub const EPOCHS: &str = "epochs.csv";
+pub const METRICS: &str = "metrics.json";
+
+/// `manifest.json`: how, where and with what a run was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The grid file as given on the command line.
+    pub grid_file: String,
+    /// Hex SHA-256 of the grid file's bytes.
+    pub grid_sha256: String,
+    pub ablate_version: String,
+    /// `git rev-parse HEAD` of the source tree, when known.
+    pub git_revision: Option<String>,
+    pub libtorch_version: Option<String>,
+    /// `cpu`, `cuda:0`, ...
+    pub device: String,
+    pub plugins: Vec<PluginInfo>,
+    pub machine: MachineInfo,
+    /// RFC 3339 UTC.
+    pub created: String,
+    /// The command line that made the run.
+    pub command: String,
+}
+
+/// A plugin library loaded by a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The state of a cell (`status.json` → `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellState {
+    /// Started and not finished; found at startup, it means the run was interrupted.
+    Running,
+    Done,
+    /// Failed for good (an error in the config or a plugin); not retried automatically.
+    Failed,
+    /// The chain produced non-finite values; a result in itself (reported, not retried).
+    Diverged,
+}
+
+/// `status.json` of a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellStatus {
+    pub status: CellState,
+    pub message: Option<String>,
+    pub wall_seconds: f64,
+    pub diverged_at_step: Option<u64>,
+    /// RFC 3339 UTC; `null` while running.
+    pub finished_at: Option<String>,
+}
+
+impl CellStatus {
+    /// A cell that has just started.
+    pub fn running() -> CellStatus {
+        CellStatus {
+            status: CellState::Running,
+            message: None,
+            wall_seconds: 0.0,
+            diverged_at_step: None,
+            finished_at: None,
+        }
+    }
+
+    /// Done, failed and diverged cells are finished; running ones were interrupted.
+    pub fn is_finished(&self) -> bool {
+        self.status != CellState::Running
+    }
+}
+
+/// A run folder (`runs/<name>/`).
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the run folder with its manifest and a copy of the grid file, or opens it if it
+    /// exists and was made for the same grid (same `grid_sha256`); the manifest of an existing
+    /// run is kept. A different grid is [`StoreError::GridChanged`].
+    pub fn create_or_open(
+        path: impl AsRef<Path>,
+        manifest: &Manifest,
+        grid_text: &str,
+    ) -> Result<RunDir> {
+        let path = path.as_ref().to_owned();
+        fs::create_dir_all(path.join(CELLS))
+            .map_err(StoreError::io("create folder", path.join(CELLS)))?;
+        let run = RunDir { path };
+        match run.read_json::<Manifest>(MANIFEST)? {
+            Some(existing) if existing.grid_sha256 != manifest.grid_sha256 => {
+                return Err(StoreError::GridChanged {
+                    dir: run.path.clone(),
+                    existing: existing.grid_sha256,
+                    new: manifest.grid_sha256.clone(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                write_atomic(&run.path.join(GRID), grid_text.as_bytes())?;
+                run.write_manifest(manifest)?;
+            }
+        }
+        if !run.path.join(GRID).exists() {
+            write_atomic(&run.path.join(GRID), grid_text.as_bytes())?;
+        }
+        Ok(run)
+    }
+
+    /// Opens an existing run folder (for reports and status).
+    pub fn open(path: impl AsRef<Path>) -> Result<RunDir> {
+        let path = path.as_ref().to_owned();
+        if !path.join(MANIFEST).is_file() {
+            return Err(StoreError::NotARun { dir: path });
+        }
+        Ok(RunDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        self.read_json(MANIFEST)?
+            .ok_or_else(|| StoreError::NotARun {
+                dir: self.path.clone(),
+            })
+    }
+
+    /// Replaces the manifest (atomically).
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        write_json_file(&self.path.join(MANIFEST), manifest)
+    }
+
+    /// Takes `run.lock` (see [`crate::lock`]) and, holding it, removes temporary files left
+    /// by crashed writers. Take it before starting workers; drop it when the run ends.
+    pub fn lock(&self) -> Result<RunLock> {
+        let lock = RunLock::acquire(&self.path, &self.path.join(LOCK))?;
+        let mut removed = remove_temp_files(&self.path)?;
+        for cell in self.list_cells()? {
+            removed += remove_temp_files(cell.path())?;
+        }
+        if removed > 0 {
+            tracing::info!(dir = %self.path.display(), removed, "removed temporary files of an interrupted run");
+        }
+        Ok(lock)
+    }
+
+    /// The folder of cell `id`, created if missing.
+    pub fn cell(&self, id: &str) -> Result<CellDir> {
+        check_name("cell id", id)?;
+        let cells = self.path.join(CELLS);
+        let path = cells.join(id);
+        if !path.is_dir() {
+            fs::create_dir_all(&path).map_err(StoreError::io("create folder", &path))?;
+            sync_dir(&cells)?;
+        }
+        Ok(CellDir {
+            id: id.to_owned(),
+            path,
+        })
+    }
+
+    /// The folder of cell `id` if it exists.
+    pub fn existing_cell(&self, id: &str) -> Result<Option<CellDir>> {
+        check_name("cell id", id)?;
+        let path = self.path.join(CELLS).join(id);
+        Ok(path.is_dir().then(|| CellDir {
+            id: id.to_owned(),
+            path,
+        }))
+    }
+
+    /// All cell folders, sorted by id (hidden and temporary entries are skipped).
+    pub fn list_cells(&self) -> Result<Vec<CellDir>> {
+        let cells = self.path.join(CELLS);
+        let entries = match fs::read_dir(&cells) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io("list", &cells)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io("list", &cells))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            out.push(CellDir {
+                id: name,
+                path: entry.path(),
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        read_json_file(&self.path.join(name))
+    }
+}
+
+/// The folder of one cell (`cells/<cell_id>/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellDir {
+    id: String,
+    path: PathBuf,
+}
+
+impl CellDir {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `value` as pretty JSON to `name`, atomically.
+    pub fn write_json<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        check_name("file name", name)?;
+        write_json_file(&self.path.join(name), value)
+    }
+
+    /// Writes `text` to `name`, atomically.
+    pub fn write_text(&self, name: &str, text: &str) -> Result<()> {
+        check_name("file name", name)?;
+        write_atomic(&self.path.join(name), text.as_bytes())
+    }
+
+    /// Reads JSON file `name`; `None` if it does not exist.
+    pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        check_name("file name", name)?;
+        read_json_file(&self.path.join(name))
+    }
+
+    /// Reads text file `name`; `None` if it does not exist.
+    pub fn read_text(&self, name: &str) -> Result<Option<String>> {
+        check_name("file name", name)?;
+        let path = self.path.join(name);
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", &path)(e)),
+        }
+    }
+
+    pub fn write_status(&self, status: &CellStatus) -> Result<()> {
+        self.write_json(STATUS, status)
+    }
+
+    /// `status.json`, or `None` for a cell that never started.
+    pub fn read_status(&self) -> Result<Option<CellStatus>> {
+        self.read_json(STATUS)
+    }
+
+    /// Has this cell finished (done, failed or diverged)? A cell without status, or still
+    /// `running` (an interrupted run), is to be run.
+    pub fn is_finished(&self) -> Result<bool> {
+        Ok(self.read_status()?.is_some_and(|s| s.is_finished()))
+    }
+}
+
+fn write_json_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Json {
+        path: path.into(),
+        source: e,
+    })?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("read", path)(e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Json {
+            path: path.into(),
+            source: e,
+        })
+}
+
+/// File and folder names inside a run folder: no separators, no `..`, not hidden, not temporary.
+fn check_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && !is_temp_name(name)
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
