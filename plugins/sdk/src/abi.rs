@@ -1,0 +1,402 @@
+//! Everything that crosses the `.so` boundary: FFI-safe types, the host's tensor-operation
+//! table, the four factor interfaces and the root module a plugin library exports.
+//!
+//! Rules of the boundary (DESIGN.md, "Plugins: the contract"):
+//! - tensors never cross: plugins hold opaque [`TensorId`] handles into the host's arena and
+//!   compute through [`TensorHost`], so tensors stay on their device and autograd, RNG and
+//!   devices stay in the host;
+//! - one call per step with all parameters in one flat tensor, never per element;
+//! - errors are values: a failed host op returns [`TensorId::INVALID`] and records the error,
+//!   a plugin returns `RErr`, and a panic in plugin code is caught by the SDK glue.
+//!
+//! Types here may only grow at the end (abi_stable prefix rules); any other change bumps
+//! [`crate::SDK_VERSION`].
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::{RMut, VersionStrings},
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// Handle of a tensor owned by the host.
+#[repr(transparent)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId(pub u64);
+
+impl TensorId {
+    /// The result of a failed operation; every op given it returns it again.
+    pub const INVALID: TensorId = TensorId(u64::MAX);
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sign,
+    Square,
+    Sqrt,
+    Rsqrt,
+    Exp,
+    Log,
+    Log1p,
+    Tanh,
+    Reciprocal,
+    Relu,
+    Sin,
+    Cos,
+    Floor,
+    /// log(1 + exp(x)), numerically stable.
+    Softplus,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+    /// 1.0 where a > b, else 0.0.
+    Greater,
+    /// log(exp(a) + exp(b)), numerically stable.
+    LogAddExp,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+/// What a parameter tensor is, for priors that treat roles differently.
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Weight,
+    Bias,
+    /// Scale/shift of a normalisation layer (batch norm, FRN).
+    Norm,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Weight => "weight",
+            Role::Bias => "bias",
+            Role::Norm => "norm",
+        }
+    }
+}
+
+/// Metadata of one parameter tensor; `offset`/`numel` locate it in the flat parameter vector.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ParamInfo {
+    pub name: RString,
+    pub layer: RString,
+    pub role: Role,
+    pub shape: RVec<i64>,
+    pub fan_in: i64,
+    pub fan_out: i64,
+    pub offset: i64,
+    pub numel: i64,
+    #[cfg(feature = "abi-mismatch-for-tests")]
+    pub extra_field_for_tests: u64,
+}
+
+/// U(θ) and ∇U(θ) evaluated by the host (for integrators with Metropolis–Hastings or HMC).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct Potential {
+    /// 0-d tensor: U(θ) = n·(mean NLL) − log p(θ).
+    pub energy: TensorId,
+    /// ∇U(θ), flat like the parameters.
+    pub grad: TensorId,
+}
+
+/// The host's tensor-operation table, implemented on real `tch` tensors (CPU or CUDA).
+///
+/// Ops broadcast like PyTorch. A failed op returns [`TensorId::INVALID`] and the host keeps the
+/// first error; it is reported after the plugin call returns, so plugin math needs no `?`.
+#[sabi_trait]
+pub trait TensorHost {
+    fn shape(&self, x: TensorId) -> RVec<i64>;
+    fn full_like(&mut self, x: TensorId, value: f64) -> TensorId;
+    /// Standard normal draws from the cell's seeded stream.
+    fn randn_like(&mut self, x: TensorId) -> TensorId;
+    /// Uniform [0, 1) draws from the cell's seeded stream.
+    fn rand_like(&mut self, x: TensorId) -> TensorId;
+    fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId;
+    fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId;
+    /// x·mul + add.
+    fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId;
+    fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId;
+    fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId;
+    /// Reduce over all elements to a 0-d tensor (stays on the device: no synchronisation).
+    fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId;
+    fn reduce_dim(&mut self, op: ReduceOp, x: TensorId, dim: i64, keepdim: bool) -> TensorId;
+    /// where(cond > 0, a, b).
+    fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId;
+    fn log_softmax(&mut self, x: TensorId, dim: i64) -> TensorId;
+    /// Per-row value of `x[i, index[i]]` (index: integer class labels).
+    fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId;
+    fn one_hot(&mut self, labels: TensorId, classes: i64) -> TensorId;
+    /// Random per-example crop of zero-padded images (N,C,H,W) and, if `flip`, a random
+    /// horizontal flip: the standard CIFAR augmentation.
+    fn augment_crop_flip(&mut self, images: TensorId, pad: i64, flip: bool) -> TensorId;
+    /// dst ← src, in place, outside autograd.
+    fn assign(&mut self, dst: TensorId, src: TensorId);
+    /// y ← a·x + b·y, in place, outside autograd.
+    fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64);
+    /// Read a 0-d tensor (synchronises with the device: keep it off the per-step path).
+    fn item(&mut self, x: TensorId) -> f64;
+    /// U and ∇U at `at` (same shape as the parameters) on the full training set (`full_batch`)
+    /// or on the current minibatch.
+    fn potential(&mut self, at: TensorId, full_batch: bool) -> Potential;
+    fn release(&mut self, x: TensorId);
+    /// The first error since the plugin call started, if any.
+    #[sabi(last_prefix_field)]
+    fn error(&self) -> ROption<RString>;
+}
+
+/// The host's table as plugins receive it.
+pub type HostRef<'a> = TensorHost_TO<'a, RMut<'a, ()>>;
+
+/// Scalars of one sampler step. `lr`, `momentum_decay` are the base values; each integrator
+/// applies `timestep_factor` C its own way (the reference's `dynamics_parameters`).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
+pub struct StepCtx {
+    /// Global step, 1-based.
+    pub step: u64,
+    pub lr: f64,
+    pub momentum_decay: f64,
+    /// Cyclical factor C scaling the SDE step h.
+    pub timestep_factor: f64,
+    /// Current temperature (after the ramp).
+    pub temperature: f64,
+    /// Effective training-set size n that enters U = n·G.
+    pub n: f64,
+    pub batch_size: u64,
+}
+
+/// Tensors of one step, all flat like the parameters.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct StepTensors {
+    pub params: TensorId,
+    /// ∇ of the per-example mean minibatch loss G̃ = mean NLL − (1/n)·log p(θ).
+    pub grad: TensorId,
+    /// Mass M (one value per parameter tensor, broadcast to elements) and its transforms.
+    pub mass: TensorId,
+    pub mass_inv: TensorId,
+    pub mass_sqrt: TensorId,
+    pub mass_inv_sqrt: TensorId,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// Metropolis–Hastings acceptance probability of this step; NaN if the integrator has none.
+    pub acceptance: f64,
+}
+
+/// How the gradient is estimated each step.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub struct GradientPlan {
+    /// Examples per gradient; 0 = the full training set.
+    pub gradient_batch: u64,
+}
+
+/// Measured minibatch gradient noise (from the preconditioner batches of this epoch).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct NoiseStats {
+    /// Per-element variance of a minibatch-mean gradient at `batch_size`.
+    pub var_elementwise: TensorId,
+    /// The same, averaged within each parameter tensor (broadcast to elements).
+    pub var_per_tensor: TensorId,
+    pub batch_size: u64,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    None,
+    BatchNorm,
+    /// Filter response normalisation with a TLU (Singh & Krishnan 2020).
+    Frn,
+}
+
+/// What the model must contain for a likelihood ("dirty likelihood" toggles).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
+pub struct ModelToggles {
+    pub norm: NormKind,
+    pub dropout: f64,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FactorKind {
+    Prior,
+    Likelihood,
+    Integrator,
+    Noise,
+}
+
+impl FactorKind {
+    pub const ALL: [FactorKind; 4] = [
+        FactorKind::Prior,
+        FactorKind::Likelihood,
+        FactorKind::Integrator,
+        FactorKind::Noise,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorKind::Prior => "prior",
+            FactorKind::Likelihood => "likelihood",
+            FactorKind::Integrator => "integrator",
+            FactorKind::Noise => "noise",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One factory a library offers.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct FactoryInfo {
+    pub kind: FactorKind,
+    pub name: RString,
+    pub description: RString,
+    /// JSON array of parameter specs: `[{"name","type","default","min","max","doc"}]`.
+    pub params_json: RString,
+}
+
+#[sabi_trait]
+pub trait PriorObj: Send {
+    /// log p(θ) as a 0-d tensor, normalising constants included (autograd runs in the host).
+    fn log_prob(
+        &self,
+        host: &mut HostRef<'_>,
+        params: RSlice<'_, TensorId>,
+        infos: RSlice<'_, ParamInfo>,
+    ) -> RResult<TensorId, RString>;
+    /// A draw for one parameter tensor shaped like `like`; `RNone` if the prior does not cover
+    /// this role (the host keeps the initial value).
+    #[sabi(last_prefix_field)]
+    fn sample(
+        &self,
+        host: &mut HostRef<'_>,
+        info: &ParamInfo,
+        like: TensorId,
+    ) -> RResult<ROption<TensorId>, RString>;
+}
+
+#[sabi_trait]
+pub trait IntegratorObj: Send {
+    /// Allocate the state (momenta, thermostats) for flat parameters `params`.
+    fn init(&mut self, host: &mut HostRef<'_>, params: TensorId) -> RResult<(), RString>;
+    /// One step: update `t.params` in place.
+    fn step(
+        &mut self,
+        host: &mut HostRef<'_>,
+        ctx: &StepCtx,
+        t: &StepTensors,
+    ) -> RResult<StepReport, RString>;
+    /// The mass changed: multiply momenta by `factor` = sqrt(M_new / M_old) (flat).
+    fn rescale_momenta(&mut self, host: &mut HostRef<'_>, factor: TensorId)
+        -> RResult<(), RString>;
+    /// Elementwise m ⊙ M⁻¹ m for the kinetic temperature; `RNone` without momenta.
+    #[sabi(last_prefix_field)]
+    fn kinetic(
+        &self,
+        host: &mut HostRef<'_>,
+        mass_inv: TensorId,
+    ) -> RResult<ROption<TensorId>, RString>;
+}
+
+#[sabi_trait]
+pub trait NoiseObj: Send {
+    fn plan(&self, config_batch: u64, n: u64) -> GradientPlan;
+    /// Transform the gradient estimate in place.
+    #[sabi(last_prefix_field)]
+    fn transform(
+        &mut self,
+        host: &mut HostRef<'_>,
+        ctx: &StepCtx,
+        grad: TensorId,
+        stats: &NoiseStats,
+    ) -> RResult<(), RString>;
+}
+
+#[sabi_trait]
+pub trait LikelihoodObj: Send {
+    fn model(&self) -> ModelToggles;
+    /// The effective training-set size that enters U = n·G, given the number of examples.
+    fn effective_n(&self, examples: u64) -> f64;
+    /// Transform a training batch (augmentation); `RNone` = unchanged.
+    fn augment(
+        &mut self,
+        host: &mut HostRef<'_>,
+        images: TensorId,
+    ) -> RResult<ROption<TensorId>, RString>;
+    /// Mean negative log-likelihood of a batch (0-d).
+    #[sabi(last_prefix_field)]
+    fn nll(
+        &self,
+        host: &mut HostRef<'_>,
+        logits: TensorId,
+        labels: TensorId,
+    ) -> RResult<TensorId, RString>;
+}
+
+pub type PriorBox = PriorObj_TO<'static, RBox<()>>;
+pub type IntegratorBox = IntegratorObj_TO<'static, RBox<()>>;
+pub type NoiseBox = NoiseObj_TO<'static, RBox<()>>;
+pub type LikelihoodBox = LikelihoodObj_TO<'static, RBox<()>>;
+
+/// The root module of a plugin library: one per `.so`, many factories inside.
+#[repr(C)]
+#[derive(StableAbi)]
+#[allow(non_camel_case_types)]
+#[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// The SDK version the library was built with ([`crate::SDK_VERSION`]).
+    pub sdk_version: extern "C" fn() -> RStr<'static>,
+    /// Build string: crate name and version, and the tch/libtorch build for a raw fast path
+    /// ("" = the plugin does not link libtorch).
+    pub build: extern "C" fn() -> RString,
+    pub factories: extern "C" fn() -> RVec<FactoryInfo>,
+    pub new_prior:
+        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<PriorBox, RString>,
+    pub new_integrator:
+        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<IntegratorBox, RString>,
+    pub new_noise:
+        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<NoiseBox, RString>,
+    #[sabi(last_prefix_field)]
+    pub new_likelihood:
+        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<LikelihoodBox, RString>,
+}
+
+impl RootModule for PluginModule_Ref {
+    declare_root_module_statics! {PluginModule_Ref}
+    const BASE_NAME: &'static str = "ablate_plugin";
+    const NAME: &'static str = "ablate_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
