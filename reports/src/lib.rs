@@ -1,1 +1,200 @@
-//! (being written)
+//! Reports of `ablate`: turn a run folder into tables, a Markdown report and plots.
+//!
+//! A run folder (written by the store crate; the contract is read here with `serde_json` and a
+//! small CSV reader, without depending on other workspace crates) looks like
+//!
+//! ```text
+//! <run>/manifest.json                 versions, device, machine, plugin checksums, command
+//! <run>/grid.json                     the grid file (name, description, base, axes)
+//! <run>/cells/<cell_id>/labels.json   axis display name -> value; always temperature and seed
+//! <run>/cells/<cell_id>/status.json   running | done | failed | diverged, message, wall time
+//! <run>/cells/<cell_id>/epochs.csv    per-epoch training trace and thermometers
+//! <run>/cells/<cell_id>/metrics.json  ensemble metrics, growth curve, diagnostics (done cells)
+//! ```
+//!
+//! [`write_report`] reads it ([`load`]), aggregates it with Polars ([`aggregate`]: long format,
+//! mean ± standard error over seeds per factor level × temperature), decides the cold-posterior
+//! verdicts ([`verdict`]), renders `report.md` by hand ([`markdown`]) and draws SVG plots with
+//! plotters ([`plots`]). Everything lands in `<run>/report/` unless another folder is given:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `results.parquet`, `results.csv` | long format, one row per (cell, metric) |
+//! | `growth.csv` | long format, one row per (cell, ensemble size, metric) |
+//! | `summary.csv` | per factor level × temperature: counts, mean and SE of accuracy, nll, brier, ece |
+//! | `report.md` | run facts, tables, verdicts, diagnostics, missing cells, column reference |
+//! | `plots/*.svg` | accuracy and NLL against log-temperature, NLL against ensemble size |
+//!
+//! The column reference ([`COLUMNS_MD`]) is embedded in `report.md` as well.
+//!
+//! The verdict rule ([`verdict::RULE`]): the cold posterior effect is *present* for a metric if
+//! the ensemble value at the best temperature 0 < T < 1 beats the value at T = 1 by more than two
+//! combined standard errors, `sqrt(se_best² + se_1²)`; *absent* if T = 1 is at least as good or
+//! the difference is within two standard errors; *undetermined* without a T = 1 cell (or without
+//! any 0 < T < 1 cell, or without standard errors).
+
+use std::path::{Path, PathBuf};
+
+pub mod aggregate;
+pub mod load;
+pub mod markdown;
+pub mod plots;
+pub mod verdict;
+
+pub use verdict::{Direction, Outcome, Verdict};
+
+/// The column reference of the files written by [`write_report`] (Markdown).
+pub const COLUMNS_MD: &str = include_str!("COLUMNS.md");
+
+/// Options of [`write_report`].
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// Ids of all cells the grid expands to. With it, cells that have no finished status
+    /// (absent folder, no `status.json`, or still `running`) are listed as missing; without it,
+    /// only the cell folders found on disk are considered.
+    pub expected_cells: Option<Vec<String>>,
+    /// Where to write; `<run>/report/` when `None`.
+    pub out_dir: Option<PathBuf>,
+    /// Skip the SVG plots.
+    pub skip_plots: bool,
+}
+
+/// The verdicts of one factor level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelVerdict {
+    /// Human-readable level, e.g. `prior=gaussian, dataset=mnist` (or `all cells`).
+    pub level: String,
+    pub nll: Verdict,
+    pub accuracy: Verdict,
+}
+
+/// What [`write_report`] wrote and found.
+#[derive(Debug, Clone)]
+pub struct ReportSummary {
+    pub out_dir: PathBuf,
+    pub report_md: PathBuf,
+    pub results_parquet: PathBuf,
+    pub results_csv: PathBuf,
+    pub growth_csv: PathBuf,
+    pub summary_csv: PathBuf,
+    pub plots: Vec<PathBuf>,
+    /// Cell folders found on disk.
+    pub cells_found: usize,
+    pub cells_done: usize,
+    pub cells_failed: usize,
+    pub cells_diverged: usize,
+    /// Cells without a finished status (expected but absent, no status, or running).
+    pub missing: Vec<String>,
+    pub verdicts: Vec<LevelVerdict>,
+}
+
+/// Errors of the report crate; each names the file or the step it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("polars failed on {}: {source}", path.display())]
+    Polars {
+        /// The file being produced (or read) when Polars failed.
+        path: PathBuf,
+        source: polars::prelude::PolarsError,
+    },
+    #[error("cannot draw {}: {message}", path.display())]
+    Plot { path: PathBuf, message: String },
+}
+
+/// Read the run folder `run_dir`, aggregate it and write the report files.
+pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummary, ReportError> {
+    let run = load::Run::read(run_dir)?;
+    let out_dir = opts
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| run_dir.join("report"));
+    create_dir(&out_dir)?;
+    tracing::info!(run = %run_dir.display(), cells = run.cells.len(), out = %out_dir.display(), "writing report");
+
+    let results_parquet = out_dir.join("results.parquet");
+    let results_csv = out_dir.join("results.csv");
+    let growth_csv = out_dir.join("growth.csv");
+    let summary_csv = out_dir.join("summary.csv");
+    let report_md = out_dir.join("report.md");
+
+    let tables = aggregate::Tables::build(&run, &summary_csv)?;
+    aggregate::write_parquet(&tables.results, &results_parquet)?;
+    aggregate::write_csv(&tables.results, &results_csv)?;
+    aggregate::write_csv(&tables.growth, &growth_csv)?;
+    aggregate::write_csv(&tables.summary, &summary_csv)?;
+
+    let levels = aggregate::levels(&tables, &summary_csv)?;
+    let verdicts: Vec<LevelVerdict> = levels
+        .iter()
+        .map(|l| LevelVerdict {
+            level: l.name.clone(),
+            nll: verdict::decide(&l.points("nll"), Direction::LowerIsBetter),
+            accuracy: verdict::decide(&l.points("accuracy"), Direction::HigherIsBetter),
+        })
+        .collect();
+
+    let missing = run.missing_cells(opts.expected_cells.as_deref());
+
+    let plots = if opts.skip_plots {
+        Vec::new()
+    } else {
+        let dir = out_dir.join("plots");
+        create_dir(&dir)?;
+        plots::draw_all(&levels, &dir)?
+    };
+
+    let text = markdown::render(&markdown::Input {
+        run: &run,
+        levels: &levels,
+        verdicts: &verdicts,
+        missing: &missing,
+        expected: opts.expected_cells.as_ref().map(Vec::len),
+        plots: &plots,
+        out_dir: &out_dir,
+    });
+    std::fs::write(&report_md, text).map_err(|source| ReportError::Write {
+        path: report_md.clone(),
+        source,
+    })?;
+
+    let count = |s: load::Status| run.cells.iter().filter(|c| c.status == s).count();
+    Ok(ReportSummary {
+        cells_found: run.cells.len(),
+        cells_done: count(load::Status::Done),
+        cells_failed: count(load::Status::Failed),
+        cells_diverged: count(load::Status::Diverged),
+        out_dir,
+        report_md,
+        results_parquet,
+        results_csv,
+        growth_csv,
+        summary_csv,
+        plots,
+        missing,
+        verdicts,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
