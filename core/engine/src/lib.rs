@@ -1,1 +1,42 @@
+//! # ablate-engine: the measuring instrument
+//!
+//! Runs one grid cell: SG-MCMC on a `tch` model with the paper's protocol, every factor
+//! (prior, likelihood, integrator, noise model) supplied by a plugin through the SDK's tensor
+//! table, and returns per-epoch diagnostics and the ensemble's test metrics.
+//!
+//! Reading order: [`device`] (where tensors live) → [`host`] (the plugin tensor table) →
+//! [`model`] (networks over one flat parameter vector) → [`schedule`] (cyclical step and
+//! temperature ramp) → [`sampler`] (the loop) → [`metrics`] and [`diagnostics`].
+
+pub mod augment;
+pub mod chi2;
+pub mod device;
+pub mod diagnostics;
+pub mod host;
+pub mod metrics;
+pub mod model;
+pub mod sampler;
+pub mod schedule;
+
+pub use device::{parse_device, DeviceChoice};
+pub use sampler::{run_cell, CellOutcome, CellStatus, EpochRow, FinalMetrics, Observer};
 pub use tch;
+
+/// Why a cell could not run. Messages say what, where (plugin name and file) and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Device(String),
+    #[error(transparent)]
+    Data(#[from] ablate_data::DataError),
+    #[error(transparent)]
+    Plugin(#[from] ablate_plugin_host::PluginError),
+    #[error("{kind} plugin `{name}` ({path}) failed during {during}: {message}")]
+    PluginCall { kind: &'static str, name: String, path: String, during: String, message: String },
+    #[error("libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("interrupted")]
+    Interrupted,
+}

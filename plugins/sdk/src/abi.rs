@@ -12,6 +12,8 @@
 //! Types here may only grow at the end (abi_stable prefix rules); any other change bumps
 //! [`crate::SDK_VERSION`].
 
+#![allow(non_camel_case_types)] // abi_stable derives `PluginModule_Ref` and the `*_TO` types
+
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
@@ -112,6 +114,24 @@ pub struct ParamInfo {
     pub numel: i64,
     #[cfg(feature = "abi-mismatch-for-tests")]
     pub extra_field_for_tests: u64,
+}
+
+impl ParamInfo {
+    /// Describe a parameter tensor of `shape` stored at `offset` of the flat vector.
+    pub fn new(name: &str, layer: &str, role: Role, shape: &[i64], fan_in: i64, fan_out: i64, offset: i64) -> Self {
+        ParamInfo {
+            name: name.into(),
+            layer: layer.into(),
+            role,
+            shape: shape.to_vec().into(),
+            fan_in,
+            fan_out,
+            offset,
+            numel: shape.iter().product(),
+            #[cfg(feature = "abi-mismatch-for-tests")]
+            extra_field_for_tests: 0,
+        }
+    }
 }
 
 /// U(θ) and ∇U(θ) evaluated by the host (for integrators with Metropolis–Hastings or HMC).
@@ -373,7 +393,6 @@ pub type LikelihoodBox = LikelihoodObj_TO<'static, RBox<()>>;
 /// The root module of a plugin library: one per `.so`, many factories inside.
 #[repr(C)]
 #[derive(StableAbi)]
-#[allow(non_camel_case_types)]
 #[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
 #[sabi(missing_field(panic))]
 pub struct PluginModule {

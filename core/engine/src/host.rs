@@ -1,0 +1,308 @@
+//! The host side of the plugin tensor-operation table, on real `tch` tensors.
+//!
+//! Plugins hold [`TensorId`] handles into [`TchHost`]'s arena. Each op runs the fallible `f_*`
+//! libtorch call; a failure (or an unknown handle) records the first error and yields
+//! [`TensorId::INVALID`], which the engine reports with the plugin's name and file after the call.
+//! Random draws use libtorch's generator, seeded once per cell (one cell per process), so a
+//! plugin cannot break reproducibility.
+
+use std::collections::HashMap;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{ROption, RResult, RString, RVec};
+use ablate_sdk::abi::{BinaryOp, HostRef, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
+use tch::{Kind, Tensor};
+
+/// Computes U(θ) and ∇U(θ) for integrators that need energies (HMC, Metropolis–Hastings).
+pub type PotentialFn<'a> = dyn FnMut(&Tensor, bool) -> Result<(Tensor, Tensor), String> + 'a;
+
+/// An arena of tensors addressed by plugin handles.
+pub struct TchHost<'a> {
+    arena: HashMap<u64, Tensor>,
+    next: u64,
+    error: Option<String>,
+    potential: Option<Box<PotentialFn<'a>>>,
+}
+
+impl Default for TchHost<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> TchHost<'a> {
+    pub fn new() -> Self {
+        Self { arena: HashMap::new(), next: 0, error: None, potential: None }
+    }
+
+    /// Let integrators evaluate U and ∇U through [`TensorHost::potential`].
+    pub fn set_potential(&mut self, f: Box<PotentialFn<'a>>) {
+        self.potential = Some(f);
+    }
+
+    /// Put a host tensor into the arena (shallow: shares storage with `t`).
+    pub fn insert(&mut self, t: Tensor) -> TensorId {
+        let id = self.next;
+        self.next += 1;
+        self.arena.insert(id, t);
+        TensorId(id)
+    }
+
+    pub fn get(&self, id: TensorId) -> Option<&Tensor> {
+        self.arena.get(&id.0)
+    }
+
+    /// Remove a tensor from the arena and hand it to the caller.
+    pub fn take(&mut self, id: TensorId) -> Option<Tensor> {
+        self.arena.remove(&id.0)
+    }
+
+    pub fn remove(&mut self, id: TensorId) {
+        self.arena.remove(&id.0);
+    }
+
+    /// Number of live handles (leak checks in tests).
+    pub fn live(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Run one plugin call with this host's table. Host errors recorded during the call win over
+    /// the call's own result, so a NaN-free but failed op is never mistaken for success.
+    pub fn call<R>(&mut self, f: impl FnOnce(&mut HostRef<'_>) -> RResult<R, RString>) -> Result<R, String> {
+        self.error = None;
+        let result = {
+            let mut to: HostRef<'_> = TensorHost_TO::from_ptr(abi_stable::sabi_types::RMut::new(self), TD_Opaque);
+            f(&mut to)
+        };
+        match (result, self.error.take()) {
+            (_, Some(host_error)) => Err(host_error),
+            (RResult::ROk(v), None) => Ok(v),
+            (RResult::RErr(e), None) => Err(e.into_string()),
+        }
+    }
+
+    fn fail(&mut self, message: String) -> TensorId {
+        if self.error.is_none() {
+            self.error = Some(message);
+        }
+        TensorId::INVALID
+    }
+
+    fn tensor(&mut self, id: TensorId, op: &str) -> Option<Tensor> {
+        match self.arena.get(&id.0) {
+            Some(t) => Some(t.shallow_clone()),
+            None => {
+                let what = if id == TensorId::INVALID {
+                    format!("{op}: input is the result of an earlier failed op")
+                } else {
+                    format!("{op}: unknown tensor handle {} (released or never created)", id.0)
+                };
+                self.fail(what);
+                None
+            }
+        }
+    }
+
+    fn emit(&mut self, op: &str, r: Result<Tensor, tch::TchError>) -> TensorId {
+        match r {
+            Ok(t) => self.insert(t),
+            Err(e) => self.fail(format!("{op}: {}", first_line(&e.to_string()))),
+        }
+    }
+
+    fn unary_op(&mut self, op: &str, x: TensorId, f: impl FnOnce(&Tensor) -> Result<Tensor, tch::TchError>) -> TensorId {
+        match self.tensor(x, op) {
+            Some(t) => {
+                let r = f(&t);
+                self.emit(op, r)
+            }
+            None => TensorId::INVALID,
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_owned()
+}
+
+impl TensorHost for TchHost<'_> {
+    fn shape(&self, x: TensorId) -> RVec<i64> {
+        self.arena.get(&x.0).map(|t| t.size().into()).unwrap_or_default()
+    }
+
+    fn full_like(&mut self, x: TensorId, value: f64) -> TensorId {
+        self.unary_op("full_like", x, |t| t.f_full_like(value))
+    }
+
+    fn randn_like(&mut self, x: TensorId) -> TensorId {
+        self.unary_op("randn_like", x, |t| t.f_randn_like())
+    }
+
+    fn rand_like(&mut self, x: TensorId) -> TensorId {
+        self.unary_op("rand_like", x, |t| t.f_rand_like())
+    }
+
+    fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId {
+        self.unary_op("unary", x, |t| match op {
+            UnaryOp::Neg => t.f_neg(),
+            UnaryOp::Abs => t.f_abs(),
+            UnaryOp::Sign => t.f_sign(),
+            UnaryOp::Square => t.f_square(),
+            UnaryOp::Sqrt => t.f_sqrt(),
+            UnaryOp::Rsqrt => t.f_rsqrt(),
+            UnaryOp::Exp => t.f_exp(),
+            UnaryOp::Log => t.f_log(),
+            UnaryOp::Log1p => t.f_log1p(),
+            UnaryOp::Tanh => t.f_tanh(),
+            UnaryOp::Reciprocal => t.f_reciprocal(),
+            UnaryOp::Relu => t.f_relu(),
+            UnaryOp::Sin => t.f_sin(),
+            UnaryOp::Cos => t.f_cos(),
+            UnaryOp::Floor => t.f_floor(),
+            UnaryOp::Softplus => t.f_softplus(),
+        })
+    }
+
+    fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId {
+        let (Some(x), Some(y)) = (self.tensor(a, "binary"), self.tensor(b, "binary")) else {
+            return TensorId::INVALID;
+        };
+        let r = match op {
+            BinaryOp::Add => x.f_add(&y),
+            BinaryOp::Sub => x.f_sub(&y),
+            BinaryOp::Mul => x.f_mul(&y),
+            BinaryOp::Div => x.f_div(&y),
+            BinaryOp::Pow => x.f_pow(&y),
+            BinaryOp::Maximum => x.f_maximum(&y),
+            BinaryOp::Minimum => x.f_minimum(&y),
+            BinaryOp::Greater => x.f_gt_tensor(&y).and_then(|m| m.f_to_kind(x.kind())),
+            BinaryOp::LogAddExp => x.f_logaddexp(&y),
+        };
+        self.emit(&format!("{op:?}"), r)
+    }
+
+    fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId {
+        self.unary_op("affine", x, |t| t.f_mul_scalar(mul).and_then(|t| t.f_add_scalar(add)))
+    }
+
+    fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId {
+        self.unary_op("pow_scalar", x, |t| t.f_pow_tensor_scalar(exponent))
+    }
+
+    fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId {
+        self.unary_op("clamp", x, |t| t.f_clamp(min, max))
+    }
+
+    fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId {
+        self.unary_op("reduce", x, |t| match op {
+            ReduceOp::Sum => t.f_sum(t.kind()),
+            ReduceOp::Mean => t.f_mean(t.kind()),
+            ReduceOp::Max => t.f_max(),
+            ReduceOp::Min => t.f_min(),
+        })
+    }
+
+    fn reduce_dim(&mut self, op: ReduceOp, x: TensorId, dim: i64, keepdim: bool) -> TensorId {
+        self.unary_op("reduce_dim", x, |t| match op {
+            ReduceOp::Sum => t.f_sum_dim_intlist([dim].as_slice(), keepdim, t.kind()),
+            ReduceOp::Mean => t.f_mean_dim([dim].as_slice(), keepdim, t.kind()),
+            ReduceOp::Max => t.f_amax([dim].as_slice(), keepdim),
+            ReduceOp::Min => t.f_amin([dim].as_slice(), keepdim),
+        })
+    }
+
+    fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId {
+        let (Some(c), Some(x), Some(y)) = (self.tensor(cond, "select"), self.tensor(a, "select"), self.tensor(b, "select"))
+        else {
+            return TensorId::INVALID;
+        };
+        let r = c.f_gt(0.0).and_then(|m| x.f_where_self(&m, &y));
+        self.emit("select", r)
+    }
+
+    fn log_softmax(&mut self, x: TensorId, dim: i64) -> TensorId {
+        self.unary_op("log_softmax", x, |t| t.f_log_softmax(dim, t.kind()))
+    }
+
+    fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId {
+        let (Some(t), Some(i)) = (self.tensor(x, "gather_rows"), self.tensor(index, "gather_rows")) else {
+            return TensorId::INVALID;
+        };
+        let r = i
+            .f_to_kind(Kind::Int64)
+            .and_then(|i| i.f_unsqueeze(1))
+            .and_then(|i| t.f_gather(1, &i, false))
+            .and_then(|g| g.f_squeeze_dim(1));
+        self.emit("gather_rows", r)
+    }
+
+    fn one_hot(&mut self, labels: TensorId, classes: i64) -> TensorId {
+        self.unary_op("one_hot", labels, |t| {
+            t.f_to_kind(Kind::Int64).and_then(|l| l.f_one_hot(classes)).and_then(|o| o.f_to_kind(Kind::Float))
+        })
+    }
+
+    fn augment_crop_flip(&mut self, images: TensorId, pad: i64, flip: bool) -> TensorId {
+        self.unary_op("augment_crop_flip", images, |x| crate::augment::crop_flip(x, pad, flip))
+    }
+
+    fn assign(&mut self, dst: TensorId, src: TensorId) {
+        let (Some(mut d), Some(s)) = (self.tensor(dst, "assign"), self.tensor(src, "assign")) else {
+            return;
+        };
+        let _guard = tch::no_grad_guard();
+        if let Err(e) = d.f_copy_(&s) {
+            self.fail(format!("assign: {}", first_line(&e.to_string())));
+        }
+    }
+
+    fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64) {
+        let (Some(mut yt), Some(xt)) = (self.tensor(y, "axpby"), self.tensor(x, "axpby")) else {
+            return;
+        };
+        let _guard = tch::no_grad_guard();
+        let r = yt.f_mul_scalar_(b).and_then(|mut yt| yt.f_add_(&xt.f_mul_scalar(a)?));
+        if let Err(e) = r {
+            self.fail(format!("axpby: {}", first_line(&e.to_string())));
+        }
+    }
+
+    fn item(&mut self, x: TensorId) -> f64 {
+        match self.tensor(x, "item") {
+            Some(t) if t.numel() == 1 => t.f_double_value(&[]).unwrap_or(f64::NAN),
+            Some(t) => {
+                self.fail(format!("item: expected a one-element tensor, got shape {:?}", t.size()));
+                f64::NAN
+            }
+            None => f64::NAN,
+        }
+    }
+
+    fn potential(&mut self, at: TensorId, full_batch: bool) -> Potential {
+        let invalid = Potential { energy: TensorId::INVALID, grad: TensorId::INVALID };
+        let Some(theta) = self.tensor(at, "potential") else {
+            return invalid;
+        };
+        let Some(mut f) = self.potential.take() else {
+            self.fail("potential: this engine context offers no energy evaluation".to_owned());
+            return invalid;
+        };
+        let r = f(&theta, full_batch);
+        self.potential = Some(f);
+        match r {
+            Ok((u, g)) => Potential { energy: self.insert(u), grad: self.insert(g) },
+            Err(e) => {
+                self.fail(format!("potential: {e}"));
+                invalid
+            }
+        }
+    }
+
+    fn release(&mut self, x: TensorId) {
+        self.arena.remove(&x.0);
+    }
+
+    fn error(&self) -> ROption<RString> {
+        self.error.clone().map(RString::from).into()
+    }
+}

@@ -1,0 +1,382 @@
+//! Networks over one flat parameter vector.
+//!
+//! All parameters live in a single 1-D tensor θ (the sampler's state); each forward pass takes
+//! per-layer views of it, so autograd returns one flat gradient and an integrator step is a
+//! handful of kernels, whatever the depth. Every parameter tensor carries its metadata
+//! ([`ParamInfo`]: layer, role, shape, fan-in/out, offset) for priors.
+//!
+//! Architectures: MLP (depth, width, activation), a small CNN, and ResNet-20 v1 (the Keras
+//! example the paper uses: 3 stages of 3 basic blocks with 16/32/64 filters, 1×1 projection
+//! shortcuts without normalisation, global average pooling, dense head). Normalisation (batch
+//! norm / FRN + TLU / none) and dropout come from the likelihood plugin's [`ModelToggles`].
+//! Batch-norm running statistics are buffers outside θ ([`BnState`]): each ensemble member is
+//! evaluated with its own.
+
+use ablate_grid::config::{Activation, Init, ModelConfig};
+use ablate_sdk::{ModelToggles, NormKind, ParamInfo, Role};
+use tch::{Device, Kind, Tensor};
+
+use crate::EngineError;
+
+/// Keras BatchNormalization defaults: momentum 0.99 (PyTorch 0.01), epsilon 1e-3.
+const BN_MOMENTUM: f64 = 0.01;
+const BN_EPS: f64 = 1e-3;
+/// FRN epsilon of the reference (`frn.FRN`).
+const FRN_EPS: f64 = 1e-6;
+
+#[derive(Debug, Clone, Copy)]
+struct Linear {
+    w: usize,
+    b: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    w: usize,
+    b: Option<usize>,
+    stride: i64,
+    pad: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Norm {
+    None,
+    Batch { gamma: usize, beta: usize, slot: usize },
+    Frn { gamma: usize, beta: usize, tau: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    conv1: Conv,
+    norm1: Norm,
+    conv2: Conv,
+    norm2: Norm,
+    shortcut: Option<Conv>,
+    /// TLU threshold after the residual addition (FRN models) instead of ReLU.
+    tlu: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+enum Arch {
+    Mlp { hidden: Vec<(Linear, Norm)>, head: Linear },
+    Cnn { convs: Vec<(Conv, Norm)>, head: Linear },
+    Resnet { stem: (Conv, Norm), blocks: Vec<Block>, head: Linear },
+}
+
+/// Batch-norm running statistics (one (mean, var) pair per batch-norm layer).
+#[derive(Debug)]
+pub struct BnState {
+    running: Vec<(Tensor, Tensor)>,
+}
+
+impl BnState {
+    pub fn copy(&self) -> BnState {
+        BnState { running: self.running.iter().map(|(m, v)| (m.copy(), v.copy())).collect() }
+    }
+}
+
+/// Train (batch statistics, dropout, running-stat updates) or inference mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A network with its parameter layout.
+#[derive(Debug)]
+pub struct Model {
+    arch: Arch,
+    activation: Activation,
+    dropout: f64,
+    infos: Vec<ParamInfo>,
+    bn_channels: Vec<i64>,
+    dim: i64,
+    pub classes: i64,
+}
+
+struct Builder {
+    infos: Vec<ParamInfo>,
+    bn_channels: Vec<i64>,
+    offset: i64,
+    norm: NormKind,
+}
+
+impl Builder {
+    fn param(&mut self, layer: &str, role: Role, name: &str, shape: Vec<i64>, fan_in: i64, fan_out: i64) -> usize {
+        let info = ParamInfo::new(&format!("{layer}.{name}"), layer, role, &shape, fan_in, fan_out, self.offset);
+        self.offset += info.numel;
+        self.infos.push(info);
+        self.infos.len() - 1
+    }
+
+    fn linear(&mut self, layer: &str, inp: i64, out: i64) -> Linear {
+        Linear {
+            w: self.param(layer, Role::Weight, "weight", vec![out, inp], inp, out),
+            b: self.param(layer, Role::Bias, "bias", vec![out], inp, out),
+        }
+    }
+
+    fn conv(&mut self, layer: &str, inp: i64, out: i64, k: i64, stride: i64, bias: bool) -> Conv {
+        let w = self.param(layer, Role::Weight, "weight", vec![out, inp, k, k], inp * k * k, out * k * k);
+        let b = bias.then(|| self.param(layer, Role::Bias, "bias", vec![out], inp * k * k, out * k * k));
+        Conv { w, b, stride, pad: k / 2 }
+    }
+
+    fn norm(&mut self, layer: &str, channels: i64) -> Norm {
+        match self.norm {
+            NormKind::None => Norm::None,
+            NormKind::BatchNorm => {
+                let gamma = self.param(layer, Role::Norm, "gamma", vec![channels], channels, channels);
+                let beta = self.param(layer, Role::Norm, "beta", vec![channels], channels, channels);
+                self.bn_channels.push(channels);
+                Norm::Batch { gamma, beta, slot: self.bn_channels.len() - 1 }
+            }
+            NormKind::Frn => Norm::Frn {
+                gamma: self.param(layer, Role::Norm, "gamma", vec![channels], channels, channels),
+                beta: self.param(layer, Role::Norm, "beta", vec![channels], channels, channels),
+                tau: self.param(layer, Role::Norm, "tau", vec![channels], channels, channels),
+            },
+        }
+    }
+}
+
+impl Model {
+    /// Build the network for images of shape (channels, height, width) and `classes` outputs.
+    pub fn new(
+        cfg: &ModelConfig,
+        toggles: ModelToggles,
+        input: (i64, i64, i64),
+        classes: i64,
+    ) -> Result<Model, EngineError> {
+        let (c, h, w) = input;
+        if !(0.0..1.0).contains(&toggles.dropout) {
+            return Err(EngineError::Config(format!(
+                "dropout rate {} from the likelihood plugin must be in [0, 1)",
+                toggles.dropout
+            )));
+        }
+        let mut b = Builder { infos: Vec::new(), bn_channels: Vec::new(), offset: 0, norm: toggles.norm };
+        let (arch, activation) = match cfg {
+            ModelConfig::Mlp { hidden, activation } => {
+                if toggles.norm == NormKind::Frn {
+                    return Err(EngineError::Config(
+                        "FRN normalises over spatial positions and needs a convolutional model (cnn or \
+                         resnet20); use batch norm or no normalisation with an MLP"
+                            .into(),
+                    ));
+                }
+                let mut inp = c * h * w;
+                let mut layers = Vec::new();
+                for (i, &width) in hidden.iter().enumerate() {
+                    let name = format!("dense{i}");
+                    let lin = b.linear(&name, inp, width as i64);
+                    layers.push((lin, b.norm(&format!("{name}_norm"), width as i64)));
+                    inp = width as i64;
+                }
+                (Arch::Mlp { hidden: layers, head: b.linear("head", inp, classes) }, *activation)
+            }
+            ModelConfig::Cnn { channels, activation } => {
+                let (mut inp, mut hh, mut ww) = (c, h, w);
+                let mut convs = Vec::new();
+                for (i, &ch) in channels.iter().enumerate() {
+                    let name = format!("conv{i}");
+                    let conv = b.conv(&name, inp, ch as i64, 3, 1, true);
+                    convs.push((conv, b.norm(&format!("{name}_norm"), ch as i64)));
+                    inp = ch as i64;
+                    hh /= 2;
+                    ww /= 2;
+                }
+                if hh < 1 || ww < 1 {
+                    return Err(EngineError::Config(format!(
+                        "cnn with {} pooling stages shrinks {h}x{w} images below 1x1; use fewer channels entries",
+                        channels.len()
+                    )));
+                }
+                (Arch::Cnn { convs, head: b.linear("head", inp * hh * ww, classes) }, *activation)
+            }
+            ModelConfig::Resnet20 { width } => {
+                let base = 16 * *width as i64;
+                let stem = (b.conv("stem", c, base, 3, 1, true), b.norm("stem_norm", base));
+                let mut blocks = Vec::new();
+                let mut inp = base;
+                for stage in 0..3 {
+                    let filters = base << stage;
+                    for block in 0..3 {
+                        let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                        let name = format!("stage{stage}_block{block}");
+                        let conv1 = b.conv(&format!("{name}_conv1"), inp, filters, 3, stride, true);
+                        let norm1 = b.norm(&format!("{name}_norm1"), filters);
+                        let conv2 = b.conv(&format!("{name}_conv2"), filters, filters, 3, 1, true);
+                        let norm2 = b.norm(&format!("{name}_norm2"), filters);
+                        let shortcut = (stride != 1 || inp != filters)
+                            .then(|| b.conv(&format!("{name}_shortcut"), inp, filters, 1, stride, true));
+                        let tlu = (toggles.norm == NormKind::Frn).then(|| {
+                            b.param(&format!("{name}_tlu"), Role::Norm, "tau", vec![filters], filters, filters)
+                        });
+                        blocks.push(Block { conv1, norm1, conv2, norm2, shortcut, tlu });
+                        inp = filters;
+                    }
+                }
+                (Arch::Resnet { stem, blocks, head: b.linear("head", inp, classes) }, Activation::Relu)
+            }
+        };
+        Ok(Model {
+            arch,
+            activation,
+            dropout: toggles.dropout,
+            dim: b.offset,
+            infos: b.infos,
+            bn_channels: b.bn_channels,
+            classes,
+        })
+    }
+
+    /// Number of scalar parameters d.
+    pub fn dim(&self) -> i64 {
+        self.dim
+    }
+
+    pub fn infos(&self) -> &[ParamInfo] {
+        &self.infos
+    }
+
+    /// Fresh batch-norm statistics (mean 0, variance 1).
+    pub fn new_bn_state(&self, device: Device) -> BnState {
+        BnState {
+            running: self
+                .bn_channels
+                .iter()
+                .map(|&c| (Tensor::zeros([c], (Kind::Float, device)), Tensor::ones([c], (Kind::Float, device))))
+                .collect(),
+        }
+    }
+
+    /// Initial θ: Glorot-uniform (Keras default) or He-normal kernels, zero biases, norm scales 1,
+    /// shifts and FRN/TLU thresholds 0. Draws from libtorch's (seeded) generator.
+    pub fn init(&self, init: Init, device: Device) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .infos
+            .iter()
+            .map(|info| {
+                let n = info.numel;
+                let opts = (Kind::Float, device);
+                match info.role {
+                    Role::Weight => match init {
+                        Init::GlorotUniform => {
+                            let limit = (6.0 / (info.fan_in + info.fan_out) as f64).sqrt();
+                            Tensor::rand([n], opts) * (2.0 * limit) - limit
+                        }
+                        Init::HeNormal => Tensor::randn([n], opts) * (2.0 / info.fan_in as f64).sqrt(),
+                    },
+                    Role::Bias => Tensor::zeros([n], opts),
+                    Role::Norm if info.name.ends_with(".gamma") => Tensor::ones([n], opts),
+                    Role::Norm => Tensor::zeros([n], opts),
+                }
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    /// Views of θ, one per parameter tensor, shaped as the layers expect.
+    pub fn views(&self, theta: &Tensor) -> Vec<Tensor> {
+        self.infos.iter().map(|i| theta.narrow(0, i.offset, i.numel).view(i.shape.as_slice())).collect()
+    }
+
+    /// Logits for a batch of images (N, C, H, W).
+    pub fn forward(&self, theta: &Tensor, x: &Tensor, mode: Mode, bn: &mut BnState) -> Result<Tensor, EngineError> {
+        let v = self.views(theta);
+        let train = mode == Mode::Train;
+        let act = |t: Tensor| -> Result<Tensor, tch::TchError> {
+            match self.activation {
+                Activation::Relu => t.f_relu(),
+                Activation::Tanh => t.f_tanh(),
+                Activation::Gelu => t.f_gelu("none"),
+            }
+        };
+        let dropout = |t: Tensor| -> Result<Tensor, tch::TchError> {
+            if self.dropout > 0.0 {
+                t.f_dropout(self.dropout, train)
+            } else {
+                Ok(t)
+            }
+        };
+        let out = match &self.arch {
+            Arch::Mlp { hidden, head } => {
+                let mut h = x.f_flatten(1, -1)?;
+                for (lin, norm) in hidden {
+                    h = h.f_linear(&v[lin.w], Some(&v[lin.b]))?;
+                    h = dropout(act(apply_norm(h, *norm, &v, bn, train)?)?)?;
+                }
+                h.f_linear(&v[head.w], Some(&v[head.b]))?
+            }
+            Arch::Cnn { convs, head } => {
+                let mut h = x.shallow_clone();
+                for (conv, norm) in convs {
+                    h = act(apply_norm(apply_conv(&h, conv, &v)?, *norm, &v, bn, train)?)?;
+                    h = dropout(h.f_max_pool2d([2, 2].as_slice(), [2, 2].as_slice(), [0, 0].as_slice(), [1, 1].as_slice(), false)?)?;
+                }
+                h.f_flatten(1, -1)?.f_linear(&v[head.w], Some(&v[head.b]))?
+            }
+            Arch::Resnet { stem, blocks, head } => {
+                let relu_or_tlu = |t: Tensor, norm: Norm| -> Result<Tensor, tch::TchError> {
+                    match norm {
+                        Norm::Frn { .. } => Ok(t), // FRN applies its own TLU
+                        _ => t.f_relu(),
+                    }
+                };
+                let mut h = relu_or_tlu(apply_norm(apply_conv(x, &stem.0, &v)?, stem.1, &v, bn, train)?, stem.1)?;
+                for blk in blocks {
+                    let y = relu_or_tlu(apply_norm(apply_conv(&h, &blk.conv1, &v)?, blk.norm1, &v, bn, train)?, blk.norm1)?;
+                    let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, &v)?, blk.norm2, &v, bn, train)?;
+                    let y = dropout(y)?;
+                    let short = match &blk.shortcut {
+                        Some(conv) => apply_conv(&h, conv, &v)?,
+                        None => h.shallow_clone(),
+                    };
+                    let sum = y.f_add(&short)?;
+                    h = match blk.tlu {
+                        Some(tau) => sum.f_maximum(&v[tau].view([1, -1, 1, 1]))?,
+                        None => sum.f_relu()?,
+                    };
+                }
+                h.f_mean_dim([2, 3].as_slice(), false, Kind::Float)?.f_linear(&v[head.w], Some(&v[head.b]))?
+            }
+        };
+        Ok(out)
+    }
+}
+
+fn apply_conv(x: &Tensor, c: &Conv, v: &[Tensor]) -> Result<Tensor, tch::TchError> {
+    x.f_conv2d(
+        &v[c.w],
+        c.b.map(|b| &v[b]),
+        [c.stride, c.stride].as_slice(),
+        [c.pad, c.pad].as_slice(),
+        [1, 1].as_slice(),
+        1,
+    )
+}
+
+fn apply_norm(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool) -> Result<Tensor, tch::TchError> {
+    let y = apply_norm_no_tlu(x, norm, v, bn, train)?;
+    match norm {
+        Norm::Frn { tau, .. } => y.f_maximum(&v[tau].view([1, -1, 1, 1])),
+        _ => Ok(y),
+    }
+}
+
+/// Batch norm, or FRN without its TLU (the residual branch's last norm in ResNet).
+fn apply_norm_no_tlu(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool) -> Result<Tensor, tch::TchError> {
+    match norm {
+        Norm::None => Ok(x),
+        Norm::Batch { gamma, beta, slot } => {
+            let (mean, var) = &bn.running[slot];
+            Tensor::f_batch_norm(&x, Some(&v[gamma]), Some(&v[beta]), Some(mean), Some(var), train, BN_MOMENTUM, BN_EPS, false)
+        }
+        Norm::Frn { gamma, beta, .. } => {
+            let nu2 = x.f_square()?.f_mean_dim([2, 3].as_slice(), true, Kind::Float)?;
+            let xn = x.f_mul(&nu2.f_add_scalar(FRN_EPS)?.f_rsqrt()?)?;
+            xn.f_mul(&v[gamma].view([1, -1, 1, 1]))?.f_add(&v[beta].view([1, -1, 1, 1]))
+        }
+    }
+}
