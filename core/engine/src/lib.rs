@@ -6,20 +6,23 @@
 //!
 //! Reading order: [`device`] (where tensors live) → [`host`] (the plugin tensor table) →
 //! [`model`] (networks over one flat parameter vector) → [`schedule`] (cyclical step and
-//! temperature ramp) → [`sampler`] (the loop) → [`metrics`] and [`diagnostics`].
+//! temperature ramp) → [`chain`] (the loop over any objective) → [`cell`] (a network on a
+//! dataset) → [`metrics`] and [`diagnostics`].
 
 pub mod augment;
+pub mod cell;
+pub mod chain;
 pub mod chi2;
 pub mod device;
 pub mod diagnostics;
 pub mod host;
 pub mod metrics;
 pub mod model;
-pub mod sampler;
 pub mod schedule;
 
 pub use device::{parse_device, DeviceChoice};
-pub use sampler::{run_cell, CellOutcome, CellStatus, EpochRow, FinalMetrics, Observer};
+pub use cell::{run_cell, CellOutcome, FinalDiagnostics, FinalMetrics};
+pub use chain::{ChainStatus, EpochRow, Observer};
 pub use tch;
 
 /// Why a cell could not run. Messages say what, where (plugin name and file) and what to do.

@@ -1,0 +1,150 @@
+//! Analytic objectives driven through the engine's real chain loop.
+#![allow(dead_code)]
+
+use ablate_engine::chain::{run_chain, ChainOutcome, ChainSettings, Factor, Gradient, Objective, Observer};
+use ablate_engine::host::TchHost;
+use ablate_engine::schedule::Protocol;
+use ablate_grid::config::{SamplerConfig, Schedule};
+use ablate_sdk::{ParamInfo, Role};
+use tch::{Device, Kind, Tensor};
+
+/// U(θ) = n·Σ θ²/(2σ²)/n: a diagonal Gaussian with standard deviations `sigmas`, split into
+/// `tensors` equal parameter tensors (so the layerwise preconditioner has something to do).
+pub struct Gaussian {
+    pub inv_var: Tensor,
+    pub sigmas: Vec<f64>,
+    pub infos: Vec<ParamInfo>,
+    pub n: f64,
+}
+
+impl Gaussian {
+    pub fn new(dim: usize, sigma_min: f64, sigma_max: f64, tensors: usize, n: f64) -> Self {
+        let sigmas: Vec<f64> =
+            (0..dim).map(|i| sigma_min * (sigma_max / sigma_min).powf(i as f64 / (dim - 1) as f64)).collect();
+        let per = (dim / tensors) as i64;
+        let infos = (0..tensors)
+            .map(|t| ParamInfo::new(&format!("t{t}.weight"), &format!("t{t}"), Role::Weight, &[per], per, 1, t as i64 * per))
+            .collect();
+        let inv: Vec<f32> = sigmas.iter().map(|s| (1.0 / (s * s)) as f32).collect();
+        Self { inv_var: Tensor::from_slice(&inv), sigmas, infos, n }
+    }
+
+    /// A stationary draw θ ~ N(0, T σ²).
+    pub fn stationary(&self, t: f64) -> Tensor {
+        let s: Vec<f32> = self.sigmas.iter().map(|s| (s * t.sqrt()) as f32).collect();
+        Tensor::randn([s.len() as i64], (Kind::Float, Device::Cpu)) * Tensor::from_slice(&s)
+    }
+}
+
+impl Objective for Gaussian {
+    fn infos(&self) -> &[ParamInfo] {
+        &self.infos
+    }
+    fn dim(&self) -> i64 {
+        self.sigmas.len() as i64
+    }
+    fn n(&self) -> f64 {
+        self.n
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn gradient(&mut self, _: &mut TchHost<'_>, theta: &Tensor, _: u64, _: bool) -> Result<Gradient, ablate_engine::EngineError> {
+        let _guard = tch::no_grad_guard();
+        let grad = theta * &self.inv_var / self.n;
+        let loss = (theta.square() * &self.inv_var).sum(Kind::Float) * 0.5 / self.n;
+        Ok(Gradient { grad, loss_sum: loss, correct: None, count: 1 })
+    }
+}
+
+/// Per-step sums of θ and θθᵀ-style statistics, recorded after `burn_in` steps.
+pub struct Recorder {
+    pub burn_in: u64,
+    pub batches: usize,
+    pub steps_per_batch: u64,
+    /// Per batch: sum of θ², sum of θ over its steps.
+    pub sq: Vec<Tensor>,
+    pub lin: Vec<Tensor>,
+    pub outer: Vec<Tensor>,
+    pub keep_outer: bool,
+}
+
+impl Recorder {
+    pub fn new(burn_in: u64, batches: usize, steps_per_batch: u64, keep_outer: bool) -> Self {
+        Self { burn_in, batches, steps_per_batch, sq: Vec::new(), lin: Vec::new(), outer: Vec::new(), keep_outer }
+    }
+}
+
+impl Observer for Recorder {
+    fn step(&mut self, k: u64, theta: &Tensor, _: &mut TchHost<'_>) {
+        if k <= self.burn_in {
+            return;
+        }
+        let b = ((k - self.burn_in - 1) / self.steps_per_batch) as usize;
+        if b >= self.batches {
+            return;
+        }
+        let th = theta.detach().to_kind(Kind::Double);
+        if self.sq.len() <= b {
+            self.sq.push(th.zeros_like());
+            self.lin.push(th.zeros_like());
+            if self.keep_outer {
+                self.outer.push(th.unsqueeze(1).matmul(&th.unsqueeze(0)).zeros_like());
+            }
+        }
+        self.sq[b] += th.square();
+        self.lin[b] += &th;
+        if self.keep_outer {
+            self.outer[b] += th.unsqueeze(1).matmul(&th.unsqueeze(0));
+        }
+    }
+}
+
+/// Mean and standard error over values (population sd / sqrt(count)).
+pub fn mean_se(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
+
+pub fn protocol(epochs: usize, steps_per_epoch: u64, temperature: f64) -> Protocol {
+    let cfg = SamplerConfig {
+        epochs,
+        cycle_length: 1,
+        cycle_start_sampling: epochs + 1,
+        schedule: Schedule::Flat,
+        temperature_ramp: false,
+        ..Default::default()
+    };
+    Protocol::new(&cfg, steps_per_epoch, temperature)
+}
+
+pub fn integrator(name: &str, params: &str) -> Factor<ablate_sdk::abi::IntegratorBox> {
+    use ablate_plugin_integrators as p;
+    let obj = match name {
+        "sym-euler" => ablate_sdk::testkit::integrator_box::<p::NaiveSymplecticEulerMCMC>(params),
+        other => panic!("test integrator {other} not wired"),
+    }
+    .unwrap();
+    Factor::new(obj, "integrator", name, "(linked for tests)")
+}
+
+pub fn minibatch() -> Factor<ablate_sdk::abi::NoiseBox> {
+    let obj = ablate_sdk::testkit::noise_box::<ablate_plugin_noise::Minibatch>("{}").unwrap();
+    Factor::new(obj, "noise", "minibatch", "(linked for tests)")
+}
+
+pub fn chain(
+    objective: &mut dyn Objective,
+    theta: &Tensor,
+    integrator_name: &str,
+    protocol: &Protocol,
+    settings: &ChainSettings,
+    observer: &mut dyn Observer,
+) -> ChainOutcome {
+    let mut integ = integrator(integrator_name, "{}");
+    let mut noise = minibatch();
+    let mut host = TchHost::new();
+    run_chain(objective, theta, &mut integ, &mut noise, protocol, settings, &mut host, observer).unwrap()
+}
