@@ -85,6 +85,11 @@ impl Loss {
         if nll.numel() != 1 {
             return Err(lik.fail("nll", format!("returned a tensor of shape {:?}, expected a scalar", nll.size())));
         }
+        // On the CPU a check is free; on a GPU it would synchronise every step, so there a
+        // non-finite value surfaces as divergence at the next member or epoch end.
+        if nll.device() == Device::Cpu && crate::chain::nonfinite(&nll) && !crate::chain::nonfinite(logits) {
+            return Err(lik.fail("nll", "returned NaN/Inf for finite logits".into()));
+        }
         Ok(nll.reshape([] as [i64; 0]))
     }
 
@@ -98,6 +103,9 @@ impl Loss {
         let lp = host.take(id).ok_or_else(|| self.prior.fail("log_prob", "returned a released handle".into()))?;
         if lp.numel() != 1 {
             return Err(self.prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
+        }
+        if lp.device() == Device::Cpu && crate::chain::nonfinite(&lp) && !crate::chain::nonfinite(theta) {
+            return Err(self.prior.fail("log_prob", "returned NaN/Inf for finite parameters".into()));
         }
         Ok(lp.reshape([] as [i64; 0]))
     }

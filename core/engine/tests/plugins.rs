@@ -1,0 +1,201 @@
+//! Plugins as a user drops them in: built `.so` files loaded from a folder, used through the
+//! real libtorch host; refused when built against another interface; contained when faulty.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ablate_engine::cell::Loss;
+use ablate_engine::host::TchHost;
+use ablate_engine::model::Model;
+use ablate_engine::EngineError;
+use ablate_grid::config::{Activation, ModelConfig};
+use ablate_plugin_host::{PluginError, Registry, SearchPath};
+use ablate_sdk::{ModelToggles, NormKind};
+use tch::{Device, Kind, Tensor};
+
+/// `target/<profile>` of this test binary.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn cargo_build(packages: &[&str], extra: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build").arg("--quiet");
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    cmd.args(extra).current_dir(env!("CARGO_MANIFEST_DIR"));
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building {packages:?} {extra:?} failed");
+}
+
+/// Build the example and the fault fixtures once, and copy `file` into a private folder.
+fn plugin_folder(files: &[(&Path, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (src, name) in files {
+        std::fs::copy(src, dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+fn built(name: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| cargo_build(&["logistic-prior-example", "ablate-fault-fixtures"], &[]));
+    target_dir().join(name)
+}
+
+fn small_loss(registry: &Registry, prior: &str) -> Loss {
+    let model = Model::new(
+        &ModelConfig::Mlp { hidden: vec![5], activation: Activation::Relu },
+        ModelToggles { norm: NormKind::None, dropout: 0.0 },
+        (1, 2, 3),
+        4,
+    )
+    .unwrap();
+    let path = registry.library_of(registry.get(ablate_sdk::FactorKind::Prior, prior).unwrap()).path.display().to_string();
+    let prior_box = registry.prior(prior, &serde_json::json!({})).unwrap();
+    // The likelihood is never called in these tests; borrow any prior's library for the slot.
+    Loss {
+        model,
+        prior: ablate_engine::chain::Factor::new(prior_box, "prior", prior, &path),
+        likelihood: std::cell::RefCell::new(ablate_engine::chain::Factor::new(
+            ablate_sdk::testkit::likelihood_box::<NoLikelihood>("{}").unwrap(),
+            "likelihood",
+            "none",
+            "-",
+        )),
+        train_x: Tensor::zeros([1, 1, 2, 3], (Kind::Float, Device::Cpu)),
+        train_y: Tensor::zeros([1], (Kind::Int64, Device::Cpu)),
+        n: 10.0,
+        chunk: 1,
+    }
+}
+
+/// Placeholder-free minimal likelihood for the `Loss` slot (mean cross-entropy).
+struct NoLikelihood;
+impl ablate_sdk::Factory for NoLikelihood {
+    const NAME: &'static str = "ce";
+    const DESCRIPTION: &'static str = "mean cross-entropy";
+    fn params() -> Vec<ablate_sdk::ParamSpec> {
+        Vec::new()
+    }
+    fn new(_: &ablate_sdk::Params) -> Result<Self, String> {
+        Ok(Self)
+    }
+}
+impl ablate_sdk::Likelihood for NoLikelihood {
+    fn model(&self) -> ModelToggles {
+        ModelToggles { norm: NormKind::None, dropout: 0.0 }
+    }
+    fn effective_n(&self, examples: u64) -> f64 {
+        examples as f64
+    }
+    fn augment<'o>(&mut self, _: ablate_sdk::Ops<'o>, _: &ablate_sdk::Tensor<'o>) -> Result<Option<ablate_sdk::Tensor<'o>>, String> {
+        Ok(None)
+    }
+    fn nll<'o>(&self, _: ablate_sdk::Ops<'o>, logits: &ablate_sdk::Tensor<'o>, labels: &ablate_sdk::Tensor<'o>) -> Result<ablate_sdk::Tensor<'o>, String> {
+        Ok(-(logits.log_softmax(1).gather_rows(labels).mean()))
+    }
+}
+
+#[test]
+fn example_plugin_log_prob_and_gradient_match_the_host() {
+    let dir = plugin_folder(&[(&built("liblogistic_prior.so"), "liblogistic_prior.so")]);
+    let registry = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap();
+    let f = registry.get(ablate_sdk::FactorKind::Prior, "logistic").unwrap();
+    assert_eq!(registry.library_of(f).sha256.len(), 64);
+    let s = 0.7;
+    let prior = registry.prior("logistic", &serde_json::json!({"scale": s})).unwrap();
+    let mut loss = small_loss(&registry, "logistic");
+    loss.prior.obj = prior;
+    tch::manual_seed(0);
+    let theta = (Tensor::randn([loss.model.dim()], (Kind::Double, Device::Cpu)) * 2.0).to_kind(Kind::Float).set_requires_grad(true);
+    let mut host = TchHost::new();
+    let lp = loss.log_prior(&mut host, &theta).unwrap();
+    assert_eq!(host.live(), 0, "plugin calls leak no handles");
+    let g = Tensor::run_backward(&[&lp], &[&theta], false, false).remove(0);
+    // Host-side computation of the same density (weights and biases are covered).
+    let t = theta.detach().to_kind(Kind::Double).set_requires_grad(true);
+    let a = t.abs() / s;
+    let per: Tensor = -&a - (-&a).exp().log1p() * 2.0 - s.ln();
+    let direct = per.sum(Kind::Double);
+    let g_direct = Tensor::run_backward(&[&direct], &[&t], false, false).remove(0);
+    let (v, w) = (f64::try_from(&lp).unwrap(), f64::try_from(&direct).unwrap());
+    assert!((v - w).abs() < 1e-4 * w.abs(), "log_prob {v} vs host {w}");
+    let err = f64::try_from((g.to_kind(Kind::Double) - g_direct).abs().max()).unwrap();
+    assert!(err < 1e-5, "gradient differs by {err}");
+}
+
+#[test]
+fn faulty_plugins_fail_one_use_and_the_host_carries_on() {
+    let dir = plugin_folder(&[
+        (&built("libfault_fixtures.so"), "libfault_fixtures.so"),
+        (&built("liblogistic_prior.so"), "liblogistic_prior.so"),
+    ]);
+    let registry = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap();
+    let theta = Tensor::ones([small_loss(&registry, "logistic").model.dim()], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mut host = TchHost::new();
+    for (name, expect) in [
+        ("panicking", "panicked: deliberate panic"),
+        ("not-a-number", "NaN/Inf"),
+        ("wrong-shape", "expected a scalar"),
+        ("released-handle", "released"),
+    ] {
+        let loss = small_loss(&registry, name);
+        let err = loss.log_prior(&mut host, &theta).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, EngineError::PluginCall { .. }), "{name}: {msg}");
+        assert!(msg.contains(name) && msg.contains("libfault_fixtures.so") && msg.contains(expect), "{name}: {msg}");
+        // A healthy plugin still works afterwards.
+        let good = small_loss(&registry, "logistic");
+        assert!(good.log_prior(&mut host, &theta).is_ok());
+    }
+}
+
+#[test]
+fn libraries_built_against_another_interface_are_refused() {
+    let fixtures = target_dir().join("interface-fixtures");
+    let example = |feature: &str| -> PathBuf {
+        cargo_build(
+            &["logistic-prior-example"],
+            &["--features", &format!("ablate-sdk/{feature}"), "--target-dir", fixtures.to_str().unwrap()],
+        );
+        let copy = fixtures.join(format!("{feature}.so"));
+        std::fs::copy(fixtures.join("debug/liblogistic_prior.so"), &copy).unwrap();
+        copy
+    };
+    for (feature, check) in [
+        ("abi-mismatch-for-tests", "different plugin interface layout"),
+        ("sdk-version-mismatch-for-tests", "SDK version"),
+    ] {
+        let lib = example(feature);
+        let dir = plugin_folder(&[(&lib, "libmismatched.so")]);
+        let err = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("libmismatched.so") && msg.contains(check), "{feature}: {msg}");
+        assert!(matches!(err, PluginError::AbiMismatch { .. } | PluginError::SdkVersion { .. }));
+    }
+}
+
+#[test]
+fn clashes_insecure_folders_and_foreign_libraries_are_refused() {
+    let lib = built("liblogistic_prior.so");
+    let dir = plugin_folder(&[(&lib, "liba.so"), (&lib, "libb.so")]);
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("liba.so") && msg.contains("libb.so") && msg.contains("logistic"), "{msg}");
+
+    use std::os::unix::fs::PermissionsExt;
+    let dir = plugin_folder(&[(&lib, "liblogistic.so")]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("writable by other users"), "{msg}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("libforeign.so");
+    let ok = Command::new("cc").args(["-shared", "-o"]).arg(&foreign).args(["-x", "c", "/dev/null"]).status().unwrap();
+    assert!(ok.success());
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("libforeign.so") && msg.contains("not an ablate plugin"), "{msg}");
+}
