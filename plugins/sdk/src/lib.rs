@@ -34,6 +34,8 @@ pub mod abi;
 mod glue;
 pub mod params;
 pub mod tensor;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use abi::{
     FactorKind, GradientPlan, ModelToggles, NoiseStats, NormKind, ParamInfo, Role, StepCtx,
