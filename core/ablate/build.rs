@@ -9,6 +9,8 @@ fn main() {
         return;
     };
     let lib = std::path::PathBuf::from(lib);
+    // For `ablate doctor`: where the linked libtorch lives.
+    println!("cargo:rustc-env=ABLATE_LIBTORCH_LIB={}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");

@@ -30,9 +30,7 @@ impl Factory for Baoab {
         Vec::new()
     }
     fn new(_: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-        })
+        Ok(Self { momentum: Slot::default() })
     }
 }
 
@@ -51,12 +49,7 @@ impl Integrator for Baoab {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let (h, beta) = baoab_dynamics(ctx);
         let m = self.momentum.get(ops)?;
@@ -69,20 +62,14 @@ impl Integrator for Baoab {
         }
         m.set(&next);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
-        Ok(StepReport {
-            acceptance: f64::NAN,
-        })
+        Ok(StepReport { acceptance: f64::NAN })
     }
 
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String> {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

@@ -30,9 +30,7 @@ impl Factory for Bbk {
         Vec::new()
     }
     fn new(_: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-        })
+        Ok(Self { momentum: Slot::default() })
     }
 }
 
@@ -42,12 +40,7 @@ impl Integrator for Bbk {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let (c, b) = (ctx.timestep_factor, ctx.momentum_decay);
         let beta = (1.0 + b - c * (1.0 - b)) / (1.0 + b + c * (1.0 - b));
@@ -68,20 +61,14 @@ impl Integrator for Bbk {
         }
         m.set(&next);
         t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
-        Ok(StepReport {
-            acceptance: f64::NAN,
-        })
+        Ok(StepReport { acceptance: f64::NAN })
     }
 
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String> {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

@@ -18,20 +18,14 @@ impl Slot {
     }
 
     pub(crate) fn get<'o>(&self, ops: Ops<'o>) -> Result<Tensor<'o>, String> {
-        self.0
-            .map(|id| ops.borrow(id))
-            .ok_or_else(|| "the integrator was not initialised (init not called)".to_owned())
+        self.0.map(|id| ops.borrow(id)).ok_or_else(|| "the integrator was not initialised (init not called)".to_owned())
     }
 }
 
 /// Validate the scalars of a step. `open_beta`: momentum decay must be in (0, 1), else [0, 1).
 pub(crate) fn check_ctx(ctx: &StepCtx, open_beta: bool) -> Result<(), String> {
     let b = ctx.momentum_decay;
-    let beta_ok = if open_beta {
-        b > 0.0 && b < 1.0
-    } else {
-        (0.0..1.0).contains(&b)
-    };
+    let beta_ok = if open_beta { b > 0.0 && b < 1.0 } else { (0.0..1.0).contains(&b) };
     if !(ctx.lr > 0.0 && ctx.lr.is_finite()) {
         return Err(format!("learning rate must be positive, got {}", ctx.lr));
     }
@@ -43,10 +37,7 @@ pub(crate) fn check_ctx(ctx: &StepCtx, open_beta: bool) -> Result<(), String> {
         return Err(format!("momentum decay must be in {range}, got {b}"));
     }
     if !(ctx.timestep_factor >= 0.0 && ctx.timestep_factor.is_finite()) {
-        return Err(format!(
-            "timestep factor must be >= 0, got {}",
-            ctx.timestep_factor
-        ));
+        return Err(format!("timestep factor must be >= 0, got {}", ctx.timestep_factor));
     }
     if !(ctx.temperature >= 0.0 && ctx.temperature.is_finite()) {
         return Err(format!("temperature must be >= 0, got {}", ctx.temperature));
@@ -55,11 +46,7 @@ pub(crate) fn check_ctx(ctx: &StepCtx, open_beta: bool) -> Result<(), String> {
 }
 
 /// Elementwise m ⊙ M⁻¹ m.
-pub(crate) fn kinetic_of<'o>(
-    ops: Ops<'o>,
-    m: &Slot,
-    mass_inv: &Tensor<'o>,
-) -> Result<Option<Tensor<'o>>, String> {
+pub(crate) fn kinetic_of<'o>(ops: Ops<'o>, m: &Slot, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
     let m = m.get(ops)?;
     Ok(Some(&m * &m * mass_inv))
 }

@@ -28,21 +28,13 @@ pub struct Hmc {
 
 impl Factory for Hmc {
     const NAME: &'static str = "hmc";
-    const DESCRIPTION: &'static str =
-        "full-batch Hamiltonian Monte Carlo (leapfrog + Metropolis–Hastings)";
+    const DESCRIPTION: &'static str = "full-batch Hamiltonian Monte Carlo (leapfrog + Metropolis–Hastings)";
     fn params() -> Vec<ParamSpec> {
-        vec![ParamSpec::int(
-            "leapfrog_steps",
-            10,
-            "leapfrog steps per transition (each costs one full-batch gradient)",
-        )
-        .range(1.0, 10_000.0)]
+        vec![ParamSpec::int("leapfrog_steps", 10, "leapfrog steps per transition (each costs one full-batch gradient)")
+            .range(1.0, 10_000.0)]
     }
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-            leapfrog_steps: p.i64("leapfrog_steps") as usize,
-        })
+        Ok(Self { momentum: Slot::default(), leapfrog_steps: p.i64("leapfrog_steps") as usize })
     }
 }
 
@@ -52,18 +44,12 @@ impl Integrator for Hmc {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let h = ctx.timestep_factor * (ctx.lr / ctx.n).sqrt();
         let temp = ctx.temperature;
         let state = self.momentum.get(ops)?;
-        let m0 = momentum_noise(ops, &state, temp.sqrt(), &t.mass_sqrt)
-            .unwrap_or_else(|| ops.zeros_like(&state));
+        let m0 = momentum_noise(ops, &state, temp.sqrt(), &t.mass_sqrt).unwrap_or_else(|| ops.zeros_like(&state));
         let (u0, mut g) = ops.potential(&t.params, true);
         let k0 = (&m0 * &m0 * &t.mass_inv).sum() * 0.5;
         let m = &m0 - &g * (0.5 * h);
@@ -95,11 +81,7 @@ impl Integrator for Hmc {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

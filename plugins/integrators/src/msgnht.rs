@@ -33,11 +33,7 @@ impl Factory for MultivariateNoseHoover {
         Vec::new()
     }
     fn new(_: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-            thermostat: Slot::default(),
-            started: false,
-        })
+        Ok(Self { momentum: Slot::default(), thermostat: Slot::default(), started: false })
     }
 }
 
@@ -49,12 +45,7 @@ impl Integrator for MultivariateNoseHoover {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let c = ctx.timestep_factor;
         let lr = c * c * ctx.lr;
@@ -79,20 +70,14 @@ impl Integrator for MultivariateNoseHoover {
         let minv_m = &m * &t.mass_inv;
         xi.axpby(h, &((&m * &minv_m) - ctx.temperature), 1.0);
         t.params.axpby(h, &minv_m, 1.0);
-        Ok(StepReport {
-            acceptance: f64::NAN,
-        })
+        Ok(StepReport { acceptance: f64::NAN })
     }
 
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String> {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

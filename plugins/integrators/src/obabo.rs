@@ -52,10 +52,7 @@ impl Factory for Obabo {
         )]
     }
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-            metropolis: p.bool("metropolis"),
-        })
+        Ok(Self { momentum: Slot::default(), metropolis: p.bool("metropolis") })
     }
 }
 
@@ -74,12 +71,7 @@ impl Integrator for Obabo {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let (h, beta) = baoab_dynamics(ctx);
         let temp = ctx.temperature;
@@ -89,9 +81,7 @@ impl Integrator for Obabo {
             half_o(ops, &m, beta, temp, &t.mass_sqrt);
             m.axpby(-0.5 * h * ctx.n, &t.grad, 1.0);
             t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
-            return Ok(StepReport {
-                acceptance: f64::NAN,
-            });
+            return Ok(StepReport { acceptance: f64::NAN });
         }
         let beta_half = beta.sqrt();
         half_o(ops, &m, beta_half, temp, &t.mass_sqrt);
@@ -119,11 +109,7 @@ impl Integrator for Obabo {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

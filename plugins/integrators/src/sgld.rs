@@ -34,12 +34,7 @@ impl Integrator for Sgld {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let lr = ctx.lr * ctx.timestep_factor;
         t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
@@ -48,20 +43,14 @@ impl Integrator for Sgld {
             let noise = ops.randn_like(&t.params) * &t.mass_inv_sqrt;
             t.params.axpby(sigma, &noise, 1.0);
         }
-        Ok(StepReport {
-            acceptance: f64::NAN,
-        })
+        Ok(StepReport { acceptance: f64::NAN })
     }
 
     fn rescale_momenta<'o>(&mut self, _ops: Ops<'o>, _factor: &Tensor<'o>) -> Result<(), String> {
         Ok(())
     }
 
-    fn kinetic<'o>(
-        &self,
-        _ops: Ops<'o>,
-        _mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, _ops: Ops<'o>, _mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         Ok(None)
     }
 }

@@ -30,9 +30,7 @@ impl Factory for StochasticPositionVerlet {
         Vec::new()
     }
     fn new(_: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-        })
+        Ok(Self { momentum: Slot::default() })
     }
 }
 
@@ -42,22 +40,13 @@ impl Integrator for StochasticPositionVerlet {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, true)?;
         let (c, b) = (ctx.timestep_factor, ctx.momentum_decay);
         let h = c * (2.0 * ctx.lr / (ctx.n * (1.0 - 1.0 / b.ln()))).sqrt();
         let beta = b.powf(c);
         let hgamma = -beta.ln(); // = C·(−ln β) = h'γ
-        let eta = if hgamma > 0.0 {
-            h * (1.0 - beta) / hgamma
-        } else {
-            h
-        };
+        let eta = if hgamma > 0.0 { h * (1.0 - beta) / hgamma } else { h };
         let zeta = (ctx.temperature * (1.0 - beta * beta)).sqrt();
         let m = self.momentum.get(ops)?;
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
@@ -67,20 +56,14 @@ impl Integrator for StochasticPositionVerlet {
         }
         m.set(&next);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
-        Ok(StepReport {
-            acceptance: f64::NAN,
-        })
+        Ok(StepReport { acceptance: f64::NAN })
     }
 
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String> {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

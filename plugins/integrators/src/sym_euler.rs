@@ -32,8 +32,7 @@ pub struct NaiveSymplecticEulerMCMC {
 
 impl Factory for NaiveSymplecticEulerMCMC {
     const NAME: &'static str = "sym-euler";
-    const DESCRIPTION: &'static str =
-        "symplectic Euler Langevin (the paper's NaiveSymplecticEulerMCMC; default)";
+    const DESCRIPTION: &'static str = "symplectic Euler Langevin (the paper's NaiveSymplecticEulerMCMC; default)";
     fn params() -> Vec<ParamSpec> {
         vec![ParamSpec::string(
             "momentum_init",
@@ -43,11 +42,7 @@ impl Factory for NaiveSymplecticEulerMCMC {
         )]
     }
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            momentum: Slot::default(),
-            gaussian_init: p.str("momentum_init") == "gaussian",
-            started: false,
-        })
+        Ok(Self { momentum: Slot::default(), gaussian_init: p.str("momentum_init") == "gaussian", started: false })
     }
 }
 
@@ -58,12 +53,7 @@ impl Integrator for NaiveSymplecticEulerMCMC {
         Ok(())
     }
 
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String> {
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let c = ctx.timestep_factor;
         let lr = c * c * ctx.lr;
@@ -77,30 +67,19 @@ impl Integrator for NaiveSymplecticEulerMCMC {
         }
         self.started = true;
         let mut next = &m * beta - &t.grad * (h * ctx.n);
-        if let Some(noise) = momentum_noise(
-            ops,
-            &m,
-            (2.0 * ctx.temperature * (1.0 - beta)).sqrt(),
-            &t.mass_sqrt,
-        ) {
+        if let Some(noise) = momentum_noise(ops, &m, (2.0 * ctx.temperature * (1.0 - beta)).sqrt(), &t.mass_sqrt) {
             next = next + noise;
         }
         m.set(&next);
         t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
-        Ok(StepReport {
-            acceptance: f64::NAN,
-        })
+        Ok(StepReport { acceptance: f64::NAN })
     }
 
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String> {
         rescale(ops, &self.momentum, factor)
     }
 
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
     }
 }

@@ -25,13 +25,7 @@ fn all() -> Vec<(&'static str, IntegratorBox)> {
 }
 
 fn small_target() -> GaussianTarget {
-    GaussianTarget {
-        dim: 100,
-        sigma_min: 0.01,
-        sigma_max: 1.0,
-        n: 100.0,
-        groups: 1,
-    }
+    GaussianTarget { dim: 100, sigma_min: 0.01, sigma_max: 1.0, n: 100.0, groups: 1 }
 }
 
 /// Drive a boxed integrator with an explicit gradient function on a CpuHost.
@@ -56,12 +50,7 @@ impl Driver {
         Self { host, params, mass }
     }
 
-    fn step(
-        &mut self,
-        integ: &mut IntegratorBox,
-        ctx: &StepCtx,
-        grad: &[f64],
-    ) -> Result<(), String> {
+    fn step(&mut self, integ: &mut IntegratorBox, ctx: &StepCtx, grad: &[f64]) -> Result<(), String> {
         let g = self.host.insert(&[grad.len() as i64], grad);
         let t = StepTensors {
             params: self.params,
@@ -79,15 +68,7 @@ impl Driver {
 }
 
 fn ctx(step: u64, lr: f64, beta: f64, c: f64, t: f64, n: f64) -> StepCtx {
-    StepCtx {
-        step,
-        lr,
-        momentum_decay: beta,
-        timestep_factor: c,
-        temperature: t,
-        n,
-        batch_size: 10,
-    }
+    StepCtx { step, lr, momentum_decay: beta, timestep_factor: c, temperature: t, n, batch_size: 10 }
 }
 
 /// At T = 0 the symplectic Euler step is heavy-ball SGD: v ← β'v − ℓ'M⁻¹g, θ ← θ + v with
@@ -99,27 +80,18 @@ fn sym_euler_at_zero_temperature_is_sgd_with_momentum() {
     let shift: Vec<f64> = (0..d).map(|i| (i as f64 * 0.7).sin()).collect();
     let mass: Vec<f64> = (0..d).map(|i| 1.0 + (i % 4) as f64).collect();
     let theta0: Vec<f64> = (0..d).map(|i| (i as f64 * 0.3).cos()).collect();
-    let grad_at = |th: &[f64]| -> Vec<f64> {
-        th.iter()
-            .zip(&curv)
-            .zip(&shift)
-            .map(|((t, c), s)| c * (t - s))
-            .collect()
-    };
+    let grad_at =
+        |th: &[f64]| -> Vec<f64> { th.iter().zip(&curv).zip(&shift).map(|((t, c), s)| c * (t - s)).collect() };
     for &(c, lr, beta, n) in &[(1.0, 0.05, 0.9, 50_000.0), (0.37, 0.1, 0.98, 1000.0)] {
         let mut drv = Driver::new(&theta0, &mass);
         let mut integ = boxed::<NaiveSymplecticEulerMCMC>("{}");
-        integ
-            .init(&mut drv.host.host_ref(), drv.params)
-            .into_result()
-            .unwrap();
+        integ.init(&mut drv.host.host_ref(), drv.params).into_result().unwrap();
         let (lr_c, beta_c): (f64, f64) = (c * c * lr, 1.0 - c * (1.0 - beta));
         let mut th = theta0.clone();
         let mut v = vec![0.0; d];
         for step in 1..=200 {
             let g = grad_at(drv.host.get(drv.params));
-            drv.step(&mut integ, &ctx(step, lr, beta, c, 0.0, n), &g)
-                .unwrap();
+            drv.step(&mut integ, &ctx(step, lr, beta, c, 0.0, n), &g).unwrap();
             let g = grad_at(&th);
             for i in 0..d {
                 v[i] = beta_c * v[i] - lr_c * g[i] / mass[i];
@@ -148,18 +120,12 @@ fn zero_temperature_descends() {
     let mass = vec![1.0; d];
     for (name, mut integ) in all() {
         let mut drv = Driver::new(&theta0, &mass);
-        drv.host.set_potential(Some(Box::new(|th: &[f64]| {
-            (0.5 * th.iter().map(|t| t * t).sum::<f64>(), th.to_vec())
-        })));
-        integ
-            .init(&mut drv.host.host_ref(), drv.params)
-            .into_result()
-            .unwrap();
+        drv.host.set_potential(Some(Box::new(|th: &[f64]| (0.5 * th.iter().map(|t| t * t).sum::<f64>(), th.to_vec()))));
+        integ.init(&mut drv.host.host_ref(), drv.params).into_result().unwrap();
         for step in 1..=300 {
             // U = n·Σθ²/2 / n: grad of the mean loss is θ/n·... use n = 1 for simplicity.
             let g = drv.host.get(drv.params).to_vec();
-            drv.step(&mut integ, &ctx(step, 0.01, 0.9, 1.0, 0.0, 1.0), &g)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            drv.step(&mut integ, &ctx(step, 0.01, 0.9, 1.0, 0.0, 1.0), &g).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let u: f64 = drv.host.get(drv.params).iter().map(|t| t * t).sum();
         assert!(u.is_finite() && u < 0.5 * d as f64, "{name}: Σθ² = {u}");
@@ -188,29 +154,18 @@ fn acceptance_sweep(name: &str, make: fn() -> IntegratorBox, lr_for_h: fn(f64, f
         acc.push(a);
     }
     assert!(acc[0] > 0.999, "{name}: {acc:?}");
-    assert!(
-        acc.windows(2).all(|w| w[1] < w[0]),
-        "{name}: acceptance must fall as the step grows: {acc:?}"
-    );
+    assert!(acc.windows(2).all(|w| w[1] < w[0]), "{name}: acceptance must fall as the step grows: {acc:?}");
     assert!(acc[3] < 0.9, "{name}: {acc:?}");
 }
 
 #[test]
 fn hmc_acceptance_falls_with_step_size() {
-    acceptance_sweep(
-        "hmc",
-        || boxed::<Hmc>(r#"{"leapfrog_steps": 5}"#),
-        |h, n| n * h * h,
-    );
+    acceptance_sweep("hmc", || boxed::<Hmc>(r#"{"leapfrog_steps": 5}"#), |h, n| n * h * h);
 }
 
 #[test]
 fn obabo_metropolis_acceptance_falls_with_step_size() {
-    acceptance_sweep(
-        "obabo+mh",
-        || boxed::<Obabo>(r#"{"metropolis": true}"#),
-        |h, n| n * h * h * (1.0 + 0.9) / 2.0,
-    );
+    acceptance_sweep("obabo+mh", || boxed::<Obabo>(r#"{"metropolis": true}"#), |h, n| n * h * h * (1.0 + 0.9) / 2.0);
 }
 
 #[test]
@@ -219,13 +174,7 @@ fn same_seed_same_chain_for_every_integrator() {
     let mut s = SamplerSettings::new(1.0, 0.25, 0.9);
     s.use_mass = true;
     for (name, _) in all() {
-        let make = || {
-            Ok(all()
-                .into_iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, b)| b)
-                .unwrap())
-        };
+        let make = || Ok(all().into_iter().find(|(n, _)| *n == name).map(|(_, b)| b).unwrap());
         let r = determinism_check(CpuHost::new, make, &tg, &s, 5, 30).unwrap();
         assert!(r.same_seed_identical, "{name}: {r:?}");
         assert!(r.other_seed_differs, "{name}: {r:?}");
@@ -249,20 +198,13 @@ fn tensors_do_not_leak_per_step() {
     let mass = vec![2.0; 20];
     for (name, mut integ) in all() {
         let mut drv = Driver::new(&theta0, &mass);
-        drv.host.set_potential(Some(Box::new(|th: &[f64]| {
-            (0.5 * th.iter().map(|t| t * t).sum::<f64>(), th.to_vec())
-        })));
-        integ
-            .init(&mut drv.host.host_ref(), drv.params)
-            .into_result()
-            .unwrap();
+        drv.host.set_potential(Some(Box::new(|th: &[f64]| (0.5 * th.iter().map(|t| t * t).sum::<f64>(), th.to_vec()))));
+        integ.init(&mut drv.host.host_ref(), drv.params).into_result().unwrap();
         let g = vec![0.1; 20];
-        drv.step(&mut integ, &ctx(1, 0.01, 0.9, 1.0, 1.0, 10.0), &g)
-            .unwrap();
+        drv.step(&mut integ, &ctx(1, 0.01, 0.9, 1.0, 1.0, 10.0), &g).unwrap();
         let live = drv.host.live_tensors();
         for step in 2..=20 {
-            drv.step(&mut integ, &ctx(step, 0.01, 0.9, 1.0, 1.0, 10.0), &g)
-                .unwrap();
+            drv.step(&mut integ, &ctx(step, 0.01, 0.9, 1.0, 1.0, 10.0), &g).unwrap();
         }
         assert_eq!(drv.host.live_tensors(), live, "{name} leaks tensors");
     }
@@ -278,10 +220,7 @@ fn bad_parameters_and_contexts_are_errors() {
     let mass = vec![1.0; 4];
     for (name, mut integ) in all() {
         let mut drv = Driver::new(&theta0, &mass);
-        integ
-            .init(&mut drv.host.host_ref(), drv.params)
-            .into_result()
-            .unwrap();
+        integ.init(&mut drv.host.host_ref(), drv.params).into_result().unwrap();
         let g = vec![0.0; 4];
         for bad in [
             ctx(1, 0.1, 1.0, 1.0, 1.0, 10.0),
@@ -289,25 +228,14 @@ fn bad_parameters_and_contexts_are_errors() {
             ctx(1, 0.1, 0.9, 1.0, -1.0, 10.0),
             ctx(1, 0.1, 0.9, 1.0, 1.0, 0.0),
         ] {
-            assert!(
-                drv.step(&mut integ, &bad, &g).is_err(),
-                "{name} accepted {bad:?}"
-            );
+            assert!(drv.step(&mut integ, &bad, &g).is_err(), "{name} accepted {bad:?}");
         }
     }
     // HMC and OBABO+MH need the host's potential.
-    for mut integ in [
-        boxed::<Hmc>("{}"),
-        boxed::<Obabo>(r#"{"metropolis": true}"#),
-    ] {
+    for mut integ in [boxed::<Hmc>("{}"), boxed::<Obabo>(r#"{"metropolis": true}"#)] {
         let mut drv = Driver::new(&theta0, &mass);
-        integ
-            .init(&mut drv.host.host_ref(), drv.params)
-            .into_result()
-            .unwrap();
-        let e = drv
-            .step(&mut integ, &ctx(1, 0.1, 0.9, 1.0, 1.0, 10.0), &[0.0; 4])
-            .unwrap_err();
+        integ.init(&mut drv.host.host_ref(), drv.params).into_result().unwrap();
+        let e = drv.step(&mut integ, &ctx(1, 0.1, 0.9, 1.0, 1.0, 10.0), &[0.0; 4]).unwrap_err();
         assert!(e.contains("potential"), "{e}");
     }
 }
@@ -317,18 +245,10 @@ fn gaussian_momentum_init_starts_at_temperature() {
     let d = 2000;
     let mut drv = Driver::new(&vec![0.0; d], &vec![4.0; d]);
     let mut integ = boxed::<NaiveSymplecticEulerMCMC>(r#"{"momentum_init": "gaussian"}"#);
-    integ
-        .init(&mut drv.host.host_ref(), drv.params)
-        .into_result()
-        .unwrap();
+    integ.init(&mut drv.host.host_ref(), drv.params).into_result().unwrap();
     // One step with zero gradient and C = 0 (no friction, no noise, h = 0): momenta = m₀.
-    drv.step(&mut integ, &ctx(1, 0.1, 0.9, 0.0, 0.5, 10.0), &vec![0.0; d])
-        .unwrap();
-    let k = integ
-        .kinetic(&mut drv.host.host_ref(), drv.mass[1])
-        .into_result()
-        .unwrap()
-        .unwrap();
+    drv.step(&mut integ, &ctx(1, 0.1, 0.9, 0.0, 0.5, 10.0), &vec![0.0; d]).unwrap();
+    let k = integ.kinetic(&mut drv.host.host_ref(), drv.mass[1]).into_result().unwrap().unwrap();
     let kin = drv.host.get(k);
     let mean = kin.iter().sum::<f64>() / d as f64;
     // m²/M ~ T·χ²₁: mean T, standard error T·sqrt(2/d).

@@ -19,13 +19,7 @@ use ablate_sdk::Integrator;
 const Z: f64 = 4.0;
 
 fn target() -> GaussianTarget {
-    GaussianTarget {
-        dim: 1000,
-        sigma_min: 0.01,
-        sigma_max: 1.0,
-        n: 100.0,
-        groups: 4,
-    }
+    GaussianTarget { dim: 1000, sigma_min: 0.01, sigma_max: 1.0, n: 100.0, groups: 4 }
 }
 
 /// Which h each parameterisation gets from (lr, β); returns lr for a wanted h.
@@ -67,11 +61,7 @@ fn run_case(case: &Case, temperature: f64, use_mass: bool, seed: u64) -> Result<
     let tg = target();
     let omega_max = if use_mass { 1.0 } else { 1.0 / tg.sigma_min };
     let h = 0.05 / omega_max;
-    let mut s = SamplerSettings::new(
-        temperature,
-        lr_for(case.param, h, tg.n, case.beta),
-        case.beta,
-    );
+    let mut s = SamplerSettings::new(temperature, lr_for(case.param, h, tg.n, case.beta), case.beta);
     s.use_mass = use_mass;
     s.steps = case.steps;
     s.thin = case.thin;
@@ -93,10 +83,7 @@ fn run_matrix(case: Case, masses: &[bool]) {
     let mut failures = Vec::new();
     // A distinct random stream per integrator, so that near-identical schemes (BAOAB, BBK,
     // OBABO) do not share one realisation.
-    let mut seed = case
-        .name
-        .bytes()
-        .fold(11u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut seed = case.name.bytes().fold(11u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     for &t in &[1.0, 0.1] {
         for &mass in masses {
             seed += 1;
@@ -123,7 +110,7 @@ fn temperature_sym_euler() {
             beta,
             kinetic: Some(2.0 / (1.0 + beta)),
             mass_on_expected: None,
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -140,7 +127,7 @@ fn temperature_sgld() {
             beta: 0.9,
             kinetic: None,
             mass_on_expected: None,
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -157,7 +144,7 @@ fn temperature_baoab() {
             beta: 0.9,
             kinetic: Some(1.0),
             mass_on_expected: None,
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -174,7 +161,7 @@ fn temperature_obabo() {
             beta: 0.9,
             kinetic: Some(1.0),
             mass_on_expected: None,
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -208,7 +195,7 @@ fn temperature_bbk() {
             beta: 0.9,
             kinetic: Some(1.0),
             mass_on_expected: None,
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -225,10 +212,7 @@ fn spv_stationary(hw: f64, beta: f64) -> (f64, f64) {
     let eta = h * (1.0 - beta) / hg;
     let zeta = (1.0 - beta * beta).sqrt();
     // θ' = θ + (h/2)m + (h/2)m',  m' = βm − ηω²θ + ζξ
-    let a = [
-        [1.0 - 0.5 * h * eta * w2, 0.5 * h * (1.0 + beta)],
-        [-eta * w2, beta],
-    ];
+    let a = [[1.0 - 0.5 * h * eta * w2, 0.5 * h * (1.0 + beta)], [-eta * w2, beta]];
     let b = [0.5 * h * zeta, zeta];
     let mut s = [[0.0f64; 2]; 2];
     for _ in 0..1_000_000 {
@@ -265,7 +249,7 @@ fn temperature_spv() {
             beta: 0.9,
             kinetic: Some(1.0),
             mass_on_expected: Some(expected),
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -285,7 +269,7 @@ fn temperature_msgnht() {
             beta: 0.99,
             kinetic: Some(1.0),
             mass_on_expected: None,
-            steps: 2000,
+            steps: 1600,
             thin: 4,
         },
         &[true, false],
@@ -302,7 +286,7 @@ fn temperature_hmc() {
             beta: 0.9,
             kinetic: Some(1.0),
             mass_on_expected: None,
-            steps: 400,
+            steps: 320,
             thin: 2,
         },
         &[true, false],

@@ -10,9 +10,7 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::abi::{
-    BinaryOp, HostRef, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp,
-};
+use crate::abi::{BinaryOp, HostRef, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
 use crate::tensor::{HostCell, Ops};
 
 /// U(θ) and ∇U(θ) for [`TensorHost::potential`]: flat parameters in, (energy, gradient) out.
@@ -33,16 +31,8 @@ fn broadcast_shape(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= n {
-            a[i + a.len() - n]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= n {
-            b[i + b.len() - n]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
         *o = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -68,12 +58,7 @@ fn source_offsets(src: &[i64], out: &[i64]) -> Vec<usize> {
     let mut offsets = Vec::with_capacity(total);
     let mut idx = vec![0i64; n];
     for _ in 0..total {
-        offsets.push(
-            idx.iter()
-                .zip(&strides)
-                .map(|(&i, &s)| i as usize * s)
-                .sum(),
-        );
+        offsets.push(idx.iter().zip(&strides).map(|(&i, &s)| i as usize * s).sum());
         for d in (0..n).rev() {
             idx[d] += 1;
             if idx[d] < out[d] {
@@ -212,25 +197,17 @@ impl CpuHost {
 
     /// The data of a live tensor; panics on an unknown id (a test bug).
     pub fn get(&self, id: TensorId) -> &[f64] {
-        &self
-            .slot(id)
-            .unwrap_or_else(|| panic!("CpuHost::get: unknown tensor id {}", id.0))
-            .data
+        &self.slot(id).unwrap_or_else(|| panic!("CpuHost::get: unknown tensor id {}", id.0)).data
     }
 
     /// The shape of a live tensor; panics on an unknown id.
     pub fn shape_of(&self, id: TensorId) -> &[i64] {
-        &self
-            .slot(id)
-            .unwrap_or_else(|| panic!("CpuHost::shape_of: unknown tensor id {}", id.0))
-            .shape
+        &self.slot(id).unwrap_or_else(|| panic!("CpuHost::shape_of: unknown tensor id {}", id.0)).shape
     }
 
     /// Overwrite the data of a live tensor (same length).
     pub fn set_data(&mut self, id: TensorId, data: &[f64]) {
-        let buf = self
-            .slot_mut(id)
-            .unwrap_or_else(|| panic!("CpuHost::set_data: unknown tensor id {}", id.0));
+        let buf = self.slot_mut(id).unwrap_or_else(|| panic!("CpuHost::set_data: unknown tensor id {}", id.0));
         assert_eq!(buf.data.len(), data.len(), "CpuHost::set_data: length");
         buf.data.copy_from_slice(data);
     }
@@ -288,9 +265,7 @@ impl CpuHost {
     fn buf(&mut self, id: TensorId, what: &str) -> Option<Buf> {
         if id == TensorId::INVALID {
             if self.error.is_none() {
-                self.error = Some(format!(
-                    "{what}: given an invalid tensor (an earlier op failed)"
-                ));
+                self.error = Some(format!("{what}: given an invalid tensor (an earlier op failed)"));
             }
             return None;
         }
@@ -341,13 +316,7 @@ impl CpuHost {
         self.put(shape, data)
     }
 
-    fn broadcast2(
-        &mut self,
-        a: TensorId,
-        b: TensorId,
-        what: &str,
-        f: impl Fn(f64, f64) -> f64,
-    ) -> TensorId {
+    fn broadcast2(&mut self, a: TensorId, b: TensorId, what: &str, f: impl Fn(f64, f64) -> f64) -> TensorId {
         if self.buf_ref(a, what).is_none() || self.buf_ref(b, what).is_none() {
             return TensorId::INVALID;
         }
@@ -369,19 +338,12 @@ impl CpuHost {
             (bb.shape.clone(), bb.data.iter().map(|&y| f(x, y)).collect())
         } else {
             let Some(out) = broadcast_shape(&ba.shape, &bb.shape) else {
-                let msg = format!(
-                    "{what}: shapes {:?} and {:?} do not broadcast",
-                    ba.shape, bb.shape
-                );
+                let msg = format!("{what}: shapes {:?} and {:?} do not broadcast", ba.shape, bb.shape);
                 return self.fail(msg);
             };
             let oa = source_offsets(&ba.shape, &out);
             let ob = source_offsets(&bb.shape, &out);
-            let d = oa
-                .iter()
-                .zip(&ob)
-                .map(|(&i, &j)| f(ba.data[i], bb.data[j]))
-                .collect();
+            let d = oa.iter().zip(&ob).map(|(&i, &j)| f(ba.data[i], bb.data[j])).collect();
             (out, d)
         };
         self.put(shape, data)
@@ -396,14 +358,12 @@ impl CpuHost {
             return Ok(vec![src.data[0]; numel(shape)]);
         }
         match broadcast_shape(&src.shape, shape) {
-            Some(out) if out == shape => Ok(source_offsets(&src.shape, shape)
-                .into_iter()
-                .map(|i| src.data[i])
-                .collect()),
-            _ => Err(format!(
-                "{what}: source shape {:?} does not broadcast to destination shape {:?}",
-                src.shape, shape
-            )),
+            Some(out) if out == shape => {
+                Ok(source_offsets(&src.shape, shape).into_iter().map(|i| src.data[i]).collect())
+            }
+            _ => {
+                Err(format!("{what}: source shape {:?} does not broadcast to destination shape {:?}", src.shape, shape))
+            }
         }
     }
 
@@ -416,11 +376,7 @@ impl CpuHost {
         let buf = d.as_mut().expect("checked above");
         let s = self.slot(src).unwrap_or(buf);
         let result = if s.shape == buf.shape || dst == src {
-            let xs = if dst == src {
-                buf.data.clone()
-            } else {
-                s.data.clone()
-            };
+            let xs = if dst == src { buf.data.clone() } else { s.data.clone() };
             Ok(xs)
         } else {
             self.expand_to(s, &buf.shape, what)
@@ -476,11 +432,7 @@ impl CpuHost {
 fn split_dims(shape: &[i64], dim: usize) -> (usize, usize, usize) {
     let outer = numel(&shape[..dim]);
     let size = shape.get(dim).copied().unwrap_or(1).max(0) as usize;
-    let inner = if dim < shape.len() {
-        numel(&shape[dim + 1..])
-    } else {
-        1
-    };
+    let inner = if dim < shape.len() { numel(&shape[dim + 1..]) } else { 1 };
     (outer, size, inner)
 }
 
@@ -491,9 +443,7 @@ fn as_label(v: f64) -> Option<i64> {
 impl TensorHost for CpuHost {
     fn shape(&self, x: TensorId) -> RVec<i64> {
         // `&self`: cannot record an error; unknown ids read as an empty shape.
-        self.slot(x)
-            .map(|b| RVec::from(b.shape.clone()))
-            .unwrap_or_default()
+        self.slot(x).map(|b| RVec::from(b.shape.clone())).unwrap_or_default()
     }
 
     fn full_like(&mut self, x: TensorId, value: f64) -> TensorId {
@@ -535,17 +485,7 @@ impl TensorHost for CpuHost {
     }
 
     fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId {
-        self.map_unary(
-            x,
-            "clamp",
-            |v| {
-                if v.is_nan() {
-                    v
-                } else {
-                    v.max(min).min(max)
-                }
-            },
-        )
+        self.map_unary(x, "clamp", |v| if v.is_nan() { v } else { v.max(min).min(max) })
     }
 
     fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId {
@@ -590,35 +530,16 @@ impl TensorHost for CpuHost {
     }
 
     fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId {
-        let (Some(c), Some(x), Some(y)) = (
-            self.buf(cond, "select"),
-            self.buf(a, "select"),
-            self.buf(b, "select"),
-        ) else {
+        let (Some(c), Some(x), Some(y)) = (self.buf(cond, "select"), self.buf(a, "select"), self.buf(b, "select"))
+        else {
             return TensorId::INVALID;
         };
-        let Some(out) =
-            broadcast_shape(&c.shape, &x.shape).and_then(|s| broadcast_shape(&s, &y.shape))
-        else {
-            return self.fail(format!(
-                "select: shapes {:?}, {:?}, {:?} do not broadcast",
-                c.shape, x.shape, y.shape
-            ));
+        let Some(out) = broadcast_shape(&c.shape, &x.shape).and_then(|s| broadcast_shape(&s, &y.shape)) else {
+            return self.fail(format!("select: shapes {:?}, {:?}, {:?} do not broadcast", c.shape, x.shape, y.shape));
         };
-        let (oc, ox, oy) = (
-            source_offsets(&c.shape, &out),
-            source_offsets(&x.shape, &out),
-            source_offsets(&y.shape, &out),
-        );
-        let data = (0..oc.len())
-            .map(|k| {
-                if c.data[oc[k]] > 0.0 {
-                    x.data[ox[k]]
-                } else {
-                    y.data[oy[k]]
-                }
-            })
-            .collect();
+        let (oc, ox, oy) =
+            (source_offsets(&c.shape, &out), source_offsets(&x.shape, &out), source_offsets(&y.shape, &out));
+        let data = (0..oc.len()).map(|k| if c.data[oc[k]] > 0.0 { x.data[ox[k]] } else { y.data[oy[k]] }).collect();
         self.put(out, data)
     }
 
@@ -634,14 +555,8 @@ impl TensorHost for CpuHost {
         for o in 0..outer {
             for i in 0..inner {
                 let at = |k: usize| (o * size + k) * inner + i;
-                let m = (0..size)
-                    .map(|k| b.data[at(k)])
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let lse = m
-                    + (0..size)
-                        .map(|k| (b.data[at(k)] - m).exp())
-                        .sum::<f64>()
-                        .ln();
+                let m = (0..size).map(|k| b.data[at(k)]).fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + (0..size).map(|k| (b.data[at(k)] - m).exp()).sum::<f64>().ln();
                 for k in 0..size {
                     out[at(k)] = b.data[at(k)] - lse;
                 }
@@ -651,26 +566,19 @@ impl TensorHost for CpuHost {
     }
 
     fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId {
-        let (Some(b), Some(ix)) = (self.buf(x, "gather_rows"), self.buf(index, "gather_rows"))
-        else {
+        let (Some(b), Some(ix)) = (self.buf(x, "gather_rows"), self.buf(index, "gather_rows")) else {
             return TensorId::INVALID;
         };
         if b.shape.len() != 2 || ix.data.len() as i64 != b.shape[0] || ix.shape.len() > 1 {
-            return self.fail(format!(
-                "gather_rows: need x (N, C) and index (N), got {:?} and {:?}",
-                b.shape, ix.shape
-            ));
+            return self
+                .fail(format!("gather_rows: need x (N, C) and index (N), got {:?} and {:?}", b.shape, ix.shape));
         }
         let c = b.shape[1];
         let mut out = Vec::with_capacity(ix.data.len());
         for (r, &v) in ix.data.iter().enumerate() {
             match as_label(v) {
                 Some(k) if (0..c).contains(&k) => out.push(b.data[r * c as usize + k as usize]),
-                _ => {
-                    return self.fail(format!(
-                        "gather_rows: index {v} in row {r} is not an integer in [0, {c})"
-                    ))
-                }
+                _ => return self.fail(format!("gather_rows: index {v} in row {r} is not an integer in [0, {c})")),
             }
         }
         self.put(vec![b.shape[0]], out)
@@ -686,14 +594,8 @@ impl TensorHost for CpuHost {
         let mut out = vec![0.0; l.data.len() * classes as usize];
         for (r, &v) in l.data.iter().enumerate() {
             match as_label(v) {
-                Some(k) if (0..classes).contains(&k) => {
-                    out[r * classes as usize + k as usize] = 1.0
-                }
-                _ => {
-                    return self.fail(format!(
-                        "one_hot: label {v} is not an integer in [0, {classes})"
-                    ))
-                }
+                Some(k) if (0..classes).contains(&k) => out[r * classes as usize + k as usize] = 1.0,
+                _ => return self.fail(format!("one_hot: label {v} is not an integer in [0, {classes})")),
             }
         }
         let mut shape = l.shape.clone();
@@ -761,10 +663,7 @@ impl TensorHost for CpuHost {
     }
 
     fn potential(&mut self, at: TensorId, _full_batch: bool) -> Potential {
-        let invalid = Potential {
-            energy: TensorId::INVALID,
-            grad: TensorId::INVALID,
-        };
+        let invalid = Potential { energy: TensorId::INVALID, grad: TensorId::INVALID };
         let Some(b) = self.buf(at, "potential") else {
             return invalid;
         };
@@ -795,10 +694,7 @@ impl TensorHost for CpuHost {
         match self.tensors.get_mut(x.0 as usize).and_then(Option::take) {
             Some(_) => self.live -= 1,
             None => {
-                self.fail(format!(
-                    "release: unknown tensor id {} (double release?)",
-                    x.0
-                ));
+                self.fail(format!("release: unknown tensor id {} (double release?)", x.0));
             }
         }
     }

@@ -12,7 +12,10 @@
 //! (σ_max/σ_min)².
 //!
 //! The chain starts at a stationary draw θ ~ N(0, T·σ²) (momenta as the integrator initialises
-//! them) so that slowly mixing coordinates are unbiased from the first step.
+//! them) so that slowly mixing coordinates are unbiased from the first step. The draw is
+//! stratified: within each σ group the host's normal draws are replaced by their normal scores,
+//! scaled so the group's mean of θ²/(Tσ²) is exactly 1 at the start; coordinates too slow to
+//! forget their start then add no error of their own (see `normal_scores`).
 //!
 //! # Statistics
 //!
@@ -38,8 +41,7 @@ use abi_stable::std_types::{ROption, RSlice, RVec};
 
 use super::{PotentialFn, TestHost};
 use crate::abi::{
-    BinaryOp, IntegratorBox, ParamInfo, PriorBox, Role, StepCtx, StepReport, StepTensors, TensorId,
-    UnaryOp,
+    BinaryOp, IntegratorBox, ParamInfo, PriorBox, Role, StepCtx, StepReport, StepTensors, TensorId, UnaryOp,
 };
 
 /// A diagonal Gaussian target (see the module docs).
@@ -61,11 +63,7 @@ impl GaussianTarget {
         let ratio = self.sigma_max / self.sigma_min;
         (0..d)
             .map(|i| {
-                let f = if d == 1 {
-                    0.0
-                } else {
-                    i as f64 / (d - 1) as f64
-                };
+                let f = if d == 1 { 0.0 } else { i as f64 / (d - 1) as f64 };
                 self.sigma_min * ratio.powf(f)
             })
             .collect()
@@ -73,16 +71,7 @@ impl GaussianTarget {
 
     /// Mᵢ = (σ_max/σᵢ)² with the mass on, 1 otherwise.
     pub fn mass(&self, use_mass: bool) -> Vec<f64> {
-        self.sigmas()
-            .iter()
-            .map(|s| {
-                if use_mass {
-                    (self.sigma_max / s).powi(2)
-                } else {
-                    1.0
-                }
-            })
-            .collect()
+        self.sigmas().iter().map(|s| if use_mass { (self.sigma_max / s).powi(2) } else { 1.0 }).collect()
     }
 
     /// U(θ) = Σ θ²/(2σ²) and ∇U = θ/σ² (for `TestHost::set_potential`).
@@ -190,12 +179,7 @@ impl TemperatureCheck {
 
     /// [`Self::check`] against an expected variance ratio other than 1 (a scheme with a known
     /// discretisation bias).
-    pub fn check_expected(
-        &self,
-        z_max: f64,
-        var_ratio: f64,
-        kinetic: Option<f64>,
-    ) -> Result<(), String> {
+    pub fn check_expected(&self, z_max: f64, var_ratio: f64, kinetic: Option<f64>) -> Result<(), String> {
         let mut problems = Vec::new();
         let z = (self.var_ratio_mean - var_ratio) / self.var_ratio_se;
         if z.is_nan() || z.abs() > z_max {
@@ -247,17 +231,9 @@ impl fmt::Display for TemperatureCheck {
             self.var_ratio_z()
         )?;
         if let (Some(k), Some(s)) = (self.kinetic_t, self.kinetic_t_se) {
-            write!(
-                f,
-                " T_kin={k:.5}±{s:.5} (T_kin/T={:.4})",
-                k / self.temperature
-            )?;
+            write!(f, " T_kin={k:.5}±{s:.5} (T_kin/T={:.4})", k / self.temperature)?;
         }
-        write!(
-            f,
-            " T_conf={:.5}±{:.5}",
-            self.configurational_t, self.configurational_t_se
-        )?;
+        write!(f, " T_conf={:.5}±{:.5}", self.configurational_t, self.configurational_t_se)?;
         if let Some(a) = self.acceptance_mean {
             write!(f, " acceptance={a:.4}")?;
         }
@@ -293,11 +269,7 @@ struct Chain {
 }
 
 impl Chain {
-    fn new<H: TestHost>(
-        host: &mut H,
-        target: &GaussianTarget,
-        s: &SamplerSettings,
-    ) -> Result<Self, String> {
+    fn new<H: TestHost>(host: &mut H, target: &GaussianTarget, s: &SamplerSettings) -> Result<Self, String> {
         let d = target.dim as i64;
         let sig = target.sigmas();
         let mass = target.mass(s.use_mass);
@@ -313,23 +285,20 @@ impl Chain {
         let mass_sqrt = host.upload(&[d], &sq);
         let isq: Vec<f64> = mass.iter().map(|m| 1.0 / m.sqrt()).collect();
         let mass_inv_sqrt = host.upload(&[d], &isq);
+        let xi = host.host_ref().randn_like(sd);
+        host_err(host)?;
+        let scores = normal_scores(&host.download(xi), target.groups.clamp(1, target.dim));
+        host.host_ref().release(xi);
+        let xi = host.upload(&[d], &scores);
         let params = {
             let mut h = host.host_ref();
-            let xi = h.randn_like(sd);
             let p = h.binary(BinaryOp::Mul, xi, sd);
             h.release(xi);
             h.release(sd);
             p
         };
         host_err(host)?;
-        Ok(Self {
-            params,
-            grad_scale,
-            mass: mass_t,
-            mass_inv,
-            mass_sqrt,
-            mass_inv_sqrt,
-        })
+        Ok(Self { params, grad_scale, mass: mass_t, mass_inv, mass_sqrt, mass_inv_sqrt })
     }
 
     fn ctx(&self, target: &GaussianTarget, s: &SamplerSettings, step: u64) -> StepCtx {
@@ -345,12 +314,7 @@ impl Chain {
     }
 
     /// One engine step: grad = ∇U/n at the current parameters, then the integrator.
-    fn step<H: TestHost>(
-        &self,
-        host: &mut H,
-        integ: &mut IntegratorBox,
-        ctx: &StepCtx,
-    ) -> Result<StepReport, String> {
+    fn step<H: TestHost>(&self, host: &mut H, integ: &mut IntegratorBox, ctx: &StepCtx) -> Result<StepReport, String> {
         let result = {
             let mut h = host.host_ref();
             let grad = h.binary(BinaryOp::Mul, self.params, self.grad_scale);
@@ -371,11 +335,7 @@ impl Chain {
         Ok(r)
     }
 
-    fn kinetic<H: TestHost>(
-        &self,
-        host: &mut H,
-        integ: &IntegratorBox,
-    ) -> Result<Option<TensorId>, String> {
+    fn kinetic<H: TestHost>(&self, host: &mut H, integ: &IntegratorBox) -> Result<Option<TensorId>, String> {
         let r = integ
             .kinetic(&mut host.host_ref(), self.mass_inv)
             .into_result()
@@ -389,17 +349,73 @@ impl Chain {
 
     fn release<H: TestHost>(self, host: &mut H) {
         let mut h = host.host_ref();
-        for id in [
-            self.params,
-            self.grad_scale,
-            self.mass,
-            self.mass_inv,
-            self.mass_sqrt,
-            self.mass_inv_sqrt,
-        ] {
+        for id in [self.params, self.grad_scale, self.mass, self.mass_inv, self.mass_sqrt, self.mass_inv_sqrt] {
             h.release(id);
         }
     }
+}
+
+/// Φ⁻¹(p) (Acklam's rational approximation; absolute error below 1e-6, ample for scores
+/// that are rescaled anyway).
+fn inverse_normal_cdf(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] =
+        [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155691131e1];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    const P_LOW: f64 = 0.02425;
+    if p < P_LOW {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p <= 1.0 - P_LOW {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    }
+}
+
+/// Normal scores of `z` within each of `groups` contiguous groups: each value is replaced by
+/// Φ⁻¹((rank + ½)/g) of its rank in its group, and the group is rescaled so that its mean
+/// square is exactly 1. The initial draw keeps the host's randomness (which coordinate gets
+/// which score) and N(0, 1) marginals, but a group's mean of θ²/(Tσ²) starts at exactly 1: a
+/// coordinate that mixes too slowly to forget its start then adds no error of its own to the
+/// variance check (only its spread, which widens the coordinate-spread se: conservative).
+fn normal_scores(z: &[f64], groups: usize) -> Vec<f64> {
+    let d = z.len();
+    let mut out = vec![0.0; d];
+    for g in 0..groups {
+        let range = g * d / groups..(g + 1) * d / groups;
+        let mut idx: Vec<usize> = range.collect();
+        idx.sort_by(|&a, &b| z[a].total_cmp(&z[b]));
+        let n = idx.len() as f64;
+        let scores: Vec<f64> = (0..idx.len()).map(|k| inverse_normal_cdf((k as f64 + 0.5) / n)).collect();
+        let ms = scores.iter().map(|s| s * s).sum::<f64>() / n;
+        let c = if ms > 0.0 { 1.0 / ms.sqrt() } else { 1.0 };
+        for (k, &i) in idx.iter().enumerate() {
+            out[i] = scores[k] * c;
+        }
+    }
+    out
 }
 
 /// Mean, batch-means se, coordinate-spread se of per-coordinate statistics.
@@ -453,10 +469,7 @@ pub fn gaussian_target_temperature<H: TestHost>(
     }
     let (s2, kin) = {
         let mut h = host.host_ref();
-        (
-            h.full_like(chain.params, 0.0),
-            h.full_like(chain.params, 0.0),
-        )
+        (h.full_like(chain.params, 0.0), h.full_like(chain.params, 0.0))
     };
     let sig = target.sigmas();
     let scale: Vec<f64> = sig.iter().map(|s| 1.0 / (t * s * s)).collect();
@@ -468,10 +481,7 @@ pub fn gaussian_target_temperature<H: TestHost>(
         let ctx = chain.ctx(target, settings, step as u64);
         let rep = chain.step(host, integrator, &ctx)?;
         if !rep.acceptance.is_nan() && !(0.0..=1.0).contains(&rep.acceptance) {
-            return Err(format!(
-                "step {step}: acceptance {} is outside [0, 1]",
-                rep.acceptance
-            ));
+            return Err(format!("step {step}: acceptance {} is outside [0, 1]", rep.acceptance));
         }
         if step <= settings.burn_in {
             continue;
@@ -503,27 +513,15 @@ pub fn gaussian_target_temperature<H: TestHost>(
         if ((step - settings.burn_in) / thin).is_multiple_of(per_batch) {
             let v = host.download(s2);
             if v.len() != d {
-                return Err(format!(
-                    "parameters changed size: {} elements, expected {d}",
-                    v.len()
-                ));
+                return Err(format!("parameters changed size: {} elements, expected {d}", v.len()));
             }
-            ratio_batches.push(
-                v.iter()
-                    .zip(&scale)
-                    .map(|(x, c)| x * c / per_batch as f64)
-                    .collect::<Vec<_>>(),
-            );
+            ratio_batches.push(v.iter().zip(&scale).map(|(x, c)| x * c / per_batch as f64).collect::<Vec<_>>());
             if has_kinetic == Some(true) {
                 let kv = host.download(kin);
                 if kv.len() != d {
                     return Err(format!("kinetic has {} elements, expected {d}", kv.len()));
                 }
-                kin_batches.push(
-                    kv.iter()
-                        .map(|x| x / (t * per_batch as f64))
-                        .collect::<Vec<_>>(),
-                );
+                kin_batches.push(kv.iter().map(|x| x / (t * per_batch as f64)).collect::<Vec<_>>());
             }
             let mut h = host.host_ref();
             h.axpby(s2, 0.0, s2, 0.0);
@@ -639,10 +637,7 @@ pub fn determinism_check<H: TestHost>(
     let c = run(seed + 1)?;
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let same = bits(&a.0) == bits(&b.0) && a.1.as_deref().map(bits) == b.1.as_deref().map(bits);
-    Ok(DeterminismCheck {
-        same_seed_identical: same,
-        other_seed_differs: bits(&a.0) != bits(&c.0),
-    })
+    Ok(DeterminismCheck { same_seed_identical: same, other_seed_differs: bits(&a.0) != bits(&c.0) })
 }
 
 /// `rescale_momenta` multiplies the momenta and nothing else: after `steps` steps, rescaling
@@ -675,9 +670,7 @@ pub fn rescale_check<H: TestHost>(
     };
     let p0 = host.download(chain.params);
     let k0 = read_k(host, integrator)?;
-    let f: Vec<f64> = (0..target.dim)
-        .map(|i| 0.5 + (i % 7) as f64 * 0.25)
-        .collect();
+    let f: Vec<f64> = (0..target.dim).map(|i| 0.5 + (i % 7) as f64 * 0.25).collect();
     let ft = host.upload(&[target.dim as i64], &f);
     integrator
         .rescale_momenta(&mut host.host_ref(), ft)
@@ -694,9 +687,7 @@ pub fn rescale_check<H: TestHost>(
         for (i, ((a, b), fi)) in k0.iter().zip(k1).zip(&f).enumerate() {
             let want = a * fi * fi;
             if (b - want).abs() > 1e-12 * want.abs().max(1e-300) {
-                return Err(format!(
-                    "element {i}: kinetic {b} after rescaling by {fi}, expected {want}"
-                ));
+                return Err(format!("element {i}: kinetic {b} after rescaling by {fi}, expected {want}"));
             }
         }
     }
@@ -708,14 +699,7 @@ pub fn rescale_check<H: TestHost>(
 }
 
 /// A [`ParamInfo`] for tests.
-pub fn param_info(
-    name: &str,
-    role: Role,
-    shape: &[i64],
-    fan_in: i64,
-    fan_out: i64,
-    offset: i64,
-) -> ParamInfo {
+pub fn param_info(name: &str, role: Role, shape: &[i64], fan_in: i64, fan_out: i64, offset: i64) -> ParamInfo {
     ParamInfo {
         name: name.into(),
         layer: name.rsplit_once('.').map_or(name, |(l, _)| l).into(),
@@ -736,17 +720,10 @@ pub fn prior_log_prob<H: TestHost>(
     prior: &PriorBox,
     tensors: &[(ParamInfo, Vec<f64>)],
 ) -> Result<f64, String> {
-    let ids: Vec<TensorId> = tensors
-        .iter()
-        .map(|(info, data)| host.upload(&info.shape, data))
-        .collect();
+    let ids: Vec<TensorId> = tensors.iter().map(|(info, data)| host.upload(&info.shape, data)).collect();
     let infos: Vec<ParamInfo> = tensors.iter().map(|(i, _)| i.clone()).collect();
     let r = prior
-        .log_prob(
-            &mut host.host_ref(),
-            RSlice::from_slice(&ids),
-            RSlice::from_slice(&infos),
-        )
+        .log_prob(&mut host.host_ref(), RSlice::from_slice(&ids), RSlice::from_slice(&infos))
         .into_result()
         .map_err(|e| format!("log_prob: {}", e.into_string()));
     let out = r.and_then(|id| {
@@ -757,9 +734,7 @@ pub fn prior_log_prob<H: TestHost>(
         if shape.is_empty() {
             Ok(v)
         } else {
-            Err(format!(
-                "log_prob returned shape {shape:?}, expected a 0-d tensor"
-            ))
+            Err(format!("log_prob returned shape {shape:?}, expected a 0-d tensor"))
         }
     });
     {
@@ -792,15 +767,9 @@ pub fn prior_logprob_check<H: TestHost>(
     let value = prior_log_prob(host, prior, tensors)?;
     let abs_err = (value - expected).abs();
     if !value.is_finite() || abs_err > rel_tol * expected.abs().max(1.0) {
-        return Err(format!(
-            "log_prob {value} differs from the expected {expected} by {abs_err:e}"
-        ));
+        return Err(format!("log_prob {value} differs from the expected {expected} by {abs_err:e}"));
     }
-    Ok(LogProbCheck {
-        value,
-        expected,
-        abs_err,
-    })
+    Ok(LogProbCheck { value, expected, abs_err })
 }
 
 /// Central finite differences of log p with respect to every element: (f(x+ε) − f(x−ε))/(2ε),
@@ -908,9 +877,7 @@ mod tests {
             vec![ParamSpec::float("scale", 1.0, "sd").at_least(1e-12)]
         }
         fn new(p: &Params) -> Result<Self, String> {
-            Ok(Self {
-                scale: p.f64("scale"),
-            })
+            Ok(Self { scale: p.f64("scale") })
         }
     }
 
@@ -934,12 +901,7 @@ mod tests {
             }
             total.ok_or_else(|| "no parameters".to_owned())
         }
-        fn sample<'o>(
-            &self,
-            ops: Ops<'o>,
-            info: &ParamInfo,
-            like: &Tensor<'o>,
-        ) -> Result<Option<Tensor<'o>>, String> {
+        fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
             Ok((info.role != Role::Norm).then(|| ops.randn_like(like) * self.scale))
         }
     }
@@ -954,31 +916,36 @@ mod tests {
         let bd = vec![0.25, -0.75];
         let tensors = vec![(w.clone(), wd.clone()), (b, bd.clone())];
         let all: Vec<f64> = wd.iter().chain(&bd).copied().collect();
-        let expected = all
-            .iter()
-            .map(|x| -0.5 * x * x / 0.25 - 0.5 * (2.0 * std::f64::consts::PI * 0.25).ln())
-            .sum::<f64>();
+        let expected =
+            all.iter().map(|x| -0.5 * x * x / 0.25 - 0.5 * (2.0 * std::f64::consts::PI * 0.25).ln()).sum::<f64>();
         let c = prior_logprob_check(&mut host, &prior, &tensors, expected, 1e-12).unwrap();
         assert!(c.abs_err < 1e-12);
         let g = finite_difference_log_prob_grad(&mut host, &prior, &tensors, 1e-5).unwrap();
         for (gi, xi) in g.concat().iter().zip(&all) {
             assert!((gi + xi / 0.25).abs() < 1e-6, "{gi} vs {}", -xi / 0.25);
         }
-        let m = prior_sample_moments(&mut host, &prior, &w, 2000)
-            .unwrap()
-            .unwrap();
+        let m = prior_sample_moments(&mut host, &prior, &w, 2000).unwrap().unwrap();
         assert!(m.shape_ok);
         assert!(m.mean.abs() < 4.0 * m.mean_se, "{m:?}");
         assert!((m.var - 0.25).abs() < 4.0 * m.var_se, "{m:?}");
         let norm = param_info("bn.scale", Role::Norm, &[4], 0, 0, 8);
-        assert!(prior_sample_moments(&mut host, &prior, &norm, 3)
-            .unwrap()
-            .is_none());
-        assert_eq!(
-            host.live_tensors(),
-            0,
-            "the checks release what they create"
-        );
+        assert!(prior_sample_moments(&mut host, &prior, &norm, 3).unwrap().is_none());
+        assert_eq!(host.live_tensors(), 0, "the checks release what they create");
+    }
+
+    #[test]
+    fn normal_scores_have_unit_mean_square_per_group() {
+        assert!((inverse_normal_cdf(0.975) - 1.959963984540054).abs() < 1e-6);
+        assert!((inverse_normal_cdf(0.01) + 2.326347874040841).abs() < 1e-6);
+        let z: Vec<f64> = (0..100).map(|i| ((i * 37) % 100) as f64).collect();
+        let s = normal_scores(&z, 4);
+        for g in 0..4 {
+            let ms = s[g * 25..(g + 1) * 25].iter().map(|x| x * x).sum::<f64>() / 25.0;
+            assert!((ms - 1.0).abs() < 1e-12);
+        }
+        // Ranks are kept: the largest draw of a group gets its largest score.
+        let (imax, _) = z[..25].iter().enumerate().fold((0, f64::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+        assert!(s[..25].iter().all(|&v| v <= s[imax]));
     }
 
     #[test]

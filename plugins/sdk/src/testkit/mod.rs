@@ -16,9 +16,9 @@ pub mod harness;
 
 pub use cpu::{CpuHost, PotentialFn};
 pub use harness::{
-    determinism_check, finite_difference_log_prob_grad, gaussian_target_temperature, param_info,
-    prior_log_prob, prior_logprob_check, prior_sample_moments, rescale_check, DeterminismCheck,
-    GaussianTarget, GroupStat, LogProbCheck, SampleMoments, SamplerSettings, TemperatureCheck,
+    determinism_check, finite_difference_log_prob_grad, gaussian_target_temperature, param_info, prior_log_prob,
+    prior_logprob_check, prior_sample_moments, rescale_check, DeterminismCheck, GaussianTarget, GroupStat,
+    LogProbCheck, SampleMoments, SamplerSettings, TemperatureCheck,
 };
 
 use abi_stable::std_types::RStr;
@@ -62,28 +62,20 @@ impl TestHost for CpuHost {
 /// Build the boxed object a library would export for author type `I` (parameters as JSON,
 /// validated against `I::params()` exactly like the host does).
 pub fn integrator_box<I: Integrator>(params_json: &str) -> Result<IntegratorBox, String> {
-    __private::new_integrator::<I>(RStr::from_str(params_json))
-        .into_result()
-        .map_err(|e| e.into_string())
+    __private::new_integrator::<I>(RStr::from_str(params_json)).into_result().map_err(|e| e.into_string())
 }
 
 /// See [`integrator_box`].
 pub fn prior_box<P: Prior>(params_json: &str) -> Result<PriorBox, String> {
-    __private::new_prior::<P>(RStr::from_str(params_json))
-        .into_result()
-        .map_err(|e| e.into_string())
+    __private::new_prior::<P>(RStr::from_str(params_json)).into_result().map_err(|e| e.into_string())
 }
 
 /// See [`integrator_box`].
 pub fn noise_box<N: NoiseModel>(params_json: &str) -> Result<NoiseBox, String> {
-    __private::new_noise::<N>(RStr::from_str(params_json))
-        .into_result()
-        .map_err(|e| e.into_string())
+    __private::new_noise::<N>(RStr::from_str(params_json)).into_result().map_err(|e| e.into_string())
 }
 
 /// See [`integrator_box`].
 pub fn likelihood_box<L: Likelihood>(params_json: &str) -> Result<LikelihoodBox, String> {
-    __private::new_likelihood::<L>(RStr::from_str(params_json))
-        .into_result()
-        .map_err(|e| e.into_string())
+    __private::new_likelihood::<L>(RStr::from_str(params_json)).into_result().map_err(|e| e.into_string())
 }

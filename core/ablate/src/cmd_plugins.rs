@@ -1,0 +1,288 @@
+//! `ablate plugins list|show|check|new`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ablate_plugin_host::{Registry, SearchPath};
+use ablate_sdk::FactorKind;
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+
+use crate::templates as t;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List every plugin factory found: kind, name, library build, file, description.
+    #[command(after_help = "Examples:\n  ablate plugins list\n  ablate plugins list --plugins ~/ablate-plugins")]
+    List {
+        #[command(flatten)]
+        plugins: crate::PluginDirs,
+    },
+    /// Show the parameters of a plugin: name, type, default, range or choices, doc.
+    #[command(after_help = "Examples:\n  ablate plugins show gaussian\n  ablate plugins show minibatch --kind noise")]
+    Show {
+        /// The factory name (as used in grid files).
+        name: String,
+        /// Only this kind (when several kinds share the name).
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        #[command(flatten)]
+        plugins: crate::PluginDirs,
+    },
+    /// Load one plugin library alone, list its factories and build each with default parameters.
+    #[command(after_help = "Example:\n  ablate plugins check target/release/libmy_prior.so")]
+    Check {
+        /// The shared library (.so).
+        file: PathBuf,
+    },
+    /// Write a ready-to-build plugin crate (outside this workspace) with a working example.
+    #[command(after_help = "Examples:\n  ablate plugins new my-prior --kind prior --dir ~/src\n  \
+                            cd ~/src/my-prior && cargo test && cargo build --release")]
+    New {
+        /// Name of the plugin (factory name in grid files and crate name), e.g. my-prior.
+        name: String,
+        /// Which kind of factor the example implements.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Parent folder; the crate goes to <DIR>/<NAME>.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Prior,
+    Likelihood,
+    Integrator,
+    Noise,
+}
+
+impl Kind {
+    fn factor(self) -> FactorKind {
+        match self {
+            Kind::Prior => FactorKind::Prior,
+            Kind::Likelihood => FactorKind::Likelihood,
+            Kind::Integrator => FactorKind::Integrator,
+            Kind::Noise => FactorKind::Noise,
+        }
+    }
+}
+
+pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
+    match cmd {
+        PluginsCommand::List { plugins } => list(&plugins.dirs),
+        PluginsCommand::Show { name, kind, plugins } => show(&name, kind, &plugins.dirs),
+        PluginsCommand::Check { file } => check(&file),
+        PluginsCommand::New { name, kind, dir } => new(&name, kind, &dir),
+    }
+}
+
+fn list(dirs: &[PathBuf]) -> Result<ExitCode> {
+    let registry = crate::common::load_registry(dirs)?;
+    let rows: Vec<[String; 5]> = registry
+        .factories()
+        .map(|f| {
+            let lib = registry.library_of(f);
+            [
+                f.kind.as_str().to_owned(),
+                f.name.clone(),
+                lib.build.clone(),
+                lib.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                f.description.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        let search = SearchPath::standard(dirs);
+        let searched: Vec<String> = search.dirs.iter().map(|(d, w)| format!("{} ({w})", d.display())).collect();
+        println!(
+            "no plugins found; searched: {}",
+            if searched.is_empty() { "(no folder)".into() } else { searched.join(", ") }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let head = ["KIND", "NAME", "BUILD", "FILE", "DESCRIPTION"].map(String::from);
+    let w: Vec<usize> =
+        (0..4).map(|i| rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for r in [&head].into_iter().chain(rows.iter()) {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    }
+    println!("\n{} libraries:", registry.libraries().len());
+    for l in registry.libraries() {
+        println!("  {} ({})", l.path.display(), l.origin);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(name: &str, kind: Option<Kind>, dirs: &[PathBuf]) -> Result<ExitCode> {
+    let registry = crate::common::load_registry(dirs)?;
+    let found: Vec<_> =
+        registry.factories().filter(|f| f.name == name && kind.is_none_or(|k| k.factor() == f.kind)).collect();
+    if found.is_empty() {
+        let names: Vec<String> = registry.factories().map(|f| format!("{} {}", f.kind.as_str(), f.name)).collect();
+        bail!(
+            "no plugin named `{name}`{}; known: {}",
+            kind.map(|k| format!(" of kind {}", k.factor().as_str())).unwrap_or_default(),
+            if names.is_empty() { "(none loaded)".into() } else { names.join(", ") }
+        );
+    }
+    for f in found {
+        let lib = registry.library_of(f);
+        println!("{} `{}`: {}", f.kind.as_str(), f.name, f.description);
+        println!("  from {} [{}]", lib.path.display(), lib.build);
+        let params = f.params.as_array().cloned().unwrap_or_default();
+        if params.is_empty() {
+            println!("  no parameters");
+            continue;
+        }
+        println!(
+            "  parameters (grid file: \"{}\": {{\"name\": \"{}\", \"params\": {{...}}}}):",
+            f.kind.as_str(),
+            f.name
+        );
+        for p in params {
+            let get = |k: &str| p.get(k).filter(|v| !v.is_null());
+            let range = match (get("min"), get("max")) {
+                (Some(a), Some(b)) => format!(" range [{a}, {b}]"),
+                (Some(a), None) => format!(" >= {a}"),
+                (None, Some(b)) => format!(" <= {b}"),
+                _ => String::new(),
+            };
+            let choices = match get("choices").and_then(|c| c.as_array()) {
+                Some(c) if !c.is_empty() => {
+                    format!(
+                        " choices {}",
+                        c.iter().map(|v| v.as_str().unwrap_or("?").to_owned()).collect::<Vec<_>>().join("|")
+                    )
+                }
+                _ => String::new(),
+            };
+            println!(
+                "    {} ({}) default {}{range}{choices}\n        {}",
+                get("name").and_then(|v| v.as_str()).unwrap_or("?"),
+                get("type").and_then(|v| v.as_str()).unwrap_or("?"),
+                get("default").map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                get("doc").and_then(|v| v.as_str()).unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &Path) -> Result<ExitCode> {
+    if !file.is_file() {
+        bail!(
+            "{} is not a file; pass the plugin's shared library, e.g. target/release/libmy_plugin.so",
+            file.display()
+        );
+    }
+    let mut registry = Registry::load(&SearchPath::default())?;
+    registry.add_library(file, "plugins check").with_context(|| format!("loading {}", file.display()))?;
+    let lib = &registry.libraries()[0];
+    println!("{}: ablate plugin [{}], sha256 {}", file.display(), lib.build, lib.sha256);
+    let mut failures = 0;
+    let factories: Vec<_> = registry.factories().cloned().collect();
+    if factories.is_empty() {
+        println!("  offers no factories (export_plugin! lists are all empty)");
+    }
+    for f in &factories {
+        match registry.validate(f.kind, &f.name, &serde_json::json!({})) {
+            Ok(()) => {
+                println!("  ok    {} `{}`: {} (builds with default parameters)", f.kind.as_str(), f.name, f.description)
+            }
+            Err(e) => {
+                failures += 1;
+                println!("  FAIL  {} `{}`: {e}", f.kind.as_str(), f.name);
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} factor(ies) of {} cannot be built with default parameters", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new(name: &str, kind: Kind, dir: &Path) -> Result<ExitCode> {
+    let valid = !name.is_empty()
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        bail!(
+            "plugin name {name:?}: use lowercase letters, digits, '-' and '_', starting with a letter (e.g. my-prior)"
+        );
+    }
+    let root = std::path::absolute(dir.join(name)).unwrap_or_else(|_| dir.join(name));
+    if root.exists() {
+        bail!("{} already exists; choose another name or --dir", root.display());
+    }
+    let repo = crate::common::source_root();
+    let repo = repo.canonicalize().unwrap_or(repo);
+    if root.starts_with(&repo) {
+        tracing::warn!(
+            "{} is inside the ablate workspace {}; the crate has its own [workspace] table so it builds standalone, \
+             but out-of-tree plugins usually live elsewhere",
+            root.display(),
+            repo.display()
+        );
+    }
+    let sdk = repo.join("plugins/sdk");
+    let type_name: String = name
+        .split(['-', '_'])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let mut c = s.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect();
+    let lib_name = name.replace('-', "_");
+    let kind_str = kind.factor().as_str();
+    let fill = |s: &str| {
+        s.replace("__NAME__", name)
+            .replace("__TYPE__", &type_name)
+            .replace("__CRATE__", name)
+            .replace("__LIBNAME__", &lib_name)
+            .replace("__SDK_PATH__", &sdk.display().to_string())
+            .replace("__SDK_VERSION__", crate::common::VERSION)
+            .replace("__KIND__", kind_str)
+    };
+    let (lib, test) = match kind {
+        Kind::Prior => (t::PRIOR_LIB, t::PRIOR_TEST),
+        Kind::Integrator => (t::INTEGRATOR_LIB, t::INTEGRATOR_TEST),
+        Kind::Noise => (t::NOISE_LIB, t::NOISE_TEST),
+        Kind::Likelihood => (t::LIKELIHOOD_LIB, t::LIKELIHOOD_TEST),
+    };
+    let files = [
+        ("Cargo.toml", fill(t::CARGO_TOML)),
+        (".gitignore", t::GITIGNORE.to_owned()),
+        ("README.md", fill(t::README)),
+        ("src/lib.rs", fill(lib)),
+        ("tests/conformance.rs", fill(test)),
+    ];
+    for (rel, text) in &files {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let lock = repo.join("Cargo.lock");
+    if lock.is_file() {
+        std::fs::copy(&lock, root.join("Cargo.lock")).with_context(|| format!("copying {}", lock.display()))?;
+    }
+    println!("created the {kind_str} plugin `{name}` in {}", root.display());
+    println!("  cd {} && cargo test && cargo build --release", root.display());
+    println!("  then: ablate plugins check {}/target/release/lib{lib_name}.so", root.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,77 @@
+//! `ablate report`: merge the cells of a run folder (any shards) into a report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run folder (`runs/<grid name>`).
+    run_dir: PathBuf,
+    /// Where to write the report (default: <RUN_DIR>/report).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the SVG plots.
+    #[arg(long)]
+    no_plots: bool,
+}
+
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let run = ablate_store::RunDir::open(&args.run_dir).with_context(|| {
+        format!(
+            "{} is not a run folder (no manifest.json); pass the folder `ablate run` wrote, e.g. runs/<grid name>",
+            args.run_dir.display()
+        )
+    })?;
+    let grid_path = run.path().join(ablate_store::GRID);
+    let expected = match ablate_grid::Grid::from_path(&grid_path) {
+        Ok(grid) => Some(grid.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()),
+        Err(e) => {
+            tracing::warn!(
+                "cannot expand {} ({e}); reporting the cells found without a list of missing ones",
+                grid_path.display()
+            );
+            None
+        }
+    };
+    let n_expected = expected.as_ref().map(Vec::len);
+    let summary = ablate_reports::write_report(
+        run.path(),
+        &ablate_reports::ReportOptions {
+            expected_cells: expected,
+            out_dir: args.out.clone(),
+            skip_plots: args.no_plots,
+        },
+    )
+    .with_context(|| format!("writing the report of {}", run.path().display()))?;
+    println!(
+        "report of {}: {} cell folders found{}: {} done, {} failed, {} diverged",
+        run.path().display(),
+        summary.cells_found,
+        n_expected.map(|n| format!(" of {n} expected")).unwrap_or_default(),
+        summary.cells_done,
+        summary.cells_failed,
+        summary.cells_diverged
+    );
+    for v in &summary.verdicts {
+        println!(
+            "  cold posterior effect, {}: nll {}, accuracy {}",
+            v.level,
+            v.nll.outcome.as_str(),
+            v.accuracy.outcome.as_str()
+        );
+    }
+    if !summary.missing.is_empty() {
+        println!(
+            "  missing (not finished) cells: {}: {}",
+            summary.missing.len(),
+            crate::common::preview(&summary.missing, 10)
+        );
+        println!("  run the remaining shards (or `ablate run` the grid again) to fill them in");
+    }
+    println!("  report: {}", summary.report_md.display());
+    println!("  tables: {}, {}", summary.summary_csv.display(), summary.results_parquet.display());
+    Ok(ExitCode::SUCCESS)
+}

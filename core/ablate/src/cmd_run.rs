@@ -1,0 +1,628 @@
+//! `ablate run`: check everything, then run the grid's cells in worker processes.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ablate_engine::DeviceChoice;
+use ablate_grid::{Cell, Shard};
+use ablate_store::{CellState, CellStatus, MachineInfo, Manifest, RunDir};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::common;
+use crate::signals;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The grid file (JSON; `ablate grid schema` prints its format).
+    grid: PathBuf,
+    /// Parent folder of run folders; the run goes to <OUT>/<grid name>/.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Cells run at the same time (default: cores / threads on CPU, one per GPU on CUDA).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Where tensors live: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", env = "ABLATE_DEVICE")]
+    device: String,
+    #[command(flatten)]
+    plugins: crate::PluginDirs,
+    /// Run only shard i of N (cells at positions i, i+N, ...); `env` takes it from
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, `env/N` from JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "i/N")]
+    shard: Option<String>,
+    /// Do not write the report at the end (for shards; merge later with `ablate report`).
+    #[arg(long)]
+    no_report: bool,
+    /// libtorch threads per worker (default: max(1, cores / jobs)).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// What the parent learns from a worker's stdout.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+enum Event {
+    Start {
+        epochs: u64,
+    },
+    Epoch {
+        epoch: u64,
+        epochs: u64,
+        temperature: f64,
+        train_nll: f64,
+    },
+    End {
+        #[serde(default)]
+        accuracy: Option<f64>,
+        #[serde(default)]
+        nll: Option<f64>,
+    },
+}
+
+struct Worker {
+    cell: usize,
+    child: Child,
+    bar: ProgressBar,
+    started: Instant,
+    gpu: Option<usize>,
+    stderr_tail: Arc<Mutex<Tail>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    last: Option<(Option<f64>, Option<f64>)>,
+}
+
+/// The last lines a worker wrote to stderr.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    const KEEP: usize = 40;
+    fn push(&mut self, line: String) {
+        if self.lines.len() == Self::KEEP {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+    fn text(&self, n: usize) -> String {
+        let skip = self.lines.len().saturating_sub(n);
+        self.lines.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    done: usize,
+    failed: usize,
+    diverged: usize,
+    skipped: usize,
+    interrupted: usize,
+}
+
+fn parse_shard(s: &str) -> Result<Option<Shard>> {
+    if s == "env" || s.starts_with("env/") {
+        let count = match s.strip_prefix("env/") {
+            Some(n) => Some(n.parse::<usize>().with_context(|| format!("--shard {s}: {n:?} is not a shard count"))?),
+            None => None,
+        };
+        let shard = Shard::from_env(count)?;
+        if shard.is_none() {
+            bail!("--shard {s}: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set; use --shard i/N");
+        }
+        return Ok(shard);
+    }
+    Ok(Some(Shard::parse(s)?))
+}
+
+pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
+    let wall = Instant::now();
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?.flatten();
+    let choice: DeviceChoice = args.device.parse()?;
+    let device = ablate_engine::device::resolve(choice)?;
+    let gpus = match device {
+        tch::Device::Cuda(_) => tch::Cuda::device_count().max(1) as usize,
+        _ => 0,
+    };
+    // `--device cuda:N` pins every worker to GPU N; auto/cuda spreads them over all GPUs.
+    let pinned_gpu = args.device.starts_with("cuda:");
+
+    let (grid, registry) = common::load_checked(&args.grid, &args.plugins.dirs)?;
+    let grid_text = std::fs::read_to_string(&args.grid).with_context(|| format!("reading {}", args.grid.display()))?;
+    let mut selected: Vec<&Cell> = grid.cells.iter().collect();
+    if let Some(s) = shard {
+        selected = s.select(&grid.cells);
+    }
+
+    let run_path = args.out.join(&grid.name);
+    let manifest = Manifest {
+        grid_file: args.grid.display().to_string(),
+        grid_sha256: ablate_store::sha256_bytes(grid_text.as_bytes()),
+        ablate_version: common::VERSION.to_owned(),
+        git_revision: common::git_revision(),
+        libtorch_version: Some(common::libtorch_version()),
+        device: device_name(device),
+        plugins: common::plugin_infos(&registry),
+        machine: MachineInfo::current(),
+        created: ablate_store::now_rfc3339(),
+        command: ablate_store::command_line(),
+    };
+    let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
+        .with_context(|| format!("preparing run folder {}", run_path.display()))?;
+    let _lock = match shard {
+        Some(s) if s.count > 1 => Lock::Shard(ShardLock::acquire(run.path(), s)?),
+        _ => Lock::Run(run.lock().with_context(|| format!("locking {}", run.path().display()))?),
+    };
+    drop(registry);
+
+    let mut counts = Counts::default();
+    let mut pending: VecDeque<&Cell> = VecDeque::new();
+    for cell in &selected {
+        let finished = match run.existing_cell(&cell.id)? {
+            Some(dir) => dir.is_finished()?,
+            None => false,
+        };
+        if finished {
+            counts.skipped += 1;
+        } else {
+            pending.push_back(cell);
+        }
+    }
+
+    let cores = common::cores();
+    let jobs = match (args.jobs, args.threads) {
+        (Some(j), _) => j.max(1),
+        (None, _) if gpus > 0 => {
+            if pinned_gpu {
+                1
+            } else {
+                gpus
+            }
+        }
+        (None, Some(t)) => (cores / t.max(1)).max(1),
+        (None, None) => cores,
+    }
+    .min(pending.len().max(1));
+    let threads = args.threads.unwrap_or((cores / jobs).max(1)).max(1);
+
+    let quiet = verbosity.quiet;
+    let show_bars = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mp = MultiProgress::with_draw_target(if show_bars {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let say = |mp: &MultiProgress, line: String| {
+        if quiet {
+            return;
+        }
+        if show_bars {
+            let _ = mp.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    say(
+        &mp,
+        format!(
+            "ablate: grid `{}`: {} cells{}, {} finished (skipped), {} to run on {} with {} worker(s) x {} thread(s) -> {}",
+            grid.name,
+            grid.cells.len(),
+            shard.map(|s| format!(" ({} in shard {s})", selected.len())).unwrap_or_default(),
+            counts.skipped,
+            pending.len(),
+            device_name(device),
+            jobs,
+            threads,
+            run.path().display()
+        ),
+    );
+
+    let grid_bar = mp.add(ProgressBar::new(pending.len() as u64));
+    grid_bar.set_style(
+        ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} cells  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    grid_bar.set_prefix("grid");
+    let cell_style = ProgressStyle::with_template("  {prefix} {bar:20} {pos}/{len} epochs {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+
+    signals::install();
+    let exe = std::env::current_exe().context("finding the ablate binary to start workers")?;
+    let (tx, rx) = mpsc::channel::<(u32, Event)>();
+    let mut running: HashMap<u32, Worker> = HashMap::new();
+    let mut free_gpus: Vec<usize> = (0..gpus).rev().collect();
+    let total = pending.len();
+    let update_grid = |bar: &ProgressBar, c: &Counts, running: usize| {
+        bar.set_message(format!("done {} failed {} diverged {} running {}", c.done, c.failed, c.diverged, running));
+    };
+
+    loop {
+        while !signals::interrupted() && running.len() < jobs {
+            let Some(cell) = pending.pop_front() else {
+                break;
+            };
+            let gpu = if gpus > 0 && !pinned_gpu { free_gpus.pop() } else { None };
+            let dev = match (gpu, device) {
+                (Some(g), _) => format!("cuda:{g}"),
+                (None, tch::Device::Cuda(i)) => format!("cuda:{i}"),
+                _ => "cpu".to_owned(),
+            };
+            let mut cmd = Command::new(&exe);
+            cmd.arg("__cell")
+                .arg("--run-dir")
+                .arg(run.path())
+                .arg("--cell")
+                .arg(&cell.id)
+                .arg("--device")
+                .arg(&dev)
+                .arg("--threads")
+                .arg(threads.to_string())
+                .arg("--watch-stdin");
+            for d in &args.plugins.dirs {
+                cmd.arg("--plugins").arg(d);
+            }
+            if verbosity.verbose > 0 {
+                cmd.arg(format!("-{}", "v".repeat(verbosity.verbose as usize)));
+            }
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child =
+                cmd.spawn().with_context(|| format!("starting a worker ({}) for cell {}", exe.display(), cell.id))?;
+            let pid = child.id();
+            let tail = Arc::new(Mutex::new(Tail::default()));
+            let mut readers = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                let tx = tx.clone();
+                readers.push(std::thread::spawn(move || {
+                    for line in BufReader::new(out).lines() {
+                        let Ok(line) = line else { break };
+                        if let Ok(ev) = serde_json::from_str::<Event>(&line) {
+                            let _ = tx.send((pid, ev));
+                        }
+                    }
+                }));
+            }
+            if let Some(err) = child.stderr.take() {
+                let tail = Arc::clone(&tail);
+                readers.push(std::thread::spawn(move || read_tail(err, &tail)));
+            }
+            let bar = mp.insert_before(&grid_bar, ProgressBar::new(cell.config.sampler.epochs as u64));
+            bar.set_style(cell_style.clone());
+            bar.set_prefix(format!("{} {}", cell.id, short_labels(cell)));
+            running.insert(
+                pid,
+                Worker {
+                    cell: cell.index,
+                    child,
+                    bar,
+                    started: Instant::now(),
+                    gpu,
+                    stderr_tail: tail,
+                    readers,
+                    last: None,
+                },
+            );
+            update_grid(&grid_bar, &counts, running.len());
+        }
+
+        if running.is_empty() && (pending.is_empty() || signals::interrupted()) {
+            break;
+        }
+
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((pid, ev)) => {
+                if let Some(w) = running.get_mut(&pid) {
+                    match ev {
+                        Event::Start { epochs } => w.bar.set_length(epochs),
+                        Event::Epoch { epoch, epochs, temperature, train_nll } => {
+                            w.bar.set_length(epochs);
+                            w.bar.set_position(epoch);
+                            w.bar.set_message(format!("loss {train_nll:.4} T {temperature:.3e}"));
+                        }
+                        Event::End { accuracy, nll } => w.last = Some((accuracy, nll)),
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+
+        if signals::interrupted() {
+            say(
+                &mp,
+                "ablate: interrupted; stopping the workers (their cells stay `running` and rerun next time)".into(),
+            );
+            stop_all(&mut running);
+            for (_, w) in running.drain() {
+                counts.interrupted += 1;
+                w.bar.finish_and_clear();
+            }
+            break;
+        }
+
+        let exited: Vec<(u32, ExitStatus)> =
+            running.iter_mut().filter_map(|(pid, w)| w.child.try_wait().ok().flatten().map(|s| (*pid, s))).collect();
+        for (pid, status) in exited {
+            let Some(mut w) = running.remove(&pid) else {
+                continue;
+            };
+            for r in w.readers.drain(..) {
+                let _ = r.join();
+            }
+            // Events still queued for this worker (its final line).
+            while let Ok((p, ev)) = rx.try_recv() {
+                if let (true, Event::End { accuracy, nll, .. }) = (p == pid, &ev) {
+                    w.last = Some((*accuracy, *nll));
+                }
+            }
+            if let Some(g) = w.gpu {
+                free_gpus.push(g);
+            }
+            let cell = &grid.cells[w.cell];
+            let killed_by_interrupt = status.signal().is_some_and(|s| s == signals::SIGINT || s == signals::SIGTERM);
+            if signals::interrupted() || killed_by_interrupt && status.signal() == Some(signals::SIGINT) {
+                signals::set_interrupted();
+                counts.interrupted += 1;
+                w.bar.finish_and_clear();
+                continue;
+            }
+            let line = finish_cell(&run, cell, &w, status, &mut counts)?;
+            w.bar.finish_and_clear();
+            mp.remove(&w.bar);
+            grid_bar.inc(1);
+            update_grid(&grid_bar, &counts, running.len());
+            say(&mp, format!("[{}/{}] {line}", grid_bar.position(), total));
+        }
+    }
+    grid_bar.finish_and_clear();
+    drop(_lock);
+
+    let elapsed = wall.elapsed().as_secs_f64();
+    if signals::interrupted() {
+        eprintln!(
+            "ablate: interrupted after {}: {} done, {} failed, {} diverged, {} skipped, {} stopped, {} not started.\n  \
+             Resume with the same command: {}",
+            human_duration(elapsed),
+            counts.done,
+            counts.failed,
+            counts.diverged,
+            counts.skipped,
+            counts.interrupted,
+            pending.len(),
+            ablate_store::command_line()
+        );
+        return Ok(ExitCode::from(130));
+    }
+
+    println!(
+        "ablate: grid `{}` finished in {}: {} done, {} failed, {} diverged, {} skipped (already finished)\n  outputs: {}",
+        grid.name,
+        human_duration(elapsed),
+        counts.done,
+        counts.failed,
+        counts.diverged,
+        counts.skipped,
+        run.path().join(ablate_store::CELLS).display()
+    );
+    if counts.failed > 0 {
+        println!("  failed cells: see status.json (and worker.log) in their folders; fix the cause and rerun to retry them after deleting their status.json");
+    }
+    if args.no_report {
+        println!("  report skipped (--no-report); merge with: ablate report {}", run.path().display());
+    } else {
+        let expected: Vec<String> = grid.cells.iter().map(|c| c.id.clone()).collect();
+        let summary = ablate_reports::write_report(
+            run.path(),
+            &ablate_reports::ReportOptions { expected_cells: Some(expected), out_dir: None, skip_plots: false },
+        )
+        .with_context(|| format!("writing the report of {}", run.path().display()))?;
+        println!("  report: {}", summary.report_md.display());
+        if !summary.missing.is_empty() {
+            println!("  missing cells (other shards or unfinished): {}", summary.missing.len());
+        }
+    }
+    Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Record the outcome of a worker that exited; returns a one-line summary.
+fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts: &mut Counts) -> Result<String> {
+    let dir = run.cell(&cell.id)?;
+    let recorded = dir.read_status().ok().flatten();
+    let wall = w.started.elapsed().as_secs_f64();
+    let labels = short_labels(cell);
+    match recorded {
+        Some(s) if s.is_finished() => {
+            let line = match s.status {
+                CellState::Done => {
+                    counts.done += 1;
+                    match w.last {
+                        Some((Some(acc), Some(nll))) => {
+                            format!("{} {labels} done: accuracy {acc:.4}, nll {nll:.4} ({wall:.1}s)", cell.id)
+                        }
+                        _ => format!("{} {labels} done ({wall:.1}s)", cell.id),
+                    }
+                }
+                CellState::Diverged => {
+                    counts.diverged += 1;
+                    format!(
+                        "{} {labels} diverged at step {}: {}",
+                        cell.id,
+                        s.diverged_at_step.unwrap_or(0),
+                        s.message.as_deref().unwrap_or("")
+                    )
+                }
+                _ => {
+                    counts.failed += 1;
+                    format!("{} {labels} FAILED: {}", cell.id, s.message.as_deref().unwrap_or("(no message)"))
+                }
+            };
+            Ok(line)
+        }
+        _ => {
+            // The worker died before recording an outcome: a crash (signal) or an error it could
+            // not write down.
+            let how = match (status.code(), status.signal()) {
+                (_, Some(sig)) => format!("worker process killed by signal {sig} ({})", signals::name(sig)),
+                (Some(code), _) => format!("worker process exited with status {code}"),
+                _ => "worker process ended".to_owned(),
+            };
+            let tail = w.stderr_tail.lock().map(|t| t.text(12)).unwrap_or_default();
+            let message =
+                if tail.trim().is_empty() { how.clone() } else { format!("{how}; last stderr lines:\n{tail}") };
+            if !tail.is_empty() {
+                let full = w.stderr_tail.lock().map(|t| t.text(Tail::KEEP)).unwrap_or_default();
+                let _ = dir.write_text("worker.log", &full);
+            }
+            dir.write_status(&CellStatus {
+                status: CellState::Failed,
+                message: Some(message),
+                wall_seconds: wall,
+                diverged_at_step: None,
+                finished_at: Some(ablate_store::now_rfc3339()),
+            })?;
+            counts.failed += 1;
+            Ok(format!("{} {labels} FAILED: {how}", cell.id))
+        }
+    }
+}
+
+/// SIGTERM every worker, wait up to 5 s, then SIGKILL what is left; close their stdin.
+fn stop_all(running: &mut HashMap<u32, Worker>) {
+    for (pid, _) in running.iter() {
+        signals::send(*pid, signals::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive = running.values_mut().map(|w| matches!(w.child.try_wait(), Ok(None)) as usize).sum::<usize>();
+        if alive == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for w in running.values_mut() {
+        if matches!(w.child.try_wait(), Ok(None)) {
+            signals::send(w.child.id(), signals::SIGKILL);
+        }
+        let _ = w.child.wait();
+    }
+}
+
+fn read_tail(mut err: impl Read, tail: &Mutex<Tail>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match err.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    if let Ok(mut t) = tail.lock() {
+                        t.push(text);
+                    }
+                }
+            }
+        }
+    }
+    if !buf.is_empty() {
+        if let Ok(mut t) = tail.lock() {
+            t.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+    }
+}
+
+fn short_labels(cell: &Cell) -> String {
+    let parts: Vec<String> = cell
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{}={v}", k.rsplit('.').next().unwrap_or(k))
+        })
+        .collect();
+    parts.join(" ")
+}
+
+fn device_name(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        tch::Device::Mps => "mps".into(),
+        tch::Device::Vulkan => "vulkan".into(),
+        _ => "cpu".into(),
+    }
+}
+
+fn human_duration(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1}s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+enum Lock {
+    Run(#[allow(dead_code)] ablate_store::RunLock),
+    Shard(#[allow(dead_code)] ShardLock),
+}
+
+/// One runner per shard: shards of one grid share the run folder (and run at once on a cluster),
+/// so each takes `shard-<i>-of-<N>.lock` instead of the folder's `run.lock`.
+struct ShardLock {
+    path: PathBuf,
+}
+
+impl ShardLock {
+    fn acquire(dir: &Path, shard: Shard) -> Result<ShardLock> {
+        let path = dir.join(format!("shard-{}-of-{}.lock", shard.index, shard.count));
+        let me = serde_json::json!({"pid": std::process::id(), "hostname": ablate_store::hostname(), "started": ablate_store::now_rfc3339()});
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(me.to_string().as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(ShardLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let held: serde_json::Value = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default();
+                    let pid = held["pid"].as_u64().unwrap_or(0);
+                    let host = held["hostname"].as_str().unwrap_or("");
+                    let same_host = host == ablate_store::hostname();
+                    if same_host && (pid == 0 || !Path::new("/proc").join(pid.to_string()).exists()) {
+                        tracing::warn!(path = %path.display(), pid, "taking over a stale shard lock");
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    bail!(
+                        "shard {shard} of {} is already being run by pid {pid} on {host} (lock file {}); \
+                         wait for it, or delete the lock file if that process is dead",
+                        dir.display(),
+                        path.display()
+                    );
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("could not take {}; try again", path.display())
+    }
+}
+
+impl Drop for ShardLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

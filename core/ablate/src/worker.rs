@@ -1,0 +1,180 @@
+//! `ablate __cell`: one cell in its own process (started by `ablate run`).
+//!
+//! Writes into `cells/<id>/`: `config.json`, `labels.json`, `status.json` = running, then
+//! `epochs.csv` after every epoch (atomically rewritten), then `metrics.json` and the final
+//! status (done, diverged, or failed with a one-line message). Progress goes to stdout as JSON
+//! lines for the parent: `{"event":"start",...}`, `{"event":"epoch",...}`, `{"event":"end",...}`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use ablate_engine::{ChainStatus as EngineStatus, DeviceChoice, EpochRow, Observer};
+use ablate_store::{CellDir, CellState, CellStatus, RunDir, CONFIG, EPOCHS, LABELS, METRICS};
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+
+#[derive(Debug, Args)]
+pub struct CellArgs {
+    /// The run folder (made by `ablate run`).
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// Id of the cell to run.
+    #[arg(long)]
+    cell: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[command(flatten)]
+    plugins: crate::PluginDirs,
+    /// Exit when stdin reaches end of file (the parent died).
+    #[arg(long)]
+    watch_stdin: bool,
+}
+
+/// Test hook: a worker for this cell id aborts (SIGABRT) right after marking itself running,
+/// standing in for a plugin that crashes the process.
+const CRASH_FOR_TESTS: &str = "ABLATE_WORKER_CRASH_FOR_TESTS";
+
+pub fn run(args: CellArgs) -> Result<ExitCode> {
+    if args.watch_stdin {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            // The runner is gone: stop now; the cell stays `running` and is rerun next time.
+            std::process::exit(143);
+        });
+    }
+    let started = Instant::now();
+    let run = RunDir::open(&args.run_dir).with_context(|| format!("opening run folder {}", args.run_dir.display()))?;
+    let grid_path = run.path().join(ablate_store::GRID);
+    let grid = crate::common::load_grid(&grid_path)?;
+    let cell = grid
+        .cells
+        .iter()
+        .find(|c| c.id == args.cell)
+        .with_context(|| format!("cell {} is not in {}", args.cell, grid_path.display()))?;
+    let dir = run.cell(&cell.id)?;
+    dir.write_json(CONFIG, &cell.config)?;
+    dir.write_json(LABELS, &cell.labels)?;
+    dir.write_status(&CellStatus::running())?;
+    if std::env::var(CRASH_FOR_TESTS).is_ok_and(|v| v == cell.id) {
+        std::process::abort();
+    }
+
+    emit(
+        &json!({"event": "start", "cell": cell.id, "epochs": cell.config.sampler.epochs, "temperature": cell.config.temperature}),
+    );
+    let mut observer = Progress { dir: &dir, lines: Vec::new(), epochs: cell.config.sampler.epochs };
+    let outcome = execute(&args, &cell.config, &mut observer);
+    let wall = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(outcome) => {
+            write_epochs(&dir, outcome.epochs.iter().map(EpochRow::csv_line))?;
+            if let Some(m) = &outcome.metrics {
+                dir.write_json(METRICS, m)?;
+            }
+            let (status, message, step) = match &outcome.status {
+                EngineStatus::Done => (CellState::Done, None, None),
+                EngineStatus::Diverged { step, message } => (CellState::Diverged, Some(message.clone()), Some(*step)),
+            };
+            dir.write_status(&CellStatus {
+                status,
+                message: message.clone(),
+                wall_seconds: wall,
+                diverged_at_step: step,
+                finished_at: Some(ablate_store::now_rfc3339()),
+            })?;
+            let accuracy = outcome.metrics.as_ref().map(|m| m.ensemble.accuracy);
+            let nll = outcome.metrics.as_ref().map(|m| m.ensemble.nll);
+            emit(
+                &json!({"event": "end", "status": status, "message": message, "accuracy": accuracy, "nll": nll, "wall_seconds": wall}),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let message = one_line(&format!("{e:#}"));
+            dir.write_status(&CellStatus {
+                status: CellState::Failed,
+                message: Some(message.clone()),
+                wall_seconds: wall,
+                diverged_at_step: None,
+                finished_at: Some(ablate_store::now_rfc3339()),
+            })?;
+            emit(&json!({"event": "end", "status": "failed", "message": message, "wall_seconds": wall}));
+            eprintln!("error: cell {}: {message}", cell.id);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn execute(
+    args: &CellArgs,
+    cfg: &ablate_grid::CellConfig,
+    observer: &mut dyn Observer,
+) -> Result<ablate_engine::CellOutcome> {
+    tch::set_num_threads(args.threads.max(1) as i32);
+    let choice: DeviceChoice = args.device.parse()?;
+    let device = ablate_engine::device::resolve(choice)?;
+    let registry = crate::common::load_registry(&args.plugins.dirs)?;
+    let d = &cfg.data;
+    let mut req = ablate_data::DataRequest::new(d.dataset.clone());
+    req.path = d.path.as_ref().map(PathBuf::from);
+    req.train_size = d.train_size;
+    req.test_size = d.test_size;
+    req.subset_seed = d.subset_seed;
+    req.normalize = d.normalize;
+    let data = ablate_data::load(&req)?;
+    Ok(ablate_engine::run_cell(cfg, &data, &registry, device, observer)?)
+}
+
+struct Progress<'a> {
+    dir: &'a CellDir,
+    lines: Vec<String>,
+    epochs: usize,
+}
+
+impl Observer for Progress<'_> {
+    fn epoch(&mut self, row: &EpochRow) {
+        self.lines.push(row.csv_line());
+        if let Err(e) = write_epochs(self.dir, self.lines.iter().cloned()) {
+            tracing::warn!(error = %e, "could not write epochs.csv");
+        }
+        emit(&json!({
+            "event": "epoch",
+            "epoch": row.epoch,
+            "epochs": self.epochs,
+            "temperature": row.temperature,
+            "train_nll": row.train_nll,
+            "train_accuracy": row.train_accuracy,
+            "members": row.members,
+        }));
+    }
+}
+
+fn write_epochs(dir: &CellDir, lines: impl Iterator<Item = String>) -> Result<()> {
+    let mut text = String::from(EpochRow::CSV_HEADER);
+    text.push('\n');
+    for l in lines {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    dir.write_text(EPOCHS, &text)?;
+    Ok(())
+}
+
+/// One progress line on stdout for the parent (ignored when nobody reads it).
+fn emit(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}

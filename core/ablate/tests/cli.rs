@@ -1,0 +1,479 @@
+//! The `ablate` binary, driven as a user would, on tiny inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ablate");
+
+fn ablate(args: &[&str], cwd: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("ABLATE_PLUGIN_PATH")
+        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS")
+        .output()
+        .expect("start ablate")
+}
+
+/// Whether libtorch sees a GPU here (as `ablate doctor` says).
+fn has_cuda() -> bool {
+    let o = Command::new(BIN).arg("doctor").output().expect("start ablate");
+    String::from_utf8_lossy(&o.stdout).contains("cuda: true")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn no_panic(o: &Output) {
+    let (out, err) = text(o);
+    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic:\n{out}\n{err}");
+}
+
+/// Build the built-in plugins (next to the binary) once per test process.
+fn plugins_built() -> bool {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    *BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "ablate-plugin-integrators",
+                "-p",
+                "ablate-plugin-priors",
+                "-p",
+                "ablate-plugin-likelihoods",
+                "-p",
+                "ablate-plugin-noise",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        matches!(status, Ok(s) if s.success())
+    })
+}
+
+fn tiny_grid(dir: &Path, name: &str, epochs: usize, temperatures: &[f64]) -> PathBuf {
+    let grid = serde_json::json!({
+        "name": name,
+        "base": {
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 200},
+            "model": {"kind": "mlp", "hidden": [32]},
+            "sampler": {"epochs": epochs, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [{"path": "temperature", "values": temperatures}]
+    });
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    path
+}
+
+fn statuses(cells: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(cells).unwrap() {
+        let p = e.unwrap().path();
+        let s = std::fs::read_to_string(p.join("status.json")).map(|t| serde_json::from_str(&t).unwrap());
+        out.push((p.file_name().unwrap().to_string_lossy().into_owned(), s.unwrap_or(serde_json::Value::Null)));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn help_of_every_subcommand_has_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmds: &[&[&str]] = &[
+        &["run"],
+        &["report"],
+        &["grid", "expand"],
+        &["grid", "check"],
+        &["grid", "schema"],
+        &["slurm"],
+        &["plugins", "list"],
+        &["plugins", "show"],
+        &["plugins", "check"],
+        &["plugins", "new"],
+        &["data", "fetch"],
+        &["data", "list"],
+        &["doctor"],
+    ];
+    for c in cmds {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let o = ablate(&args, dir.path());
+        let (out, _) = text(&o);
+        assert!(o.status.success(), "{c:?} --help failed");
+        assert!(out.contains("Example"), "{c:?} --help has no example:\n{out}");
+        assert!(out.contains("ablate "), "{c:?}");
+    }
+    for c in [&["--help"][..], &["grid", "--help"], &["plugins", "--help"], &["data", "--help"]] {
+        assert!(ablate(c, dir.path()).status.success(), "{c:?}");
+    }
+}
+
+#[test]
+fn cuda_on_a_machine_without_gpu_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "cuda", 2, &[1.0]);
+    let o = ablate(&["run", grid.to_str().unwrap(), "--device", "cuda"], dir.path());
+    no_panic(&o);
+    let (_, err) = text(&o);
+    if has_cuda() {
+        return; // a GPU machine: nothing to check here
+    }
+    assert!(!o.status.success());
+    assert!(err.contains("--device cuda") && err.contains("--device cpu"), "{err}");
+    assert!(!dir.path().join("runs").exists(), "nothing may be created");
+
+    let o = ablate(&["run", grid.to_str().unwrap(), "--device", "tpu"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("unknown device"), "{}", text(&o).1);
+}
+
+#[test]
+fn malformed_grid_lists_every_problem_with_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.json");
+    std::fs::write(
+        &path,
+        r#"{"name": "bad", "base": {"data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [8]},
+            "sampler": {"bogus": 1}},
+            "axes": [{"path": "temperature", "values": [1.0, "x"]}]}"#,
+    )
+    .unwrap();
+    for cmd in [&["run"][..], &["grid", "check"], &["grid", "expand"]] {
+        let mut args = cmd.to_vec();
+        args.push(path.to_str().unwrap());
+        let o = ablate(&args, dir.path());
+        no_panic(&o);
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "{cmd:?}");
+        assert!(err.contains("2 problems"), "{cmd:?}: {err}");
+        assert!(err.contains("base.sampler.bogus"), "{err}");
+        assert!(err.contains("axes[0].values[1]"), "{err}");
+        assert!(err.contains("bad.json"), "{err}");
+    }
+    std::fs::write(&path, "{ not json").unwrap();
+    let o = ablate(&["grid", "check", path.to_str().unwrap()], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("line 1"), "{}", text(&o).1);
+    let o = ablate(&["run", "does-not-exist.json"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("cannot read"), "{}", text(&o).1);
+}
+
+#[test]
+fn plugin_problems_cite_cells_and_grid_source() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plug.json");
+    std::fs::write(
+        &path,
+        r#"{"name": "plug", "base": {"data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [8]},
+            "noise": {"name": "no-such-noise"}, "prior": {"name": "gaussian"}},
+            "axes": [{"path": "prior.params.scale", "values": [1.0, -3.0]}]}"#,
+    )
+    .unwrap();
+    let o = ablate(&["run", path.to_str().unwrap()], dir.path());
+    no_panic(&o);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("cells[0].noise") && err.contains("no-such-noise"), "{err}");
+    assert!(err.contains("cells[1].prior") && err.contains("axes[0].values[1]"), "{err}");
+    assert!(err.contains("plug.json"), "{err}");
+    assert!(!dir.path().join("runs").exists(), "nothing may run");
+}
+
+#[test]
+fn grid_expand_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.json");
+    std::fs::write(
+        &path,
+        r#"{"name": "g", "base": {"data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [8]}},
+            "axes": [{"path": "temperature", "values": [1.0, 0.1]}, {"path": "seed", "values": [1, 2, 3]}]}"#,
+    )
+    .unwrap();
+    let o = ablate(&["grid", "expand", path.to_str().unwrap()], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("6 cells"), "{out}");
+    assert!(lines[1].contains("id") && lines[1].contains("temperature") && lines[1].contains("seed"), "{out}");
+    assert_eq!(lines.len(), 8, "{out}");
+    let grid = ablate_grid::Grid::from_path(&path).unwrap();
+    for c in &grid.cells {
+        assert!(out.contains(&c.id), "{out}");
+    }
+    let o = ablate(&["grid", "expand", "--json", path.to_str().unwrap()], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 6);
+
+    let o = ablate(&["grid", "schema"], dir.path());
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(schema["title"], "ablate grid file");
+}
+
+#[test]
+fn slurm_script_is_valid_bash_with_the_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "sl", 2, &[1.0, 0.5, 0.1]);
+    let o = ablate(
+        &["slurm", grid.to_str().unwrap(), "--shards", "5", "--partition", "gpu", "--gpus", "1", "--time", "01:00:00"],
+        dir.path(),
+    );
+    let (script, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(script.contains("#SBATCH --array=0-4"), "{script}");
+    assert!(script.contains("--shard \"$SLURM_ARRAY_TASK_ID/5\""), "{script}");
+    assert!(script.contains("--no-report"), "{script}");
+    assert!(script.contains("ablate report"), "{script}");
+    assert!(script.contains("#SBATCH --partition=gpu") && script.contains("#SBATCH --time=01:00:00"), "{script}");
+    let file = dir.path().join("job.sbatch");
+    std::fs::write(&file, &script).unwrap();
+    let bash = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(bash.success(), "bash -n rejects the script:\n{script}");
+
+    let out = dir.path().join("job2.sbatch");
+    let o = ablate(&["slurm", grid.to_str().unwrap(), "--shards", "2", "--output", out.to_str().unwrap()], dir.path());
+    assert!(o.status.success());
+    assert!(std::fs::read_to_string(&out).unwrap().contains("--array=0-1"));
+
+    let o = ablate(&["slurm", grid.to_str().unwrap(), "--shards", "2", "--time", "soon"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success() && text(&o).1.contains("--time"));
+}
+
+#[test]
+fn doctor_reports_libtorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ablate(&["doctor"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("2.11.0"), "{out}");
+    assert!(out.contains("cuda: "), "{out}");
+    if !has_cuda() {
+        assert!(out.contains("cuda: false"), "{out}");
+    }
+}
+
+#[test]
+fn plugins_list_show_check() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = ablate(&["plugins", "list"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for name in ["gaussian", "sym-euler", "categorical", "minibatch"] {
+        assert!(out.contains(name), "{out}");
+    }
+    let o = ablate(&["plugins", "show", "gaussian"], dir.path());
+    let (out, _) = text(&o);
+    assert!(o.status.success() && out.contains("scale") && out.contains("default"), "{out}");
+    let o = ablate(&["plugins", "show", "nope"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+
+    let target = Path::new(BIN).parent().unwrap();
+    let so = target.join("libablate_plugin_priors.so");
+    let o = ablate(&["plugins", "check", so.to_str().unwrap()], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("ok    prior `gaussian`"), "{out}");
+    let o = ablate(&["plugins", "check", "/etc/hostname"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn plugins_new_writes_a_standalone_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["prior", "likelihood", "integrator", "noise"] {
+        let name = format!("my-{kind}");
+        let o = ablate(&["plugins", "new", &name, "--kind", kind, "--dir", dir.path().to_str().unwrap()], dir.path());
+        assert!(o.status.success(), "{}", text(&o).1);
+        let root = dir.path().join(&name);
+        let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(cargo.contains("[workspace]") && cargo.contains("cdylib") && cargo.contains("plugins/sdk"), "{cargo}");
+        let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("export_plugin!") && lib.contains(&format!("\"{name}\"")), "{lib}");
+        assert!(std::fs::read_to_string(root.join("tests/conformance.rs")).unwrap().contains("testkit"));
+        assert!(root.join("README.md").is_file());
+    }
+    let o =
+        ablate(&["plugins", "new", "my-prior", "--kind", "prior", "--dir", dir.path().to_str().unwrap()], dir.path());
+    assert!(!o.status.success(), "existing folder must not be overwritten");
+    let o = ablate(&["plugins", "new", "Bad Name", "--kind", "prior"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+}
+
+/// Builds and tests a generated crate with cargo (slow: compiles abi_stable).
+#[test]
+#[ignore = "slow: compiles a generated plugin crate and its dependencies (~1 min)"]
+fn plugins_new_crate_passes_its_conformance_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let o =
+        ablate(&["plugins", "new", "gen-prior", "--kind", "prior", "--dir", dir.path().to_str().unwrap()], dir.path());
+    assert!(o.status.success());
+    let status = Command::new(env!("CARGO")).arg("test").current_dir(dir.path().join("gen-prior")).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn data_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ablate(&["data", "list"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("digits") && out.contains("mnist"), "{out}");
+    let o = ablate(&["data", "fetch", "nonsense"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn run_resume_report_and_crash_isolation() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "tiny", 4, &[1.0, 0.1]);
+    let g = grid.to_str().unwrap();
+    let o = ablate(&["run", g, "--out", "runs", "--device", "cpu"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("2 done"), "{out}");
+    let run = dir.path().join("runs/tiny");
+    for f in ["manifest.json", "grid.json", "report/report.md"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert!(!run.join("run.lock").exists(), "lock must be released");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["libtorch_version"], "2.11.0");
+    assert_eq!(manifest["device"], "cpu");
+    assert!(manifest["plugins"].as_array().unwrap().len() >= 4);
+    assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
+    let st = statuses(&run.join("cells"));
+    assert_eq!(st.len(), 2);
+    for (id, s) in &st {
+        assert_eq!(s["status"], "done", "{id}");
+        let cell = run.join("cells").join(id);
+        for f in ["config.json", "labels.json", "metrics.json", "epochs.csv"] {
+            assert!(cell.join(f).is_file(), "{id}/{f} missing");
+        }
+        let csv = std::fs::read_to_string(cell.join("epochs.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 5, "{csv}");
+    }
+
+    // Rerun: both skipped, nothing rewritten.
+    let o = ablate(&["run", g, "--out", "runs", "--device", "cpu", "--no-report"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("2 skipped") && out.contains("0 done"), "{out}");
+    assert_eq!(statuses(&run.join("cells")), st);
+
+    // `ablate report` on the folder.
+    let o = ablate(&["report", run.to_str().unwrap()], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("2 done") && out.contains("report.md"), "{out}");
+
+    // A worker that crashes (SIGABRT) fails only its cell.
+    let grid2 = tiny_grid(dir.path(), "crash", 2, &[1.0, 0.5]);
+    let cells = ablate_grid::Grid::from_path(&grid2).unwrap().cells;
+    let o = Command::new(BIN)
+        .args(["run", grid2.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--no-report"])
+        .current_dir(dir.path())
+        .env("ABLATE_WORKER_CRASH_FOR_TESTS", &cells[0].id)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "a failed cell makes the exit code non-zero");
+    assert!(out.contains("1 done, 1 failed"), "{out}\n{err}");
+    let st = statuses(&dir.path().join("runs/crash/cells"));
+    let crashed = st.iter().find(|(id, _)| *id == cells[0].id).unwrap();
+    assert_eq!(crashed.1["status"], "failed");
+    assert!(crashed.1["message"].as_str().unwrap().contains("SIGABRT"), "{:?}", crashed.1);
+}
+
+#[test]
+fn data_errors_fail_the_cell_with_one_line() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = serde_json::json!({
+        "name": "nodata",
+        "base": {"data": {"dataset": "mnist", "path": dir.path().join("nowhere").to_str().unwrap(), "train_size": 100},
+                 "model": {"kind": "mlp", "hidden": [8]}, "sampler": {"epochs": 2, "cycle_length": 1, "cycle_start_sampling": 2}},
+    });
+    let path = dir.path().join("nodata.json");
+    std::fs::write(&path, grid.to_string()).unwrap();
+    let o = ablate(&["run", path.to_str().unwrap(), "--out", "runs", "--no-report", "--device", "cpu"], dir.path());
+    no_panic(&o);
+    assert!(!o.status.success());
+    let st = statuses(&dir.path().join("runs/nodata/cells"));
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].1["status"], "failed");
+    let msg = st[0].1["message"].as_str().unwrap();
+    assert!(!msg.contains('\n') && msg.contains("nowhere"), "{msg}");
+}
+
+#[test]
+fn kill_9_of_the_runner_then_rerun_keeps_finished_cells() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "killed", 40, &[1.0, 0.3, 0.1]);
+    let g = grid.to_str().unwrap();
+    let cells = dir.path().join("runs/killed/cells");
+    let mut child = Command::new(BIN)
+        .args(["run", g, "--out", "runs", "--jobs", "1", "--threads", "1", "--device", "cpu", "--no-report"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = cells.is_dir() && statuses(&cells).iter().any(|(_, s)| s["status"] == "done");
+        if done || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = statuses(&cells);
+    let finished: Vec<_> = before.iter().filter(|(_, s)| s["status"] == "done").cloned().collect();
+    assert!(!finished.is_empty(), "no cell finished in time: {before:?}");
+    if finished.len() == 3 {
+        return; // the machine was faster than the kill: nothing more to check
+    }
+    // The orphaned worker notices its parent is gone and stops.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let o = ablate(&["run", g, "--out", "runs", "--device", "cpu", "--no-report"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains(&format!("{} skipped", finished.len())), "{out}");
+    let after = statuses(&cells);
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|(_, s)| s["status"] == "done"), "{after:?}");
+    for (id, s) in &finished {
+        let now = &after.iter().find(|(i, _)| i == id).unwrap().1;
+        assert_eq!(now, s, "finished cell {id} was recomputed");
+    }
+}
