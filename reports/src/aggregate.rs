@@ -22,19 +22,8 @@ use crate::ReportError;
 pub const SUMMARY_METRICS: [&str; 4] = ["accuracy", "nll", "brier", "ece"];
 
 /// Columns of the long tables that a factor name must not shadow.
-const RESERVED: [&str; 11] = [
-    "cell_id",
-    "status",
-    "temperature",
-    "seed",
-    "metric",
-    "value",
-    "se",
-    "members",
-    "n_cells",
-    "n_done",
-    "n_failed",
-];
+const RESERVED: [&str; 11] =
+    ["cell_id", "status", "temperature", "seed", "metric", "value", "se", "members", "n_cells", "n_done", "n_failed"];
 
 /// The column name of a factor: the label name, or `label_<name>` where it would clash with one
 /// of the fixed columns.
@@ -62,10 +51,7 @@ pub struct Tables {
 }
 
 fn polars_err(path: &Path) -> impl Fn(PolarsError) -> ReportError + '_ {
-    move |source| ReportError::Polars {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ReportError::Polars { path: path.to_path_buf(), source }
 }
 
 /// Accumulates the identifying columns (cell, status, factors, temperature, seed) of rows.
@@ -99,10 +85,7 @@ impl Keys {
     }
 
     fn into_columns(self, factor_cols: &[String]) -> Vec<Column> {
-        let mut cols = vec![
-            Column::new("cell_id".into(), self.cell_id),
-            Column::new("status".into(), self.status),
-        ];
+        let mut cols = vec![Column::new("cell_id".into(), self.cell_id), Column::new("status".into(), self.status)];
         for (name, values) in factor_cols.iter().zip(self.factors) {
             cols.push(Column::new(name.as_str().into(), values));
         }
@@ -134,16 +117,10 @@ fn cell_metrics(cell: &Cell) -> Vec<(&'static str, f64, Option<f64>)> {
     out.extend([
         ("kinetic_in_band_fraction", d.kinetic_in_band_fraction, None),
         ("kinetic_temperature", d.kinetic_temperature, None),
-        (
-            "configurational_temperature",
-            d.configurational_temperature,
-            None,
-        ),
+        ("configurational_temperature", d.configurational_temperature, None),
         ("wall_seconds", cell.wall_seconds, None),
     ]);
-    out.into_iter()
-        .filter_map(|(k, v, se)| v.map(|v| (k, v, se)))
-        .collect()
+    out.into_iter().filter_map(|(k, v, se)| v.map(|v| (k, v, se))).collect()
 }
 
 impl Tables {
@@ -175,12 +152,7 @@ impl Tables {
         for cell in &run.cells {
             let Some(m) = &cell.metrics else { continue };
             for g in &m.growth {
-                for (name, v) in [
-                    ("accuracy", g.accuracy),
-                    ("nll", g.nll),
-                    ("brier", g.brier),
-                    ("ece", g.ece),
-                ] {
+                for (name, v) in [("accuracy", g.accuracy), ("nll", g.nll), ("brier", g.brier), ("ece", g.ece)] {
                     if let Some(v) = v {
                         keys.push(cell, &run.factors);
                         members.push(g.members as i64);
@@ -205,55 +177,28 @@ impl Tables {
 
         let summary = summarise(&results, &cells, &factors).map_err(&err)?;
         let growth_summary = summarise_growth(&growth, &factors).map_err(&err)?;
-        Ok(Tables {
-            factors,
-            results,
-            growth,
-            summary,
-            growth_summary,
-        })
+        Ok(Tables { factors, results, growth, summary, growth_summary })
     }
 }
 
 fn key_exprs(factors: &[String], extra: &[&str]) -> Vec<Expr> {
-    factors
-        .iter()
-        .map(|f| col(f.as_str()))
-        .chain(extra.iter().map(|e| col(*e)))
-        .collect()
+    factors.iter().map(|f| col(f.as_str())).chain(extra.iter().map(|e| col(*e))).collect()
 }
 
 fn sort_names(factors: &[String], extra: &[&str]) -> Vec<String> {
-    factors
-        .iter()
-        .cloned()
-        .chain(extra.iter().map(|e| e.to_string()))
-        .collect()
+    factors.iter().cloned().chain(extra.iter().map(|e| e.to_string())).collect()
 }
 
 /// Counts per level × temperature, joined with the pivoted mean/se of [`SUMMARY_METRICS`].
-fn summarise(
-    results: &DataFrame,
-    cells: &DataFrame,
-    factors: &[String],
-) -> PolarsResult<DataFrame> {
+fn summarise(results: &DataFrame, cells: &DataFrame, factors: &[String]) -> PolarsResult<DataFrame> {
     let keys = key_exprs(factors, &["temperature"]);
     let is = |s: Status| col("status").eq(lit(s.as_str()));
     let counts = cells.clone().lazy().group_by(keys.clone()).agg([
         len().cast(DataType::Int64).alias("n_cells"),
         is(Status::Done).sum().cast(DataType::Int64).alias("n_done"),
-        is(Status::Failed)
-            .sum()
-            .cast(DataType::Int64)
-            .alias("n_failed"),
-        is(Status::Diverged)
-            .sum()
-            .cast(DataType::Int64)
-            .alias("n_diverged"),
-        (is(Status::Running).or(is(Status::NotStarted)))
-            .sum()
-            .cast(DataType::Int64)
-            .alias("n_unfinished"),
+        is(Status::Failed).sum().cast(DataType::Int64).alias("n_failed"),
+        is(Status::Diverged).sum().cast(DataType::Int64).alias("n_diverged"),
+        (is(Status::Running).or(is(Status::NotStarted))).sum().cast(DataType::Int64).alias("n_unfinished"),
     ]);
 
     let wanted = SUMMARY_METRICS
@@ -280,8 +225,7 @@ fn summarise(
                 .otherwise(col("se_test"))
                 .alias("se"),
         );
-    let metric_names =
-        DataFrame::new_infer_height(vec![Column::new("metric".into(), SUMMARY_METRICS.to_vec())])?;
+    let metric_names = DataFrame::new_infer_height(vec![Column::new("metric".into(), SUMMARY_METRICS.to_vec())])?;
     let index = sort_names(factors, &["temperature"]);
     let wide = stats
         .pivot(
@@ -306,14 +250,8 @@ fn summarise(
                 .collect::<Vec<_>>(),
         );
 
-    let args = JoinArgs {
-        nulls_equal: true,
-        ..JoinArgs::new(JoinType::Left)
-    };
-    counts
-        .join(wide, keys.clone(), keys, args)
-        .sort(index, SortMultipleOptions::default())
-        .collect()
+    let args = JoinArgs { nulls_equal: true, ..JoinArgs::new(JoinType::Left) };
+    counts.join(wide, keys.clone(), keys, args).sort(index, SortMultipleOptions::default()).collect()
 }
 
 /// Mean over done seeds of each growth metric per level × temperature × ensemble size.
@@ -324,39 +262,22 @@ fn summarise_growth(growth: &DataFrame, factors: &[String]) -> PolarsResult<Data
         .lazy()
         .filter(col("status").eq(lit(Status::Done.as_str())))
         .group_by(keys)
-        .agg([
-            col("value").mean().alias("mean"),
-            col("value").count().cast(DataType::Int64).alias("k"),
-        ])
-        .sort(
-            sort_names(factors, &["temperature", "members", "metric"]),
-            SortMultipleOptions::default(),
-        )
+        .agg([col("value").mean().alias("mean"), col("value").count().cast(DataType::Int64).alias("k")])
+        .sort(sort_names(factors, &["temperature", "members", "metric"]), SortMultipleOptions::default())
         .collect()
 }
 
 /// Write `df` as Parquet.
 pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<(), ReportError> {
-    let file = File::create(path).map_err(|source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    ParquetWriter::new(file)
-        .finish(&mut df.clone())
-        .map_err(polars_err(path))?;
+    let file = File::create(path).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
+    ParquetWriter::new(file).finish(&mut df.clone()).map_err(polars_err(path))?;
     Ok(())
 }
 
 /// Write `df` as CSV with a header (nulls as empty fields).
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<(), ReportError> {
-    let file = File::create(path).map_err(|source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    CsvWriter::new(file)
-        .include_header(true)
-        .finish(&mut df.clone())
-        .map_err(polars_err(path))
+    let file = File::create(path).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
+    CsvWriter::new(file).include_header(true).finish(&mut df.clone()).map_err(polars_err(path))
 }
 
 /// Mean and standard error of one metric.
@@ -381,11 +302,7 @@ pub struct Row {
 
 impl Row {
     pub fn stat(&self, metric: &str) -> Stat {
-        self.stats
-            .iter()
-            .find(|(m, _)| *m == metric)
-            .map(|(_, s)| *s)
-            .unwrap_or_default()
+        self.stats.iter().find(|(m, _)| *m == metric).map(|(_, s)| *s).unwrap_or_default()
     }
 }
 
@@ -417,22 +334,14 @@ impl Level {
             .iter()
             .filter_map(|r| {
                 let s = r.stat(metric);
-                s.mean.map(|mean| Point {
-                    temperature: r.temperature,
-                    mean,
-                    se: s.se,
-                })
+                s.mean.map(|mean| Point { temperature: r.temperature, mean, se: s.se })
             })
             .collect()
     }
 
     /// The SGD reference (T = 0) of `metric`, if present.
     pub fn sgd(&self, metric: &str) -> Option<Stat> {
-        self.rows
-            .iter()
-            .find(|r| r.temperature == 0.0)
-            .map(|r| r.stat(metric))
-            .filter(|s| s.mean.is_some())
+        self.rows.iter().find(|r| r.temperature == 0.0).map(|r| r.stat(metric)).filter(|s| s.mean.is_some())
     }
 
     /// Growth means of `metric` for one temperature, sorted by ensemble size.
@@ -472,11 +381,7 @@ fn level_name(values: &[(String, Option<String>)]) -> String {
     if values.is_empty() {
         return "all cells".to_string();
     }
-    values
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("(none)")))
-        .collect::<Vec<_>>()
-        .join(", ")
+    values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("(none)"))).collect::<Vec<_>>().join(", ")
 }
 
 /// The summary as typed levels (in the summary's sort order); `path` names errors.
@@ -487,11 +392,7 @@ pub fn levels(tables: &Tables, path: &Path) -> Result<Vec<Level>, ReportError> {
 fn levels_inner(tables: &Tables) -> PolarsResult<Vec<Level>> {
     let df = &tables.summary;
     let key_at = |df: &DataFrame, i: usize| -> PolarsResult<Vec<(String, Option<String>)>> {
-        tables
-            .factors
-            .iter()
-            .map(|f| Ok((f.clone(), str_at(df, f, i)?)))
-            .collect()
+        tables.factors.iter().map(|f| Ok((f.clone(), str_at(df, f, i)?))).collect()
     };
     let mut levels: Vec<Level> = Vec::new();
     for i in 0..df.height() {
@@ -508,47 +409,30 @@ fn levels_inner(tables: &Tables) -> PolarsResult<Vec<Level>> {
                 .map(|m| {
                     Ok((
                         *m,
-                        Stat {
-                            mean: f64_at(df, &format!("{m}_mean"), i)?,
-                            se: f64_at(df, &format!("{m}_se"), i)?,
-                        },
+                        Stat { mean: f64_at(df, &format!("{m}_mean"), i)?, se: f64_at(df, &format!("{m}_se"), i)? },
                     ))
                 })
                 .collect::<PolarsResult<_>>()?,
         };
         match levels.iter_mut().find(|l| l.values == values) {
             Some(l) => l.rows.push(row),
-            None => levels.push(Level {
-                name: level_name(&values),
-                values,
-                rows: vec![row],
-                growth: Vec::new(),
-            }),
+            None => levels.push(Level { name: level_name(&values), values, rows: vec![row], growth: Vec::new() }),
         }
     }
     let g = &tables.growth_summary;
     for i in 0..g.height() {
         let values = key_at(g, i)?;
-        let (Some(temperature), Some(members), Some(metric), Some(mean)) = (
-            f64_at(g, "temperature", i)?,
-            i64_at(g, "members", i)?,
-            str_at(g, "metric", i)?,
-            f64_at(g, "mean", i)?,
-        ) else {
+        let (Some(temperature), Some(members), Some(metric), Some(mean)) =
+            (f64_at(g, "temperature", i)?, i64_at(g, "members", i)?, str_at(g, "metric", i)?, f64_at(g, "mean", i)?)
+        else {
             continue;
         };
         if let Some(l) = levels.iter_mut().find(|l| l.values == values) {
-            l.growth.push(GrowthRow {
-                temperature,
-                members,
-                metric,
-                mean,
-            });
+            l.growth.push(GrowthRow { temperature, members, metric, mean });
         }
     }
     for l in &mut levels {
-        l.rows
-            .sort_by(|a, b| a.temperature.total_cmp(&b.temperature));
+        l.rows.sort_by(|a, b| a.temperature.total_cmp(&b.temperature));
     }
     Ok(levels)
 }

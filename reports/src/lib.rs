@@ -92,22 +92,13 @@ pub struct ReportSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot parse {}: {source}", path.display())]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
     #[error("cannot write {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("polars failed on {}: {source}", path.display())]
     Polars {
         /// The file being produced (or read) when Polars failed.
@@ -121,10 +112,7 @@ pub enum ReportError {
 /// Read the run folder `run_dir`, aggregate it and write the report files.
 pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummary, ReportError> {
     let run = load::Run::read(run_dir)?;
-    let out_dir = opts
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| run_dir.join("report"));
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| run_dir.join("report"));
     create_dir(&out_dir)?;
     tracing::info!(run = %run_dir.display(), cells = run.cells.len(), out = %out_dir.display(), "writing report");
 
@@ -169,10 +157,7 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         plots: &plots,
         out_dir: &out_dir,
     });
-    std::fs::write(&report_md, text).map_err(|source| ReportError::Write {
-        path: report_md.clone(),
-        source,
-    })?;
+    std::fs::write(&report_md, text).map_err(|source| ReportError::Write { path: report_md.clone(), source })?;
 
     let count = |s: load::Status| run.cells.iter().filter(|c| c.status == s).count();
     Ok(ReportSummary {
@@ -193,8 +178,5 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
 }
 
 fn create_dir(dir: &Path) -> Result<(), ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.to_path_buf(), source })
 }

@@ -176,13 +176,7 @@ impl Epochs {
 
     /// Mean of the finite values of `column` over all epochs.
     pub fn mean(&self, column: &str) -> Option<f64> {
-        let v: Vec<f64> = self
-            .columns
-            .get(column)?
-            .iter()
-            .copied()
-            .filter(|x| x.is_finite())
-            .collect();
+        let v: Vec<f64> = self.columns.get(column)?.iter().copied().filter(|x| x.is_finite()).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     }
 }
@@ -207,20 +201,13 @@ pub struct Cell {
 impl Cell {
     /// The factor labels (every label but temperature and seed) as strings.
     pub fn factor(&self, name: &str) -> Option<String> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| label_string(v))
+        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| label_string(v))
     }
 
     /// End-of-run thermometers: from `metrics.json` diagnostics, else from `epochs.csv`
     /// (last epoch; in-band fraction = mean of `kinetic_in_band` over epochs).
     pub fn diagnostics(&self) -> Diagnostics {
-        let from_metrics = self
-            .metrics
-            .as_ref()
-            .map(|m| m.diagnostics.clone())
-            .unwrap_or_default();
+        let from_metrics = self.metrics.as_ref().map(|m| m.diagnostics.clone()).unwrap_or_default();
         let ep = self.epochs.as_ref();
         Diagnostics {
             kinetic_in_band_fraction: from_metrics
@@ -265,24 +252,16 @@ impl Run {
         let cells_dir = dir.join("cells");
         let mut cell_dirs = Vec::new();
         if cells_dir.exists() {
-            let entries = std::fs::read_dir(&cells_dir).map_err(|source| ReportError::Read {
-                path: cells_dir.clone(),
-                source,
-            })?;
+            let entries = std::fs::read_dir(&cells_dir)
+                .map_err(|source| ReportError::Read { path: cells_dir.clone(), source })?;
             for entry in entries {
-                let entry = entry.map_err(|source| ReportError::Read {
-                    path: cells_dir.clone(),
-                    source,
-                })?;
+                let entry = entry.map_err(|source| ReportError::Read { path: cells_dir.clone(), source })?;
                 if entry.path().is_dir() {
                     cell_dirs.push(entry.path());
                 }
             }
         }
-        let mut cells = cell_dirs
-            .par_iter()
-            .map(|p| read_cell(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut cells = cell_dirs.par_iter().map(|p| read_cell(p)).collect::<Result<Vec<_>, _>>()?;
         cells.sort_by(|a, b| a.id.cmp(&b.id));
 
         let mut factors: Vec<String> = Vec::new();
@@ -291,11 +270,7 @@ impl Run {
                 factors.push(name.to_string());
             }
         };
-        let present = |name: &str| {
-            cells
-                .iter()
-                .any(|c| c.labels.iter().any(|(k, _)| k == name))
-        };
+        let present = |name: &str| cells.iter().any(|c| c.labels.iter().any(|(k, _)| k == name));
         for axis in &grid.axes {
             if present(axis) {
                 push(axis);
@@ -307,31 +282,16 @@ impl Run {
             }
         }
 
-        Ok(Run {
-            dir: dir.to_path_buf(),
-            manifest,
-            grid,
-            cells,
-            factors,
-        })
+        Ok(Run { dir: dir.to_path_buf(), manifest, grid, cells, factors })
     }
 
     /// Cells without a finished status: with `expected`, every expected id that is absent or
     /// unfinished; without, every unfinished cell folder. Sorted.
     pub fn missing_cells(&self, expected: Option<&[String]>) -> Vec<String> {
-        let finished = |id: &str| {
-            self.cells
-                .iter()
-                .any(|c| c.id == id && c.status.is_finished())
-        };
+        let finished = |id: &str| self.cells.iter().any(|c| c.id == id && c.status.is_finished());
         let mut out: Vec<String> = match expected {
             Some(ids) => ids.iter().filter(|id| !finished(id)).cloned().collect(),
-            None => self
-                .cells
-                .iter()
-                .filter(|c| !c.status.is_finished())
-                .map(|c| c.id.clone())
-                .collect(),
+            None => self.cells.iter().filter(|c| !c.status.is_finished()).map(|c| c.id.clone()).collect(),
         };
         out.sort();
         out.dedup();
@@ -345,17 +305,11 @@ impl Run {
 }
 
 fn read_text(path: &Path) -> Result<String, ReportError> {
-    std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.to_path_buf(), source })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReportError> {
-    serde_json::from_str(&read_text(path)?).map_err(|source| ReportError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_json::from_str(&read_text(path)?).map_err(|source| ReportError::Json { path: path.to_path_buf(), source })
 }
 
 fn read_grid(path: &Path) -> Result<GridInfo, ReportError> {
@@ -375,40 +329,26 @@ fn read_grid(path: &Path) -> Result<GridInfo, ReportError> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(GridInfo {
-        name: text("name"),
-        description: text("description"),
-        axes,
-    })
+    Ok(GridInfo { name: text("name"), description: text("description"), axes })
 }
 
 fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
-    let id = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
 
     let labels_path = dir.join("labels.json");
     let labels: serde_json::Map<String, Value> = read_json(&labels_path)?;
     let number = |name: &str| -> Result<f64, ReportError> {
-        labels
-            .get(name)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| ReportError::Invalid {
-                path: labels_path.clone(),
-                message: format!("label `{name}` is missing or not a number"),
-            })
+        labels.get(name).and_then(Value::as_f64).ok_or_else(|| ReportError::Invalid {
+            path: labels_path.clone(),
+            message: format!("label `{name}` is missing or not a number"),
+        })
     };
     let temperature = number("temperature")?;
     let seed = number("seed")?.round() as i64;
     let labels: Vec<(String, Value)> = labels.into_iter().collect();
 
     let status_path = dir.join("status.json");
-    let status_file: Option<StatusFile> = if status_path.exists() {
-        Some(read_json(&status_path)?)
-    } else {
-        None
-    };
+    let status_file: Option<StatusFile> = if status_path.exists() { Some(read_json(&status_path)?) } else { None };
     let status = match status_file.as_ref().map(|s| s.status.as_str()) {
         None => Status::NotStarted,
         Some("done") => Status::Done,
@@ -418,26 +358,16 @@ fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
         Some(other) => {
             return Err(ReportError::Invalid {
                 path: status_path,
-                message: format!(
-                    "unknown status `{other}` (expected running, done, failed or diverged)"
-                ),
+                message: format!("unknown status `{other}` (expected running, done, failed or diverged)"),
             })
         }
     };
 
     let metrics_path = dir.join("metrics.json");
-    let metrics = if metrics_path.exists() {
-        Some(read_json::<Metrics>(&metrics_path)?)
-    } else {
-        None
-    };
+    let metrics = if metrics_path.exists() { Some(read_json::<Metrics>(&metrics_path)?) } else { None };
 
     let epochs_path = dir.join("epochs.csv");
-    let epochs = if epochs_path.exists() {
-        Some(parse_epochs(&read_text(&epochs_path)?, &epochs_path)?)
-    } else {
-        None
-    };
+    let epochs = if epochs_path.exists() { Some(parse_epochs(&read_text(&epochs_path)?, &epochs_path)?) } else { None };
 
     let (message, wall_seconds, diverged_at_step, finished_at) = match status_file {
         Some(s) => (s.message, s.wall_seconds, s.diverged_at_step, s.finished_at),
@@ -472,12 +402,7 @@ fn parse_epochs(text: &str, path: &Path) -> Result<Epochs, ReportError> {
         if fields.len() != names.len() {
             return Err(ReportError::Invalid {
                 path: path.to_path_buf(),
-                message: format!(
-                    "line {}: {} fields, the header has {}",
-                    i + 2,
-                    fields.len(),
-                    names.len()
-                ),
+                message: format!("line {}: {} fields, the header has {}", i + 2, fields.len(), names.len()),
             });
         }
         for (col, field) in columns.iter_mut().zip(fields) {
@@ -491,8 +416,5 @@ fn parse_epochs(text: &str, path: &Path) -> Result<Epochs, ReportError> {
         }
         rows += 1;
     }
-    Ok(Epochs {
-        columns: names.into_iter().zip(columns).collect(),
-        rows,
-    })
+    Ok(Epochs { columns: names.into_iter().zip(columns).collect(), rows })
 }

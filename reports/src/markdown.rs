@@ -51,10 +51,7 @@ pub fn pm(s: Stat) -> String {
 }
 
 fn point_pm(p: &Point) -> String {
-    pm(Stat {
-        mean: Some(p.mean),
-        se: p.se,
-    })
+    pm(Stat { mean: Some(p.mean), se: p.se })
 }
 
 fn t_label(t: f64) -> String {
@@ -82,22 +79,14 @@ fn labels_text(run: &Run, id: &str) -> String {
 
 /// Best posterior temperature (T > 0) of a metric.
 fn best(points: &[Point], lower_is_better: bool) -> Option<Point> {
-    points
-        .iter()
-        .filter(|p| p.temperature > 0.0 && p.mean.is_finite())
-        .copied()
-        .reduce(|a, b| {
-            let b_better = if lower_is_better {
-                b.mean < a.mean
-            } else {
-                b.mean > a.mean
-            };
-            if b_better {
-                b
-            } else {
-                a
-            }
-        })
+    points.iter().filter(|p| p.temperature > 0.0 && p.mean.is_finite()).copied().reduce(|a, b| {
+        let b_better = if lower_is_better { b.mean < a.mean } else { b.mean > a.mean };
+        if b_better {
+            b
+        } else {
+            a
+        }
+    })
 }
 
 fn verdict_text(v: &verdict::Verdict) -> String {
@@ -129,11 +118,7 @@ fn header(md: &mut String, input: &Input) {
     }
     let _ = writeln!(md, "## Run\n\n| | |\n| --- | --- |");
     let mut fact = |k: &str, v: Option<String>| {
-        let _ = writeln!(
-            md,
-            "| {k} | {} |",
-            cell(v.as_deref().unwrap_or("(not recorded)"))
-        );
+        let _ = writeln!(md, "| {k} | {} |", cell(v.as_deref().unwrap_or("(not recorded)")));
     };
     fact("run folder", Some(format!("`{}`", run.dir.display())));
     fact("command", m.command_line().map(|c| format!("`{c}`")));
@@ -146,10 +131,7 @@ fn header(md: &mut String, input: &Input) {
     );
     fact("created", m.created.clone());
     fact("ablate version", m.ablate_version.clone());
-    fact(
-        "git revision",
-        m.git_revision.as_ref().map(|g| format!("`{g}`")),
-    );
+    fact("git revision", m.git_revision.as_ref().map(|g| format!("`{g}`")));
     fact("libtorch", m.libtorch_version.clone());
     fact("device", m.device.clone());
     fact(
@@ -164,10 +146,7 @@ fn header(md: &mut String, input: &Input) {
         }),
     );
     let wall = run.total_wall_seconds();
-    fact(
-        "wall time (sum over cells)",
-        Some(format!("{wall:.1} s ({:.2} h)", wall / 3600.0)),
-    );
+    fact("wall time (sum over cells)", Some(format!("{wall:.1} s ({:.2} h)", wall / 3600.0)));
     let count = |s: Status| run.cells.iter().filter(|c| c.status == s).count();
     let unfinished = count(Status::Running) + count(Status::NotStarted);
     fact(
@@ -179,27 +158,15 @@ fn header(md: &mut String, input: &Input) {
             count(Status::Failed),
             count(Status::Diverged),
             unfinished,
-            input
-                .expected
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "(not given)".into()),
+            input.expected.map(|e| e.to_string()).unwrap_or_else(|| "(not given)".into()),
             input.missing.len()
         )),
     );
     let _ = writeln!(md);
     if !m.plugins.is_empty() {
-        let _ = writeln!(
-            md,
-            "### Plugins\n\n| name | path | sha256 |\n| --- | --- | --- |"
-        );
+        let _ = writeln!(md, "### Plugins\n\n| name | path | sha256 |\n| --- | --- | --- |");
         for p in &m.plugins {
-            let _ = writeln!(
-                md,
-                "| {} | `{}` | `{}` |",
-                cell(&p.name),
-                cell(&p.path),
-                cell(&p.sha256)
-            );
+            let _ = writeln!(md, "| {} | `{}` | `{}` |", cell(&p.name), cell(&p.path), cell(&p.sha256));
         }
         let _ = writeln!(md);
     }
@@ -213,21 +180,13 @@ fn verdicts(md: &mut String, input: &Input) {
          | --- | --- | --- | --- | --- | --- | --- |"
     );
     let side = |v: &verdict::Verdict| {
-        let best = v
-            .best_cold
-            .map(|p| format!("T={}: {}", fmt_t(p.temperature), point_pm(&p)))
-            .unwrap_or_else(|| "—".into());
+        let best =
+            v.best_cold.map(|p| format!("T={}: {}", fmt_t(p.temperature), point_pm(&p))).unwrap_or_else(|| "—".into());
         let one = v.at_one.map(|p| point_pm(&p)).unwrap_or_else(|| "—".into());
         format!("**{}** | {best} | {one}", v.outcome.as_str())
     };
     for v in input.verdicts {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} |",
-            cell(&v.level),
-            side(&v.nll),
-            side(&v.accuracy)
-        );
+        let _ = writeln!(md, "| {} | {} | {} |", cell(&v.level), side(&v.nll), side(&v.accuracy));
     }
     let _ = writeln!(md);
 }
@@ -262,8 +221,7 @@ fn per_level(md: &mut String, input: &Input) {
         }
         let _ = writeln!(md);
         let best_text = |p: Option<Point>| {
-            p.map(|p| format!("T = {} ({})", fmt_t(p.temperature), point_pm(&p)))
-                .unwrap_or_else(|| "—".into())
+            p.map(|p| format!("T = {} ({})", fmt_t(p.temperature), point_pm(&p))).unwrap_or_else(|| "—".into())
         };
         let _ = writeln!(
             md,
@@ -285,11 +243,7 @@ fn per_level(md: &mut String, input: &Input) {
             }
         }
         let _ = writeln!(md, "- Cold posterior effect, NLL: {}", verdict_text(&v.nll));
-        let _ = writeln!(
-            md,
-            "- Cold posterior effect, accuracy: {}\n",
-            verdict_text(&v.accuracy)
-        );
+        let _ = writeln!(md, "- Cold posterior effect, accuracy: {}\n", verdict_text(&v.accuracy));
     }
 }
 
@@ -315,11 +269,7 @@ fn growth(md: &mut String, input: &Input) {
             let nll = level.growth_curve("nll", t);
             let first = |c: &[(i64, f64)]| c.iter().find(|(m, _)| *m == 1).map(|(_, v)| *v);
             let last = |c: &[(i64, f64)]| c.last().map(|(_, v)| *v);
-            let members = acc
-                .last()
-                .or(nll.last())
-                .map(|(m, _)| m.to_string())
-                .unwrap_or_default();
+            let members = acc.last().or(nll.last()).map(|(m, _)| m.to_string()).unwrap_or_default();
             let _ = writeln!(
                 md,
                 "| {} | {members} | {} | {} | {} | {} |",
@@ -359,26 +309,17 @@ fn diagnostics(md: &mut String, input: &Input) {
             opt(d.kinetic_in_band_fraction),
             opt(d.kinetic_temperature),
             opt(d.configurational_temperature),
-            c.wall_seconds
-                .map(|w| format!("{w:.1}"))
-                .unwrap_or_else(|| "—".into())
+            c.wall_seconds.map(|w| format!("{w:.1}")).unwrap_or_else(|| "—".into())
         );
     }
     let _ = writeln!(md);
-    let bad: Vec<_> = run
-        .cells
-        .iter()
-        .filter(|c| matches!(c.status, Status::Failed | Status::Diverged))
-        .collect();
+    let bad: Vec<_> = run.cells.iter().filter(|c| matches!(c.status, Status::Failed | Status::Diverged)).collect();
     let _ = writeln!(md, "### Failed and diverged cells\n");
     if bad.is_empty() {
         let _ = writeln!(md, "None.\n");
         return;
     }
-    let _ = writeln!(
-        md,
-        "| cell | labels | status | diverged at step | message |\n| --- | --- | --- | --- | --- |"
-    );
+    let _ = writeln!(md, "| cell | labels | status | diverged at step | message |\n| --- | --- | --- | --- | --- |");
     for c in bad {
         let _ = writeln!(
             md,
@@ -386,9 +327,7 @@ fn diagnostics(md: &mut String, input: &Input) {
             cell(&c.id),
             cell(&labels_text(run, &c.id)),
             c.status.as_str(),
-            c.diverged_at_step
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "—".into()),
+            c.diverged_at_step.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
             cell(c.message.as_deref().unwrap_or("—"))
         );
     }
@@ -409,20 +348,10 @@ fn missing(md: &mut String, input: &Input) {
         md,
         "{scope}{} {} no finished status (absent, not started or still running):\n",
         input.missing.len(),
-        if input.missing.len() == 1 {
-            "has"
-        } else {
-            "have"
-        }
+        if input.missing.len() == 1 { "has" } else { "have" }
     );
     for id in input.missing {
-        let status = input
-            .run
-            .cells
-            .iter()
-            .find(|c| &c.id == id)
-            .map(|c| c.status.as_str())
-            .unwrap_or("absent");
+        let status = input.run.cells.iter().find(|c| &c.id == id).map(|c| c.status.as_str()).unwrap_or("absent");
         let labels = labels_text(input.run, id);
         if labels.is_empty() {
             let _ = writeln!(md, "- `{id}` ({status})");
@@ -441,10 +370,7 @@ fn plots(md: &mut String, input: &Input) {
     for p in input.plots {
         let rel = p.strip_prefix(input.out_dir).unwrap_or(p);
         let rel = rel.to_string_lossy().replace('\\', "/");
-        let name = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let _ = writeln!(md, "![{name}]({rel})\n");
     }
 }

@@ -20,9 +20,7 @@ pub fn draw_all(levels: &[Level], dir: &Path) -> Result<Vec<PathBuf>, ReportErro
     let mut out = Vec::new();
     for (metric, title) in [("accuracy", "Accuracy"), ("nll", "NLL")] {
         let path = dir.join(format!("{metric}_vs_temperature.svg"));
-        write_svg(&path, |svg| {
-            metric_vs_temperature(svg, levels, metric, title)
-        })?;
+        write_svg(&path, |svg| metric_vs_temperature(svg, levels, metric, title))?;
         out.push(path);
     }
     let mut used: Vec<String> = Vec::new();
@@ -44,16 +42,8 @@ pub fn draw_all(levels: &[Level], dir: &Path) -> Result<Vec<PathBuf>, ReportErro
 
 /// A file-name-safe version of a level name.
 pub fn slug(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
     let s = s.trim_matches('_').to_string();
     let s: String = s.chars().take(80).collect();
     if s.is_empty() {
@@ -67,14 +57,8 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn write_svg(path: &Path, draw: impl FnOnce(&mut String) -> DrawResult) -> Result<(), ReportError> {
     let mut svg = String::new();
-    draw(&mut svg).map_err(|e| ReportError::Plot {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    std::fs::write(path, svg).map_err(|source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    draw(&mut svg).map_err(|e| ReportError::Plot { path: path.to_path_buf(), message: e.to_string() })?;
+    std::fs::write(path, svg).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
 /// `(lo, hi)` padded by 5 % (or by a unit-ish amount when flat).
@@ -95,43 +79,21 @@ fn min_max(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
     values
         .into_iter()
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        })
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
-fn metric_vs_temperature(
-    svg: &mut String,
-    levels: &[Level],
-    metric: &str,
-    title: &str,
-) -> DrawResult {
+fn metric_vs_temperature(svg: &mut String, levels: &[Level], metric: &str, title: &str) -> DrawResult {
     let series: Vec<(&Level, Vec<crate::verdict::Point>)> = levels
         .iter()
         .map(|l| {
-            let pts: Vec<_> = l
-                .points(metric)
-                .into_iter()
-                .filter(|p| p.temperature > 0.0)
-                .collect();
+            let pts: Vec<_> = l.points(metric).into_iter().filter(|p| p.temperature > 0.0).collect();
             (l, pts)
         })
         .collect();
 
-    let (t_lo, t_hi) = min_max(
-        series
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|p| p.temperature)),
-    );
-    let (t_lo, t_hi) = if t_lo.is_finite() {
-        (t_lo / 1.5, t_hi * 1.5)
-    } else {
-        (0.01, 10.0)
-    };
-    let sgd: Vec<Option<f64>> = levels
-        .iter()
-        .map(|l| l.sgd(metric).and_then(|s| s.mean))
-        .collect();
+    let (t_lo, t_hi) = min_max(series.iter().flat_map(|(_, p)| p.iter().map(|p| p.temperature)));
+    let (t_lo, t_hi) = if t_lo.is_finite() { (t_lo / 1.5, t_hi * 1.5) } else { (0.01, 10.0) };
+    let sgd: Vec<Option<f64>> = levels.iter().map(|l| l.sgd(metric).and_then(|s| s.mean)).collect();
     let (y_lo, y_hi) = min_max(
         series
             .iter()
@@ -148,47 +110,25 @@ fn metric_vs_temperature(
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{title} vs temperature (mean ± se over seeds; dashed: SGD, T = 0)"),
-            ("sans-serif", 18),
-        )
+        .caption(format!("{title} vs temperature (mean ± se over seeds; dashed: SGD, T = 0)"), ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d((t_lo..t_hi).log_scale(), y_lo..y_hi)?;
-    chart
-        .configure_mesh()
-        .x_desc("temperature T (log scale)")
-        .y_desc(title)
-        .draw()?;
+    chart.configure_mesh().x_desc("temperature T (log scale)").y_desc(title).draw()?;
 
     for (i, ((level, pts), sgd)) in series.iter().zip(&sgd).enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.temperature, p.mean)),
-                color.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.temperature, p.mean)), color.stroke_width(2)))?
             .label(level.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            pts.iter()
-                .map(|p| Circle::new((p.temperature, p.mean), 3, color.filled())),
-        )?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|p| Circle::new((p.temperature, p.mean), 3, color.filled())))?;
         chart.draw_series(pts.iter().filter_map(|p| {
-            p.se.map(|se| {
-                ErrorBar::new_vertical(p.temperature, p.mean - se, p.mean, p.mean + se, color, 8)
-            })
+            p.se.map(|se| ErrorBar::new_vertical(p.temperature, p.mean - se, p.mean, p.mean + se, color, 8))
         }))?;
         if let Some(v) = sgd {
-            chart.draw_series(DashedLineSeries::new(
-                vec![(t_lo, *v), (t_hi, *v)],
-                8,
-                5,
-                color.stroke_width(1),
-            ))?;
+            chart.draw_series(DashedLineSeries::new(vec![(t_lo, *v), (t_hi, *v)], 8, 5, color.stroke_width(1)))?;
         }
     }
     chart
@@ -203,15 +143,8 @@ fn metric_vs_temperature(
 
 fn growth_nll(svg: &mut String, level: &Level) -> DrawResult {
     let temps = level.growth_temperatures();
-    let curves: Vec<(f64, Vec<(i64, f64)>)> = temps
-        .iter()
-        .map(|t| (*t, level.growth_curve("nll", *t)))
-        .collect();
-    let (m_lo, m_hi) = min_max(
-        curves
-            .iter()
-            .flat_map(|(_, c)| c.iter().map(|(m, _)| *m as f64)),
-    );
+    let curves: Vec<(f64, Vec<(i64, f64)>)> = temps.iter().map(|t| (*t, level.growth_curve("nll", *t))).collect();
+    let (m_lo, m_hi) = min_max(curves.iter().flat_map(|(_, c)| c.iter().map(|(m, _)| *m as f64)));
     let (m_lo, m_hi) = if m_lo.is_finite() && m_hi > m_lo {
         (m_lo, m_hi)
     } else if m_lo.is_finite() {
@@ -225,10 +158,7 @@ fn growth_nll(svg: &mut String, level: &Level) -> DrawResult {
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Ensemble NLL vs members: {}", level.name),
-            ("sans-serif", 18),
-        )
+        .caption(format!("Ensemble NLL vs members: {}", level.name), ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
@@ -242,25 +172,12 @@ fn growth_nll(svg: &mut String, level: &Level) -> DrawResult {
         .draw()?;
     for (i, (t, curve)) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let label = if *t == 0.0 {
-            "T = 0 (SGD)".to_string()
-        } else {
-            format!("T = {}", fmt_t(*t))
-        };
+        let label = if *t == 0.0 { "T = 0 (SGD)".to_string() } else { format!("T = {}", fmt_t(*t)) };
         chart
-            .draw_series(LineSeries::new(
-                curve.iter().map(|(m, v)| (*m as f64, *v)),
-                color.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(curve.iter().map(|(m, v)| (*m as f64, *v)), color.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            curve
-                .iter()
-                .map(|(m, v)| Circle::new((*m as f64, *v), 3, color.filled())),
-        )?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(curve.iter().map(|(m, v)| Circle::new((*m as f64, *v), 3, color.filled())))?;
     }
     chart
         .configure_series_labels()

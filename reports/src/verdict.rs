@@ -72,10 +72,7 @@ pub fn decide(points: &[Point], direction: Direction) -> Verdict {
         Direction::LowerIsBetter => a < b,
         Direction::HigherIsBetter => a > b,
     };
-    let at_one = points
-        .iter()
-        .find(|p| is_one(p.temperature) && p.mean.is_finite())
-        .copied();
+    let at_one = points.iter().find(|p| is_one(p.temperature) && p.mean.is_finite()).copied();
     let best_cold = points
         .iter()
         .filter(|p| p.temperature > 0.0 && p.temperature < 1.0 && !is_one(p.temperature))
@@ -141,14 +138,7 @@ pub fn decide(points: &[Point], direction: Direction) -> Verdict {
             ),
         )
     };
-    Verdict {
-        outcome,
-        best_cold,
-        at_one,
-        improvement: Some(improvement),
-        combined_se: Some(combined),
-        reason,
-    }
+    Verdict { outcome, best_cold, at_one, improvement: Some(improvement), combined_se: Some(combined), reason }
 }
 
 /// A temperature as short text (`0.01`, `1`, `1e-4`).
@@ -165,44 +155,28 @@ mod tests {
     use super::*;
 
     fn p(t: f64, mean: f64, se: f64) -> Point {
-        Point {
-            temperature: t,
-            mean,
-            se: Some(se),
-        }
+        Point { temperature: t, mean, se: Some(se) }
     }
 
     #[test]
     fn cold_clearly_better_is_present() {
-        let v = decide(
-            &[p(0.0, 0.2, 0.01), p(0.1, 0.30, 0.01), p(1.0, 0.40, 0.01)],
-            Direction::LowerIsBetter,
-        );
+        let v = decide(&[p(0.0, 0.2, 0.01), p(0.1, 0.30, 0.01), p(1.0, 0.40, 0.01)], Direction::LowerIsBetter);
         assert_eq!(v.outcome, Outcome::Present);
         assert_eq!(v.best_cold.unwrap().temperature, 0.1);
     }
 
     #[test]
     fn sgd_is_never_the_best_cold_temperature() {
-        let v = decide(
-            &[p(0.0, 0.1, 0.01), p(0.5, 0.5, 0.01), p(1.0, 0.40, 0.01)],
-            Direction::LowerIsBetter,
-        );
+        let v = decide(&[p(0.0, 0.1, 0.01), p(0.5, 0.5, 0.01), p(1.0, 0.40, 0.01)], Direction::LowerIsBetter);
         assert_eq!(v.outcome, Outcome::Absent);
         assert_eq!(v.best_cold.unwrap().temperature, 0.5);
     }
 
     #[test]
     fn within_two_se_is_absent_and_higher_is_better_works() {
-        let v = decide(
-            &[p(0.1, 0.91, 0.01), p(1.0, 0.90, 0.01)],
-            Direction::HigherIsBetter,
-        );
+        let v = decide(&[p(0.1, 0.91, 0.01), p(1.0, 0.90, 0.01)], Direction::HigherIsBetter);
         assert_eq!(v.outcome, Outcome::Absent);
-        let v = decide(
-            &[p(0.1, 0.95, 0.01), p(1.0, 0.90, 0.01)],
-            Direction::HigherIsBetter,
-        );
+        let v = decide(&[p(0.1, 0.95, 0.01), p(1.0, 0.90, 0.01)], Direction::HigherIsBetter);
         assert_eq!(v.outcome, Outcome::Present);
     }
 
@@ -210,17 +184,7 @@ mod tests {
     fn missing_t1_or_se_is_undetermined() {
         let v = decide(&[p(0.1, 0.3, 0.01)], Direction::LowerIsBetter);
         assert_eq!(v.outcome, Outcome::Undetermined);
-        let v = decide(
-            &[
-                Point {
-                    temperature: 0.1,
-                    mean: 0.1,
-                    se: None,
-                },
-                p(1.0, 0.4, 0.01),
-            ],
-            Direction::LowerIsBetter,
-        );
+        let v = decide(&[Point { temperature: 0.1, mean: 0.1, se: None }, p(1.0, 0.4, 0.01)], Direction::LowerIsBetter);
         assert_eq!(v.outcome, Outcome::Undetermined);
     }
 }

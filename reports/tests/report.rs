@@ -31,24 +31,11 @@ struct Truth {
 /// Gaussian: strong cold effect on NLL and accuracy. Laplace: T = 1 is best.
 fn base(prior: &str, t: f64) -> (f64, f64) {
     // (temperature, nll, accuracy)
-    const GAUSSIAN: [(f64, f64, f64); 5] = [
-        (0.0, 0.50, 0.900),
-        (0.01, 0.30, 0.950),
-        (0.1, 0.25, 0.960),
-        (1.0, 0.45, 0.920),
-        (2.0, 0.60, 0.880),
-    ];
-    const LAPLACE: [(f64, f64, f64); 4] = [
-        (0.0, 0.55, 0.890),
-        (0.01, 0.41, 0.925),
-        (0.1, 0.405, 0.928),
-        (1.0, 0.40, 0.930),
-    ];
-    let table: &[(f64, f64, f64)] = if prior == "gaussian" {
-        &GAUSSIAN
-    } else {
-        &LAPLACE
-    };
+    const GAUSSIAN: [(f64, f64, f64); 5] =
+        [(0.0, 0.50, 0.900), (0.01, 0.30, 0.950), (0.1, 0.25, 0.960), (1.0, 0.45, 0.920), (2.0, 0.60, 0.880)];
+    const LAPLACE: [(f64, f64, f64); 4] =
+        [(0.0, 0.55, 0.890), (0.01, 0.41, 0.925), (0.1, 0.405, 0.928), (1.0, 0.40, 0.930)];
+    let table: &[(f64, f64, f64)] = if prior == "gaussian" { &GAUSSIAN } else { &LAPLACE };
     let (_, nll, acc) = table.iter().find(|(tt, _, _)| *tt == t).unwrap();
     (*nll, *acc)
 }
@@ -60,10 +47,7 @@ fn write(path: &Path, text: String) {
 
 fn write_cell(run: &Path, c: &Truth, diverged_step: Option<u64>) {
     let dir = run.join("cells").join(&c.id);
-    write(
-        &dir.join("labels.json"),
-        json!({"prior": c.prior, "temperature": c.t, "seed": c.seed}).to_string(),
-    );
+    write(&dir.join("labels.json"), json!({"prior": c.prior, "temperature": c.t, "seed": c.seed}).to_string());
     let message = match c.status {
         "failed" => json!("plugin error: boom"),
         "diverged" => json!("loss became NaN"),
@@ -180,17 +164,9 @@ fn build_run(run: &Path) -> (Vec<Truth>, Vec<String>, String) {
             seed,
             status,
             // the diverged cell's last finite metrics are absurd: they must not enter the summary
-            accuracy: if status == "diverged" {
-                0.1
-            } else {
-                acc + jitter * 0.5
-            },
+            accuracy: if status == "diverged" { 0.1 } else { acc + jitter * 0.5 },
             accuracy_se: 0.002 + 0.0001 * seed as f64,
-            nll: if status == "diverged" {
-                9.0
-            } else {
-                nll + jitter
-            },
+            nll: if status == "diverged" { 9.0 } else { nll + jitter },
             nll_se: 0.005 + 0.0002 * seed as f64,
             brier: 0.1 + jitter,
             ece: 0.02 + jitter * 0.1,
@@ -217,11 +193,8 @@ fn read_summary(path: &Path) -> BTreeMap<(String, String), BTreeMap<String, Stri
     for line in lines {
         let fields: Vec<&str> = line.split(',').collect();
         assert_eq!(fields.len(), header.len(), "{line}");
-        let row: BTreeMap<String, String> = header
-            .iter()
-            .zip(&fields)
-            .map(|(h, f)| (h.to_string(), f.to_string()))
-            .collect();
+        let row: BTreeMap<String, String> =
+            header.iter().zip(&fields).map(|(h, f)| (h.to_string(), f.to_string())).collect();
         let t: f64 = row["temperature"].parse().unwrap();
         out.insert((row["prior"].clone(), format!("{t}")), row);
     }
@@ -237,14 +210,8 @@ fn report_numbers_match_an_independent_computation() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path();
     let (truths, expected, missing_id) = build_run(run);
-    let summary = write_report(
-        run,
-        &ReportOptions {
-            expected_cells: Some(expected.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let summary =
+        write_report(run, &ReportOptions { expected_cells: Some(expected.clone()), ..Default::default() }).unwrap();
 
     assert_eq!(summary.cells_found, truths.len());
     assert_eq!(summary.cells_failed, 1);
@@ -255,10 +222,7 @@ fn report_numbers_match_an_independent_computation() {
     let rows = read_summary(&summary.summary_csv);
     let mut groups: BTreeMap<(String, String), Vec<&Truth>> = BTreeMap::new();
     for t in &truths {
-        groups
-            .entry((t.prior.to_string(), format!("{}", t.t)))
-            .or_default()
-            .push(t);
+        groups.entry((t.prior.to_string(), format!("{}", t.t))).or_default().push(t);
     }
     assert_eq!(rows.len(), groups.len());
     for (key, cells) in &groups {
@@ -301,16 +265,8 @@ fn report_numbers_match_an_independent_computation() {
 
     // Verdicts: gaussian shows the effect, laplace does not.
     assert_eq!(summary.verdicts.len(), 2);
-    let g = summary
-        .verdicts
-        .iter()
-        .find(|v| v.level == "prior=gaussian")
-        .unwrap();
-    let l = summary
-        .verdicts
-        .iter()
-        .find(|v| v.level == "prior=laplace")
-        .unwrap();
+    let g = summary.verdicts.iter().find(|v| v.level == "prior=gaussian").unwrap();
+    let l = summary.verdicts.iter().find(|v| v.level == "prior=laplace").unwrap();
     assert_eq!(g.nll.outcome, Outcome::Present, "{g:?}");
     assert_eq!(g.accuracy.outcome, Outcome::Present, "{g:?}");
     assert_eq!(g.nll.best_cold.unwrap().temperature, 0.1);
@@ -319,20 +275,14 @@ fn report_numbers_match_an_independent_computation() {
 
     // The verdict's numbers agree with the independent means and standard errors.
     let nll_of = |prior: &str, t: f64| {
-        let v: Vec<f64> = truths
-            .iter()
-            .filter(|c| c.prior == prior && c.t == t && c.status == "done")
-            .map(|c| c.nll)
-            .collect();
+        let v: Vec<f64> =
+            truths.iter().filter(|c| c.prior == prior && c.t == t && c.status == "done").map(|c| c.nll).collect();
         mean_se(&v)
     };
     let (m01, se01) = nll_of("gaussian", 0.1);
     let (m1, se1) = nll_of("gaussian", 1.0);
     assert!(close(g.nll.improvement.unwrap(), m1 - m01));
-    assert!(close(
-        g.nll.combined_se.unwrap(),
-        (se01 * se01 + se1 * se1).sqrt()
-    ));
+    assert!(close(g.nll.combined_se.unwrap(), (se01 * se01 + se1 * se1).sqrt()));
 
     // report.md
     let md = fs::read_to_string(&summary.report_md).unwrap();
@@ -361,27 +311,16 @@ fn report_numbers_match_an_independent_computation() {
     // The wall time total: 10 s per cell.
     assert!(md.contains(&format!("{:.1} s", 10.0 * truths.len() as f64)));
     // The SGD reference line of the gaussian level.
-    let (sgd_acc, sgd_acc_se) = mean_se(
-        &truths
-            .iter()
-            .filter(|c| c.prior == "gaussian" && c.t == 0.0)
-            .map(|c| c.accuracy)
-            .collect::<Vec<_>>(),
-    );
-    assert!(
-        md.contains(&format!(
-            "SGD reference (T = 0): accuracy {:.4} ± {:.4}",
-            sgd_acc, sgd_acc_se
-        )),
-        "{md}"
-    );
+    let (sgd_acc, sgd_acc_se) =
+        mean_se(&truths.iter().filter(|c| c.prior == "gaussian" && c.t == 0.0).map(|c| c.accuracy).collect::<Vec<_>>());
+    assert!(md.contains(&format!("SGD reference (T = 0): accuracy {:.4} ± {:.4}", sgd_acc, sgd_acc_se)), "{md}");
 
     // Plots: well-formed SVG, one legend entry per factor level / temperature.
     assert!(!summary.plots.is_empty());
     for p in &summary.plots {
         let text = fs::read_to_string(p).unwrap();
-        let doc = roxmltree::Document::parse(&text)
-            .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", p.display()));
+        let doc =
+            roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", p.display()));
         assert_eq!(doc.root_element().tag_name().name(), "svg");
         let texts: Vec<String> = doc
             .descendants()
@@ -391,16 +330,9 @@ fn report_numbers_match_an_independent_computation() {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         if name.ends_with("_vs_temperature.svg") {
             for level in ["prior=gaussian", "prior=laplace"] {
-                assert_eq!(
-                    texts.iter().filter(|t| *t == level).count(),
-                    1,
-                    "{name}: legend entries {texts:?}"
-                );
+                assert_eq!(texts.iter().filter(|t| *t == level).count(), 1, "{name}: legend entries {texts:?}");
             }
-            let polylines = doc
-                .descendants()
-                .filter(|n| n.has_tag_name("polyline"))
-                .count();
+            let polylines = doc.descendants().filter(|n| n.has_tag_name("polyline")).count();
             assert!(polylines >= 2, "{name}: {polylines} polylines");
         } else {
             assert!(name.starts_with("growth_nll_"), "{name}");
@@ -409,38 +341,17 @@ fn report_numbers_match_an_independent_computation() {
             assert_eq!(legend.len(), n_temps, "{name}: {legend:?}");
         }
     }
-    let names: Vec<String> = summary
-        .plots
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
-        .collect();
+    let names: Vec<String> =
+        summary.plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
     assert!(names.contains(&"accuracy_vs_temperature.svg".to_string()));
     assert!(names.contains(&"nll_vs_temperature.svg".to_string()));
     assert!(names.contains(&"growth_nll_prior_gaussian.svg".to_string()));
 
     // Parquet round trip with polars, compared with the truth and with results.csv.
     use polars::prelude::*;
-    let df = ParquetReader::new(fs::File::open(&summary.results_parquet).unwrap())
-        .finish()
-        .unwrap();
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "cell_id",
-            "status",
-            "prior",
-            "temperature",
-            "seed",
-            "metric",
-            "value",
-            "se"
-        ]
-    );
+    let df = ParquetReader::new(fs::File::open(&summary.results_parquet).unwrap()).finish().unwrap();
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, ["cell_id", "status", "prior", "temperature", "seed", "metric", "value", "se"]);
     let csv = CsvReadOptions::default()
         .with_has_header(true)
         .try_into_reader_with_file_path(Some(summary.results_csv.clone()))
@@ -456,9 +367,7 @@ fn report_numbers_match_an_independent_computation() {
     let seed = df.column("seed").unwrap().i64().unwrap().clone();
     let mut checked = 0;
     for t in &truths {
-        let rows: Vec<usize> = (0..df.height())
-            .filter(|&i| ids.get(i) == Some(t.id.as_str()))
-            .collect();
+        let rows: Vec<usize> = (0..df.height()).filter(|&i| ids.get(i) == Some(t.id.as_str())).collect();
         assert!(!rows.is_empty(), "{} has no rows", t.id);
         for &i in &rows {
             assert_eq!(status.get(i), Some(t.status));
@@ -527,10 +436,7 @@ fn verdict_is_undetermined_without_t1_and_missing_cells_without_expected_list() 
     }
     // A running cell: unfinished, listed as missing without an expected list.
     let dir = run.join("cells").join("cell_running");
-    write(
-        &dir.join("labels.json"),
-        json!({"prior": "gaussian", "temperature": 1.0, "seed": 1}).to_string(),
-    );
+    write(&dir.join("labels.json"), json!({"prior": "gaussian", "temperature": 1.0, "seed": 1}).to_string());
     write(
         &dir.join("status.json"),
         json!({"status": "running", "message": null, "wall_seconds": 1.0,
@@ -538,14 +444,7 @@ fn verdict_is_undetermined_without_t1_and_missing_cells_without_expected_list() 
         .to_string(),
     );
     let out = tmp.path().join("elsewhere");
-    let summary = write_report(
-        run,
-        &ReportOptions {
-            out_dir: Some(out.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let summary = write_report(run, &ReportOptions { out_dir: Some(out.clone()), ..Default::default() }).unwrap();
     assert_eq!(summary.out_dir, out);
     assert!(out.join("report.md").exists());
     assert_eq!(summary.missing, vec!["cell_running".to_string()]);

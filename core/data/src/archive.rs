@@ -18,18 +18,10 @@ const BLOCK: usize = 512;
 
 /// Extract the wanted files of `member_dir` from the `.tgz` at `archive` into `dest`.
 /// Fails if any wanted file is absent from the archive.
-pub fn extract_tgz_members(
-    archive: &Path,
-    member_dir: &str,
-    wanted: &[String],
-    dest: &Path,
-) -> Result<(), DataError> {
+pub fn extract_tgz_members(archive: &Path, member_dir: &str, wanted: &[String], dest: &Path) -> Result<(), DataError> {
     let file = File::open(archive).map_err(|e| DataError::io("cannot open", archive, e))?;
     let mut reader = BufReader::new(MultiGzDecoder::new(BufReader::new(file)));
-    let corrupt = |detail: String| DataError::Format {
-        path: archive.to_path_buf(),
-        detail,
-    };
+    let corrupt = |detail: String| DataError::Format { path: archive.to_path_buf(), detail };
     let read_err = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof => DataError::Truncated {
             path: archive.to_path_buf(),
@@ -55,18 +47,11 @@ pub fn extract_tgz_members(
         match typeflag {
             b'x' | b'L' => {
                 let mut data = Vec::new();
-                (&mut reader)
-                    .take(size)
-                    .read_to_end(&mut data)
-                    .map_err(read_err)?;
+                (&mut reader).take(size).read_to_end(&mut data).map_err(read_err)?;
                 if data.len() as u64 != size {
                     return Err(read_err(io::ErrorKind::UnexpectedEof.into()));
                 }
-                long_name = if typeflag == b'x' {
-                    pax_path(&data)
-                } else {
-                    Some(cstr(&data))
-                };
+                long_name = if typeflag == b'x' { pax_path(&data) } else { Some(cstr(&data)) };
             }
             b'0' | 0 | b'7' => {
                 let path = name.trim_start_matches("./");
@@ -91,10 +76,7 @@ pub fn extract_tgz_members(
         skip(&mut reader, padding(size)).map_err(read_err)?;
     }
     if let Some(i) = found.iter().position(|f| !f) {
-        return Err(corrupt(format!(
-            "the tarball has no file {member_dir}/{}",
-            wanted[i]
-        )));
+        return Err(corrupt(format!("the tarball has no file {member_dir}/{}", wanted[i])));
     }
     Ok(())
 }
@@ -116,21 +98,9 @@ fn read_block(r: &mut impl Read, block: &mut [u8; BLOCK]) -> io::Result<bool> {
 
 fn check_header_checksum(h: &[u8; BLOCK]) -> Result<(), String> {
     let stored = parse_octal(&h[148..156])?;
-    let sum: u64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(b)
-            }
-        })
-        .sum();
+    let sum: u64 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
     if stored != sum {
-        return Err(format!(
-            "tar header checksum {stored} does not match the computed {sum}"
-        ));
+        return Err(format!("tar header checksum {stored} does not match the computed {sum}"));
     }
     Ok(())
 }
@@ -140,10 +110,7 @@ fn parse_size(field: &[u8]) -> Result<u64, String> {
         // GNU base-256: big-endian binary in the rest of the field.
         let mut v: u64 = u64::from(field[0] & 0x7f);
         for &b in &field[1..] {
-            v = v
-                .checked_mul(256)
-                .and_then(|v| v.checked_add(u64::from(b)))
-                .ok_or("tar entry size overflows")?;
+            v = v.checked_mul(256).and_then(|v| v.checked_add(u64::from(b))).ok_or("tar entry size overflows")?;
         }
         Ok(v)
     } else {
@@ -152,11 +119,7 @@ fn parse_size(field: &[u8]) -> Result<u64, String> {
 }
 
 fn parse_octal(field: &[u8]) -> Result<u64, String> {
-    let text: String = field
-        .iter()
-        .take_while(|&&b| b != 0)
-        .map(|&b| b as char)
-        .collect();
+    let text: String = field.iter().take_while(|&&b| b != 0).map(|&b| b as char).collect();
     let text = text.trim();
     if text.is_empty() {
         return Ok(0);
@@ -226,8 +189,5 @@ fn copy_exact(r: &mut impl Read, n: u64, out: &Path) -> Result<(), CopyError> {
         return Err(CopyError::Read(io::ErrorKind::UnexpectedEof.into()));
     }
     w.flush().map_err(CopyError::Write)?;
-    w.into_inner()
-        .map_err(|e| CopyError::Write(e.into_error()))?
-        .sync_all()
-        .map_err(CopyError::Write)
+    w.into_inner().map_err(|e| CopyError::Write(e.into_error()))?.sync_all().map_err(CopyError::Write)
 }

@@ -26,13 +26,8 @@ pub const PIXELS: usize = CHANNELS * SIDE * SIDE;
 /// Bytes per record: the label byte and the pixels.
 pub const RECORD: usize = 1 + PIXELS;
 /// Training batch files, in order.
-pub const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+pub const TRAIN_FILES: [&str; 5] =
+    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// Test batch file.
 pub const TEST_FILE: &str = "test_batch.bin";
 /// Subfolder name of the official tarball.
@@ -56,10 +51,7 @@ pub fn resolve_dir(dir: &Path) -> PathBuf {
 /// Whether `dir` (or its subfolder) holds all six batch files.
 pub fn is_complete(dir: &Path) -> bool {
     let dir = resolve_dir(dir);
-    TRAIN_FILES
-        .iter()
-        .chain(std::iter::once(&TEST_FILE))
-        .all(|f| dir.join(f).is_file())
+    TRAIN_FILES.iter().chain(std::iter::once(&TEST_FILE)).all(|f| dir.join(f).is_file())
 }
 
 /// Load CIFAR-10 from a folder of binary batches, pixels scaled to `[0, 1]`.
@@ -77,10 +69,7 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Dataset, DataError> {
         }
     }
     let train_paths: Vec<PathBuf> = TRAIN_FILES.iter().map(|f| dir.join(f)).collect();
-    let (train, test) = rayon::join(
-        || read_batches(&train_paths),
-        || read_batches(&[dir.join(TEST_FILE)]),
-    );
+    let (train, test) = rayon::join(|| read_batches(&train_paths), || read_batches(&[dir.join(TEST_FILE)]));
     let (train, test) = (train?, test?);
     tracing::debug!(dir = %dir.display(), train = train.len(), test = test.len(), "loaded CIFAR-10");
     Ok(Dataset {
@@ -96,15 +85,9 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Dataset, DataError> {
 
 /// Read and concatenate several batch files into one split.
 pub fn read_batches(paths: &[PathBuf]) -> Result<Split, DataError> {
-    let parts = paths
-        .par_iter()
-        .map(|p| read_batch(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let parts = paths.par_iter().map(|p| read_batch(p)).collect::<Result<Vec<_>, _>>()?;
     let n: usize = parts.iter().map(Split::len).sum();
-    let mut split = Split {
-        images: Vec::with_capacity(n * PIXELS),
-        labels: Vec::with_capacity(n),
-    };
+    let mut split = Split { images: Vec::with_capacity(n * PIXELS), labels: Vec::with_capacity(n) };
     for part in parts {
         split.images.extend_from_slice(&part.images);
         split.labels.extend_from_slice(&part.labels);
@@ -140,31 +123,19 @@ pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<Split, DataError> {
             ),
         });
     }
-    if let Some(index) = bytes
-        .chunks_exact(RECORD)
-        .position(|r| usize::from(r[0]) >= CLASSES)
-    {
+    if let Some(index) = bytes.chunks_exact(RECORD).position(|r| usize::from(r[0]) >= CLASSES) {
         return Err(DataError::Format {
             path: path.to_path_buf(),
-            detail: format!(
-                "record {index} has label {} outside 0..{CLASSES}",
-                bytes[index * RECORD]
-            ),
+            detail: format!("record {index} has label {} outside 0..{CLASSES}", bytes[index * RECORD]),
         });
     }
     let n = bytes.len() / RECORD;
-    let labels = bytes
-        .chunks_exact(RECORD)
-        .map(|r| i64::from(r[0]))
-        .collect();
+    let labels = bytes.chunks_exact(RECORD).map(|r| i64::from(r[0])).collect();
     let mut images = vec![0.0f32; n * PIXELS];
-    images
-        .par_chunks_mut(PIXELS)
-        .zip(bytes.par_chunks_exact(RECORD))
-        .for_each(|(out, record)| {
-            for (o, &p) in out.iter_mut().zip(&record[1..]) {
-                *o = f32::from(p) / 255.0;
-            }
-        });
+    images.par_chunks_mut(PIXELS).zip(bytes.par_chunks_exact(RECORD)).for_each(|(out, record)| {
+        for (o, &p) in out.iter_mut().zip(&record[1..]) {
+            *o = f32::from(p) / 255.0;
+        }
+    });
     Ok(Split { images, labels })
 }

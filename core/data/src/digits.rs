@@ -51,11 +51,7 @@ pub fn digits_from_file(path: &Path) -> Result<Dataset, DataError> {
 /// Parse digits CSV bytes (gzip or plain) and apply the fixed split; `path` is only used in
 /// errors. Accepts any number of rows (at least 2), split in the same 1297:500 proportion.
 pub fn digits_from_bytes(path: &Path, raw: &[u8]) -> Result<Dataset, DataError> {
-    let text = if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip(path, raw)?
-    } else {
-        raw.to_vec()
-    };
+    let text = if raw.starts_with(&[0x1f, 0x8b]) { gunzip(path, raw)? } else { raw.to_vec() };
     let all = parse_csv(path, &text)?;
     let n = all.len();
     if n < 2 {
@@ -64,11 +60,7 @@ pub fn digits_from_bytes(path: &Path, raw: &[u8]) -> Result<Dataset, DataError> 
             detail: format!("{n} rows; need at least 2 to split into train and test"),
         });
     }
-    let n_train = if n == DIGITS_N {
-        DIGITS_TRAIN
-    } else {
-        (n * DIGITS_TRAIN / DIGITS_N).clamp(1, n - 1)
-    };
+    let n_train = if n == DIGITS_N { DIGITS_TRAIN } else { (n * DIGITS_TRAIN / DIGITS_N).clamp(1, n - 1) };
     let perm = permutation(n, DIGITS_SPLIT_SEED, 0);
     Ok(Dataset {
         name: "digits".to_string(),
@@ -83,15 +75,10 @@ pub fn digits_from_bytes(path: &Path, raw: &[u8]) -> Result<Dataset, DataError> 
 
 /// Parse the CSV text into one split holding every row, in file order.
 fn parse_csv(path: &Path, text: &[u8]) -> Result<Split, DataError> {
-    let text = std::str::from_utf8(text).map_err(|e| DataError::Format {
-        path: path.to_path_buf(),
-        detail: format!("not UTF-8 text: {e}"),
-    })?;
+    let text = std::str::from_utf8(text)
+        .map_err(|e| DataError::Format { path: path.to_path_buf(), detail: format!("not UTF-8 text: {e}") })?;
     let pixels = SIDE * SIDE;
-    let mut split = Split {
-        images: Vec::with_capacity(DIGITS_N * pixels),
-        labels: Vec::with_capacity(DIGITS_N),
-    };
+    let mut split = Split { images: Vec::with_capacity(DIGITS_N * pixels), labels: Vec::with_capacity(DIGITS_N) };
     for (line_no, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -103,11 +90,7 @@ fn parse_csv(path: &Path, text: &[u8]) -> Result<Split, DataError> {
         };
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != pixels + 1 {
-            return Err(bad(format!(
-                "{} fields, expected {} (64 pixels and a label)",
-                fields.len(),
-                pixels + 1
-            )));
+            return Err(bad(format!("{} fields, expected {} (64 pixels and a label)", fields.len(), pixels + 1)));
         }
         for f in &fields[..pixels] {
             let v = parse_int(f).filter(|&v| v <= u64::from(MAX_PIXEL));

@@ -36,9 +36,7 @@ pub enum DataError {
     },
 
     /// A file is shorter than its header (or record size) says it must be.
-    #[error(
-        "{path}: truncated: {detail}; the file is incomplete: replace it (or re-fetch the dataset)"
-    )]
+    #[error("{path}: truncated: {detail}; the file is incomplete: replace it (or re-fetch the dataset)")]
     Truncated {
         /// The offending file.
         path: PathBuf,
@@ -134,15 +132,7 @@ pub enum DataError {
 
 impl DataError {
     /// Shorthand for [`DataError::Io`].
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        DataError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io { action, path: path.into(), source }
     }
 }

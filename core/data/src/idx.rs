@@ -105,10 +105,7 @@ fn find_one(dir: &Path, prefix: &str, kind: &str, idx: &str) -> Result<PathBuf, 
     }
     Err(DataError::MissingFile {
         path: dir.join(&candidates[0]),
-        what: format!(
-            "IDX {prefix} {kind}; also tried {}",
-            candidates[1..].join(", ")
-        ),
+        what: format!("IDX {prefix} {kind}; also tried {}", candidates[1..].join(", ")),
         hint: "put the four IDX files (train/t10k images and labels) in this folder, \
                or fetch the dataset with `ablate data fetch <name>`"
             .to_string(),
@@ -119,12 +116,7 @@ fn find_one(dir: &Path, prefix: &str, kind: &str, idx: &str) -> Result<PathBuf, 
 pub fn candidate_names(prefix: &str, kind: &str, idx: &str) -> Vec<String> {
     let dash = format!("{prefix}-{kind}-{idx}-ubyte");
     let dot = format!("{prefix}-{kind}.{idx}-ubyte");
-    vec![
-        dash.clone(),
-        format!("{dash}.gz"),
-        dot.clone(),
-        format!("{dot}.gz"),
-    ]
+    vec![dash.clone(), format!("{dash}.gz"), dot.clone(), format!("{dot}.gz")]
 }
 
 /// Read an image file and its label file into a [`Split`] with pixels scaled to `[0, 1]`;
@@ -145,20 +137,14 @@ pub fn load_split(
             labels: labels.len(),
         });
     }
-    if let Some((index, &label)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| usize::from(l) >= num_classes)
-    {
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| usize::from(l) >= num_classes) {
         return Err(DataError::Format {
             path: labels_path.to_path_buf(),
             detail: format!("label {label} at index {index} is outside 0..{num_classes}"),
         });
     }
-    let split = Split {
-        images: scale_pixels(&images.pixels, 255.0),
-        labels: labels.iter().map(|&l| i64::from(l)).collect(),
-    };
+    let split =
+        Split { images: scale_pixels(&images.pixels, 255.0), labels: labels.iter().map(|&l| i64::from(l)).collect() };
     Ok((split, (images.rows, images.cols)))
 }
 
@@ -186,25 +172,15 @@ pub fn parse_images(path: &Path, mut bytes: Vec<u8>) -> Result<IdxImages, DataEr
     let count = be_u32(&bytes, 4);
     let rows = be_u32(&bytes, 8);
     let cols = be_u32(&bytes, 12);
-    let payload = count
-        .checked_mul(rows)
-        .and_then(|x| x.checked_mul(cols))
-        .ok_or_else(|| DataError::Format {
-            path: path.to_path_buf(),
-            detail: format!("header declares {count} images of {rows}x{cols}, which overflows"),
-        })?;
-    let expected = IMAGES_HEADER + payload;
-    check_length(path, bytes.len(), expected, || {
-        format!("{count} images of {rows}x{cols}")
+    let payload = count.checked_mul(rows).and_then(|x| x.checked_mul(cols)).ok_or_else(|| DataError::Format {
+        path: path.to_path_buf(),
+        detail: format!("header declares {count} images of {rows}x{cols}, which overflows"),
     })?;
+    let expected = IMAGES_HEADER + payload;
+    check_length(path, bytes.len(), expected, || format!("{count} images of {rows}x{cols}"))?;
     bytes.truncate(expected);
     bytes.drain(..IMAGES_HEADER);
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels: bytes,
-    })
+    Ok(IdxImages { count, rows, cols, pixels: bytes })
 }
 
 /// Parse the bytes of an IDX label file; `path` is only used in errors.
@@ -221,31 +197,13 @@ pub fn parse_labels(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>, DataErro
     Ok(bytes)
 }
 
-fn check_magic(
-    path: &Path,
-    bytes: &[u8],
-    expected: u32,
-    what: &'static str,
-) -> Result<(), DataError> {
+fn check_magic(path: &Path, bytes: &[u8], expected: u32, what: &'static str) -> Result<(), DataError> {
     if bytes.len() < 4 {
-        return Err(short_header(
-            path,
-            if what == "images" {
-                IMAGES_HEADER
-            } else {
-                LABELS_HEADER
-            },
-            bytes.len(),
-        ));
+        return Err(short_header(path, if what == "images" { IMAGES_HEADER } else { LABELS_HEADER }, bytes.len()));
     }
     let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if found != expected {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found,
-            expected,
-            what,
-        });
+        return Err(DataError::BadMagic { path: path.to_path_buf(), found, expected, what });
     }
     Ok(())
 }
@@ -299,21 +257,16 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 /// Decompress gzip bytes; `path` is only used in errors.
 pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
-    MultiGzDecoder::new(raw)
-        .read_to_end(&mut out)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => DataError::Truncated {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "the gzip stream ends early ({} compressed bytes, {} decompressed so far)",
-                    raw.len(),
-                    out.len()
-                ),
-            },
-            _ => DataError::Format {
-                path: path.to_path_buf(),
-                detail: format!("invalid gzip data: {e}"),
-            },
-        })?;
+    MultiGzDecoder::new(raw).read_to_end(&mut out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => DataError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the gzip stream ends early ({} compressed bytes, {} decompressed so far)",
+                raw.len(),
+                out.len()
+            ),
+        },
+        _ => DataError::Format { path: path.to_path_buf(), detail: format!("invalid gzip data: {e}") },
+    })?;
     Ok(out)
 }

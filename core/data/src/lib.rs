@@ -242,10 +242,7 @@ fn cached_dir(name: &str) -> Result<PathBuf, DataError> {
     if complete {
         Ok(dir)
     } else {
-        Err(DataError::NotCached {
-            name: name.to_string(),
-            path: dir,
-        })
+        Err(DataError::NotCached { name: name.to_string(), path: dir })
     }
 }
 
@@ -284,20 +281,11 @@ pub fn list() -> Vec<DatasetStatus> {
                         .to_string(),
                 ),
                 _ => match fetch::spec(name) {
-                    Some(spec) => (
-                        dir.as_deref().is_some_and(|d| fetch::is_complete(d, &spec)),
-                        dir,
-                        spec.source,
-                    ),
+                    Some(spec) => (dir.as_deref().is_some_and(|d| fetch::is_complete(d, &spec)), dir, spec.source),
                     None => (false, dir, String::new()),
                 },
             };
-            DatasetStatus {
-                name: name.to_string(),
-                cached,
-                path,
-                source,
-            }
+            DatasetStatus { name: name.to_string(), cached, path, source }
         })
         .collect()
 }

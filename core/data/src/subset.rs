@@ -68,13 +68,7 @@ pub fn gather(split: &Split, indices: &[usize]) -> Split {
 
 /// A deterministic subset of `size` examples of `split` (see the module docs). `what` names
 /// the split in the error when `size` exceeds its length.
-pub fn subset(
-    split: &Split,
-    size: usize,
-    seed: u64,
-    stream: u64,
-    what: &str,
-) -> Result<Split, DataError> {
+pub fn subset(split: &Split, size: usize, seed: u64, stream: u64, what: &str) -> Result<Split, DataError> {
     if size > split.len() {
         return Err(DataError::InvalidRequest(format!(
             "{what} size {size} exceeds the {} examples available; ask for at most {}",
@@ -135,11 +129,7 @@ pub fn channel_stats(ds: &Dataset) -> ChannelStats {
     let mut std = Vec::with_capacity(c);
     for (s, sq) in sums {
         let m = if count > 0.0 { s / count } else { 0.0 };
-        let var = if count > 0.0 {
-            (sq / count - m * m).max(0.0)
-        } else {
-            0.0
-        };
+        let var = if count > 0.0 { (sq / count - m * m).max(0.0) } else { 0.0 };
         let sd = var.sqrt();
         mean.push(m as f32);
         std.push(if sd > 1e-12 { sd as f32 } else { 1.0 });

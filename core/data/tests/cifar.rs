@@ -12,10 +12,7 @@ fn parses_a_written_fixture() {
     let (train, test) = write_cifar(tmp.path(), 3);
     let ds = load_cifar10_dir(tmp.path()).unwrap();
     assert_eq!(ds.name, "cifar10");
-    assert_eq!(
-        (ds.channels, ds.height, ds.width, ds.num_classes),
-        (3, 32, 32, 10)
-    );
+    assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (3, 32, 32, 10));
     assert_eq!(ds.train.len(), 15);
     assert_eq!(ds.test.len(), 3);
     assert_eq!(ds.train.images.len(), 15 * 3072);
@@ -52,11 +49,7 @@ fn finds_the_official_subfolder_and_loads_through_load() {
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
         assert!(mean.abs() < 1e-4, "channel {ch} mean {mean}");
-        assert!(
-            (var.sqrt() - 1.0).abs() < 1e-3,
-            "channel {ch} std {}",
-            var.sqrt()
-        );
+        assert!((var.sqrt() - 1.0).abs() < 1e-3, "channel {ch} std {}", var.sqrt());
     }
 }
 
@@ -81,17 +74,11 @@ fn truncated_batch_is_a_clear_error() {
     std::fs::write(&p, &bytes[..bytes.len() - 7]).unwrap();
     let err = load_cifar10_dir(tmp.path()).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        matches!(&err, DataError::Truncated { path, .. } if path == &p),
-        "{msg}"
-    );
+    assert!(matches!(&err, DataError::Truncated { path, .. } if path == &p), "{msg}");
     assert!(msg.contains("3073-byte record"), "{msg}");
 
     std::fs::write(&p, b"").unwrap();
-    assert!(matches!(
-        load_cifar10_dir(tmp.path()),
-        Err(DataError::Truncated { .. })
-    ));
+    assert!(matches!(load_cifar10_dir(tmp.path()), Err(DataError::Truncated { .. })));
 }
 
 #[test]

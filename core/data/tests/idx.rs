@@ -51,12 +51,7 @@ fn bad_magic_is_reported_with_the_file() {
     // A label file where an image file is expected.
     write(&p, &idx_labels(&[1, 2, 3]));
     match read_images(&p) {
-        Err(DataError::BadMagic {
-            path,
-            found,
-            expected,
-            ..
-        }) => {
+        Err(DataError::BadMagic { path, found, expected, .. }) => {
             assert_eq!(path, p);
             assert_eq!(found, 0x0801);
             assert_eq!(expected, 0x0803);
@@ -80,10 +75,7 @@ fn truncated_files_are_reported() {
     let p = tmp.path().join("img");
     write(&p, &img[..img.len() - 100]);
     let err = read_images(&p).unwrap_err();
-    assert!(
-        matches!(&err, DataError::Truncated { path, .. } if path == &p),
-        "{err:?}"
-    );
+    assert!(matches!(&err, DataError::Truncated { path, .. } if path == &p), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("5 images of 28x28"), "{msg}");
     assert!(msg.contains(&p.display().to_string()), "{msg}");
@@ -103,10 +95,7 @@ fn truncated_files_are_reported() {
     let g = gz(&img);
     write(&z, &g[..g.len() / 2]);
     let err = read_images(&z).unwrap_err();
-    assert!(
-        matches!(&err, DataError::Truncated { path, .. } if path == &z),
-        "{err:?}"
-    );
+    assert!(matches!(&err, DataError::Truncated { path, .. } if path == &z), "{err:?}");
 }
 
 #[test]
@@ -119,12 +108,7 @@ fn image_label_count_mismatch_names_both_files() {
     write(&i, &img);
     write(&l, &lab);
     match load_split(&i, &l, 10) {
-        Err(DataError::CountMismatch {
-            images_path,
-            images,
-            labels_path,
-            labels,
-        }) => {
+        Err(DataError::CountMismatch { images_path, images, labels_path, labels }) => {
             assert_eq!((images, labels), (6, 5));
             assert_eq!((images_path, labels_path), (i, l));
         }

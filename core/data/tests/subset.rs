@@ -5,10 +5,7 @@ use ablate_data::{load, DataRequest, Dataset, Split};
 
 /// A split whose image `i` is filled with the value `i` and whose label is `i`.
 fn numbered(n: usize, per: usize) -> Split {
-    Split {
-        images: (0..n).flat_map(|i| vec![i as f32; per]).collect(),
-        labels: (0..n as i64).collect(),
-    }
+    Split { images: (0..n).flat_map(|i| vec![i as f32; per]).collect(), labels: (0..n as i64).collect() }
 }
 
 #[test]
@@ -28,10 +25,7 @@ fn permutation_is_a_deterministic_permutation() {
 #[test]
 fn permutation_is_pinned() {
     // Guards the documented guarantee: subsets never change across releases or machines.
-    assert_eq!(
-        permutation(10, 0, 0),
-        vec![7usize, 8, 9, 0, 1, 5, 4, 6, 3, 2]
-    );
+    assert_eq!(permutation(10, 0, 0), vec![7usize, 8, 9, 0, 1, 5, 4, 6, 3, 2]);
 }
 
 #[test]
@@ -82,20 +76,11 @@ fn load_subsets_by_seed() {
     let full = load(&DataRequest::new("digits")).unwrap();
     for i in (0..a.train.len()).step_by(37) {
         let img = a.train.image(i);
-        assert!((0..full.train.len())
-            .any(|j| full.train.image(j) == img && full.train.labels[j] == a.train.labels[i]));
+        assert!((0..full.train.len()).any(|j| full.train.image(j) == img && full.train.labels[j] == a.train.labels[i]));
     }
-    let err = load(&DataRequest {
-        train_size: Some(0),
-        ..DataRequest::new("digits")
-    })
-    .unwrap_err();
+    let err = load(&DataRequest { train_size: Some(0), ..DataRequest::new("digits") }).unwrap_err();
     assert!(err.to_string().contains("train_size is 0"), "{err}");
-    let err = load(&DataRequest {
-        test_size: Some(501),
-        ..DataRequest::new("digits")
-    })
-    .unwrap_err();
+    let err = load(&DataRequest { test_size: Some(501), ..DataRequest::new("digits") }).unwrap_err();
     assert!(err.to_string().contains("at most 500"), "{err}");
 }
 
@@ -104,14 +89,8 @@ fn standardize_uses_training_statistics_for_both_splits() {
     let mut ds = Dataset {
         name: "toy".into(),
         // Two images, two channels of 2 pixels: channel 0 = [0,2],[4,6]; channel 1 = 5 always.
-        train: Split {
-            images: vec![0.0, 2.0, 5.0, 5.0, 4.0, 6.0, 5.0, 5.0],
-            labels: vec![0, 1],
-        },
-        test: Split {
-            images: vec![3.0, 3.0, 7.0, 5.0],
-            labels: vec![1],
-        },
+        train: Split { images: vec![0.0, 2.0, 5.0, 5.0, 4.0, 6.0, 5.0, 5.0], labels: vec![0, 1] },
+        test: Split { images: vec![3.0, 3.0, 7.0, 5.0], labels: vec![1] },
         num_classes: 2,
         channels: 2,
         height: 1,
@@ -134,20 +113,10 @@ fn standardize_uses_training_statistics_for_both_splits() {
 
 #[test]
 fn normalize_in_load_standardises_digits() {
-    let ds = load(&DataRequest {
-        normalize: true,
-        ..DataRequest::new("digits")
-    })
-    .unwrap();
+    let ds = load(&DataRequest { normalize: true, ..DataRequest::new("digits") }).unwrap();
     let n = ds.train.images.len() as f64;
     let mean = ds.train.images.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let var = ds
-        .train
-        .images
-        .iter()
-        .map(|&x| (f64::from(x) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let var = ds.train.images.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
     assert!(mean.abs() < 1e-5, "{mean}");
     assert!((var - 1.0).abs() < 1e-4, "{var}");
 }

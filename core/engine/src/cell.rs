@@ -120,7 +120,7 @@ impl Loss {
         while start < total {
             let len = self.chunk.min(total - start);
             let logits = self.model.forward(&theta, &self.train_x.narrow(0, start, len), Mode::Eval, bn)?;
-            nll_sum = nll_sum + self.nll(&mut sub, &logits, &self.train_y.narrow(0, start, len))? * len as f64;
+            nll_sum += self.nll(&mut sub, &logits, &self.train_y.narrow(0, start, len))? * len as f64;
             start += len;
         }
         let u = nll_sum * (self.n / total as f64) - self.log_prior(&mut sub, &theta)?;
@@ -183,7 +183,8 @@ impl Network {
         let mut start = 0;
         while start < total {
             let len = self.eval_chunk.min(total - start);
-            let logits = self.loss.model.forward(theta, &self.test_x.narrow(0, start, len), Mode::Eval, &mut self.bn)?;
+            let logits =
+                self.loss.model.forward(theta, &self.test_x.narrow(0, start, len), Mode::Eval, &mut self.bn)?;
             parts.push(logits.softmax(-1, Kind::Float));
             start += len;
         }
@@ -206,7 +207,13 @@ impl Objective for Network {
         self.device
     }
 
-    fn gradient(&mut self, host: &mut TchHost<'_>, theta: &Tensor, batch: u64, train: bool) -> Result<Gradient, EngineError> {
+    fn gradient(
+        &mut self,
+        host: &mut TchHost<'_>,
+        theta: &Tensor,
+        batch: u64,
+        train: bool,
+    ) -> Result<Gradient, EngineError> {
         let (mut x, y) = self.batch(batch, train);
         let loss = Rc::clone(&self.loss);
         if train {
@@ -217,7 +224,9 @@ impl Objective for Network {
             if let ROption::RSome(id) = r.map_err(|e| lik.fail("augment", e))? {
                 let aug = host.take(id).ok_or_else(|| lik.fail("augment", "returned a released handle".into()))?;
                 if aug.size() != x.size() {
-                    return Err(lik.fail("augment", format!("changed the batch shape {:?} to {:?}", x.size(), aug.size())));
+                    return Err(
+                        lik.fail("augment", format!("changed the batch shape {:?} to {:?}", x.size(), aug.size()))
+                    );
                 }
                 x = aug;
             }
@@ -268,11 +277,13 @@ pub fn run_cell(
         tch::Cuda::manual_seed_all(cfg.seed);
     }
     let s = &cfg.sampler;
-    let prior = factor(registry, FactorKind::Prior, &cfg.prior.name, || registry.prior(&cfg.prior.name, &cfg.prior.params))?;
+    let prior =
+        factor(registry, FactorKind::Prior, &cfg.prior.name, || registry.prior(&cfg.prior.name, &cfg.prior.params))?;
     let mut integrator = factor(registry, FactorKind::Integrator, &cfg.integrator.name, || {
         registry.integrator(&cfg.integrator.name, &cfg.integrator.params)
     })?;
-    let mut noise = factor(registry, FactorKind::Noise, &cfg.noise.name, || registry.noise(&cfg.noise.name, &cfg.noise.params))?;
+    let mut noise =
+        factor(registry, FactorKind::Noise, &cfg.noise.name, || registry.noise(&cfg.noise.name, &cfg.noise.params))?;
     let likelihood = factor(registry, FactorKind::Likelihood, &cfg.likelihood.name, || {
         registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params)
     })?;
@@ -305,7 +316,15 @@ pub fn run_cell(
     let theta = model.init(s.init, device).set_requires_grad(true);
     let bn = model.new_bn_state(device);
     let mut network = Network {
-        loss: Rc::new(Loss { model, prior, likelihood: RefCell::new(likelihood), train_x, train_y, n, chunk: cfg.eval.batch_size as i64 }),
+        loss: Rc::new(Loss {
+            model,
+            prior,
+            likelihood: RefCell::new(likelihood),
+            train_x,
+            train_y,
+            n,
+            chunk: cfg.eval.batch_size as i64,
+        }),
         bn,
         train_stream: BatchStream::new(n_train as i64),
         precond_stream: BatchStream::new(n_train as i64),
@@ -322,7 +341,8 @@ pub fn run_cell(
         precond_batches: s.precond_batches,
     };
     let mut host = TchHost::new();
-    let chain = run_chain(&mut network, &theta, &mut integrator, &mut noise, &protocol, &settings, &mut host, observer)?;
+    let chain =
+        run_chain(&mut network, &theta, &mut integrator, &mut noise, &protocol, &settings, &mut host, observer)?;
 
     let labels = &data.test.labels;
     let members = &network.members;

@@ -103,7 +103,13 @@ pub trait Objective {
     /// ∇G̃ on the next `batch` examples of its stream (0 = the whole training set). `train`
     /// distinguishes training steps (augmentation, batch-norm training mode) from the
     /// preconditioner's estimation batches.
-    fn gradient(&mut self, host: &mut TchHost<'_>, theta: &Tensor, batch: u64, train: bool) -> Result<Gradient, EngineError>;
+    fn gradient(
+        &mut self,
+        host: &mut TchHost<'_>,
+        theta: &Tensor,
+        batch: u64,
+        train: bool,
+    ) -> Result<Gradient, EngineError>;
     /// U(θ), ∇U(θ) for energy-based integrators (HMC, Metropolis–Hastings).
     fn potential(&self) -> Option<Box<PotentialFn<'static>>> {
         None
@@ -155,7 +161,10 @@ impl<T> Factor<T> {
 pub enum ChainStatus {
     Done,
     /// A non-finite value appeared at `step`.
-    Diverged { step: u64, message: String },
+    Diverged {
+        step: u64,
+        message: String,
+    },
 }
 
 /// What the loop measured.
@@ -215,7 +224,12 @@ struct Mass {
 
 impl Mass {
     fn new(host: &mut TchHost<'_>, m: Tensor) -> Self {
-        let ids = [host.insert(m.shallow_clone()), host.insert(m.reciprocal()), host.insert(m.sqrt()), host.insert(m.rsqrt())];
+        let ids = [
+            host.insert(m.shallow_clone()),
+            host.insert(m.reciprocal()),
+            host.insert(m.sqrt()),
+            host.insert(m.rsqrt()),
+        ];
         Self { m, ids }
     }
     fn release(self, host: &mut TchHost<'_>) {
@@ -394,7 +408,8 @@ pub fn run_chain(
         let kin = host.call(|h| integrator.obj.kinetic(h, mass.ids[1])).map_err(|e| integrator.fail("kinetic", e))?;
         let kinetic = match kin {
             ROption::RSome(id) => {
-                let elems = host.take(id).ok_or_else(|| integrator.fail("kinetic", "returned a released handle".into()))?;
+                let elems =
+                    host.take(id).ok_or_else(|| integrator.fail("kinetic", "returned a released handle".into()))?;
                 Some(diagnostics::kinetic(&segments.names, &segments.sizes, &segments.sums(&elems), target))
             }
             ROption::RNone => None,
@@ -410,7 +425,11 @@ pub fn run_chain(
             temperature: target,
             timestep_factor: protocol.timestep_factor(k),
             train_nll,
-            train_accuracy: if classifies { i64::try_from(&correct).unwrap_or(0) as f64 / seen.max(1) as f64 } else { f64::NAN },
+            train_accuracy: if classifies {
+                i64::try_from(&correct).unwrap_or(0) as f64 / seen.max(1) as f64
+            } else {
+                f64::NAN
+            },
             kinetic_temperature: kinetic.as_ref().map_or(f64::NAN, |k| k.overall),
             kinetic_in_band: kinetic.as_ref().map_or(f64::NAN, |k| k.in_band_fraction),
             configurational_temperature: last_ctemp,

@@ -39,7 +39,13 @@ pub fn kinetic(names: &[String], dofs: &[i64], sums: &[f64], target: f64) -> Kin
         .map(|((name, &dof), &sum)| {
             let temperature = sum / dof as f64;
             let band = if target > 0.0 { chi2::kinetic_band(dof as f64, target, BAND_LEVEL) } else { (0.0, 0.0) };
-            TensorKinetic { name: name.clone(), dof, temperature, band, inside: band.0 <= temperature && temperature <= band.1 }
+            TensorKinetic {
+                name: name.clone(),
+                dof,
+                temperature,
+                band,
+                inside: band.0 <= temperature && temperature <= band.1,
+            }
         })
         .collect();
     let total_dof: i64 = dofs.iter().sum();

@@ -110,7 +110,12 @@ impl<'a> TchHost<'a> {
         }
     }
 
-    fn unary_op(&mut self, op: &str, x: TensorId, f: impl FnOnce(&Tensor) -> Result<Tensor, tch::TchError>) -> TensorId {
+    fn unary_op(
+        &mut self,
+        op: &str,
+        x: TensorId,
+        f: impl FnOnce(&Tensor) -> Result<Tensor, tch::TchError>,
+    ) -> TensorId {
         match self.tensor(x, op) {
             Some(t) => {
                 let r = f(&t);
@@ -212,7 +217,8 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId {
-        let (Some(c), Some(x), Some(y)) = (self.tensor(cond, "select"), self.tensor(a, "select"), self.tensor(b, "select"))
+        let (Some(c), Some(x), Some(y)) =
+            (self.tensor(cond, "select"), self.tensor(a, "select"), self.tensor(b, "select"))
         else {
             return TensorId::INVALID;
         };

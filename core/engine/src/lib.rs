@@ -20,9 +20,9 @@ pub mod metrics;
 pub mod model;
 pub mod schedule;
 
-pub use device::{parse_device, DeviceChoice};
 pub use cell::{run_cell, CellOutcome, FinalDiagnostics, FinalMetrics};
 pub use chain::{ChainStatus, EpochRow, Observer};
+pub use device::{parse_device, DeviceChoice};
 pub use tch;
 
 /// Why a cell could not run. Messages say what, where (plugin name and file) and what to do.

@@ -313,7 +313,13 @@ impl Model {
                 let mut h = x.shallow_clone();
                 for (conv, norm) in convs {
                     h = act(apply_norm(apply_conv(&h, conv, &v)?, *norm, &v, bn, train)?)?;
-                    h = dropout(h.f_max_pool2d([2, 2].as_slice(), [2, 2].as_slice(), [0, 0].as_slice(), [1, 1].as_slice(), false)?)?;
+                    h = dropout(h.f_max_pool2d(
+                        [2, 2].as_slice(),
+                        [2, 2].as_slice(),
+                        [0, 0].as_slice(),
+                        [1, 1].as_slice(),
+                        false,
+                    )?)?;
                 }
                 h.f_flatten(1, -1)?.f_linear(&v[head.w], Some(&v[head.b]))?
             }
@@ -326,7 +332,8 @@ impl Model {
                 };
                 let mut h = relu_or_tlu(apply_norm(apply_conv(x, &stem.0, &v)?, stem.1, &v, bn, train)?, stem.1)?;
                 for blk in blocks {
-                    let y = relu_or_tlu(apply_norm(apply_conv(&h, &blk.conv1, &v)?, blk.norm1, &v, bn, train)?, blk.norm1)?;
+                    let y =
+                        relu_or_tlu(apply_norm(apply_conv(&h, &blk.conv1, &v)?, blk.norm1, &v, bn, train)?, blk.norm1)?;
                     let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, &v)?, blk.norm2, &v, bn, train)?;
                     let y = dropout(y)?;
                     let short = match &blk.shortcut {
@@ -366,12 +373,28 @@ fn apply_norm(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool
 }
 
 /// Batch norm, or FRN without its TLU (the residual branch's last norm in ResNet).
-fn apply_norm_no_tlu(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool) -> Result<Tensor, tch::TchError> {
+fn apply_norm_no_tlu(
+    x: Tensor,
+    norm: Norm,
+    v: &[Tensor],
+    bn: &mut BnState,
+    train: bool,
+) -> Result<Tensor, tch::TchError> {
     match norm {
         Norm::None => Ok(x),
         Norm::Batch { gamma, beta, slot } => {
             let (mean, var) = &bn.running[slot];
-            Tensor::f_batch_norm(&x, Some(&v[gamma]), Some(&v[beta]), Some(mean), Some(var), train, BN_MOMENTUM, BN_EPS, false)
+            Tensor::f_batch_norm(
+                &x,
+                Some(&v[gamma]),
+                Some(&v[beta]),
+                Some(mean),
+                Some(var),
+                train,
+                BN_MOMENTUM,
+                BN_EPS,
+                false,
+            )
         }
         Norm::Frn { gamma, beta, .. } => {
             let nu2 = x.f_square()?.f_mean_dim([2, 3].as_slice(), true, Kind::Float)?;

@@ -84,12 +84,12 @@ impl Protocol {
 
     /// Is step k a cycle end at which an ensemble member is taken?
     pub fn is_member_step(&self, k: u64) -> bool {
-        self.epoch_of(k) >= self.start_sampling_epoch && k % self.cycle == 0
+        self.epoch_of(k) >= self.start_sampling_epoch && k.is_multiple_of(self.cycle)
     }
 
     /// Members the protocol will collect.
     pub fn expected_members(&self) -> u64 {
-        (1..=self.total_steps()).filter(|&k| k % self.cycle == 0 && self.is_member_step(k)).count() as u64
+        (1..=self.total_steps()).filter(|&k| k.is_multiple_of(self.cycle) && self.is_member_step(k)).count() as u64
     }
 }
 

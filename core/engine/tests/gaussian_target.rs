@@ -24,7 +24,8 @@ fn check(temperature: f64, layerwise_mass: bool) {
     let mut target = Gaussian::new(1000, 0.1, 10.0, 10, 1.0);
     // h = sqrt(lr/n) = 0.005 so h·ω_max = 0.05; β = 0.999 gives γ = 0.2, about critical damping
     // of the slowest coordinates (ω = 0.1).
-    let settings = ChainSettings { lr: 2.5e-5, momentum_decay: 0.999, batch_size: 1, layerwise_mass, precond_batches: 2 };
+    let settings =
+        ChainSettings { lr: 2.5e-5, momentum_decay: 0.999, batch_size: 1, layerwise_mass, precond_batches: 2 };
     let (epochs, spe) = (24, 2000);
     let protocol = protocol(epochs, spe, temperature);
     let theta = target.stationary(temperature);
@@ -36,7 +37,8 @@ fn check(temperature: f64, layerwise_mass: bool) {
     let steps = (rec.sq.len() as u64 * spe) as f64;
     let total = rec.sq.iter().fold(rec.sq[0].zeros_like(), |a, b| a + b);
     let sq: Vec<f64> = Vec::<f64>::try_from(total).unwrap();
-    let ratios: Vec<f64> = sq.iter().zip(&target.sigmas).map(|(s, sig)| s / steps / (temperature * sig * sig)).collect();
+    let ratios: Vec<f64> =
+        sq.iter().zip(&target.sigmas).map(|(s, sig)| s / steps / (temperature * sig * sig)).collect();
     let (mean, se) = mean_se(&ratios);
     eprintln!("T={temperature} mass={layerwise_mass}: variance ratio {mean:.4} ± {se:.4}");
     assert!((mean - 1.0).abs() < Z * se, "variance ratio {mean} ± {se} at T={temperature}");

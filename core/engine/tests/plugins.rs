@@ -54,7 +54,8 @@ fn small_loss(registry: &Registry, prior: &str) -> Loss {
         4,
     )
     .unwrap();
-    let path = registry.library_of(registry.get(ablate_sdk::FactorKind::Prior, prior).unwrap()).path.display().to_string();
+    let path =
+        registry.library_of(registry.get(ablate_sdk::FactorKind::Prior, prior).unwrap()).path.display().to_string();
     let prior_box = registry.prior(prior, &serde_json::json!({})).unwrap();
     // The likelihood is never called in these tests; borrow any prior's library for the slot.
     Loss {
@@ -92,10 +93,19 @@ impl ablate_sdk::Likelihood for NoLikelihood {
     fn effective_n(&self, examples: u64) -> f64 {
         examples as f64
     }
-    fn augment<'o>(&mut self, _: ablate_sdk::Ops<'o>, _: &ablate_sdk::Tensor<'o>) -> Result<Option<ablate_sdk::Tensor<'o>>, String> {
+    fn augment<'o>(
+        &mut self,
+        _: ablate_sdk::Ops<'o>,
+        _: &ablate_sdk::Tensor<'o>,
+    ) -> Result<Option<ablate_sdk::Tensor<'o>>, String> {
         Ok(None)
     }
-    fn nll<'o>(&self, _: ablate_sdk::Ops<'o>, logits: &ablate_sdk::Tensor<'o>, labels: &ablate_sdk::Tensor<'o>) -> Result<ablate_sdk::Tensor<'o>, String> {
+    fn nll<'o>(
+        &self,
+        _: ablate_sdk::Ops<'o>,
+        logits: &ablate_sdk::Tensor<'o>,
+        labels: &ablate_sdk::Tensor<'o>,
+    ) -> Result<ablate_sdk::Tensor<'o>, String> {
         Ok(-(logits.log_softmax(1).gather_rows(labels).mean()))
     }
 }
@@ -111,7 +121,9 @@ fn example_plugin_log_prob_and_gradient_match_the_host() {
     let mut loss = small_loss(&registry, "logistic");
     loss.prior.obj = prior;
     tch::manual_seed(0);
-    let theta = (Tensor::randn([loss.model.dim()], (Kind::Double, Device::Cpu)) * 2.0).to_kind(Kind::Float).set_requires_grad(true);
+    let theta = (Tensor::randn([loss.model.dim()], (Kind::Double, Device::Cpu)) * 2.0)
+        .to_kind(Kind::Float)
+        .set_requires_grad(true);
     let mut host = TchHost::new();
     let lp = loss.log_prior(&mut host, &theta).unwrap();
     assert_eq!(host.live(), 0, "plugin calls leak no handles");
@@ -135,7 +147,8 @@ fn faulty_plugins_fail_one_use_and_the_host_carries_on() {
         (&built("liblogistic_prior.so"), "liblogistic_prior.so"),
     ]);
     let registry = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap();
-    let theta = Tensor::ones([small_loss(&registry, "logistic").model.dim()], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let theta = Tensor::ones([small_loss(&registry, "logistic").model.dim()], (Kind::Float, Device::Cpu))
+        .set_requires_grad(true);
     let mut host = TchHost::new();
     for (name, expect) in [
         ("panicking", "panicked: deliberate panic"),

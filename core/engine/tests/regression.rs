@@ -49,7 +49,8 @@ impl Regression {
         if batch == 0 {
             return (self.x.shallow_clone(), self.y.shallow_clone());
         }
-        let idx = Tensor::arange_start(self.cursor, self.cursor + batch as i64, (Kind::Int64, Device::Cpu)).remainder(n);
+        let idx =
+            Tensor::arange_start(self.cursor, self.cursor + batch as i64, (Kind::Int64, Device::Cpu)).remainder(n);
         self.cursor = (self.cursor + batch as i64) % n;
         (self.x.index_select(0, &idx), self.y.index_select(0, &idx))
     }
@@ -69,7 +70,13 @@ impl Objective for Regression {
         Device::Cpu
     }
     /// ∇G̃ = −(1/b) Xᵦᵀ(yᵦ − Xᵦw)/s² + w/(n τ²).
-    fn gradient(&mut self, _: &mut TchHost<'_>, theta: &Tensor, batch: u64, _: bool) -> Result<Gradient, ablate_engine::EngineError> {
+    fn gradient(
+        &mut self,
+        _: &mut TchHost<'_>,
+        theta: &Tensor,
+        batch: u64,
+        _: bool,
+    ) -> Result<Gradient, ablate_engine::EngineError> {
         let _guard = tch::no_grad_guard();
         let (xb, yb) = self.rows(batch);
         let b = xb.size()[0] as f64;
@@ -87,7 +94,8 @@ fn posterior_check(temperature: f64) {
     let precision = problem.precision();
     // Full-batch gradients: the comparison is with the exact posterior, free of minibatch noise.
     // h = sqrt(lr/n) = 0.0022 against ω_max = sqrt(λ_max(Λ)) ≈ 33: h·ω_max ≈ 0.07.
-    let settings = ChainSettings { lr: 1e-3, momentum_decay: 0.95, batch_size: 0, layerwise_mass: false, precond_batches: 1 };
+    let settings =
+        ChainSettings { lr: 1e-3, momentum_decay: 0.95, batch_size: 0, layerwise_mass: false, precond_batches: 1 };
     let (epochs, spe) = (22u64, 5000u64);
     let protocol = protocol(epochs as usize, spe, temperature);
     tch::manual_seed(11);
@@ -104,7 +112,7 @@ fn posterior_check(temperature: f64) {
     for b in 0..rec.lin.len() {
         let m = &rec.lin[b] / steps; // E[w] in batch b
         let s = &rec.outer[b] / steps; // E[w wᵀ]
-        // E[(w−μ)(w−μ)ᵀ] = E[wwᵀ] − E[w]μᵀ − μE[w]ᵀ + μμᵀ
+                                       // E[(w−μ)(w−μ)ᵀ] = E[wwᵀ] − E[w]μᵀ − μE[w]ᵀ + μμᵀ
         let centred = &s - m.unsqueeze(1).matmul(&mu.unsqueeze(0)) - mu.unsqueeze(1).matmul(&m.unsqueeze(0))
             + mu.unsqueeze(1).matmul(&mu.unsqueeze(0));
         z_means.push(l.tr().matmul(&(&m - &mu)) / temperature.sqrt());
@@ -120,7 +128,10 @@ fn posterior_check(temperature: f64) {
             let (m, se) = mean_se(&vals);
             let want = if i == j { 1.0 } else { 0.0 };
             eprintln!("T={temperature} cov_z[{i},{j}] = {m:.4} ± {se:.4} (want {want})");
-            assert!((m - want).abs() < 4.5 * se, "T={temperature}: E[z_{i} z_{j}] = {m} ± {se}, want {want} ({nb} batches)");
+            assert!(
+                (m - want).abs() < 4.5 * se,
+                "T={temperature}: E[z_{i} z_{j}] = {m} ± {se}, want {want} ({nb} batches)"
+            );
         }
     }
 }

@@ -181,10 +181,7 @@ pub struct PluginRef {
 
 impl PluginRef {
     pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            params: empty_object(),
-        }
+        Self { name: name.to_owned(), params: empty_object() }
     }
     fn default_integrator() -> Self {
         Self::new("sym-euler")
@@ -212,10 +209,7 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self {
-            ece_bins: 10,
-            batch_size: 1000,
-        }
+        Self { ece_bins: 10, batch_size: 1000 }
     }
 }
 
@@ -254,10 +248,7 @@ impl CellConfig {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             bad(
                 "temperature",
-                format!(
-                    "temperature must be finite and >= 0, got {}",
-                    self.temperature
-                ),
+                format!("temperature must be finite and >= 0, got {}", self.temperature),
                 "T = 1 is the Bayes posterior, T < 1 a cold one, T = 0 SGD with momentum",
             );
         }
@@ -277,10 +268,7 @@ impl CellConfig {
                 "set it to the folder holding data_batch_1.bin ... test_batch.bin (cifar-10-batches-bin)",
             );
         }
-        for (key, size) in [
-            ("data.train_size", d.train_size),
-            ("data.test_size", d.test_size),
-        ] {
+        for (key, size) in [("data.train_size", d.train_size), ("data.test_size", d.test_size)] {
             if size == Some(0) {
                 bad(key, "must be >= 1 (or null for all examples)".into(), "");
             }
@@ -290,39 +278,23 @@ impl CellConfig {
             ModelConfig::Mlp { hidden, .. } => {
                 for (i, w) in hidden.iter().enumerate() {
                     if *w == 0 {
-                        bad(
-                            &format!("model.hidden[{i}]"),
-                            "hidden width must be >= 1".into(),
-                            "",
-                        );
+                        bad(&format!("model.hidden[{i}]"), "hidden width must be >= 1".into(), "");
                     }
                 }
             }
             ModelConfig::Cnn { channels, .. } => {
                 if channels.is_empty() {
-                    bad(
-                        "model.channels",
-                        "a CNN needs at least one convolution".into(),
-                        "e.g. [32, 64]",
-                    );
+                    bad("model.channels", "a CNN needs at least one convolution".into(), "e.g. [32, 64]");
                 }
                 for (i, c) in channels.iter().enumerate() {
                     if *c == 0 {
-                        bad(
-                            &format!("model.channels[{i}]"),
-                            "channel count must be >= 1".into(),
-                            "",
-                        );
+                        bad(&format!("model.channels[{i}]"), "channel count must be >= 1".into(), "");
                     }
                 }
             }
             ModelConfig::Resnet20 { width } => {
                 if *width == 0 {
-                    bad(
-                        "model.width",
-                        "width multiplier must be >= 1".into(),
-                        "1 = the paper's network",
-                    );
+                    bad("model.width", "width multiplier must be >= 1".into(), "1 = the paper's network");
                 }
             }
         }
@@ -341,11 +313,7 @@ impl CellConfig {
             }
         }
         if !(s.lr.is_finite() && s.lr > 0.0) {
-            bad(
-                "sampler.lr",
-                format!("lr must be finite and > 0, got {}", s.lr),
-                "the paper uses 0.1",
-            );
+            bad("sampler.lr", format!("lr must be finite and > 0, got {}", s.lr), "the paper uses 0.1");
         }
         if !(0.0..1.0).contains(&s.momentum_decay) {
             bad(
@@ -383,11 +351,7 @@ impl CellConfig {
             ("noise.name", &self.noise),
         ] {
             if p.name.trim().is_empty() {
-                bad(
-                    key,
-                    "plugin name is empty".into(),
-                    "`ablate plugins` lists the names",
-                );
+                bad(key, "plugin name is empty".into(), "`ablate plugins` lists the names");
             }
         }
         out

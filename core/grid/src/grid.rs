@@ -50,15 +50,7 @@ pub const MAX_CELLS: usize = 1_000_000;
 /// Problems beyond this many are summarised in one line.
 const MAX_PROBLEMS: usize = 200;
 
-const TOP_KEYS: &[&str] = &[
-    "$schema",
-    "name",
-    "description",
-    "base",
-    "axes",
-    "zip",
-    "exclude",
-];
+const TOP_KEYS: &[&str] = &["$schema", "name", "description", "base", "axes", "zip", "exclude"];
 const AXIS_KEYS: &[&str] = &["path", "values", "name", "labels"];
 
 /// The plugin slots of a config, in the order [`Grid::plugin_refs`] lists them.
@@ -294,10 +286,9 @@ impl Problems {
     /// Problems in the structure of axes or zip groups make expansion meaningless (a problem
     /// with one axis value does not: the cells using it are reported, the others checked).
     fn blocks_expansion(&self) -> bool {
-        self.list.iter().any(|(p, _)| {
-            (p.path.starts_with("axes") && !p.path.contains(".values["))
-                || p.path.starts_with("zip")
-        })
+        self.list
+            .iter()
+            .any(|(p, _)| (p.path.starts_with("axes") && !p.path.contains(".values[")) || p.path.starts_with("zip"))
     }
 
     fn into_error(self) -> GridError {
@@ -308,16 +299,8 @@ impl Problems {
             .map(|(mut p, cells)| {
                 let cells = cells.unwrap_or_default();
                 if !cells.is_empty() && cells.len() < total {
-                    let shown: Vec<String> = cells
-                        .iter()
-                        .take(4)
-                        .map(|c| format!("cells[{c}]"))
-                        .collect();
-                    let more = if cells.len() > 4 {
-                        format!(" and {} more", cells.len() - 4)
-                    } else {
-                        String::new()
-                    };
+                    let shown: Vec<String> = cells.iter().take(4).map(|c| format!("cells[{c}]")).collect();
+                    let more = if cells.len() > 4 { format!(" and {} more", cells.len() - 4) } else { String::new() };
                     p.message = format!("{} (in {}{more})", p.message, shown.join(", "));
                 }
                 p
@@ -326,11 +309,7 @@ impl Problems {
         if out.len() > MAX_PROBLEMS {
             let n = out.len() - MAX_PROBLEMS;
             out.truncate(MAX_PROBLEMS);
-            out.push(Problem::new(
-                "",
-                format!("... and {n} more problems"),
-                "fix the ones above first",
-            ));
+            out.push(Problem::new("", format!("... and {n} more problems"), "fix the ones above first"));
         }
         GridError::new(out)
     }
@@ -349,21 +328,13 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
         return None;
     };
     for key in root.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
-        p.push(shape::unknown_key(
-            &join_key("", key),
-            key,
-            TOP_KEYS.iter().copied(),
-        ));
+        p.push(shape::unknown_key(&join_key("", key), key, TOP_KEYS.iter().copied()));
     }
 
     let name = match root.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) => {
-            p.push(Problem::new(
-                "name",
-                "the grid name is empty",
-                "name the run, e.g. \"cold-mlp\"",
-            ));
+            p.push(Problem::new("name", "the grid name is empty", "name the run, e.g. \"cold-mlp\""));
             String::new()
         }
         Some(other) => {
@@ -371,11 +342,7 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
             String::new()
         }
         None => {
-            p.push(Problem::new(
-                "name",
-                "missing required key `name`",
-                "name the run, e.g. \"cold-mlp\"",
-            ));
+            p.push(Problem::new("name", "missing required key `name`", "name the run, e.g. \"cold-mlp\""));
             String::new()
         }
     };
@@ -397,11 +364,7 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
             b.clone()
         }
         Some(other) => {
-            p.push(shape::wrong_type(
-                "base",
-                "an object (a partial cell config)",
-                other,
-            ));
+            p.push(shape::wrong_type("base", "an object (a partial cell config)", other));
             return None;
         }
         None => {
@@ -431,14 +394,7 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     }
 
     let cells = expand(&base, &axes, &zip, &exclude, &config_shape, p)?;
-    Some(Grid {
-        name,
-        description,
-        base,
-        axes,
-        zip,
-        cells,
-    })
+    Some(Grid { name, description, base, axes, zip, cells })
 }
 
 fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> Option<Vec<Axis>> {
@@ -454,19 +410,11 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
     for (k, item) in items.iter().enumerate() {
         let at = join_index("axes", k);
         let Some(obj) = item.as_object() else {
-            p.push(shape::wrong_type(
-                &at,
-                "an object {\"path\": ..., \"values\": [...]}",
-                item,
-            ));
+            p.push(shape::wrong_type(&at, "an object {\"path\": ..., \"values\": [...]}", item));
             continue;
         };
         for key in obj.keys().filter(|k| !AXIS_KEYS.contains(&k.as_str())) {
-            p.push(shape::unknown_key(
-                &join_key(&at, key),
-                key,
-                AXIS_KEYS.iter().copied(),
-            ));
+            p.push(shape::unknown_key(&join_key(&at, key), key, AXIS_KEYS.iter().copied()));
         }
         let mut value_shape = None;
         let path = match obj.get("path") {
@@ -483,10 +431,7 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                         Ok(sub) => value_shape = Some(sub),
                         Err((i, hint)) => p.push(Problem::new(
                             join_key(&at, "path"),
-                            format!(
-                                "path {s:?}: `{}` is not a key of the cell config",
-                                segments[i]
-                            ),
+                            format!("path {s:?}: `{}` is not a key of the cell config", segments[i]),
                             hint,
                         )),
                     }
@@ -494,11 +439,7 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                 s.clone()
             }
             Some(other) => {
-                p.push(shape::wrong_type(
-                    &join_key(&at, "path"),
-                    "a string like \"sampler.lr\"",
-                    other,
-                ));
+                p.push(shape::wrong_type(&join_key(&at, "path"), "a string like \"sampler.lr\"", other));
                 String::new()
             }
             None => {
@@ -523,13 +464,7 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                 for (j, x) in v.iter().enumerate() {
                     if let Some(sub) = value_shape {
                         let mut found = Vec::new();
-                        shape::check(
-                            x,
-                            sub,
-                            &join_index(&join_key(&at, "values"), j),
-                            false,
-                            &mut found,
-                        );
+                        shape::check(x, sub, &join_index(&join_key(&at, "values"), j), false, &mut found);
                         found.into_iter().for_each(|x| p.push(x));
                     }
                     if let Some(i) = v[..j].iter().position(|y| json_eq(x, y)) {
@@ -543,19 +478,11 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                 v.clone()
             }
             Some(other) => {
-                p.push(shape::wrong_type(
-                    &join_key(&at, "values"),
-                    "an array",
-                    other,
-                ));
+                p.push(shape::wrong_type(&join_key(&at, "values"), "an array", other));
                 Vec::new()
             }
             None => {
-                p.push(Problem::new(
-                    join_key(&at, "values"),
-                    "missing required key `values`",
-                    "list the values",
-                ));
+                p.push(Problem::new(join_key(&at, "values"), "missing required key `values`", "list the values"));
                 Vec::new()
             }
         };
@@ -563,11 +490,7 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
             None | Some(Value::Null) => path.clone(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(other) => {
-                p.push(shape::wrong_type(
-                    &join_key(&at, "name"),
-                    "a non-empty string",
-                    other,
-                ));
+                p.push(shape::wrong_type(&join_key(&at, "name"), "a non-empty string", other));
                 path.clone()
             }
         };
@@ -601,20 +524,11 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                 Some(out)
             }
             Some(other) => {
-                p.push(shape::wrong_type(
-                    &join_key(&at, "labels"),
-                    "an array of strings",
-                    other,
-                ));
+                p.push(shape::wrong_type(&join_key(&at, "labels"), "an array of strings", other));
                 None
             }
         };
-        axes.push(Axis {
-            name,
-            path,
-            values,
-            labels,
-        });
+        axes.push(Axis { name, path, values, labels });
     }
 
     // Axes must not collide: the same path twice, one path inside another, or a name that is
@@ -631,9 +545,7 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                     format!("duplicate axis path {:?} (also axes[{i}])", a.path),
                     "merge the two value lists, or zip them if they vary together",
                 ));
-            } else if a.path.starts_with(&format!("{}.", b.path))
-                || b.path.starts_with(&format!("{}.", a.path))
-            {
+            } else if a.path.starts_with(&format!("{}.", b.path)) || b.path.starts_with(&format!("{}.", a.path)) {
                 p.push(Problem::new(
                     at,
                     format!("axis path {:?} overlaps axes[{i}] ({:?})", a.path, b.path),
@@ -642,10 +554,7 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
             } else if a.name == b.name || a.name == b.path || a.path == b.name {
                 p.push(Problem::new(
                     join_key(&join_index("axes", k), "name"),
-                    format!(
-                        "axis name {:?} is ambiguous (clashes with axes[{i}])",
-                        a.name
-                    ),
+                    format!("axis name {:?} is ambiguous (clashes with axes[{i}])", a.name),
                     "give each axis a distinct name",
                 ));
             }
@@ -678,30 +587,17 @@ impl AxisLookup {
         Problem::new(
             at,
             format!("no axis named {name:?}"),
-            format!(
-                "axes: {}{}",
-                names.join(", "),
-                shape::suggest(name, names.iter().copied())
-            ),
+            format!("axes: {}{}", names.join(", "), shape::suggest(name, names.iter().copied())),
         )
     }
 }
 
-fn parse_zip(
-    value: Option<&Value>,
-    axes: &[Axis],
-    lookup: &AxisLookup,
-    p: &mut Problems,
-) -> Option<Vec<Vec<usize>>> {
+fn parse_zip(value: Option<&Value>, axes: &[Axis], lookup: &AxisLookup, p: &mut Problems) -> Option<Vec<Vec<usize>>> {
     let groups = match value {
         None | Some(Value::Null) => return Some(Vec::new()),
         Some(Value::Array(g)) => g,
         Some(other) => {
-            p.push(shape::wrong_type(
-                "zip",
-                "an array of groups of axis names",
-                other,
-            ));
+            p.push(shape::wrong_type("zip", "an array of groups of axis names", other));
             return None;
         }
     };
@@ -714,11 +610,7 @@ fn parse_zip(
             continue;
         };
         if names.len() < 2 {
-            p.push(Problem::new(
-                &at,
-                "a zip group needs at least two axes",
-                "list the axes that vary together",
-            ));
+            p.push(Problem::new(&at, "a zip group needs at least two axes", "list the axes that vary together"));
         }
         let mut members = Vec::new();
         for (m, n) in names.iter().enumerate() {
@@ -743,10 +635,8 @@ fn parse_zip(
         }
         let lens: Vec<usize> = members.iter().map(|&k| axes[k].values.len()).collect();
         if lens.windows(2).any(|w| w[0] != w[1]) {
-            let desc: Vec<String> = members
-                .iter()
-                .map(|&k| format!("{} has {}", axes[k].name, axes[k].values.len()))
-                .collect();
+            let desc: Vec<String> =
+                members.iter().map(|&k| format!("{} has {}", axes[k].name, axes[k].values.len())).collect();
             p.push(Problem::new(
                 &at,
                 format!("zipped axes have different lengths ({})", desc.join(", ")),
@@ -762,21 +652,12 @@ fn parse_zip(
 /// One `exclude` entry: (axis index, value) pairs that must all match.
 type Exclude = Vec<(usize, Value)>;
 
-fn parse_exclude(
-    value: Option<&Value>,
-    axes: &[Axis],
-    lookup: &AxisLookup,
-    p: &mut Problems,
-) -> Option<Vec<Exclude>> {
+fn parse_exclude(value: Option<&Value>, axes: &[Axis], lookup: &AxisLookup, p: &mut Problems) -> Option<Vec<Exclude>> {
     let entries = match value {
         None | Some(Value::Null) => return Some(Vec::new()),
         Some(Value::Array(e)) => e,
         Some(other) => {
-            p.push(shape::wrong_type(
-                "exclude",
-                "an array of {axis: value} objects",
-                other,
-            ));
+            p.push(shape::wrong_type("exclude", "an array of {axis: value} objects", other));
             return None;
         }
     };
@@ -784,19 +665,11 @@ fn parse_exclude(
     for (e, entry) in entries.iter().enumerate() {
         let at = join_index("exclude", e);
         let Some(pairs) = entry.as_object() else {
-            p.push(shape::wrong_type(
-                &at,
-                "an object {axis: value, ...}",
-                entry,
-            ));
+            p.push(shape::wrong_type(&at, "an object {axis: value, ...}", entry));
             continue;
         };
         if pairs.is_empty() {
-            p.push(Problem::new(
-                &at,
-                "an empty exclude entry would drop every cell",
-                "name at least one axis",
-            ));
+            p.push(Problem::new(&at, "an empty exclude entry would drop every cell", "name at least one axis"));
             continue;
         }
         let mut parsed = Vec::new();
@@ -810,11 +683,7 @@ fn parse_exclude(
                 let shown: Vec<String> = axes[k].values.iter().map(show).collect();
                 p.push(Problem::new(
                     kat,
-                    format!(
-                        "{} is not a value of axis {:?}, so this entry excludes nothing",
-                        show(v),
-                        axes[k].name
-                    ),
+                    format!("{} is not a value of axis {:?}, so this entry excludes nothing", show(v), axes[k].name),
                     format!("its values: {}", shown.join(", ")),
                 ));
                 continue;
@@ -872,21 +741,15 @@ fn expand(
                 choice[k] = counter[u];
             }
         }
-        let excluded = exclude.iter().any(|pairs| {
-            !pairs.is_empty()
-                && pairs
-                    .iter()
-                    .all(|(k, v)| value_matches(&axes[*k], choice[*k], v))
-        });
+        let excluded = exclude
+            .iter()
+            .any(|pairs| !pairs.is_empty() && pairs.iter().all(|(k, v)| value_matches(&axes[*k], choice[*k], v)));
         if !excluded {
             if let Some(cell) = resolve(base, axes, &axis_paths, &choice, index, config_shape, p) {
                 if let Some(&first) = by_id.get(&cell.id) {
                     p.push(Problem::new(
                         join_index("cells", index),
-                        format!(
-                            "resolves to the same config as cells[{first}] (id {})",
-                            cell.id
-                        ),
+                        format!("resolves to the same config as cells[{first}] (id {})", cell.id),
                         "an axis value equals the default or another value; remove the duplicate",
                     ));
                 } else {
@@ -931,11 +794,7 @@ fn resolve(
     let mut value = base.clone();
     for (k, axis) in axes.iter().enumerate() {
         if let Err(msg) = set_path(&mut value, &axis.path, axis.values[choice[k]].clone()) {
-            p.push(Problem::new(
-                join_key(&join_index("axes", k), "path"),
-                msg,
-                "fix `base` or the path",
-            ));
+            p.push(Problem::new(join_key(&join_index("axes", k), "path"), msg, "fix `base` or the path"));
             return None;
         }
     }
@@ -952,14 +811,7 @@ fn resolve(
         Ok(c) => c,
         Err(e) => {
             // The shape check should have caught this; report serde's words rather than panic.
-            p.push_in(
-                Problem::new(
-                    join_index("cells", index),
-                    format!("invalid config: {e}"),
-                    "",
-                ),
-                Some(index),
-            );
+            p.push_in(Problem::new(join_index("cells", index), format!("invalid config: {e}"), ""), Some(index));
             return None;
         }
     };
@@ -973,13 +825,7 @@ fn resolve(
     }
     labels.insert("temperature".into(), Value::from(config.temperature));
     labels.insert("seed".into(), Value::from(config.seed));
-    Some(Cell {
-        index,
-        id: cell_id(&config),
-        config,
-        labels,
-        axis_values: choice.to_vec(),
-    })
+    Some(Cell { index, id: cell_id(&config), config, labels, axis_values: choice.to_vec() })
 }
 
 /// Maps a config path of a cell to the place in the grid file it comes from.
@@ -988,9 +834,7 @@ fn source_of(axis_paths: &[String], choice: &[usize], config_path: &str) -> Stri
         let rest = if config_path == ap {
             Some("")
         } else {
-            config_path
-                .strip_prefix(ap.as_str())
-                .filter(|r| r.starts_with('.') || r.starts_with('['))
+            config_path.strip_prefix(ap.as_str()).filter(|r| r.starts_with('.') || r.starts_with('['))
         };
         if let (Some(rest), Some(j)) = (rest, choice.get(k)) {
             return format!("axes[{k}].values[{j}]{rest}");
@@ -1005,9 +849,7 @@ fn source_of(axis_paths: &[String], choice: &[usize], config_path: &str) -> Stri
 
 /// A dot-separated axis path in the notation of problem paths (`prior.params["a-b c"]`).
 fn json_path(dotted: &str) -> String {
-    dotted
-        .split('.')
-        .fold(String::new(), |acc, seg| join_key(&acc, seg))
+    dotted.split('.').fold(String::new(), |acc, seg| join_key(&acc, seg))
 }
 
 /// Sets `path` (dot-separated) in `root`, creating missing objects on the way.
@@ -1029,36 +871,27 @@ fn set_path(root: &mut Value, path: &str, new: Value) -> Result<(), String> {
             map.insert((*seg).to_owned(), new);
             return Ok(());
         }
-        cur = map
-            .entry((*seg).to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = map.entry((*seg).to_owned()).or_insert_with(|| Value::Object(Map::new()));
     }
     Ok(())
 }
 
 /// Does `v` (from an exclude entry) match value `j` of `axis`: equal to it, or to its label?
 fn value_matches(axis: &Axis, j: usize, v: &Value) -> bool {
-    json_eq(&axis.values[j], v)
-        || matches!((&axis.labels, v), (Some(l), Value::String(s)) if l.get(j) == Some(s))
+    json_eq(&axis.values[j], v) || matches!((&axis.labels, v), (Some(l), Value::String(s)) if l.get(j) == Some(s))
 }
 
 /// JSON equality where numbers compare by value (`1` equals `1.0`).
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            match (x.as_u64(), y.as_u64(), x.as_i64(), y.as_i64()) {
-                (Some(x), Some(y), _, _) => x == y,
-                (_, _, Some(x), Some(y)) => x == y,
-                _ => x.as_f64() == y.as_f64(),
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
-        }
+        (Value::Number(x), Value::Number(y)) => match (x.as_u64(), y.as_u64(), x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y), _, _) => x == y,
+            (_, _, Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
+            x.len() == y.len() && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
         }
         _ => a == b,
     }
@@ -1072,20 +905,14 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_recursively() {
         let v = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": "x y"}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":"x y","d":[1,{"y":1,"z":0}]},"b":1}"#
-        );
+        assert_eq!(canonical_json(&v), r#"{"a":{"c":"x y","d":[1,{"y":1,"z":0}]},"b":1}"#);
     }
 
     #[test]
     fn set_path_creates_objects() {
         let mut v = json!({"prior": {"name": "gaussian"}});
         set_path(&mut v, "prior.params.scale", json!(0.1)).unwrap();
-        assert_eq!(
-            v,
-            json!({"prior": {"name": "gaussian", "params": {"scale": 0.1}}})
-        );
+        assert_eq!(v, json!({"prior": {"name": "gaussian", "params": {"scale": 0.1}}}));
         let mut v = json!({"sampler": 3});
         assert!(set_path(&mut v, "sampler.lr", json!(0.1)).is_err());
     }
@@ -1093,18 +920,9 @@ mod tests {
     #[test]
     fn sources() {
         let paths = vec!["temperature".to_owned(), "prior.params".to_owned()];
-        assert_eq!(
-            source_of(&paths, &[2, 1], "temperature"),
-            "axes[0].values[2]"
-        );
-        assert_eq!(
-            source_of(&paths, &[2, 1], "prior.params.scale"),
-            "axes[1].values[1].scale"
-        );
-        assert_eq!(
-            source_of(&paths, &[2, 1], "prior.paramsx"),
-            "base.prior.paramsx"
-        );
+        assert_eq!(source_of(&paths, &[2, 1], "temperature"), "axes[0].values[2]");
+        assert_eq!(source_of(&paths, &[2, 1], "prior.params.scale"), "axes[1].values[1].scale");
+        assert_eq!(source_of(&paths, &[2, 1], "prior.paramsx"), "base.prior.paramsx");
         assert_eq!(source_of(&paths, &[2, 1], "sampler.lr"), "base.sampler.lr");
     }
 

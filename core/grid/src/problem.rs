@@ -18,26 +18,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(
-        path: impl Into<String>,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.into(),
-        }
+    pub fn new(path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into(), hint: hint.into() }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "(grid file)"
-        } else {
-            &self.path
-        };
+        let path = if self.path.is_empty() { "(grid file)" } else { &self.path };
         write!(f, "{path}: {}", self.message)?;
         if !self.hint.is_empty() {
             write!(f, "\n      hint: {}", self.hint)?;
@@ -56,10 +44,7 @@ pub struct GridError {
 
 impl GridError {
     pub fn new(problems: Vec<Problem>) -> Self {
-        Self {
-            source_name: None,
-            problems,
-        }
+        Self { source_name: None, problems }
     }
 
     /// Attaches the file the grid was read from (shown in the first line of the message).
@@ -86,10 +71,7 @@ impl fmt::Display for GridError {
 
 /// Appends `key` to a JSON path: `.key` for plain keys, `["a.b"]` for keys that need quoting.
 pub(crate) fn join_key(path: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
     if plain {
         if path.is_empty() {
             key.to_owned()

@@ -13,8 +13,7 @@ use crate::shape;
 /// cell); `$defs.partialCellConfig` the same without required keys (a grid's `base`).
 pub fn schema() -> Value {
     let config = shape::cell_config();
-    let axis_name =
-        json!({ "type": "string", "minLength": 1, "description": "An axis display name or path." });
+    let axis_name = json!({ "type": "string", "minLength": 1, "description": "An axis display name or path." });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://example.invalid/ablate/grid.schema.json",

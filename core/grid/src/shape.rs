@@ -55,21 +55,11 @@ pub(crate) struct Field {
 }
 
 fn field(name: &'static str, shape: Shape, doc: &'static str) -> Field {
-    Field {
-        name,
-        shape,
-        required: false,
-        doc,
-    }
+    Field { name, shape, required: false, doc }
 }
 
 fn required(name: &'static str, shape: Shape, doc: &'static str) -> Field {
-    Field {
-        name,
-        shape,
-        required: true,
-        doc,
-    }
+    Field { name, shape, required: true, doc }
 }
 
 fn uint(min: u64) -> Shape {
@@ -84,72 +74,30 @@ const PRECONDITIONERS: &[&str] = &["layerwise", "identity"];
 
 fn plugin_ref() -> Shape {
     Shape::Object(vec![
-        required(
-            "name",
-            Shape::Str,
-            "Plugin name (as listed by `ablate plugins`).",
-        ),
-        field(
-            "params",
-            Shape::Any,
-            "Plugin parameters, checked against the plugin's description.",
-        ),
+        required("name", Shape::Str, "Plugin name (as listed by `ablate plugins`)."),
+        field("params", Shape::Any, "Plugin parameters, checked against the plugin's description."),
     ])
 }
 
 /// The shape of [`CellConfig`](crate::config::CellConfig). Keep in step with `config.rs`
 /// (the tests deserialize what this accepts).
 pub(crate) fn cell_config() -> Shape {
-    let activation = || {
-        field(
-            "activation",
-            Shape::Enum(ACTIVATIONS),
-            "Activation function.",
-        )
-    };
+    let activation = || field("activation", Shape::Enum(ACTIVATIONS), "Activation function.");
     Shape::Object(vec![
         field(
             "temperature",
-            Shape::Float {
-                min: Some(0.0),
-                min_exclusive: false,
-                max_exclusive: None,
-            },
+            Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None },
             "Posterior temperature T >= 0 (0 = SGD with momentum).",
         ),
-        field(
-            "seed",
-            Shape::UInt { min: None },
-            "Seed of everything random in the cell.",
-        ),
+        field("seed", Shape::UInt { min: None }, "Seed of everything random in the cell."),
         required(
             "data",
             Shape::Object(vec![
-                required(
-                    "dataset",
-                    Shape::Str,
-                    "digits, mnist, fashion-mnist or cifar10.",
-                ),
-                field(
-                    "path",
-                    Shape::Nullable(Box::new(Shape::Str)),
-                    "Folder of the dataset files.",
-                ),
-                field(
-                    "train_size",
-                    Shape::Nullable(Box::new(uint(1))),
-                    "Training examples used.",
-                ),
-                field(
-                    "test_size",
-                    Shape::Nullable(Box::new(uint(1))),
-                    "Test examples used.",
-                ),
-                field(
-                    "subset_seed",
-                    Shape::UInt { min: None },
-                    "Seed of the subset choice.",
-                ),
+                required("dataset", Shape::Str, "digits, mnist, fashion-mnist or cifar10."),
+                field("path", Shape::Nullable(Box::new(Shape::Str)), "Folder of the dataset files."),
+                field("train_size", Shape::Nullable(Box::new(uint(1))), "Training examples used."),
+                field("test_size", Shape::Nullable(Box::new(uint(1))), "Test examples used."),
+                field("subset_seed", Shape::UInt { min: None }, "Seed of the subset choice."),
                 field("normalize", Shape::Bool, "Standardise each channel."),
             ]),
             "Which data and how much of it.",
@@ -159,28 +107,15 @@ pub(crate) fn cell_config() -> Shape {
             Shape::Tagged {
                 tag: "kind",
                 variants: vec![
-                    (
-                        "mlp",
-                        vec![
-                            required("hidden", Shape::Array(Box::new(uint(1))), "Hidden widths."),
-                            activation(),
-                        ],
-                    ),
+                    ("mlp", vec![required("hidden", Shape::Array(Box::new(uint(1))), "Hidden widths."), activation()]),
                     (
                         "cnn",
                         vec![
-                            required(
-                                "channels",
-                                Shape::Array(Box::new(uint(1))),
-                                "Channels of the 3x3 convolutions.",
-                            ),
+                            required("channels", Shape::Array(Box::new(uint(1))), "Channels of the 3x3 convolutions."),
                             activation(),
                         ],
                     ),
-                    (
-                        "resnet20",
-                        vec![field("width", uint(1), "Width multiplier of the filters.")],
-                    ),
+                    ("resnet20", vec![field("width", uint(1), "Width multiplier of the filters.")]),
                 ],
             },
             "The network architecture.",
@@ -192,76 +127,32 @@ pub(crate) fn cell_config() -> Shape {
                 field("batch_size", uint(1), "Minibatch size."),
                 field(
                     "lr",
-                    Shape::Float {
-                        min: Some(0.0),
-                        min_exclusive: true,
-                        max_exclusive: None,
-                    },
+                    Shape::Float { min: Some(0.0), min_exclusive: true, max_exclusive: None },
                     "Learning rate (> 0).",
                 ),
                 field(
                     "momentum_decay",
-                    Shape::Float {
-                        min: Some(0.0),
-                        min_exclusive: false,
-                        max_exclusive: Some(1.0),
-                    },
+                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: Some(1.0) },
                     "Momentum decay in [0, 1).",
                 ),
                 field("cycle_length", uint(1), "Cycle length in epochs."),
-                field(
-                    "cycle_start_sampling",
-                    uint(1),
-                    "First epoch of the cyclical schedule (>= cycle_length).",
-                ),
-                field(
-                    "schedule",
-                    Shape::Enum(SCHEDULES),
-                    "Cyclical time-step schedule.",
-                ),
-                field(
-                    "preconditioner",
-                    Shape::Enum(PRECONDITIONERS),
-                    "Mass matrix.",
-                ),
-                field(
-                    "precond_batches",
-                    uint(1),
-                    "Minibatches for the preconditioner estimate.",
-                ),
-                field(
-                    "temperature_ramp",
-                    Shape::Bool,
-                    "Ramp the temperature from 0.",
-                ),
+                field("cycle_start_sampling", uint(1), "First epoch of the cyclical schedule (>= cycle_length)."),
+                field("schedule", Shape::Enum(SCHEDULES), "Cyclical time-step schedule."),
+                field("preconditioner", Shape::Enum(PRECONDITIONERS), "Mass matrix."),
+                field("precond_batches", uint(1), "Minibatches for the preconditioner estimate."),
+                field("temperature_ramp", Shape::Bool, "Ramp the temperature from 0."),
                 field("init", Shape::Enum(INITS), "Weight initialisation."),
             ]),
             "The sampler protocol.",
         ),
-        field(
-            "integrator",
-            plugin_ref(),
-            "Integrator plugin (default sym-euler).",
-        ),
+        field("integrator", plugin_ref(), "Integrator plugin (default sym-euler)."),
         field("prior", plugin_ref(), "Prior plugin (default gaussian)."),
-        field(
-            "likelihood",
-            plugin_ref(),
-            "Likelihood plugin (default categorical).",
-        ),
-        field(
-            "noise",
-            plugin_ref(),
-            "Gradient-noise plugin (default minibatch).",
-        ),
+        field("likelihood", plugin_ref(), "Likelihood plugin (default categorical)."),
+        field("noise", plugin_ref(), "Gradient-noise plugin (default minibatch)."),
         field(
             "eval",
             Shape::Object(vec![
-                field(
-                    "ece_bins",
-                    uint(1),
-                    "Bins of the expected calibration error.",
-                ),
+                field("ece_bins", uint(1), "Bins of the expected calibration error."),
                 field("batch_size", uint(1), "Batch size of test-set evaluation."),
             ]),
             "How the ensemble is evaluated.",
@@ -271,13 +162,7 @@ pub(crate) fn cell_config() -> Shape {
 
 /// Checks `value` against `shape`, pushing every problem (paths relative to `path`).
 /// With `partial`, missing required keys are not problems (a grid's `base`).
-pub(crate) fn check(
-    value: &Value,
-    shape: &Shape,
-    path: &str,
-    partial: bool,
-    out: &mut Vec<Problem>,
-) {
+pub(crate) fn check(value: &Value, shape: &Shape, path: &str, partial: bool, out: &mut Vec<Problem>) {
     match shape {
         Shape::Any => {}
         Shape::Bool => {
@@ -295,17 +180,9 @@ pub(crate) fn check(
             Some(s) => out.push(Problem::new(
                 path,
                 format!("unknown value {s:?}"),
-                format!(
-                    "use one of: {}{}",
-                    names.join(", "),
-                    suggest(s, names.iter().copied())
-                ),
+                format!("use one of: {}{}", names.join(", "), suggest(s, names.iter().copied())),
             )),
-            None => out.push(wrong_type(
-                path,
-                &format!("one of {}", names.join(", ")),
-                value,
-            )),
+            None => out.push(wrong_type(path, &format!("one of {}", names.join(", ")), value)),
         },
         Shape::UInt { .. } => {
             if !value.is_u64() {
@@ -352,18 +229,10 @@ pub(crate) fn check(
                     None => out.push(Problem::new(
                         tag_path,
                         format!("unknown {tag} {kind:?}"),
-                        format!(
-                            "use one of: {}{}",
-                            names.join(", "),
-                            suggest(kind, names.iter().copied())
-                        ),
+                        format!("use one of: {}{}", names.join(", "), suggest(kind, names.iter().copied())),
                     )),
                 },
-                Some(other) => out.push(wrong_type(
-                    &tag_path,
-                    &format!("one of {}", names.join(", ")),
-                    other,
-                )),
+                Some(other) => out.push(wrong_type(&tag_path, &format!("one of {}", names.join(", ")), other)),
             }
         }
     }
@@ -382,19 +251,13 @@ fn check_fields(
             Some(f) => check(v, &f.shape, &join_key(path, key), partial, out),
             None if extra_keys.contains(&key.as_str()) => {}
             None => {
-                let known = fields
-                    .iter()
-                    .map(|f| f.name)
-                    .chain(extra_keys.iter().copied());
+                let known = fields.iter().map(|f| f.name).chain(extra_keys.iter().copied());
                 out.push(unknown_key(&join_key(path, key), key, known));
             }
         }
     }
     if !partial {
-        for f in fields
-            .iter()
-            .filter(|f| f.required && !map.contains_key(f.name))
-        {
+        for f in fields.iter().filter(|f| f.required && !map.contains_key(f.name)) {
             out.push(Problem::new(
                 join_key(path, f.name),
                 format!("missing required key `{}`", f.name),
@@ -406,10 +269,7 @@ fn check_fields(
 
 /// The shape at a dot-separated axis path, or the index of the first segment that leads
 /// nowhere, with a hint. Below a tagged object the keys of all its variants are accepted.
-pub(crate) fn shape_at<'a>(
-    shape: &'a Shape,
-    segments: &[&str],
-) -> Result<&'a Shape, (usize, String)> {
+pub(crate) fn shape_at<'a>(shape: &'a Shape, segments: &[&str]) -> Result<&'a Shape, (usize, String)> {
     static TAG: Shape = Shape::Str;
     let mut shape = shape;
     for (i, seg) in segments.iter().enumerate() {
@@ -428,26 +288,14 @@ pub(crate) fn shape_at<'a>(
                 }
                 variants.iter().flat_map(|(_, fs)| fs.iter()).collect()
             }
-            _ => {
-                return Err((
-                    i,
-                    "the key before it holds a plain value, not an object".into(),
-                ))
-            }
+            _ => return Err((i, "the key before it holds a plain value, not an object".into())),
         };
         match fields.iter().find(|f| f.name == *seg) {
             Some(f) => shape = &f.shape,
             None => {
                 let known = fields.iter().map(|f| f.name);
                 let names: Vec<&str> = known.clone().collect();
-                return Err((
-                    i,
-                    format!(
-                        "known keys here: {}{}",
-                        names.join(", "),
-                        suggest(seg, known)
-                    ),
-                ));
+                return Err((i, format!("known keys here: {}{}", names.join(", "), suggest(seg, known))));
             }
         }
     }
@@ -463,19 +311,11 @@ pub(crate) fn to_schema(shape: &Shape, strict: bool) -> Value {
         Shape::Str => json!({ "type": "string" }),
         Shape::Enum(names) => json!({ "enum": names }),
         Shape::UInt { min } => json!({ "type": "integer", "minimum": min.unwrap_or(0) }),
-        Shape::Float {
-            min,
-            min_exclusive,
-            max_exclusive,
-        } => {
+        Shape::Float { min, min_exclusive, max_exclusive } => {
             let mut s = Map::new();
             s.insert("type".into(), json!("number"));
             if let Some(m) = min {
-                let key = if *min_exclusive {
-                    "exclusiveMinimum"
-                } else {
-                    "minimum"
-                };
+                let key = if *min_exclusive { "exclusiveMinimum" } else { "minimum" };
                 s.insert(key.into(), json!(m));
             }
             if let Some(m) = max_exclusive {
@@ -489,10 +329,8 @@ pub(crate) fn to_schema(shape: &Shape, strict: bool) -> Value {
         Shape::Array(inner) => json!({ "type": "array", "items": to_schema(inner, strict) }),
         Shape::Object(fields) => object_schema(fields, None, strict),
         Shape::Tagged { tag, variants } => {
-            let one_of: Vec<Value> = variants
-                .iter()
-                .map(|(name, fields)| object_schema(fields, Some((tag, name)), strict))
-                .collect();
+            let one_of: Vec<Value> =
+                variants.iter().map(|(name, fields)| object_schema(fields, Some((tag, name)), strict)).collect();
             json!({ "type": "object", "oneOf": one_of })
         }
     }
@@ -524,31 +362,15 @@ fn object_schema(fields: &[Field], tag: Option<(&str, &str)>, strict: bool) -> V
 }
 
 pub(crate) fn wrong_type(path: &str, expected: &str, got: &Value) -> Problem {
-    Problem::new(
-        path,
-        format!(
-            "expected {expected}, got {} ({})",
-            type_name(got),
-            show(got)
-        ),
-        "",
-    )
+    Problem::new(path, format!("expected {expected}, got {} ({})", type_name(got), show(got)), "")
 }
 
-pub(crate) fn unknown_key<'a>(
-    path: &str,
-    key: &str,
-    known: impl Iterator<Item = &'a str> + Clone,
-) -> Problem {
+pub(crate) fn unknown_key<'a>(path: &str, key: &str, known: impl Iterator<Item = &'a str> + Clone) -> Problem {
     let names: Vec<&str> = known.clone().collect();
     Problem::new(
         path,
         format!("unknown key `{key}`"),
-        format!(
-            "known keys here: {}{}",
-            names.join(", "),
-            suggest(key, known)
-        ),
+        format!("known keys here: {}{}", names.join(", "), suggest(key, known)),
     )
 }
 
@@ -586,32 +408,17 @@ mod tests {
         assert_eq!(edit_distance("lr", "lr"), 0);
         assert_eq!(edit_distance("lrr", "lr"), 1);
         assert_eq!(edit_distance("tempreature", "temperature"), 2);
-        assert_eq!(
-            suggest("epoch", ["epochs", "lr"].into_iter()),
-            "; did you mean `epochs`?"
-        );
+        assert_eq!(suggest("epoch", ["epochs", "lr"].into_iter()), "; did you mean `epochs`?");
     }
 
     #[test]
     fn paths_into_the_config() {
         let s = cell_config();
-        assert!(matches!(
-            shape_at(&s, &["temperature"]),
-            Ok(Shape::Float { .. })
-        ));
-        assert!(matches!(
-            shape_at(&s, &["prior", "params", "scale"]),
-            Ok(Shape::Any)
-        ));
-        assert!(matches!(
-            shape_at(&s, &["model", "hidden"]),
-            Ok(Shape::Array(_))
-        ));
+        assert!(matches!(shape_at(&s, &["temperature"]), Ok(Shape::Float { .. })));
+        assert!(matches!(shape_at(&s, &["prior", "params", "scale"]), Ok(Shape::Any)));
+        assert!(matches!(shape_at(&s, &["model", "hidden"]), Ok(Shape::Array(_))));
         assert!(matches!(shape_at(&s, &["model", "kind"]), Ok(Shape::Str)));
-        assert!(matches!(
-            shape_at(&s, &["data", "train_size"]),
-            Ok(Shape::Nullable(_))
-        ));
+        assert!(matches!(shape_at(&s, &["data", "train_size"]), Ok(Shape::Nullable(_))));
         assert_eq!(shape_at(&s, &["sampler", "lrr"]).unwrap_err().0, 1);
         assert_eq!(shape_at(&s, &["temperature", "x"]).unwrap_err().0, 1);
     }
@@ -636,18 +443,9 @@ mod tests {
                     }
                 }
                 Shape::Nullable(inner) => walk(inner, path, out),
-                Shape::UInt { min: Some(m) } if *m > 0 => {
-                    out.push((path, serde_json::json!(m - 1)))
-                }
-                Shape::Float {
-                    min: Some(m),
-                    min_exclusive,
-                    max_exclusive,
-                } => {
-                    out.push((
-                        path.clone(),
-                        serde_json::json!(if *min_exclusive { *m } else { m - 1.0 }),
-                    ));
+                Shape::UInt { min: Some(m) } if *m > 0 => out.push((path, serde_json::json!(m - 1))),
+                Shape::Float { min: Some(m), min_exclusive, max_exclusive } => {
+                    out.push((path.clone(), serde_json::json!(if *min_exclusive { *m } else { m - 1.0 })));
                     if let Some(mx) = max_exclusive {
                         out.push((path, serde_json::json!(mx)));
                     }
@@ -661,11 +459,7 @@ mod tests {
             let mut v = valid.clone();
             let mut cur = &mut v;
             for seg in &path[..path.len() - 1] {
-                cur = cur
-                    .as_object_mut()
-                    .unwrap()
-                    .entry(*seg)
-                    .or_insert(serde_json::json!({}));
+                cur = cur.as_object_mut().unwrap().entry(*seg).or_insert(serde_json::json!({}));
             }
             cur[path[path.len() - 1]] = bad.clone();
             let config: CellConfig = serde_json::from_value(v).unwrap();

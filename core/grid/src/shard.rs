@@ -38,15 +38,11 @@ impl Shard {
     /// Parses `i/N` (as given to `--shard`).
     pub fn parse(s: &str) -> Result<Shard, ShardError> {
         let usage = "write --shard i/N with 0 <= i < N, e.g. --shard 0/4";
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| ShardError(format!("shard {s:?} has no '/'; {usage}")))?;
+        let (i, n) = s.split_once('/').ok_or_else(|| ShardError(format!("shard {s:?} has no '/'; {usage}")))?;
         let num = |part: &str, what: &str| {
-            part.trim().parse::<usize>().map_err(|_| {
-                ShardError(format!(
-                    "shard {s:?}: {what} {part:?} is not a non-negative integer; {usage}"
-                ))
-            })
+            part.trim()
+                .parse::<usize>()
+                .map_err(|_| ShardError(format!("shard {s:?}: {what} {part:?} is not a non-negative integer; {usage}")))
         };
         Shard::new(num(i, "index")?, num(n, "count")?)
     }
@@ -105,30 +101,28 @@ pub fn shard_from_vars(
     get: impl Fn(&str) -> Option<String>,
     count: Option<usize>,
 ) -> Result<Option<Shard>, ShardError> {
-    let num = |name: &str| -> Result<Option<usize>, ShardError> {
-        match get(name) {
-            None => Ok(None),
-            Some(v) if v.trim().is_empty() => Ok(None),
-            Some(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
-                ShardError(format!(
-                    "environment variable {name}={v:?} is not a non-negative integer"
-                ))
-            }),
-        }
-    };
+    let num =
+        |name: &str| -> Result<Option<usize>, ShardError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
+                    ShardError(format!("environment variable {name}={v:?} is not a non-negative integer"))
+                }),
+            }
+        };
     if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
         let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
         let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
         if id < min {
-            return Err(ShardError(format!(
-                "SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"
-            )));
+            return Err(ShardError(format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}")));
         }
         let n = match (count, num("SLURM_ARRAY_TASK_COUNT")?) {
             (Some(n), _) | (None, Some(n)) => n,
             (None, None) => {
                 return Err(ShardError(
-                    "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass the shard count explicitly".into(),
+                    "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass the shard count explicitly"
+                        .into(),
                 ))
             }
         };
@@ -142,9 +136,7 @@ pub fn shard_from_vars(
                 "JOB_COMPLETION_INDEX is set but the shard count is unknown; pass it (the Job's `completions`)".into(),
             )
         })?;
-        return Shard::new(idx, n)
-            .map(Some)
-            .map_err(|e| ShardError(format!("from JOB_COMPLETION_INDEX: {e}")));
+        return Shard::new(idx, n).map(Some).map_err(|e| ShardError(format!("from JOB_COMPLETION_INDEX: {e}")));
     }
     Ok(None)
 }
@@ -155,20 +147,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn parse_shards() {
         assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
-        assert_eq!(
-            " 0 / 1".parse::<Shard>().unwrap(),
-            Shard { index: 0, count: 1 }
-        );
+        assert_eq!(" 0 / 1".parse::<Shard>().unwrap(), Shard { index: 0, count: 1 });
         for bad in ["4/4", "1/0", "1", "a/2", "-1/2", "1/2/3", ""] {
             let e = Shard::parse(bad).unwrap_err();
             assert!(e.0.contains("shard"), "{bad}: {e}");
@@ -194,13 +180,7 @@ mod tests {
     #[test]
     fn from_environment() {
         assert_eq!(shard_from_vars(env(&[]), None).unwrap(), None);
-        let s = shard_from_vars(
-            env(&[
-                ("SLURM_ARRAY_TASK_ID", "3"),
-                ("SLURM_ARRAY_TASK_COUNT", "8"),
-            ]),
-            None,
-        );
+        let s = shard_from_vars(env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "8")]), None);
         assert_eq!(s.unwrap(), Some(Shard { index: 3, count: 8 }));
         let s = shard_from_vars(
             env(&[
@@ -216,13 +196,6 @@ mod tests {
         assert_eq!(s.unwrap(), Some(Shard { index: 2, count: 5 }));
         assert!(shard_from_vars(env(&[("JOB_COMPLETION_INDEX", "2")]), None).is_err());
         assert!(shard_from_vars(env(&[("JOB_COMPLETION_INDEX", "x")]), Some(3)).is_err());
-        assert!(shard_from_vars(
-            env(&[
-                ("SLURM_ARRAY_TASK_ID", "9"),
-                ("SLURM_ARRAY_TASK_COUNT", "8")
-            ]),
-            None
-        )
-        .is_err());
+        assert!(shard_from_vars(env(&[("SLURM_ARRAY_TASK_ID", "9"), ("SLURM_ARRAY_TASK_COUNT", "8")]), None).is_err());
     }
 }

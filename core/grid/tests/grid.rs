@@ -35,12 +35,7 @@ fn expands_to_the_expected_cells() {
         .cells
         .iter()
         .map(|c| {
-            (
-                c.config.temperature,
-                c.config.prior.params["scale"].as_f64().unwrap(),
-                c.config.seed,
-                c.config.sampler.lr,
-            )
+            (c.config.temperature, c.config.prior.params["scale"].as_f64().unwrap(), c.config.seed, c.config.sampler.lr)
         })
         .collect();
     let expected = vec![
@@ -72,10 +67,7 @@ fn expands_to_the_expected_cells() {
 
     // Labels: axis display names in axis order, labels where given, temperature and seed always.
     let labels = Value::Object(grid.cells[3].labels.clone());
-    assert_eq!(
-        labels,
-        json!({ "temperature": 1.0, "scale": "narrow", "seed": 2, "lr": 0.05 })
-    );
+    assert_eq!(labels, json!({ "temperature": 1.0, "scale": "narrow", "seed": 2, "lr": 0.05 }));
     let keys: Vec<&String> = grid.cells[3].labels.keys().collect();
     assert_eq!(keys, ["temperature", "scale", "seed", "lr"]);
 
@@ -130,10 +122,7 @@ fn a_grid_without_axes_is_one_cell() {
     }))
     .unwrap();
     assert_eq!(g.len(), 1);
-    assert_eq!(
-        Value::Object(g.cells[0].labels.clone()),
-        json!({ "temperature": 1.0, "seed": 1 })
-    );
+    assert_eq!(Value::Object(g.cells[0].labels.clone()), json!({ "temperature": 1.0, "seed": 1 }));
 }
 
 #[test]
@@ -214,24 +203,15 @@ fn range_problems_point_at_the_value_that_causes_them() {
         assert!(paths.contains(&expected), "missing {expected} in:\n{err}");
     }
     // Problems shared by every cell are listed once.
-    assert_eq!(
-        paths.iter().filter(|p| **p == "base.sampler.lr").count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(paths.iter().filter(|p| **p == "base.sampler.lr").count(), 1, "{err}");
     // A problem in some cells only says which.
-    let t = err
-        .problems
-        .iter()
-        .find(|p| p.path == "axes[1].values[0]")
-        .unwrap();
+    let t = err.problems.iter().find(|p| p.path == "axes[1].values[0]").unwrap();
     assert!(t.message.contains("cells["), "{}", t.message);
 }
 
 #[test]
 fn structural_problems() {
-    let base =
-        json!({ "data": { "dataset": "digits" }, "model": { "kind": "mlp", "hidden": [8] } });
+    let base = json!({ "data": { "dataset": "digits" }, "model": { "kind": "mlp", "hidden": [8] } });
     let cases = [
         (
             json!({ "name": "x", "base": base, "axes": [{ "path": "seed", "values": [1, 2] }, { "path": "temperature", "values": [1.0] }], "zip": [["seed", "temperature"]] }),
@@ -249,10 +229,7 @@ fn structural_problems() {
             json!({ "name": "x", "base": base, "axes": [{ "path": "sampler", "values": [{}] }, { "path": "sampler.lr", "values": [0.1] }] }),
             "axes[1].path",
         ),
-        (
-            json!({ "name": "x", "base": { "model": { "kind": "mlp", "hidden": [8] } } }),
-            "base.data",
-        ),
+        (json!({ "name": "x", "base": { "model": { "kind": "mlp", "hidden": [8] } } }), "base.data"),
         (
             json!({ "name": "x", "base": base, "axes": [{ "path": "data.train_size", "values": [null, 100] }, { "path": "seed", "values": [1], "name": "data.train_size" }] }),
             "axes[1].name",
@@ -270,10 +247,7 @@ fn structural_problems() {
     ];
     for (grid, path) in cases {
         let err = Grid::from_value(&grid).unwrap_err();
-        assert!(
-            err.problems.iter().any(|p| p.path == path),
-            "expected a problem at {path:?}:\n{err}"
-        );
+        assert!(err.problems.iter().any(|p| p.path == path), "expected a problem at {path:?}:\n{err}");
     }
     let err = Grid::from_json_str("{ \"name\": \"x\",\n  \"base\": }").unwrap_err();
     assert_eq!(err.problems[0].path, "line 2, column 11", "{err}");
@@ -345,12 +319,7 @@ fn mutated_grids_never_panic() {
                 rejected += 1;
                 assert!(!e.problems.is_empty());
                 // What the shape check accepts, serde accepts (the two descriptions agree).
-                assert!(
-                    !e.problems
-                        .iter()
-                        .any(|p| p.message.starts_with("invalid config")),
-                    "{e}"
-                );
+                assert!(!e.problems.iter().any(|p| p.message.starts_with("invalid config")), "{e}");
                 let _ = e.to_string();
             }
         }
@@ -361,10 +330,7 @@ fn mutated_grids_never_panic() {
             let _ = Grid::from_json_str(prefix);
         }
     }
-    assert!(
-        ok > 50 && rejected > 300,
-        "the mutations exercise both paths ({ok} ok, {rejected} rejected)"
-    );
+    assert!(ok > 50 && rejected > 300, "the mutations exercise both paths ({ok} ok, {rejected} rejected)");
 }
 
 #[test]
@@ -375,10 +341,7 @@ fn shards_partition_the_cells() {
         for i in 0..n {
             let part = shard(&grid.cells, i, n);
             assert!(part.iter().all(|c| c.index % n == i));
-            assert_eq!(
-                part.len(),
-                Shard::new(i, n).unwrap().select(&grid.cells).len()
-            );
+            assert_eq!(part.len(), Shard::new(i, n).unwrap().select(&grid.cells).len());
             seen.extend(part.iter().map(|c| c.id.as_str()));
         }
         seen.sort_unstable();
@@ -393,19 +356,13 @@ fn plugin_refs_name_their_source() {
     let grid = Grid::from_value(&example()).unwrap();
     let refs = grid.plugin_refs();
     assert_eq!(refs.len(), grid.len() * 4);
-    let prior = refs
-        .iter()
-        .find(|r| r.cell == 2 && r.kind == "prior")
-        .unwrap();
+    let prior = refs.iter().find(|r| r.cell == 2 && r.kind == "prior").unwrap();
     assert_eq!(prior.name, "gaussian");
     assert_eq!(prior.params, json!({ "scale": 0.1 }));
     assert_eq!(prior.path, "cells[2].prior");
     assert_eq!(prior.source, "base.prior");
     assert_eq!(grid.source_of(2, "prior.params.scale"), "axes[1].values[1]");
-    let noise = refs
-        .iter()
-        .find(|r| r.cell == 0 && r.kind == "noise")
-        .unwrap();
+    let noise = refs.iter().find(|r| r.cell == 0 && r.kind == "noise").unwrap();
     assert_eq!(noise.name, "minibatch");
 }
 
@@ -416,10 +373,7 @@ fn schema_is_draft_2020_12_and_covers_the_config() {
     let sampler = &s["$defs"]["cellConfig"]["properties"]["sampler"]["properties"];
     assert_eq!(sampler["lr"]["exclusiveMinimum"], 0.0);
     assert_eq!(sampler["momentum_decay"]["exclusiveMaximum"], 1.0);
-    assert_eq!(
-        s["$defs"]["cellConfig"]["required"],
-        json!(["data", "model"])
-    );
+    assert_eq!(s["$defs"]["cellConfig"]["required"], json!(["data", "model"]));
     assert_eq!(s["$defs"]["partialCellConfig"]["required"], json!([]));
     // Every key of a serialized config is in the schema, and nothing else.
     let grid = Grid::from_value(&example()).unwrap();

@@ -22,23 +22,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent(path);
     let name = path
         .file_name()
-        .ok_or_else(|| StoreError::BadName {
-            what: "file name",
-            name: path.display().to_string(),
-        })?
+        .ok_or_else(|| StoreError::BadName { what: "file name", name: path.display().to_string() })?
         .to_string_lossy();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()));
 
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(StoreError::io("create", path))?;
+        let mut f =
+            OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(StoreError::io("create", path))?;
         f.write_all(bytes).map_err(StoreError::io("write", path))?;
-        f.sync_all()
-            .map_err(StoreError::io("flush to disk", path))?;
+        f.sync_all().map_err(StoreError::io("flush to disk", path))?;
         drop(f);
         fs::rename(&tmp, path).map_err(StoreError::io("replace", path))?;
         sync_dir(&dir)
@@ -51,9 +44,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Flushes a folder's entries (new names, renames) to disk.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("flush folder", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("flush folder", dir))
 }
 
 /// Is `name` one of our temporary files?
@@ -76,8 +67,7 @@ pub fn remove_temp_files(dir: &Path) -> Result<usize> {
         let name = entry.file_name();
         if is_temp_name(&name.to_string_lossy()) {
             let path = entry.path();
-            fs::remove_file(&path)
-                .map_err(StoreError::io("remove leftover temporary file", &path))?;
+            fs::remove_file(&path).map_err(StoreError::io("remove leftover temporary file", &path))?;
             tracing::debug!(path = %path.display(), "removed a leftover temporary file");
             removed += 1;
         }

@@ -8,18 +8,11 @@ use std::path::PathBuf;
 pub enum StoreError {
     /// A file-system operation failed.
     #[error("cannot {action} {}: {source}{}", path.display(), io_hint(source))]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: io::Error },
 
     /// A JSON file of the run folder does not parse (or a value does not serialize).
     #[error("{} is not valid: {source}; it was written by another version of ablate, or edited by hand", path.display())]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
 
     /// Another runner holds the run folder.
     #[error(
@@ -28,13 +21,7 @@ pub enum StoreError {
         dir.display(),
         lock_file.display()
     )]
-    Locked {
-        dir: PathBuf,
-        lock_file: PathBuf,
-        pid: u32,
-        hostname: String,
-        started: String,
-    },
+    Locked { dir: PathBuf, lock_file: PathBuf, pid: u32, hostname: String, started: String },
 
     /// The run folder holds results of a different grid file.
     #[error(
@@ -42,16 +29,10 @@ pub enum StoreError {
          another run name, or reopen it with RunDir::open and update the manifest on purpose",
         dir.display()
     )]
-    GridChanged {
-        dir: PathBuf,
-        existing: String,
-        new: String,
-    },
+    GridChanged { dir: PathBuf, existing: String, new: String },
 
     /// A name that cannot be used as a file or folder name inside the run folder.
-    #[error(
-        "invalid {what} {name:?}: use letters, digits, '-', '_' and '.' only (no leading '.')"
-    )]
+    #[error("invalid {what} {name:?}: use letters, digits, '-', '_' and '.' only (no leading '.')")]
     BadName { what: &'static str, name: String },
 
     /// The folder is not a run folder.
@@ -62,16 +43,9 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> StoreError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
-        move |source| StoreError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| StoreError::Io { action, path, source }
     }
 }
 
@@ -99,14 +73,9 @@ mod tests {
 
     #[test]
     fn io_errors_name_the_path_and_the_cause() {
-        let full = StoreError::io("write", "/runs/x/cells/a/metrics.json")(
-            io::Error::from_raw_os_error(28),
-        );
+        let full = StoreError::io("write", "/runs/x/cells/a/metrics.json")(io::Error::from_raw_os_error(28));
         let text = full.to_string();
-        assert!(
-            text.contains("cannot write /runs/x/cells/a/metrics.json"),
-            "{text}"
-        );
+        assert!(text.contains("cannot write /runs/x/cells/a/metrics.json"), "{text}");
         assert!(text.contains("disk or quota is full"), "{text}");
         let denied = StoreError::io("create folder", "/runs/x")(io::Error::from_raw_os_error(13));
         assert!(denied.to_string().contains("permission denied"), "{denied}");

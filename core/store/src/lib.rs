@@ -38,10 +38,8 @@ pub mod run;
 
 pub use error::{Result, StoreError};
 pub use lock::{LockInfo, RunLock};
-pub use machine::{
-    command_line, git_revision, hostname, now_rfc3339, sha256_bytes, sha256_file, MachineInfo,
-};
+pub use machine::{command_line, git_revision, hostname, now_rfc3339, sha256_bytes, sha256_file, MachineInfo};
 pub use run::{
-    CellDir, CellState, CellStatus, Manifest, PluginInfo, RunDir, CELLS, CONFIG, EPOCHS, GRID,
-    LABELS, LOCK, MANIFEST, METRICS, STATUS,
+    CellDir, CellState, CellStatus, Manifest, PluginInfo, RunDir, CELLS, CONFIG, EPOCHS, GRID, LABELS, LOCK, MANIFEST,
+    METRICS, STATUS,
 };

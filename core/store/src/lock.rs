@@ -37,29 +37,20 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock file `path` of the run folder `dir`.
     pub(crate) fn acquire(dir: &Path, path: &Path) -> Result<RunLock> {
-        let me = LockInfo {
-            pid: std::process::id(),
-            hostname: hostname(),
-            started: now_rfc3339(),
-        };
+        let me = LockInfo { pid: std::process::id(), hostname: hostname(), started: now_rfc3339() };
         // A few rounds: each round either wins, fails on a live holder, or clears a stale lock.
         for _ in 0..4 {
             match OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(mut f) => {
-                    let text = serde_json::to_string(&me).map_err(|e| StoreError::Json {
-                        path: path.into(),
-                        source: e,
-                    })?;
+                    let text =
+                        serde_json::to_string(&me).map_err(|e| StoreError::Json { path: path.into(), source: e })?;
                     let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
                     if let Err(e) = written {
                         let _ = fs::remove_file(path);
                         return Err(StoreError::io("write", path)(e));
                     }
                     sync_dir(dir)?;
-                    return Ok(RunLock {
-                        path: path.to_owned(),
-                        info: me,
-                    });
+                    return Ok(RunLock { path: path.to_owned(), info: me });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::io("create lock file", path)(e)),
@@ -68,11 +59,7 @@ impl RunLock {
                 Holder::Gone => continue,
                 Holder::Unreadable { age } if age < Duration::from_secs(10) => {
                     // Another runner created it a moment ago and is writing its content.
-                    LockInfo {
-                        pid: 0,
-                        hostname: "(unknown, just started)".into(),
-                        started: now_rfc3339(),
-                    }
+                    LockInfo { pid: 0, hostname: "(unknown, just started)".into(), started: now_rfc3339() }
                 }
                 Holder::Unreadable { .. } => {
                     tracing::warn!(path = %path.display(), "taking over an empty or damaged run lock");
@@ -100,9 +87,7 @@ impl RunLock {
                 started: held.started,
             });
         }
-        Err(StoreError::io("acquire lock", path)(std::io::Error::other(
-            "other runners keep taking it; try again",
-        )))
+        Err(StoreError::io("acquire lock", path)(std::io::Error::other("other runners keep taking it; try again")))
     }
 
     pub fn info(&self) -> &LockInfo {
@@ -118,9 +103,7 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         // Remove only our own lock (it may have been taken over if we were thought dead).
         match fs::read_to_string(&self.path) {
-            Ok(text)
-                if serde_json::from_str::<LockInfo>(&text).ok().as_ref() == Some(&self.info) =>
-            {
+            Ok(text) if serde_json::from_str::<LockInfo>(&text).ok().as_ref() == Some(&self.info) => {
                 if let Err(e) = fs::remove_file(&self.path) {
                     tracing::warn!(path = %self.path.display(), error = %e, "could not remove the run lock");
                 }
@@ -181,9 +164,7 @@ fn take_over(path: &Path, expected: Option<&LockInfo>) -> Result<()> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StoreError::io("remove stale lock file", path)(e)),
     }
-    let moved = fs::read_to_string(&aside)
-        .ok()
-        .and_then(|t| serde_json::from_str::<LockInfo>(&t).ok());
+    let moved = fs::read_to_string(&aside).ok().and_then(|t| serde_json::from_str::<LockInfo>(&t).ok());
     let ours_to_remove = match expected {
         Some(stale) => moved.as_ref() == Some(stale),
         None => moved.is_none(),

@@ -25,9 +25,7 @@ impl MachineInfo {
     pub fn current() -> MachineInfo {
         MachineInfo {
             hostname: hostname(),
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             os: os_name(),
         }
     }
@@ -77,11 +75,7 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 
 /// `git rev-parse HEAD` in `dir`; `None` when git or the repository is unavailable.
 pub fn git_revision(dir: &Path) -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .ok()?;
+    let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(dir).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -91,17 +85,11 @@ pub fn git_revision(dir: &Path) -> Option<String> {
 
 /// This process's command line, shell-quoted where needed (for `manifest.json` → `command`).
 pub fn command_line() -> String {
-    std::env::args()
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ")
 }
 
 fn shell_quote(arg: &str) -> String {
-    let safe = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    let safe = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if safe {
         arg.to_owned()
     } else {
@@ -116,18 +104,10 @@ pub fn now_rfc3339() -> String {
 
 /// Formats a time as RFC 3339 UTC with second precision.
 pub fn format_rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// Parses what [`format_rfc3339`] writes (`YYYY-MM-DDTHH:MM:SSZ`, fraction of seconds
@@ -144,20 +124,13 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         return None;
     }
     let secs = days_from_civil(y, m, dd) * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    u64::try_from(secs).ok().map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
 /// The boot time of this machine (Linux `/proc/stat` `btime`).
 pub(crate) fn boot_time() -> Option<SystemTime> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let secs = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
+    let secs = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse::<u64>().ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
@@ -210,10 +183,7 @@ mod tests {
     fn machine_facts() {
         let m = MachineInfo::current();
         assert!(!m.hostname.is_empty() && m.cpus >= 1 && !m.os.is_empty());
-        assert_eq!(
-            sha256_bytes(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_bytes(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("--shard=0/4"), "--shard=0/4");
     }

@@ -103,14 +103,9 @@ impl RunDir {
     /// Creates the run folder with its manifest and a copy of the grid file, or opens it if it
     /// exists and was made for the same grid (same `grid_sha256`); the manifest of an existing
     /// run is kept. A different grid is [`StoreError::GridChanged`].
-    pub fn create_or_open(
-        path: impl AsRef<Path>,
-        manifest: &Manifest,
-        grid_text: &str,
-    ) -> Result<RunDir> {
+    pub fn create_or_open(path: impl AsRef<Path>, manifest: &Manifest, grid_text: &str) -> Result<RunDir> {
         let path = path.as_ref().to_owned();
-        fs::create_dir_all(path.join(CELLS))
-            .map_err(StoreError::io("create folder", path.join(CELLS)))?;
+        fs::create_dir_all(path.join(CELLS)).map_err(StoreError::io("create folder", path.join(CELLS)))?;
         let run = RunDir { path };
         match run.read_json::<Manifest>(MANIFEST)? {
             Some(existing) if existing.grid_sha256 != manifest.grid_sha256 => {
@@ -146,10 +141,7 @@ impl RunDir {
     }
 
     pub fn manifest(&self) -> Result<Manifest> {
-        self.read_json(MANIFEST)?
-            .ok_or_else(|| StoreError::NotARun {
-                dir: self.path.clone(),
-            })
+        self.read_json(MANIFEST)?.ok_or_else(|| StoreError::NotARun { dir: self.path.clone() })
     }
 
     /// Replaces the manifest (atomically).
@@ -180,20 +172,14 @@ impl RunDir {
             fs::create_dir_all(&path).map_err(StoreError::io("create folder", &path))?;
             sync_dir(&cells)?;
         }
-        Ok(CellDir {
-            id: id.to_owned(),
-            path,
-        })
+        Ok(CellDir { id: id.to_owned(), path })
     }
 
     /// The folder of cell `id` if it exists.
     pub fn existing_cell(&self, id: &str) -> Result<Option<CellDir>> {
         check_name("cell id", id)?;
         let path = self.path.join(CELLS).join(id);
-        Ok(path.is_dir().then(|| CellDir {
-            id: id.to_owned(),
-            path,
-        }))
+        Ok(path.is_dir().then(|| CellDir { id: id.to_owned(), path }))
     }
 
     /// All cell folders, sorted by id (hidden and temporary entries are skipped).
@@ -211,10 +197,7 @@ impl RunDir {
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            out.push(CellDir {
-                id: name,
-                path: entry.path(),
-            });
+            out.push(CellDir { id: name, path: entry.path() });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -287,10 +270,8 @@ impl CellDir {
 }
 
 fn write_json_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Json {
-        path: path.into(),
-        source: e,
-    })?;
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|e| StoreError::Json { path: path.into(), source: e })?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
 }
@@ -301,12 +282,7 @@ fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::io("read", path)(e)),
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| StoreError::Json {
-            path: path.into(),
-            source: e,
-        })
+    serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Json { path: path.into(), source: e })
 }
 
 /// File and folder names inside a run folder: no separators, no `..`, not hidden, not temporary.
@@ -314,15 +290,10 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && !is_temp_name(name)
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(StoreError::BadName {
-            what,
-            name: name.to_owned(),
-        })
+        Err(StoreError::BadName { what, name: name.to_owned() })
     }
 }

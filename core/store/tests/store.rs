@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ablate_store::{
-    hostname, sha256_bytes, CellState, CellStatus, LockInfo, MachineInfo, Manifest, PluginInfo,
-    RunDir, StoreError,
+    hostname, sha256_bytes, CellState, CellStatus, LockInfo, MachineInfo, Manifest, PluginInfo, RunDir, StoreError,
 };
 use serde_json::{json, Value};
 
@@ -23,11 +22,7 @@ fn manifest() -> Manifest {
         git_revision: None,
         libtorch_version: Some("2.11.0".into()),
         device: "cpu".into(),
-        plugins: vec![PluginInfo {
-            name: "laplace".into(),
-            path: "/p/liblaplace.so".into(),
-            sha256: "00".into(),
-        }],
+        plugins: vec![PluginInfo { name: "laplace".into(), path: "/p/liblaplace.so".into(), sha256: "00".into() }],
         machine: MachineInfo::current(),
         created: ablate_store::now_rfc3339(),
         command: ablate_store::command_line(),
@@ -39,20 +34,14 @@ fn new_run(dir: &Path) -> RunDir {
 }
 
 fn write_lock(run: &RunDir, info: &LockInfo) {
-    fs::write(
-        run.path().join("run.lock"),
-        serde_json::to_string(info).unwrap(),
-    )
-    .unwrap();
+    fs::write(run.path().join("run.lock"), serde_json::to_string(info).unwrap()).unwrap();
 }
 
 #[test]
 fn manifest_and_grid_follow_the_contract() {
     let tmp = tempfile::tempdir().unwrap();
     let run = new_run(tmp.path());
-    let m: Value =
-        serde_json::from_str(&fs::read_to_string(run.path().join("manifest.json")).unwrap())
-            .unwrap();
+    let m: Value = serde_json::from_str(&fs::read_to_string(run.path().join("manifest.json")).unwrap()).unwrap();
     let keys: Vec<&str> = m.as_object().unwrap().keys().map(|k| k.as_str()).collect();
     assert_eq!(
         keys,
@@ -69,30 +58,16 @@ fn manifest_and_grid_follow_the_contract() {
             "command"
         ]
     );
-    assert_eq!(
-        m["plugins"][0],
-        json!({ "name": "laplace", "path": "/p/liblaplace.so", "sha256": "00" })
-    );
-    let machine: Vec<&str> = m["machine"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str())
-        .collect();
+    assert_eq!(m["plugins"][0], json!({ "name": "laplace", "path": "/p/liblaplace.so", "sha256": "00" }));
+    let machine: Vec<&str> = m["machine"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
     assert_eq!(machine, ["hostname", "cpus", "os"]);
-    assert_eq!(
-        fs::read_to_string(run.path().join("grid.json")).unwrap(),
-        GRID_TEXT
-    );
+    assert_eq!(fs::read_to_string(run.path().join("grid.json")).unwrap(), GRID_TEXT);
     assert!(run.path().join("cells").is_dir());
     assert_eq!(run.manifest().unwrap(), manifest_with_created(&run));
 
     // Reopening with the same grid keeps the first manifest; another grid is refused.
     let again = RunDir::create_or_open(run.path(), &manifest(), GRID_TEXT).unwrap();
-    assert_eq!(
-        again.manifest().unwrap().created,
-        run.manifest().unwrap().created
-    );
+    assert_eq!(again.manifest().unwrap().created, run.manifest().unwrap().created);
     let mut other = manifest();
     other.grid_sha256 = sha256_bytes(b"another grid");
     let err = RunDir::create_or_open(run.path(), &other, "{}").unwrap_err();
@@ -117,26 +92,19 @@ fn lock_is_exclusive() {
     let tmp = tempfile::tempdir().unwrap();
     let run = new_run(tmp.path());
     let lock = run.lock().unwrap();
-    let on_disk: LockInfo =
-        serde_json::from_str(&fs::read_to_string(run.path().join("run.lock")).unwrap()).unwrap();
+    let on_disk: LockInfo = serde_json::from_str(&fs::read_to_string(run.path().join("run.lock")).unwrap()).unwrap();
     assert_eq!(&on_disk, lock.info());
     assert_eq!(on_disk.pid, std::process::id());
 
     let err = run.lock().unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Locked { .. }));
-    assert!(
-        text.contains(&format!("pid {}", std::process::id())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
     assert!(text.contains(&hostname()), "{text}");
     assert!(text.contains("run.lock"), "{text}");
 
     drop(lock);
-    assert!(
-        !run.path().join("run.lock").exists(),
-        "dropping the guard removes the lock"
-    );
+    assert!(!run.path().join("run.lock").exists(), "dropping the guard removes the lock");
     drop(run.lock().unwrap());
 }
 
@@ -144,22 +112,12 @@ fn lock_is_exclusive() {
 fn a_live_process_holds_the_lock_and_a_dead_one_does_not() {
     let tmp = tempfile::tempdir().unwrap();
     let run = new_run(tmp.path());
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep");
-    let held = LockInfo {
-        pid: child.id(),
-        hostname: hostname(),
-        started: ablate_store::now_rfc3339(),
-    };
+    let mut child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let held = LockInfo { pid: child.id(), hostname: hostname(), started: ablate_store::now_rfc3339() };
     write_lock(&run, &held);
 
     let err = run.lock().unwrap_err();
-    assert!(
-        err.to_string().contains(&format!("pid {}", child.id())),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&format!("pid {}", child.id())), "{err}");
 
     child.kill().unwrap();
     child.wait().unwrap();
@@ -171,25 +129,14 @@ fn a_live_process_holds_the_lock_and_a_dead_one_does_not() {
 fn locks_of_other_hosts_are_respected_and_pre_boot_locks_are_stale() {
     let tmp = tempfile::tempdir().unwrap();
     let run = new_run(tmp.path());
-    write_lock(
-        &run,
-        &LockInfo {
-            pid: 1,
-            hostname: "node-17".into(),
-            started: "2030-01-01T00:00:00Z".into(),
-        },
-    );
+    write_lock(&run, &LockInfo { pid: 1, hostname: "node-17".into(), started: "2030-01-01T00:00:00Z".into() });
     let err = run.lock().unwrap_err();
     assert!(err.to_string().contains("pid 1 on host node-17"), "{err}");
 
     // Our own pid is alive, but a lock from before the last boot cannot be ours.
     write_lock(
         &run,
-        &LockInfo {
-            pid: std::process::id(),
-            hostname: hostname(),
-            started: "2000-01-01T00:00:00Z".into(),
-        },
+        &LockInfo { pid: std::process::id(), hostname: hostname(), started: "2000-01-01T00:00:00Z".into() },
     );
     if Path::new("/proc/stat").exists() {
         let lock = run.lock().expect("pre-boot lock is stale");
@@ -205,8 +152,7 @@ fn an_empty_lock_file_is_busy_when_fresh_and_stale_when_old() {
     fs::write(&path, "").unwrap();
     assert!(matches!(run.lock().unwrap_err(), StoreError::Locked { .. }));
     let f = fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
-        .unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
     drop(f);
     let lock = run.lock().expect("an old empty lock is taken over");
     assert_eq!(lock.info().pid, std::process::id());
@@ -221,21 +167,16 @@ fn status_round_trips_and_decides_what_is_finished() {
     assert!(!cell.is_finished().unwrap(), "never started");
 
     cell.write_status(&CellStatus::running()).unwrap();
-    let on_disk: Value =
-        serde_json::from_str(&fs::read_to_string(cell.path().join("status.json")).unwrap())
-            .unwrap();
+    let on_disk: Value = serde_json::from_str(&fs::read_to_string(cell.path().join("status.json")).unwrap()).unwrap();
     assert_eq!(
         on_disk,
         json!({ "status": "running", "message": null, "wall_seconds": 0.0, "diverged_at_step": null, "finished_at": null })
     );
     assert!(!cell.is_finished().unwrap(), "interrupted");
 
-    for (state, finished) in [
-        (CellState::Done, true),
-        (CellState::Failed, true),
-        (CellState::Diverged, true),
-        (CellState::Running, false),
-    ] {
+    for (state, finished) in
+        [(CellState::Done, true), (CellState::Failed, true), (CellState::Diverged, true), (CellState::Running, false)]
+    {
         let s = CellStatus {
             status: state,
             message: Some("msg".into()),
@@ -249,26 +190,13 @@ fn status_round_trips_and_decides_what_is_finished() {
     }
 
     // Other files, and listing.
-    cell.write_json("labels.json", &json!({ "temperature": 0.1, "seed": 2 }))
-        .unwrap();
-    cell.write_text("epochs.csv", "epoch,loss\n1,0.5\n")
-        .unwrap();
-    assert_eq!(
-        cell.read_text("epochs.csv").unwrap().unwrap(),
-        "epoch,loss\n1,0.5\n"
-    );
-    assert_eq!(
-        cell.read_json::<Value>("labels.json").unwrap().unwrap()["seed"],
-        2
-    );
+    cell.write_json("labels.json", &json!({ "temperature": 0.1, "seed": 2 })).unwrap();
+    cell.write_text("epochs.csv", "epoch,loss\n1,0.5\n").unwrap();
+    assert_eq!(cell.read_text("epochs.csv").unwrap().unwrap(), "epoch,loss\n1,0.5\n");
+    assert_eq!(cell.read_json::<Value>("labels.json").unwrap().unwrap()["seed"], 2);
     assert_eq!(cell.read_text("metrics.json").unwrap(), None);
     run.cell("00aa").unwrap();
-    let ids: Vec<String> = run
-        .list_cells()
-        .unwrap()
-        .iter()
-        .map(|c| c.id().to_owned())
-        .collect();
+    let ids: Vec<String> = run.list_cells().unwrap().iter().map(|c| c.id().to_owned()).collect();
     assert_eq!(ids, ["00aa", "0123456789abcdef"]);
 
     // A damaged status is an error naming the file, not a panic or a silent "not finished".
@@ -277,10 +205,7 @@ fn status_round_trips_and_decides_what_is_finished() {
     assert!(err.to_string().contains("status.json"), "{err}");
 
     for bad in ["../x", "a/b", ".hidden", "", "x y"] {
-        assert!(
-            matches!(run.cell(bad), Err(StoreError::BadName { .. })),
-            "{bad:?}"
-        );
+        assert!(matches!(run.cell(bad), Err(StoreError::BadName { .. })), "{bad:?}");
         assert!(cell.write_text(bad, "x").is_err(), "{bad:?}");
     }
 }
@@ -312,17 +237,13 @@ fn readers_never_see_a_partial_file() {
     let start = Instant::now();
     let mut writes = 0;
     while writes < 20 || start.elapsed() < Duration::from_millis(300) {
-        cell.write_text("big.txt", if writes % 2 == 0 { &b } else { &a })
-            .unwrap();
+        cell.write_text("big.txt", if writes % 2 == 0 { &b } else { &a }).unwrap();
         writes += 1;
     }
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().unwrap();
     assert!(reads > 0);
-    let left: Vec<_> = fs::read_dir(cell.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = fs::read_dir(cell.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["big.txt"], "no temporary files stay behind");
 }
 
@@ -339,16 +260,9 @@ fn leftover_temp_files_are_ignored_and_cleaned() {
     fs::create_dir(run.path().join("cells/.junk")).unwrap();
 
     assert_eq!(cell.read_text("metrics.json").unwrap().unwrap(), "{}");
-    assert_eq!(
-        run.list_cells().unwrap().len(),
-        1,
-        "hidden entries are not cells"
-    );
+    assert_eq!(run.list_cells().unwrap().len(), 1, "hidden entries are not cells");
     let _lock = run.lock().unwrap();
-    assert!(
-        !stray.exists() && !stray_top.exists(),
-        "taking the lock removes leftovers"
-    );
+    assert!(!stray.exists() && !stray_top.exists(), "taking the lock removes leftovers");
     assert!(cell.path().join("metrics.json").exists());
 }
 
@@ -364,8 +278,7 @@ fn writer_child() {
     fs::write(Path::new(&dir).join("child-started"), "").unwrap();
     for i in 0u64.. {
         let body: Vec<u64> = (0..200_000).map(|k| k ^ i).collect();
-        cell.write_json("metrics.json", &json!({ "i": i, "body": body }))
-            .unwrap();
+        cell.write_json("metrics.json", &json!({ "i": i, "body": body })).unwrap();
     }
 }
 
@@ -375,12 +288,7 @@ fn kill_9_leaves_no_truncated_file() {
     let run = new_run(tmp.path());
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "writer_child",
-                "--include-ignored",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "writer_child", "--include-ignored", "--test-threads=1"])
             .env("ABLATE_STORE_CHILD_DIR", run.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -398,11 +306,7 @@ fn kill_9_leaves_no_truncated_file() {
 
         let cell = run.cell("abc").unwrap();
         if let Some(v) = cell.read_json::<Value>("metrics.json").unwrap() {
-            assert_eq!(
-                v["body"].as_array().unwrap().len(),
-                200_000,
-                "round {round}: a whole file"
-            );
+            assert_eq!(v["body"].as_array().unwrap().len(), 200_000, "round {round}: a whole file");
         }
     }
     let lock = run.lock().unwrap();
@@ -424,10 +328,7 @@ fn helpers() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
     let err = ablate_store::sha256_file(&tmp.path().join("missing")).unwrap_err();
-    assert!(
-        err.to_string().contains("missing") && err.to_string().contains("does not exist"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("missing") && err.to_string().contains("does not exist"), "{err}");
     assert_eq!(ablate_store::git_revision(tmp.path()), None);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     if let Some(rev) = ablate_store::git_revision(repo) {
@@ -448,17 +349,8 @@ fn write_errors_name_the_path() {
     // Full disks: /dev/full answers every write with ENOSPC.
     if Path::new("/dev/full").exists() {
         use std::io::Write;
-        let e = fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap()
-            .write_all(b"x")
-            .unwrap_err();
-        let err = StoreError::Io {
-            action: "write",
-            path: "/dev/full".into(),
-            source: e,
-        };
+        let e = fs::OpenOptions::new().write(true).open("/dev/full").unwrap().write_all(b"x").unwrap_err();
+        let err = StoreError::Io { action: "write", path: "/dev/full".into(), source: e };
         assert!(err.to_string().contains("disk or quota is full"), "{err}");
     }
 }

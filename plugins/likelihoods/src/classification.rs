@@ -45,8 +45,7 @@ pub struct Config {
 
 impl Config {
     pub fn specs<P: Preset>() -> Vec<ParamSpec> {
-        let mut specs =
-            vec![
+        let mut specs = vec![
             ParamSpec::string(
                 "norm",
                 P::NORM,
@@ -54,8 +53,7 @@ impl Config {
                 "normalisation layers of the host model: none, batchnorm, or frn (filter \
                  response normalisation with TLU)",
             ),
-            ParamSpec::float("dropout", P::DROPOUT, "dropout rate of the host model (0 = none)")
-                .range(0.0, 0.95),
+            ParamSpec::float("dropout", P::DROPOUT, "dropout rate of the host model (0 = none)").range(0.0, 0.95),
             ParamSpec::bool(
                 "augment",
                 P::AUGMENT,
@@ -76,12 +74,8 @@ impl Config {
                 "effective n under augmentation: examples (n = training examples, the \
                  reference) or augmented (n = copies × examples; needs augment = true)",
             ),
-            ParamSpec::int(
-                "copies",
-                1,
-                "k augmented copies counted per example when n_counting = augmented",
-            )
-            .range(1.0, 1e6),
+            ParamSpec::int("copies", 1, "k augmented copies counted per example when n_counting = augmented")
+                .range(1.0, 1e6),
             ParamSpec::float(
                 "likelihood_temperature",
                 P::LIKELIHOOD_TEMPERATURE,
@@ -122,9 +116,7 @@ impl Config {
             return Err("n_counting = augmented needs augment = true".to_owned());
         }
         if copies != 1 && n_counting != NCounting::Augmented {
-            return Err(format!(
-                "copies = {copies} is only used with n_counting = augmented"
-            ));
+            return Err(format!("copies = {copies} is only used with n_counting = augmented"));
         }
         Ok(Self {
             norm,
@@ -135,11 +127,7 @@ impl Config {
             n_counting,
             copies,
             likelihood_temperature: p.f64("likelihood_temperature"),
-            dirichlet_noise: if P::DIRICHLET {
-                Some(p.f64("dirichlet_noise"))
-            } else {
-                None
-            },
+            dirichlet_noise: if P::DIRICHLET { Some(p.f64("dirichlet_noise")) } else { None },
         })
     }
 }
@@ -162,9 +150,7 @@ fn batch_shape(logits: &Tensor, labels: &Tensor) -> Result<(i64, i64), String> {
     let ys = labels.shape();
     match (ls.as_slice(), ys.as_slice()) {
         ([m, c], [my]) if m == my && *m > 0 && *c > 0 => Ok((*m, *c)),
-        _ => Err(format!(
-            "need logits (m, C) and labels (m) with m, C > 0, got {ls:?} and {ys:?}"
-        )),
+        _ => Err(format!("need logits (m, C) and labels (m) with m, C > 0, got {ls:?} and {ys:?}")),
     }
 }
 
@@ -177,19 +163,13 @@ impl<P: Preset> Factory for Classification<P> {
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            config: Config::from_params::<P>(p)?,
-            _preset: PhantomData,
-        })
+        Ok(Self { config: Config::from_params::<P>(p)?, _preset: PhantomData })
     }
 }
 
 impl<P: Preset> Likelihood for Classification<P> {
     fn model(&self) -> ModelToggles {
-        ModelToggles {
-            norm: self.config.norm,
-            dropout: self.config.dropout,
-        }
+        ModelToggles { norm: self.config.norm, dropout: self.config.dropout }
     }
 
     fn effective_n(&self, examples: u64) -> f64 {
@@ -199,41 +179,22 @@ impl<P: Preset> Likelihood for Classification<P> {
         }
     }
 
-    fn augment<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        images: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn augment<'o>(&mut self, ops: Ops<'o>, images: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.config.augment {
             return Ok(None);
         }
         let shape = images.shape();
         if shape.len() != 4 {
-            return Err(format!(
-                "augmentation needs images (N, C, H, W), got shape {shape:?}"
-            ));
+            return Err(format!("augmentation needs images (N, C, H, W), got shape {shape:?}"));
         }
-        Ok(Some(ops.augment_crop_flip(
-            images,
-            self.config.pad,
-            self.config.flip,
-        )))
+        Ok(Some(ops.augment_crop_flip(images, self.config.pad, self.config.flip)))
     }
 
-    fn nll<'o>(
-        &self,
-        ops: Ops<'o>,
-        logits: &Tensor<'o>,
-        labels: &Tensor<'o>,
-    ) -> Result<Tensor<'o>, String> {
+    fn nll<'o>(&self, ops: Ops<'o>, logits: &Tensor<'o>, labels: &Tensor<'o>) -> Result<Tensor<'o>, String> {
         let (m, c) = batch_shape(logits, labels)?;
         let t = self.config.likelihood_temperature;
         match self.config.dirichlet_noise {
-            None => Ok(logits
-                .log_softmax(1)
-                .gather_rows(labels)
-                .mean()
-                .affine(-1.0 / t, 0.0)),
+            None => Ok(logits.log_softmax(1).gather_rows(labels).mean().affine(-1.0 / t, 0.0)),
             Some(noise) => {
                 let targets = noisy_dirichlet::Targets::new(noise, c);
                 let sum = targets.weighted_square_sum(ops, logits, labels, c);

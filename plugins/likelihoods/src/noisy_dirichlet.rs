@@ -47,15 +47,8 @@ impl Targets {
         let (mu_true, var_true) = lognormal(1.0 + noise);
         let (mu_other, var_other) = lognormal(noise);
         let two_pi = 2.0 * std::f64::consts::PI;
-        let log_norm =
-            0.5 * (two_pi * var_true).ln() + 0.5 * (classes - 1) as f64 * (two_pi * var_other).ln();
-        Self {
-            mu_true,
-            mu_other,
-            var_true,
-            var_other,
-            log_norm,
-        }
+        let log_norm = 0.5 * (two_pi * var_true).ln() + 0.5 * (classes - 1) as f64 * (two_pi * var_other).ln();
+        Self { mu_true, mu_other, var_true, var_other, log_norm }
     }
 
     /// Σ_i Σ_c (f_ic − μ_ic)² / (2σ_ic²) over the batch (0-d).

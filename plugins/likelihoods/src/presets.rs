@@ -7,8 +7,7 @@ use crate::classification::{Classification, Preset};
 pub struct CategoricalPreset;
 impl Preset for CategoricalPreset {
     const NAME: &'static str = "categorical";
-    const DESCRIPTION: &'static str =
-        "softmax likelihood; clean by default (no norm, no dropout, no augmentation)";
+    const DESCRIPTION: &'static str = "softmax likelihood; clean by default (no norm, no dropout, no augmentation)";
 }
 pub type Categorical = Classification<CategoricalPreset>;
 
@@ -46,8 +45,7 @@ pub type Dropout = Classification<DropoutPreset>;
 pub struct AugmentedPreset;
 impl Preset for AugmentedPreset {
     const NAME: &'static str = "augmented";
-    const DESCRIPTION: &'static str =
-        "softmax likelihood on augmented batches (pad-and-crop + flip)";
+    const DESCRIPTION: &'static str = "softmax likelihood on augmented batches (pad-and-crop + flip)";
     const AUGMENT: bool = true;
 }
 pub type Augmented = Classification<AugmentedPreset>;

@@ -1,9 +1,7 @@
 //! NLLs against hand computations, toggles, effective n and augmentation on the testkit's
 //! `CpuHost`.
 
-use ablate_plugin_likelihoods::{
-    Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered,
-};
+use ablate_plugin_likelihoods::{Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered};
 use ablate_sdk::testkit::{likelihood_box, CpuHost};
 use ablate_sdk::{Factory, Likelihood, ModelToggles, NormKind, Params};
 
@@ -11,11 +9,7 @@ fn new<L: Factory>(json: &str) -> L {
     L::new(&Params::parse(json, &L::params()).unwrap()).unwrap()
 }
 
-const LOGITS: [[f64; 4]; 3] = [
-    [1.0, 2.0, 0.5, -1.0],
-    [0.0, 0.0, 0.0, 0.0],
-    [-3.0, 4.0, 10.0, 2.5],
-];
+const LOGITS: [[f64; 4]; 3] = [[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 0.0, 0.0], [-3.0, 4.0, 10.0, 2.5]];
 const LABELS: [usize; 3] = [1, 3, 0];
 
 /// Mean softmax cross-entropy by hand: log Σ_c e^{f_c} − f_y.
@@ -75,10 +69,7 @@ fn likelihood_temperature_divides_the_nll() {
         let json = format!(r#"{{"likelihood_temperature": {t}}}"#);
         let got = nll_of(&new::<Tempered>(&json));
         let also = nll_of(&new::<Categorical>(&json));
-        assert!(
-            (got - hand_ce() / t).abs() < 1e-12 * got.abs(),
-            "T_lik {t}: {got}"
-        );
+        assert!((got - hand_ce() / t).abs() < 1e-12 * got.abs(), "T_lik {t}: {got}");
         assert_eq!(got, also);
     }
 }
@@ -93,8 +84,7 @@ fn noisy_dirichlet_nll_matches_hand_computation() {
                 let alpha = if c == y { 1.0 + eps } else { eps };
                 let var = (1.0 / alpha + 1.0).ln();
                 let mu = alpha.ln() - var / 2.0;
-                total +=
-                    (f - mu).powi(2) / (2.0 * var) + 0.5 * (2.0 * std::f64::consts::PI * var).ln();
+                total += (f - mu).powi(2) / (2.0 * var) + 0.5 * (2.0 * std::f64::consts::PI * var).ln();
             }
         }
         let want = total / 3.0;
@@ -102,9 +92,7 @@ fn noisy_dirichlet_nll_matches_hand_computation() {
         eprintln!("noisy-dirichlet ε={eps}: nll {got:.10} vs hand {want:.10}");
         assert!((got - want).abs() < 1e-11 * want.abs(), "{got} vs {want}");
         // With a likelihood temperature.
-        let lik = new::<NoisyDirichlet>(&format!(
-            r#"{{"dirichlet_noise": {eps}, "likelihood_temperature": 0.25}}"#
-        ));
+        let lik = new::<NoisyDirichlet>(&format!(r#"{{"dirichlet_noise": {eps}, "likelihood_temperature": 0.25}}"#));
         let got = nll_of(&lik);
         assert!((got - want / 0.25).abs() < 1e-11 * got.abs());
     }
@@ -118,10 +106,7 @@ fn bad_batches_are_errors() {
     let mut host = CpuHost::new(1);
     let logits = host.insert(&[2, 3], &[0.0; 6]);
     let labels = host.insert(&[3], &[0.0, 1.0, 2.0]);
-    let r = host.with_ops(|ops| {
-        lik.nll(ops, &ops.borrow(logits), &ops.borrow(labels))
-            .map(|t| t.item())
-    });
+    let r = host.with_ops(|ops| lik.nll(ops, &ops.borrow(logits), &ops.borrow(labels)).map(|t| t.item()));
     assert!(r.is_err());
 }
 
@@ -131,26 +116,14 @@ fn toggles(norm: NormKind, dropout: f64) -> ModelToggles {
 
 #[test]
 fn toggles_and_effective_n() {
-    assert_eq!(
-        new::<Categorical>("{}").model(),
-        toggles(NormKind::None, 0.0)
-    );
-    assert_eq!(
-        new::<BatchNorm>("{}").model(),
-        toggles(NormKind::BatchNorm, 0.0)
-    );
+    assert_eq!(new::<Categorical>("{}").model(), toggles(NormKind::None, 0.0));
+    assert_eq!(new::<BatchNorm>("{}").model(), toggles(NormKind::BatchNorm, 0.0));
     assert_eq!(new::<Frn>("{}").model(), toggles(NormKind::Frn, 0.0));
     assert_eq!(new::<Dropout>("{}").model(), toggles(NormKind::None, 0.1));
-    assert_eq!(
-        new::<Dropout>(r#"{"dropout": 0.3}"#).model(),
-        toggles(NormKind::None, 0.3)
-    );
+    assert_eq!(new::<Dropout>(r#"{"dropout": 0.3}"#).model(), toggles(NormKind::None, 0.3));
     assert_eq!(new::<Augmented>("{}").model(), toggles(NormKind::None, 0.0));
     assert_eq!(new::<Tempered>("{}").model(), toggles(NormKind::None, 0.0));
-    assert_eq!(
-        new::<NoisyDirichlet>("{}").model(),
-        toggles(NormKind::None, 0.0)
-    );
+    assert_eq!(new::<NoisyDirichlet>("{}").model(), toggles(NormKind::None, 0.0));
     // The paper's ResNet-20 setting as one explicit combination.
     let dirty = new::<Categorical>(r#"{"norm": "batchnorm", "augment": true}"#);
     assert_eq!(dirty.model(), toggles(NormKind::BatchNorm, 0.0));
@@ -177,10 +150,7 @@ fn toggles_and_effective_n() {
 fn augmentation_off_returns_none() {
     let mut host = CpuHost::new(1);
     let images = host.insert(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
-    for mut lik in [
-        new::<Categorical>("{}"),
-        new::<Categorical>(r#"{"augment": false}"#),
-    ] {
+    for mut lik in [new::<Categorical>("{}"), new::<Categorical>(r#"{"augment": false}"#)] {
         let r = host.with_ops(|ops| lik.augment(ops, &ops.borrow(images)).map(|o| o.is_none()));
         assert!(r.unwrap());
     }
@@ -232,25 +202,16 @@ fn augment_check(json: &str, pad: i64, allow_flip: bool) -> Vec<(i64, i64, bool)
     let images = host.insert(&[n as i64, c as i64, h as i64, w as i64], &data);
     let mut lik = new::<Augmented>(json);
     let out = host
-        .with_ops(|ops| {
-            lik.augment(ops, &ops.borrow(images))
-                .map(|o| o.map(|t| t.into_id()))
-        })
+        .with_ops(|ops| lik.augment(ops, &ops.borrow(images)).map(|o| o.map(|t| t.into_id())))
         .unwrap()
         .expect("augmented returns a new batch");
     assert!(host.take_error().is_none());
-    assert_eq!(
-        host.shape_of(out),
-        &[n as i64, c as i64, h as i64, w as i64]
-    );
+    assert_eq!(host.shape_of(out), &[n as i64, c as i64, h as i64, w as i64]);
     let out = host.get(out).to_vec();
     let size = c * h * w;
     (0..n)
         .map(|i| {
-            let (src, dst) = (
-                &data[i * size..(i + 1) * size],
-                &out[i * size..(i + 1) * size],
-            );
+            let (src, dst) = (&data[i * size..(i + 1) * size], &out[i * size..(i + 1) * size]);
             find_transform(src, dst, c, h, w, pad, allow_flip)
                 .unwrap_or_else(|| panic!("image {i} is not a padded crop/flip of its input"))
         })
@@ -295,16 +256,7 @@ fn every_preset_is_exported_with_its_params() {
         ("noisy-dirichlet", NoisyDirichlet::params()),
     ] {
         let names: Vec<_> = json.iter().map(|s| s.name).collect();
-        for p in [
-            "norm",
-            "dropout",
-            "augment",
-            "pad",
-            "flip",
-            "n_counting",
-            "copies",
-            "likelihood_temperature",
-        ] {
+        for p in ["norm", "dropout", "augment", "pad", "flip", "n_counting", "copies", "likelihood_temperature"] {
             assert!(names.contains(&p), "{name} lacks {p}");
         }
         assert!(json.iter().all(|s| !s.doc.is_empty()));

@@ -39,14 +39,8 @@ pub struct AlphaStable {
 /// Standard SαS(1) draws shaped like `like` (Chambers–Mallows–Stuck).
 pub fn standard_sas<'o>(ops: Ops<'o>, like: &Tensor<'o>, alpha: f64) -> Tensor<'o> {
     let pi = std::f64::consts::PI;
-    let u = ops
-        .rand_like(like)
-        .clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS)
-        .affine(pi, -0.5 * pi);
-    let w = -ops
-        .rand_like(like)
-        .clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS)
-        .ln();
+    let u = ops.rand_like(like).clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS).affine(pi, -0.5 * pi);
+    let w = -ops.rand_like(like).clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS).ln();
     if alpha == 2.0 {
         return u.sin() * w.sqrt() * 2.0;
     }
@@ -86,10 +80,7 @@ impl Factory for AlphaStable {
         if !(alpha > 0.0 && alpha <= 2.0) {
             return Err(format!("alpha must be in (0, 2], got {alpha}"));
         }
-        Ok(Self {
-            alpha,
-            matching: Matching::from_params(p),
-        })
+        Ok(Self { alpha, matching: Matching::from_params(p) })
     }
 }
 
@@ -105,11 +96,7 @@ impl NoiseModel for AlphaStable {
         grad: &Tensor<'o>,
         stats: &NoiseView<'o>,
     ) -> Result<(), String> {
-        let c = self
-            .matching
-            .target_variance(stats)?
-            .affine(0.5, 0.0)
-            .sqrt();
+        let c = self.matching.target_variance(stats)?.affine(0.5, 0.0).sqrt();
         let noise = standard_sas(ops, grad, self.alpha) * c;
         grad.axpby(1.0, &noise, 1.0);
         Ok(())

@@ -21,17 +21,14 @@ pub struct GaussianMatched {
 
 impl Factory for GaussianMatched {
     const NAME: &'static str = "gaussian-matched";
-    const DESCRIPTION: &'static str =
-        "full-batch gradient + Gaussian noise with the measured minibatch variance";
+    const DESCRIPTION: &'static str = "full-batch gradient + Gaussian noise with the measured minibatch variance";
 
     fn params() -> Vec<ParamSpec> {
         Matching::specs()
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            matching: Matching::from_params(p),
-        })
+        Ok(Self { matching: Matching::from_params(p) })
     }
 }
 

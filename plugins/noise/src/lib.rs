@@ -109,10 +109,7 @@ impl Matching {
         let rescale = if self.batch_size == 0 || self.batch_size == measured_batch {
             1.0
         } else if measured_batch == 0 {
-            return Err(
-                "no measured gradient noise yet (stats.batch_size = 0): cannot rescale it"
-                    .to_owned(),
-            );
+            return Err("no measured gradient noise yet (stats.batch_size = 0): cannot rescale it".to_owned());
         } else {
             measured_batch as f64 / self.batch_size as f64
         };

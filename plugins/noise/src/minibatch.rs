@@ -16,34 +16,21 @@ pub struct Minibatch {
 
 impl Factory for Minibatch {
     const NAME: &'static str = "minibatch";
-    const DESCRIPTION: &'static str =
-        "unbiased minibatch gradient of b examples (b = the configured batch by default)";
+    const DESCRIPTION: &'static str = "unbiased minibatch gradient of b examples (b = the configured batch by default)";
 
     fn params() -> Vec<ParamSpec> {
-        vec![ParamSpec::int(
-            "batch_size",
-            0,
-            "examples per gradient b; 0 = the configured sampler.batch_size",
-        )
-        .at_least(0.0)]
+        vec![ParamSpec::int("batch_size", 0, "examples per gradient b; 0 = the configured sampler.batch_size")
+            .at_least(0.0)]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            batch_size: p.i64("batch_size").max(0) as u64,
-        })
+        Ok(Self { batch_size: p.i64("batch_size").max(0) as u64 })
     }
 }
 
 impl NoiseModel for Minibatch {
     fn plan(&self, config_batch: u64, _n: u64) -> GradientPlan {
-        GradientPlan {
-            gradient_batch: if self.batch_size == 0 {
-                config_batch
-            } else {
-                self.batch_size
-            },
-        }
+        GradientPlan { gradient_batch: if self.batch_size == 0 { config_batch } else { self.batch_size } }
     }
 
     fn transform<'o>(

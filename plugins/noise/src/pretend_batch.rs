@@ -22,8 +22,7 @@ pub struct PretendBatch {
 
 impl Factory for PretendBatch {
     const NAME: &'static str = "pretend-batch";
-    const DESCRIPTION: &'static str =
-        "gradients from `batch_size` examples, steps per epoch from the configured batch";
+    const DESCRIPTION: &'static str = "gradients from `batch_size` examples, steps per epoch from the configured batch";
 
     fn params() -> Vec<ParamSpec> {
         vec![ParamSpec::int(
@@ -36,17 +35,13 @@ impl Factory for PretendBatch {
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            batch_size: p.i64("batch_size").max(1) as u64,
-        })
+        Ok(Self { batch_size: p.i64("batch_size").max(1) as u64 })
     }
 }
 
 impl NoiseModel for PretendBatch {
     fn plan(&self, _config_batch: u64, _n: u64) -> GradientPlan {
-        GradientPlan {
-            gradient_batch: self.batch_size,
-        }
+        GradientPlan { gradient_batch: self.batch_size }
     }
 
     fn transform<'o>(

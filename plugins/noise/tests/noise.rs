@@ -42,35 +42,15 @@ struct Setup {
 fn setup(n_block: usize, seed: u64) -> Setup {
     let n = 2 * n_block;
     let grad0: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin() * 3.0).collect();
-    let v_pt: Vec<f64> = (0..n)
-        .map(|i| if i < n_block { 0.25 } else { 4.0 })
-        .collect();
+    let v_pt: Vec<f64> = (0..n).map(|i| if i < n_block { 0.25 } else { 4.0 }).collect();
     // Elementwise variances alternate around the per-tensor mean.
-    let v_el: Vec<f64> = v_pt
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            if i.is_multiple_of(2) {
-                0.5 * v
-            } else {
-                1.5 * v
-            }
-        })
-        .collect();
+    let v_el: Vec<f64> =
+        v_pt.iter().enumerate().map(|(i, v)| if i.is_multiple_of(2) { 0.5 * v } else { 1.5 * v }).collect();
     let mut host = CpuHost::new(seed);
     let grad = host.insert(&[n as i64], &grad0);
     let var_pt = host.insert(&[n as i64], &v_pt);
     let var_el = host.insert(&[n as i64], &v_el);
-    Setup {
-        host,
-        grad0,
-        grad,
-        var_pt,
-        var_el,
-        blocks: [(0, n_block), (n_block, n)],
-        v_pt,
-        v_el,
-    }
+    Setup { host, grad0, grad, var_pt, var_el, blocks: [(0, n_block), (n_block, n)], v_pt, v_el }
 }
 
 impl Setup {
@@ -103,16 +83,8 @@ fn check_gaussian(out: &[f64], s: &Setup, want_var: &[f64], what: &str) {
         let mean = zs.iter().sum::<f64>() / n;
         let var = zs.iter().map(|z| z * z).sum::<f64>() / n;
         eprintln!("{what} block {a}..{b}: standardised mean {mean:.5}, var {var:.5}, N {n}");
-        assert!(
-            mean.abs() < Z / n.sqrt(),
-            "{what}: mean {mean} (se {})",
-            1.0 / n.sqrt()
-        );
-        assert!(
-            (var - 1.0).abs() < Z * (2.0 / n).sqrt(),
-            "{what}: variance ratio {var} (se {})",
-            (2.0 / n).sqrt()
-        );
+        assert!(mean.abs() < Z / n.sqrt(), "{what}: mean {mean} (se {})", 1.0 / n.sqrt());
+        assert!((var - 1.0).abs() < Z * (2.0 / n).sqrt(), "{what}: variance ratio {var} (se {})", (2.0 / n).sqrt());
     }
 }
 
@@ -121,20 +93,10 @@ fn plans() {
     let n = 50_000;
     assert_eq!(new::<Minibatch>("{}").plan(100, n).gradient_batch, 100);
     assert_eq!(new::<Minibatch>("{}").plan(128, n).gradient_batch, 128);
-    assert_eq!(
-        new::<Minibatch>(r#"{"batch_size": 32}"#)
-            .plan(128, n)
-            .gradient_batch,
-        32
-    );
+    assert_eq!(new::<Minibatch>(r#"{"batch_size": 32}"#).plan(128, n).gradient_batch, 32);
     assert_eq!(new::<FullBatch>("{}").plan(128, n).gradient_batch, 0);
     assert_eq!(new::<PretendBatch>("{}").plan(100, n).gradient_batch, 128);
-    assert_eq!(
-        new::<PretendBatch>(r#"{"batch_size": 1000}"#)
-            .plan(100, n)
-            .gradient_batch,
-        1000
-    );
+    assert_eq!(new::<PretendBatch>(r#"{"batch_size": 1000}"#).plan(100, n).gradient_batch, 1000);
     assert_eq!(new::<GaussianMatched>("{}").plan(100, n).gradient_batch, 0);
     assert_eq!(new::<AlphaStable>("{}").plan(100, n).gradient_batch, 0);
     assert!(noise_box::<PretendBatch>(r#"{"batch_size": 0}"#).is_err());
@@ -158,16 +120,10 @@ fn gaussian_matched_is_unbiased_with_the_measured_variance() {
     let mut s = setup(50_000, 2);
     let out = s.transform(&mut new::<GaussianMatched>("{}"), 100);
     check_gaussian(&out, &s, &s.v_pt.clone(), "per-tensor");
-    let out = s.transform(
-        &mut new::<GaussianMatched>(r#"{"variance": "elementwise"}"#),
-        100,
-    );
+    let out = s.transform(&mut new::<GaussianMatched>(r#"{"variance": "elementwise"}"#), 100);
     check_gaussian(&out, &s, &s.v_el.clone(), "elementwise");
     // Rescaled to batch 400 from the measured 100: v·100/400; with an extra factor 3.
-    let out = s.transform(
-        &mut new::<GaussianMatched>(r#"{"batch_size": 400, "variance_scale": 3}"#),
-        100,
-    );
+    let out = s.transform(&mut new::<GaussianMatched>(r#"{"batch_size": 400, "variance_scale": 3}"#), 100);
     let want: Vec<f64> = s.v_pt.iter().map(|v| v * 0.25 * 3.0).collect();
     check_gaussian(&out, &s, &want, "batch 400 ×3");
     // variance_scale 0 is the full-batch gradient.
@@ -195,10 +151,7 @@ fn gaussian_matched_mean_over_repeated_draws() {
         let v = s.v_pt[i];
         let mean = sum[i] / draws as f64;
         let var = sq[i] / draws as f64;
-        eprintln!(
-            "coordinate {i}: mean offset {mean:.5} (se {:.5}), var {var:.4} vs {v}",
-            (v / draws as f64).sqrt()
-        );
+        eprintln!("coordinate {i}: mean offset {mean:.5} (se {:.5}), var {var:.4} vs {v}", (v / draws as f64).sqrt());
         assert!(mean.abs() < Z * (v / draws as f64).sqrt());
         assert!((var / v - 1.0).abs() < Z * (2.0 / draws as f64).sqrt());
     }
@@ -210,11 +163,7 @@ fn rescaling_without_measurements_is_an_error() {
     let mut m = new::<GaussianMatched>(r#"{"batch_size": 50}"#);
     let (g, vp, ve) = (s.grad, s.var_pt, s.var_el);
     let r = s.host.with_ops(|ops| {
-        let stats = NoiseView {
-            var_elementwise: ops.borrow(ve),
-            var_per_tensor: ops.borrow(vp),
-            batch_size: 0,
-        };
+        let stats = NoiseView { var_elementwise: ops.borrow(ve), var_per_tensor: ops.borrow(vp), batch_size: 0 };
         m.transform(ops, &ctx(), &ops.borrow(g), &stats)
     });
     assert!(r.is_err());
@@ -228,10 +177,7 @@ fn alpha_stable_with_alpha_two_is_gaussian_matched() {
     // Gaussian shape too: fourth standardised moment 3 (se sqrt(96/N)).
     let (a, b) = s.blocks[1];
     let n = (b - a) as f64;
-    let k: f64 = (a..b)
-        .map(|i| ((out[i] - s.grad0[i]) / s.v_pt[i].sqrt()).powi(4))
-        .sum::<f64>()
-        / n;
+    let k: f64 = (a..b).map(|i| ((out[i] - s.grad0[i]) / s.v_pt[i].sqrt()).powi(4)).sum::<f64>() / n;
     eprintln!("alpha 2: kurtosis {k:.4}");
     assert!((k - 3.0).abs() < Z * (96.0 / n).sqrt(), "kurtosis {k}");
 }
@@ -242,13 +188,8 @@ fn alpha_stable_characteristic_function_matches() {
     // unbiased where the mean exists). Bounded statistics: se = sd(cos)/√N.
     for (alpha, seed) in [(0.7, 6), (1.0, 7), (1.5, 8), (1.9, 9)] {
         let mut s = setup(50_000, seed);
-        let out = s.transform(
-            &mut new::<AlphaStable>(&format!(r#"{{"alpha": {alpha}}}"#)),
-            100,
-        );
-        let xs: Vec<f64> = (0..out.len())
-            .map(|i| (out[i] - s.grad0[i]) / (s.v_pt[i] / 2.0).sqrt())
-            .collect();
+        let out = s.transform(&mut new::<AlphaStable>(&format!(r#"{{"alpha": {alpha}}}"#)), 100);
+        let xs: Vec<f64> = (0..out.len()).map(|i| (out[i] - s.grad0[i]) / (s.v_pt[i] / 2.0).sqrt()).collect();
         assert!(xs.iter().all(|x| x.is_finite()));
         let n = xs.len() as f64;
         for t in [0.2, 0.5, 1.0, 2.0] {
@@ -259,25 +200,13 @@ fn alpha_stable_characteristic_function_matches() {
             let sd_c = (cos.iter().map(|c| (c - mc).powi(2)).sum::<f64>() / n).sqrt();
             let sd_s = (sin.iter().map(|c| (c - ms).powi(2)).sum::<f64>() / n).sqrt();
             let want = (-f64::powf(t, alpha)).exp();
-            eprintln!(
-                "α {alpha} t {t}: E cos {mc:.5} vs {want:.5} (se {:.5}), E sin {ms:.5}",
-                sd_c / n.sqrt()
-            );
-            assert!(
-                (mc - want).abs() < Z * sd_c / n.sqrt(),
-                "α {alpha}, t {t}: {mc} vs {want}"
-            );
-            assert!(
-                ms.abs() < Z * sd_s / n.sqrt(),
-                "α {alpha}, t {t}: E sin {ms}"
-            );
+            eprintln!("α {alpha} t {t}: E cos {mc:.5} vs {want:.5} (se {:.5}), E sin {ms:.5}", sd_c / n.sqrt());
+            assert!((mc - want).abs() < Z * sd_c / n.sqrt(), "α {alpha}, t {t}: {mc} vs {want}");
+            assert!(ms.abs() < Z * sd_s / n.sqrt(), "α {alpha}, t {t}: E sin {ms}");
         }
         // Median of the noise is 0 (binomial se 0.5/√N on the fraction below 0).
         let below = xs.iter().filter(|&&x| x < 0.0).count() as f64 / n;
-        assert!(
-            (below - 0.5).abs() < Z * 0.5 / n.sqrt(),
-            "α {alpha}: P(noise < 0) = {below}"
-        );
+        assert!((below - 0.5).abs() < Z * 0.5 / n.sqrt(), "α {alpha}: P(noise < 0) = {below}");
     }
 }
 
@@ -294,9 +223,6 @@ fn alpha_stable_mean_is_unbiased_for_alpha_above_one() {
         let c = (s.v_pt[a] / 2.0).sqrt();
         let scale = c * n.powf(1.0 / alpha - 1.0);
         eprintln!("α 1.8 block {a}: mean offset {mean:.5}, stable scale of the mean {scale:.5}");
-        assert!(
-            mean.abs() < 20.0 * scale,
-            "mean offset {mean} vs scale {scale}"
-        );
+        assert!(mean.abs() < 20.0 * scale, "mean offset {mean} vs scale {scale}");
     }
 }

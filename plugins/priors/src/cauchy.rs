@@ -21,44 +21,24 @@ impl Factory for Cauchy {
     const DESCRIPTION: &'static str = "Cauchy prior 1/(π s (1 + (x/s)²)) (heavy tails)";
 
     fn params() -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::float("scale", 1.0, "scale s (the quartiles are ±s)").at_least(1e-12),
-            Roles::spec(),
-        ]
+        vec![ParamSpec::float("scale", 1.0, "scale s (the quartiles are ±s)").at_least(1e-12), Roles::spec()]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            scale: p.f64("scale"),
-            roles: Roles::from_params(p)?,
-        })
+        Ok(Self { scale: p.f64("scale"), roles: Roles::from_params(p)? })
     }
 }
 
 impl Prior for Cauchy {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         let s = self.scale;
         sum_covered(&self.roles, params, infos, |x, _| {
             let m = numel(x);
-            Ok(x.square()
-                .affine(1.0 / (s * s), 0.0)
-                .ln_1p()
-                .sum()
-                .affine(-1.0, -m * (std::f64::consts::PI * s).ln()))
+            Ok(x.square().affine(1.0 / (s * s), 0.0).ln_1p().sum().affine(-1.0, -m * (std::f64::consts::PI * s).ln()))
         })
     }
 
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);
         }

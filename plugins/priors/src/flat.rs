@@ -24,28 +24,14 @@ impl Factory for Flat {
 }
 
 impl Prior for Flat {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         if params.len() != infos.len() {
-            return Err(format!(
-                "{} parameter tensors but {} descriptions",
-                params.len(),
-                infos.len()
-            ));
+            return Err(format!("{} parameter tensors but {} descriptions", params.len(), infos.len()));
         }
         attached_zero(params)
     }
 
-    fn sample<'o>(
-        &self,
-        _ops: Ops<'o>,
-        _info: &ParamInfo,
-        _like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, _ops: Ops<'o>, _info: &ParamInfo, _like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         Ok(None)
     }
 }

@@ -25,9 +25,7 @@ impl Gaussian {
 /// log density of a whole tensor under N(0, σ²) elementwise.
 pub(crate) fn gaussian_log_prob<'o>(x: &Tensor<'o>, sigma: f64) -> Tensor<'o> {
     let m = numel(x);
-    x.square()
-        .sum()
-        .affine(-0.5 / (sigma * sigma), -m * (sigma.ln() + HALF_LN_2PI))
+    x.square().sum().affine(-0.5 / (sigma * sigma), -m * (sigma.ln() + HALF_LN_2PI))
 }
 
 impl Factory for Gaussian {
@@ -36,38 +34,20 @@ impl Factory for Gaussian {
         "isotropic Gaussian N(0, scale²) on the covered tensors (the paper's N(0, I) prior)";
 
     fn params() -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::float("scale", 1.0, "standard deviation σ of every element").at_least(1e-12),
-            Roles::spec(),
-        ]
+        vec![ParamSpec::float("scale", 1.0, "standard deviation σ of every element").at_least(1e-12), Roles::spec()]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            scale: p.f64("scale"),
-            roles: Roles::from_params(p)?,
-        })
+        Ok(Self { scale: p.f64("scale"), roles: Roles::from_params(p)? })
     }
 }
 
 impl Prior for Gaussian {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
-        sum_covered(&self.roles, params, infos, |x, _| {
-            Ok(gaussian_log_prob(x, self.scale))
-        })
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
+        sum_covered(&self.roles, params, infos, |x, _| Ok(gaussian_log_prob(x, self.scale)))
     }
 
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);
         }

@@ -36,42 +36,23 @@ impl HeGaussian {
 
 impl Factory for HeGaussian {
     const NAME: &'static str = "he-gaussian";
-    const DESCRIPTION: &'static str =
-        "He-scaled Gaussian N(0, σ²) with σ = scale·sqrt(2/fan_in) per tensor";
+    const DESCRIPTION: &'static str = "He-scaled Gaussian N(0, σ²) with σ = scale·sqrt(2/fan_in) per tensor";
 
     fn params() -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::float("scale", 1.0, "multiplier s of σ = s·sqrt(2/fan_in)").at_least(1e-12),
-            Roles::spec(),
-        ]
+        vec![ParamSpec::float("scale", 1.0, "multiplier s of σ = s·sqrt(2/fan_in)").at_least(1e-12), Roles::spec()]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            scale: p.f64("scale"),
-            roles: Roles::from_params(p)?,
-        })
+        Ok(Self { scale: p.f64("scale"), roles: Roles::from_params(p)? })
     }
 }
 
 impl Prior for HeGaussian {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
-        sum_covered(&self.roles, params, infos, |x, info| {
-            Ok(gaussian_log_prob(x, self.sigma(info)?))
-        })
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
+        sum_covered(&self.roles, params, infos, |x, info| Ok(gaussian_log_prob(x, self.sigma(info)?)))
     }
 
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);
         }

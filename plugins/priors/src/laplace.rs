@@ -22,27 +22,16 @@ impl Factory for Laplace {
     const DESCRIPTION: &'static str = "Laplace prior exp(−|x|/b)/(2b) (variance 2b²)";
 
     fn params() -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::float("scale", 1.0, "scale b (standard deviation √2·b)").at_least(1e-12),
-            Roles::spec(),
-        ]
+        vec![ParamSpec::float("scale", 1.0, "scale b (standard deviation √2·b)").at_least(1e-12), Roles::spec()]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            scale: p.f64("scale"),
-            roles: Roles::from_params(p)?,
-        })
+        Ok(Self { scale: p.f64("scale"), roles: Roles::from_params(p)? })
     }
 }
 
 impl Prior for Laplace {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         let b = self.scale;
         sum_covered(&self.roles, params, infos, |x, _| {
             let m = numel(x);
@@ -50,12 +39,7 @@ impl Prior for Laplace {
         })
     }
 
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);
         }

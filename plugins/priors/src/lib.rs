@@ -119,9 +119,7 @@ pub fn numel(t: &Tensor) -> f64 {
 
 /// An exact zero attached to the graph of `params[0]` (zero gradient).
 pub fn attached_zero<'o>(params: &[Tensor<'o>]) -> Result<Tensor<'o>, String> {
-    let first = params
-        .first()
-        .ok_or_else(|| "log_prob called with no parameter tensors".to_owned())?;
+    let first = params.first().ok_or_else(|| "log_prob called with no parameter tensors".to_owned())?;
     Ok(first.sum().affine(0.0, 0.0))
 }
 
@@ -133,11 +131,7 @@ pub fn sum_covered<'o>(
     mut per_tensor: impl FnMut(&Tensor<'o>, &ParamInfo) -> Result<Tensor<'o>, String>,
 ) -> Result<Tensor<'o>, String> {
     if params.len() != infos.len() {
-        return Err(format!(
-            "{} parameter tensors but {} descriptions",
-            params.len(),
-            infos.len()
-        ));
+        return Err(format!("{} parameter tensors but {} descriptions", params.len(), infos.len()));
     }
     let mut acc: Option<Tensor<'o>> = None;
     for (x, info) in params.iter().zip(infos) {

@@ -24,21 +24,14 @@ pub struct SpikeSlab {
 
 impl Factory for SpikeSlab {
     const NAME: &'static str = "spike-slab";
-    const DESCRIPTION: &'static str =
-        "Gaussian mixture π N(0, s₁²) + (1−π) N(0, s₂²) (spike and slab)";
+    const DESCRIPTION: &'static str = "Gaussian mixture π N(0, s₁²) + (1−π) N(0, s₂²) (spike and slab)";
 
     fn params() -> Vec<ParamSpec> {
         vec![
-            ParamSpec::float("scale_spike", 0.001, "standard deviation s₁ of the spike")
-                .at_least(1e-12),
-            ParamSpec::float("scale_slab", 0.4, "standard deviation s₂ of the slab")
-                .at_least(1e-12),
-            ParamSpec::float(
-                "mass_spike",
-                0.5,
-                "mixture weight π of the spike, strictly between 0 and 1",
-            )
-            .range(0.0, 1.0),
+            ParamSpec::float("scale_spike", 0.001, "standard deviation s₁ of the spike").at_least(1e-12),
+            ParamSpec::float("scale_slab", 0.4, "standard deviation s₂ of the slab").at_least(1e-12),
+            ParamSpec::float("mass_spike", 0.5, "mixture weight π of the spike, strictly between 0 and 1")
+                .range(0.0, 1.0),
             Roles::spec(),
         ]
     }
@@ -61,12 +54,7 @@ impl Factory for SpikeSlab {
 }
 
 impl Prior for SpikeSlab {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         let (s1, s2, pi) = (self.scale_spike, self.scale_slab, self.mass_spike);
         sum_covered(&self.roles, params, infos, |x, _| {
             let sq = x.square();
@@ -76,12 +64,7 @@ impl Prior for SpikeSlab {
         })
     }
 
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);
         }

@@ -35,60 +35,37 @@ impl StudentT {
     /// Log normalising constant of one element.
     pub fn log_norm(&self) -> f64 {
         let nu = self.df;
-        ln_gamma(0.5 * (nu + 1.0))
-            - ln_gamma(0.5 * nu)
-            - 0.5 * (nu * std::f64::consts::PI).ln()
-            - self.scale.ln()
+        ln_gamma(0.5 * (nu + 1.0)) - ln_gamma(0.5 * nu) - 0.5 * (nu * std::f64::consts::PI).ln() - self.scale.ln()
     }
 }
 
 impl Factory for StudentT {
     const NAME: &'static str = "student-t";
-    const DESCRIPTION: &'static str =
-        "Student-t prior with df ν and scale s (heavy tails; ν = 1 is Cauchy)";
+    const DESCRIPTION: &'static str = "Student-t prior with df ν and scale s (heavy tails; ν = 1 is Cauchy)";
 
     fn params() -> Vec<ParamSpec> {
         vec![
             ParamSpec::float("df", 3.0, "degrees of freedom ν (any real ν > 0)").range(1e-3, 1e6),
-            ParamSpec::float("scale", 1.0, "scale s (variance s²ν/(ν−2) for ν > 2)")
-                .at_least(1e-12),
+            ParamSpec::float("scale", 1.0, "scale s (variance s²ν/(ν−2) for ν > 2)").at_least(1e-12),
             Roles::spec(),
         ]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self {
-            df: p.f64("df"),
-            scale: p.f64("scale"),
-            roles: Roles::from_params(p)?,
-        })
+        Ok(Self { df: p.f64("df"), scale: p.f64("scale"), roles: Roles::from_params(p)? })
     }
 }
 
 impl Prior for StudentT {
-    fn log_prob<'o>(
-        &self,
-        _ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String> {
+    fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         let (nu, s, c) = (self.df, self.scale, self.log_norm());
         sum_covered(&self.roles, params, infos, |x, _| {
             let m = numel(x);
-            Ok(x.square()
-                .affine(1.0 / (nu * s * s), 0.0)
-                .ln_1p()
-                .sum()
-                .affine(-0.5 * (nu + 1.0), m * c))
+            Ok(x.square().affine(1.0 / (nu * s * s), 0.0).ln_1p().sum().affine(-0.5 * (nu + 1.0), m * c))
         })
     }
 
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String> {
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);
         }

@@ -7,9 +7,7 @@ use std::f64::consts::PI;
 
 use ablate_plugin_priors::{Cauchy, Flat, Gaussian, HeGaussian, Laplace, SpikeSlab, StudentT};
 use ablate_sdk::abi::PriorBox;
-use ablate_sdk::testkit::{
-    param_info, prior_box, prior_log_prob, prior_logprob_check, prior_sample_moments, CpuHost,
-};
+use ablate_sdk::testkit::{param_info, prior_box, prior_log_prob, prior_logprob_check, prior_sample_moments, CpuHost};
 use ablate_sdk::{ParamInfo, Prior, Role};
 
 /// Standard errors allowed in statistical checks (two-sided p ≈ 6e-7 per check).
@@ -29,21 +27,14 @@ fn n_info(shape: &[i64]) -> ParamInfo {
 /// Weight (2×3), bias (2) and norm (2) tensors at assorted points (incl. 0 and tails).
 fn tensors(fan_in: i64) -> Vec<(ParamInfo, Vec<f64>)> {
     vec![
-        (
-            w_info(&[2, 3], fan_in),
-            vec![0.0, 0.3, -1.7, 2.5, -0.05, 4.0],
-        ),
+        (w_info(&[2, 3], fan_in), vec![0.0, 0.3, -1.7, 2.5, -0.05, 4.0]),
         (b_info(&[2], fan_in), vec![-0.6, 1.1]),
         (n_info(&[2]), vec![0.9, -3.0]),
     ]
 }
 
 /// Σ f over the elements of the tensors whose role is in `roles`.
-fn expected(
-    ts: &[(ParamInfo, Vec<f64>)],
-    roles: &[Role],
-    f: impl Fn(&ParamInfo, f64) -> f64,
-) -> f64 {
+fn expected(ts: &[(ParamInfo, Vec<f64>)], roles: &[Role], f: impl Fn(&ParamInfo, f64) -> f64) -> f64 {
     ts.iter()
         .filter(|(i, _)| roles.contains(&i.role))
         .flat_map(|(i, d)| d.iter().map(move |&x| (i, x)))
@@ -53,8 +44,7 @@ fn expected(
 
 fn check_lp(prior: &PriorBox, ts: &[(ParamInfo, Vec<f64>)], want: f64) {
     let mut host = CpuHost::new(1);
-    let r =
-        prior_logprob_check(&mut host, prior, ts, want, 1e-12).unwrap_or_else(|e| panic!("{e}"));
+    let r = prior_logprob_check(&mut host, prior, ts, want, 1e-12).unwrap_or_else(|e| panic!("{e}"));
     assert!(r.abs_err <= 1e-12 * want.abs().max(1.0), "{r:?}");
     assert_eq!(host.live_tensors(), 0, "log_prob leaked tensors");
 }
@@ -68,18 +58,11 @@ fn gaussian_log_prob_closed_form_and_roles() {
         let ln_n = |x: f64| -x * x / (2.0 * sigma * sigma) - sigma.ln() - HALF_LN_2PI;
         let p = prior_box::<Gaussian>(&format!(r#"{{"scale": {sigma}}}"#)).unwrap();
         check_lp(&p, &tensors(3), expected(&tensors(3), WB, |_, x| ln_n(x)));
-        let p = prior_box::<Gaussian>(&format!(
-            r#"{{"scale": {sigma}, "roles": ["weight", "bias", "norm"]}}"#
-        ))
-        .unwrap();
-        check_lp(&p, &tensors(3), expected(&tensors(3), ALL, |_, x| ln_n(x)));
         let p =
-            prior_box::<Gaussian>(&format!(r#"{{"scale": {sigma}, "roles": ["bias"]}}"#)).unwrap();
-        check_lp(
-            &p,
-            &tensors(3),
-            expected(&tensors(3), &[Role::Bias], |_, x| ln_n(x)),
-        );
+            prior_box::<Gaussian>(&format!(r#"{{"scale": {sigma}, "roles": ["weight", "bias", "norm"]}}"#)).unwrap();
+        check_lp(&p, &tensors(3), expected(&tensors(3), ALL, |_, x| ln_n(x)));
+        let p = prior_box::<Gaussian>(&format!(r#"{{"scale": {sigma}, "roles": ["bias"]}}"#)).unwrap();
+        check_lp(&p, &tensors(3), expected(&tensors(3), &[Role::Bias], |_, x| ln_n(x)));
     }
     // A single point by hand: N(0.3; 0, 1) = exp(−0.045)/sqrt(2π).
     let p = prior_box::<Gaussian>("{}").unwrap();
@@ -104,17 +87,12 @@ fn he_gaussian_uses_fan_in() {
     for (scale, fan_in) in [(1.0, 3), (0.5, 50), (2.0, 1)] {
         let p = prior_box::<HeGaussian>(&format!(r#"{{"scale": {scale}}}"#)).unwrap();
         let sigma = scale * (2.0 / fan_in as f64).sqrt();
-        let want = expected(&tensors(fan_in), WB, |_, x| {
-            -x * x / (2.0 * sigma * sigma) - sigma.ln() - HALF_LN_2PI
-        });
+        let want = expected(&tensors(fan_in), WB, |_, x| -x * x / (2.0 * sigma * sigma) - sigma.ln() - HALF_LN_2PI);
         check_lp(&p, &tensors(fan_in), want);
     }
     // Different fan-ins per tensor.
     let p = prior_box::<HeGaussian>("{}").unwrap();
-    let ts = vec![
-        (w_info(&[2], 8), vec![0.2, -0.4]),
-        (b_info(&[1], 2), vec![1.5]),
-    ];
+    let ts = vec![(w_info(&[2], 8), vec![0.2, -0.4]), (b_info(&[1], 2), vec![1.5])];
     let want = expected(&ts, WB, |i, x| {
         let s = (2.0 / i.fan_in as f64).sqrt();
         -x * x / (2.0 * s * s) - s.ln() - HALF_LN_2PI
@@ -133,9 +111,7 @@ fn laplace_cauchy_student_t_log_prob_closed_forms() {
     }
     for s in [1.0, 0.3] {
         let p = prior_box::<Cauchy>(&format!(r#"{{"scale": {s}}}"#)).unwrap();
-        let want = expected(&tensors(3), WB, |_, x| {
-            -(PI * s * (1.0 + (x / s).powi(2))).ln()
-        });
+        let want = expected(&tensors(3), WB, |_, x| -(PI * s * (1.0 + (x / s).powi(2))).ln());
         check_lp(&p, &tensors(3), want);
     }
     // Student-t with hand-derived constants: Γ(2) = 1, Γ(3/2) = √π/2, Γ(5/2) = 3√π/4.
@@ -150,11 +126,7 @@ fn laplace_cauchy_student_t_log_prob_closed_forms() {
     };
     for (nu, s) in [(1.0, 1.0), (3.0, 1.0), (3.0, 0.2), (4.0, 2.0)] {
         let p = prior_box::<StudentT>(&format!(r#"{{"df": {nu}, "scale": {s}}}"#)).unwrap();
-        check_lp(
-            &p,
-            &tensors(3),
-            expected(&tensors(3), WB, |_, x| t_pdf(nu, s, x)),
-        );
+        check_lp(&p, &tensors(3), expected(&tensors(3), WB, |_, x| t_pdf(nu, s, x)));
     }
     // df = 1 is the Cauchy prior.
     let t1 = prior_box::<StudentT>(r#"{"df": 1, "scale": 0.7}"#).unwrap();
@@ -169,16 +141,11 @@ fn laplace_cauchy_student_t_log_prob_closed_forms() {
 fn spike_slab_log_prob_closed_form() {
     let n = |x: f64, s: f64| (-x * x / (2.0 * s * s)).exp() / (s * (2.0 * PI).sqrt());
     for (s1, s2, pi) in [(0.001, 0.4, 0.5), (0.1, 2.0, 0.2)] {
-        let p = prior_box::<SpikeSlab>(&format!(
-            r#"{{"scale_spike": {s1}, "scale_slab": {s2}, "mass_spike": {pi}}}"#
-        ))
-        .unwrap();
+        let p = prior_box::<SpikeSlab>(&format!(r#"{{"scale_spike": {s1}, "scale_slab": {s2}, "mass_spike": {pi}}}"#))
+            .unwrap();
         // Points within a few spike widths, where both components matter, and tails where the
         // spike underflows in a naive sum (exercises logaddexp).
-        let ts = vec![
-            (w_info(&[4], 1), vec![0.0, s1, -2.5 * s1, 0.3]),
-            (b_info(&[2], 1), vec![-1.0, 2.0]),
-        ];
+        let ts = vec![(w_info(&[4], 1), vec![0.0, s1, -2.5 * s1, 0.3]), (b_info(&[2], 1), vec![-1.0, 2.0])];
         let want = expected(&ts, WB, |_, x| {
             let (a, b) = (pi * n(x, s1), (1.0 - pi) * n(x, s2));
             if a > 0.0 {
@@ -198,90 +165,45 @@ fn flat_is_zero_and_never_samples() {
     let p = prior_box::<Flat>("{}").unwrap();
     check_lp(&p, &tensors(3), 0.0);
     let mut host = CpuHost::new(1);
-    assert!(prior_sample_moments(&mut host, &p, &w_info(&[10], 3), 1)
-        .unwrap()
-        .is_none());
+    assert!(prior_sample_moments(&mut host, &p, &w_info(&[10], 3), 1).unwrap().is_none());
 }
 
 /// Moments of pooled draws against (mean 0, `var`).
 fn check_moments(p: &PriorBox, info: &ParamInfo, var: f64) {
     let mut host = CpuHost::new(42);
-    let m = prior_sample_moments(&mut host, p, info, 4)
-        .unwrap()
-        .expect("covered role must sample");
+    let m = prior_sample_moments(&mut host, p, info, 4).unwrap().expect("covered role must sample");
     eprintln!(
         "{}: mean {:.5} (se {:.5}), var {:.6} vs {var:.6} (se {:.6}), {} draws",
         info.name, m.mean, m.mean_se, m.var, m.var_se, m.draws
     );
     assert!(m.shape_ok);
-    assert!(
-        m.mean.abs() < Z * m.mean_se,
-        "mean {} (se {}), draws {}",
-        m.mean,
-        m.mean_se,
-        m.draws
-    );
-    assert!(
-        (m.var - var).abs() < Z * m.var_se,
-        "var {} vs {var} (se {})",
-        m.var,
-        m.var_se
-    );
+    assert!(m.mean.abs() < Z * m.mean_se, "mean {} (se {}), draws {}", m.mean, m.mean_se, m.draws);
+    assert!((m.var - var).abs() < Z * m.var_se, "var {} vs {var} (se {})", m.var, m.var_se);
     assert_eq!(host.live_tensors(), 0, "sample leaked tensors");
 }
 
 #[test]
 fn sample_moments_gaussian_family_laplace_spike_slab_student_t() {
     let big = w_info(&[250, 200], 40); // 50k elements × 4 repeats
-    check_moments(
-        &prior_box::<Gaussian>(r#"{"scale": 0.3}"#).unwrap(),
-        &big,
-        0.09,
-    );
-    check_moments(
-        &prior_box::<HeGaussian>(r#"{"scale": 1.5}"#).unwrap(),
-        &big,
-        2.25 * 2.0 / 40.0,
-    );
-    check_moments(
-        &prior_box::<Laplace>(r#"{"scale": 0.5}"#).unwrap(),
-        &big,
-        2.0 * 0.25,
-    );
-    check_moments(
-        &prior_box::<SpikeSlab>("{}").unwrap(),
-        &big,
-        0.5 * 1e-6 + 0.5 * 0.16,
-    );
+    check_moments(&prior_box::<Gaussian>(r#"{"scale": 0.3}"#).unwrap(), &big, 0.09);
+    check_moments(&prior_box::<HeGaussian>(r#"{"scale": 1.5}"#).unwrap(), &big, 2.25 * 2.0 / 40.0);
+    check_moments(&prior_box::<Laplace>(r#"{"scale": 0.5}"#).unwrap(), &big, 2.0 * 0.25);
+    check_moments(&prior_box::<SpikeSlab>("{}").unwrap(), &big, 0.5 * 1e-6 + 0.5 * 0.16);
     // ν = 9: finite fourth moment, so the variance standard error is meaningful.
     let small = w_info(&[100, 100], 40);
-    check_moments(
-        &prior_box::<StudentT>(r#"{"df": 9, "scale": 0.5}"#).unwrap(),
-        &small,
-        0.25 * 9.0 / 7.0,
-    );
+    check_moments(&prior_box::<StudentT>(r#"{"df": 9, "scale": 0.5}"#).unwrap(), &small, 0.25 * 9.0 / 7.0);
 }
 
 #[test]
 fn samples_respect_roles() {
     let p = prior_box::<Gaussian>(r#"{"roles": ["weight"]}"#).unwrap();
     let mut host = CpuHost::new(3);
-    assert!(prior_sample_moments(&mut host, &p, &b_info(&[5], 2), 1)
-        .unwrap()
-        .is_none());
-    assert!(prior_sample_moments(&mut host, &p, &n_info(&[5]), 1)
-        .unwrap()
-        .is_none());
-    assert!(prior_sample_moments(&mut host, &p, &w_info(&[5], 2), 1)
-        .unwrap()
-        .is_some());
+    assert!(prior_sample_moments(&mut host, &p, &b_info(&[5], 2), 1).unwrap().is_none());
+    assert!(prior_sample_moments(&mut host, &p, &n_info(&[5]), 1).unwrap().is_none());
+    assert!(prior_sample_moments(&mut host, &p, &w_info(&[5], 2), 1).unwrap().is_some());
     let p = prior_box::<Cauchy>("{}").unwrap(); // default weight + bias
-    assert!(prior_sample_moments(&mut host, &p, &n_info(&[5]), 1)
-        .unwrap()
-        .is_none());
-    assert!(prior_sample_moments(&mut host, &p, &b_info(&[5], 2), 1)
-        .unwrap()
-        .is_some());
+    assert!(prior_sample_moments(&mut host, &p, &n_info(&[5]), 1).unwrap().is_none());
+    assert!(prior_sample_moments(&mut host, &p, &b_info(&[5], 2), 1).unwrap().is_some());
 }
 
 /// Raw draws of an author-trait prior.
@@ -289,13 +211,7 @@ fn draws<P: Prior>(prior: &P, n: usize, seed: u64) -> Vec<f64> {
     let mut host = CpuHost::new(seed);
     let like = host.insert(&[n as i64], &vec![0.0; n]);
     let info = w_info(&[n as i64], 10);
-    let id = host.with_ops(|ops| {
-        prior
-            .sample(ops, &info, &ops.borrow(like))
-            .unwrap()
-            .unwrap()
-            .into_id()
-    });
+    let id = host.with_ops(|ops| prior.sample(ops, &info, &ops.borrow(like)).unwrap().unwrap().into_id());
     assert!(host.take_error().is_none());
     host.get(id).to_vec()
 }
@@ -309,10 +225,7 @@ fn check_cdf(xs: &[f64], points: &[f64], cdf: impl Fn(f64) -> f64, what: &str) {
         let emp = xs.iter().filter(|&&x| x <= q).count() as f64 / n;
         let se = (p * (1.0 - p) / n).sqrt();
         eprintln!("{what}: F({q}) empirical {emp:.5} vs {p:.5} (se {se:.5})");
-        assert!(
-            (emp - p).abs() < Z * se,
-            "{what}: P(X ≤ {q}) = {emp}, expected {p} (se {se})"
-        );
+        assert!((emp - p).abs() < Z * se, "{what}: P(X ≤ {q}) = {emp}, expected {p} (se {se})");
     }
 }
 
@@ -345,30 +258,15 @@ fn heavy_tailed_samples_match_their_cdfs() {
         "laplace",
     );
     // Student-t with non-integer and integer df: F by quadrature independent of lnΓ.
-    for (nu, s, seed) in [
-        (2.5, 1.0, 13),
-        (0.7, 0.5, 14),
-        (1.0, 1.0, 15),
-        (6.0, 2.0, 16),
-    ] {
+    for (nu, s, seed) in [(2.5, 1.0, 13), (0.7, 0.5, 14), (1.0, 1.0, 15), (6.0, 2.0, 16)] {
         let prior = new::<StudentT>(&format!(r#"{{"df": {nu}, "scale": {s}}}"#));
         let xs = draws(&prior, n, seed);
-        check_cdf(
-            &xs,
-            &pts,
-            |x| t_cdf(nu, x / s),
-            &format!("student-t ν={nu}"),
-        );
+        check_cdf(&xs, &pts, |x| t_cdf(nu, x / s), &format!("student-t ν={nu}"));
     }
     // Spike and slab: mixture of normal CDFs, checked near the spike and in the slab.
     let xs = draws(&new::<SpikeSlab>("{}"), n, 17);
     let mix = |x: f64| 0.5 * normal_cdf(x / 0.001) + 0.5 * normal_cdf(x / 0.4);
-    check_cdf(
-        &xs,
-        &[-0.5, -0.002, -0.0005, 0.0, 0.0007, 0.003, 0.1, 0.8],
-        mix,
-        "spike-slab",
-    );
+    check_cdf(&xs, &[-0.5, -0.002, -0.0005, 0.0, 0.0007, 0.003, 0.1, 0.8], mix, "spike-slab");
 }
 
 /// Student-t(ν) CDF via x = √ν tan θ: F(x) = ∫_{−π/2}^{atan(x/√ν)} cos^{ν−1} / ∫ cos^{ν−1}
@@ -416,8 +314,7 @@ fn normal_cdf(x: f64) -> f64 {
                         + t * (-0.186_288_06
                             + t * (0.278_868_07
                                 + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
             .exp();
     let erfc = if z >= 0.0 { r } else { 2.0 - r };
     0.5 * erfc

@@ -277,12 +277,8 @@ pub enum FactorKind {
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 4] = [
-        FactorKind::Prior,
-        FactorKind::Likelihood,
-        FactorKind::Integrator,
-        FactorKind::Noise,
-    ];
+    pub const ALL: [FactorKind; 4] =
+        [FactorKind::Prior, FactorKind::Likelihood, FactorKind::Integrator, FactorKind::Noise];
     pub fn as_str(self) -> &'static str {
         match self {
             FactorKind::Prior => "prior",
@@ -319,12 +315,7 @@ pub trait PriorObj: Send {
     /// A draw for one parameter tensor shaped like `like`; `RNone` if the prior does not cover
     /// this role (the host keeps the initial value).
     #[sabi(last_prefix_field)]
-    fn sample(
-        &self,
-        host: &mut HostRef<'_>,
-        info: &ParamInfo,
-        like: TensorId,
-    ) -> RResult<ROption<TensorId>, RString>;
+    fn sample(&self, host: &mut HostRef<'_>, info: &ParamInfo, like: TensorId) -> RResult<ROption<TensorId>, RString>;
 }
 
 #[sabi_trait]
@@ -332,22 +323,12 @@ pub trait IntegratorObj: Send {
     /// Allocate the state (momenta, thermostats) for flat parameters `params`.
     fn init(&mut self, host: &mut HostRef<'_>, params: TensorId) -> RResult<(), RString>;
     /// One step: update `t.params` in place.
-    fn step(
-        &mut self,
-        host: &mut HostRef<'_>,
-        ctx: &StepCtx,
-        t: &StepTensors,
-    ) -> RResult<StepReport, RString>;
+    fn step(&mut self, host: &mut HostRef<'_>, ctx: &StepCtx, t: &StepTensors) -> RResult<StepReport, RString>;
     /// The mass changed: multiply momenta by `factor` = sqrt(M_new / M_old) (flat).
-    fn rescale_momenta(&mut self, host: &mut HostRef<'_>, factor: TensorId)
-        -> RResult<(), RString>;
+    fn rescale_momenta(&mut self, host: &mut HostRef<'_>, factor: TensorId) -> RResult<(), RString>;
     /// Elementwise m ⊙ M⁻¹ m for the kinetic temperature; `RNone` without momenta.
     #[sabi(last_prefix_field)]
-    fn kinetic(
-        &self,
-        host: &mut HostRef<'_>,
-        mass_inv: TensorId,
-    ) -> RResult<ROption<TensorId>, RString>;
+    fn kinetic(&self, host: &mut HostRef<'_>, mass_inv: TensorId) -> RResult<ROption<TensorId>, RString>;
 }
 
 #[sabi_trait]
@@ -370,19 +351,10 @@ pub trait LikelihoodObj: Send {
     /// The effective training-set size that enters U = n·G, given the number of examples.
     fn effective_n(&self, examples: u64) -> f64;
     /// Transform a training batch (augmentation); `RNone` = unchanged.
-    fn augment(
-        &mut self,
-        host: &mut HostRef<'_>,
-        images: TensorId,
-    ) -> RResult<ROption<TensorId>, RString>;
+    fn augment(&mut self, host: &mut HostRef<'_>, images: TensorId) -> RResult<ROption<TensorId>, RString>;
     /// Mean negative log-likelihood of a batch (0-d).
     #[sabi(last_prefix_field)]
-    fn nll(
-        &self,
-        host: &mut HostRef<'_>,
-        logits: TensorId,
-        labels: TensorId,
-    ) -> RResult<TensorId, RString>;
+    fn nll(&self, host: &mut HostRef<'_>, logits: TensorId, labels: TensorId) -> RResult<TensorId, RString>;
 }
 
 pub type PriorBox = PriorObj_TO<'static, RBox<()>>;
@@ -402,15 +374,11 @@ pub struct PluginModule {
     /// ("" = the plugin does not link libtorch).
     pub build: extern "C" fn() -> RString,
     pub factories: extern "C" fn() -> RVec<FactoryInfo>,
-    pub new_prior:
-        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<PriorBox, RString>,
-    pub new_integrator:
-        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<IntegratorBox, RString>,
-    pub new_noise:
-        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<NoiseBox, RString>,
+    pub new_prior: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<PriorBox, RString>,
+    pub new_integrator: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<IntegratorBox, RString>,
+    pub new_noise: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<NoiseBox, RString>,
     #[sabi(last_prefix_field)]
-    pub new_likelihood:
-        extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<LikelihoodBox, RString>,
+    pub new_likelihood: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<LikelihoodBox, RString>,
 }
 
 impl RootModule for PluginModule_Ref {

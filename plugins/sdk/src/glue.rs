@@ -8,10 +8,9 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec};
 
 use crate::abi::{
-    FactorKind, FactoryInfo, GradientPlan, HostRef, IntegratorBox, IntegratorObj, IntegratorObj_TO,
-    LikelihoodBox, LikelihoodObj, LikelihoodObj_TO, ModelToggles, NoiseBox, NoiseObj, NoiseObj_TO,
-    NoiseStats, ParamInfo, PluginModule, PluginModule_Ref, PriorBox, PriorObj, PriorObj_TO,
-    StepCtx, StepReport, StepTensors, TensorId,
+    FactorKind, FactoryInfo, GradientPlan, HostRef, IntegratorBox, IntegratorObj, IntegratorObj_TO, LikelihoodBox,
+    LikelihoodObj, LikelihoodObj_TO, ModelToggles, NoiseBox, NoiseObj, NoiseObj_TO, NoiseStats, ParamInfo,
+    PluginModule, PluginModule_Ref, PriorBox, PriorObj, PriorObj_TO, StepCtx, StepReport, StepTensors, TensorId,
 };
 use crate::params::{specs_json, Params};
 use crate::tensor::{finish, HostCell, Ops};
@@ -26,31 +25,21 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Run plugin code with the host table, containing panics and collecting host errors.
-fn guarded<T>(
-    name: &str,
-    host: &mut HostRef<'_>,
-    f: impl FnOnce(Ops<'_>) -> Result<T, String>,
-) -> RResult<T, RString> {
+fn guarded<T>(name: &str, host: &mut HostRef<'_>, f: impl FnOnce(Ops<'_>) -> Result<T, String>) -> RResult<T, RString> {
     let cell = HostCell::new(host);
     let ops = cell.ops();
-    let result = catch_unwind(AssertUnwindSafe(|| f(ops))).unwrap_or_else(|payload| {
-        Err(format!(
-            "plugin `{name}` panicked: {}",
-            panic_message(&*payload)
-        ))
-    });
+    let result = catch_unwind(AssertUnwindSafe(|| f(ops)))
+        .unwrap_or_else(|payload| Err(format!("plugin `{name}` panicked: {}", panic_message(&*payload))));
     finish(&ops, result.map_err(|e| format!("{name}: {e}")))
 }
 
 /// Plain calls (no host) with panic containment.
 fn contained<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f))
-        .map_err(|p| format!("plugin `{name}` panicked: {}", panic_message(&*p)))
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| format!("plugin `{name}` panicked: {}", panic_message(&*p)))
 }
 
 fn construct<F: Factory>(params: RStr<'_>) -> Result<F, RString> {
-    let parsed =
-        Params::parse(params.as_str(), &F::params()).map_err(|e| format!("{}: {e}", F::NAME))?;
+    let parsed = Params::parse(params.as_str(), &F::params()).map_err(|e| format!("{}: {e}", F::NAME))?;
     contained(F::NAME, || F::new(&parsed))
         .and_then(|r| r.map_err(|e| format!("{}: {e}", F::NAME)))
         .map_err(RString::from)
@@ -70,25 +59,14 @@ impl<P: Prior> PriorObj for PriorGlue<P> {
     ) -> RResult<TensorId, RString> {
         guarded(P::NAME, host, |ops| {
             if params.len() != infos.len() {
-                return Err(format!(
-                    "{} parameter tensors but {} descriptions",
-                    params.len(),
-                    infos.len()
-                ));
+                return Err(format!("{} parameter tensors but {} descriptions", params.len(), infos.len()));
             }
             let tensors: Vec<_> = params.iter().map(|&id| ops.borrow(id)).collect();
-            self.0
-                .log_prob(ops, &tensors, infos.as_slice())
-                .map(|t| t.into_id())
+            self.0.log_prob(ops, &tensors, infos.as_slice()).map(|t| t.into_id())
         })
     }
 
-    fn sample(
-        &self,
-        host: &mut HostRef<'_>,
-        info: &ParamInfo,
-        like: TensorId,
-    ) -> RResult<ROption<TensorId>, RString> {
+    fn sample(&self, host: &mut HostRef<'_>, info: &ParamInfo, like: TensorId) -> RResult<ROption<TensorId>, RString> {
         guarded(P::NAME, host, |ops| {
             let like = ops.borrow(like);
             Ok(self.0.sample(ops, info, &like)?.map(|t| t.into_id()).into())
@@ -101,12 +79,7 @@ impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {
         guarded(I::NAME, host, |ops| self.0.init(ops, &ops.borrow(params)))
     }
 
-    fn step(
-        &mut self,
-        host: &mut HostRef<'_>,
-        ctx: &StepCtx,
-        t: &StepTensors,
-    ) -> RResult<StepReport, RString> {
+    fn step(&mut self, host: &mut HostRef<'_>, ctx: &StepCtx, t: &StepTensors) -> RResult<StepReport, RString> {
         guarded(I::NAME, host, |ops| {
             let view = StepView {
                 params: ops.borrow(t.params),
@@ -120,28 +93,12 @@ impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {
         })
     }
 
-    fn rescale_momenta(
-        &mut self,
-        host: &mut HostRef<'_>,
-        factor: TensorId,
-    ) -> RResult<(), RString> {
-        guarded(I::NAME, host, |ops| {
-            self.0.rescale_momenta(ops, &ops.borrow(factor))
-        })
+    fn rescale_momenta(&mut self, host: &mut HostRef<'_>, factor: TensorId) -> RResult<(), RString> {
+        guarded(I::NAME, host, |ops| self.0.rescale_momenta(ops, &ops.borrow(factor)))
     }
 
-    fn kinetic(
-        &self,
-        host: &mut HostRef<'_>,
-        mass_inv: TensorId,
-    ) -> RResult<ROption<TensorId>, RString> {
-        guarded(I::NAME, host, |ops| {
-            Ok(self
-                .0
-                .kinetic(ops, &ops.borrow(mass_inv))?
-                .map(|t| t.into_id())
-                .into())
-        })
+    fn kinetic(&self, host: &mut HostRef<'_>, mass_inv: TensorId) -> RResult<ROption<TensorId>, RString> {
+        guarded(I::NAME, host, |ops| Ok(self.0.kinetic(ops, &ops.borrow(mass_inv))?.map(|t| t.into_id()).into()))
     }
 }
 
@@ -149,9 +106,7 @@ impl<N: NoiseModel> NoiseObj for NoiseGlue<N> {
     fn plan(&self, config_batch: u64, n: u64) -> GradientPlan {
         // A panic here cannot become an error value; fall back to the configured minibatch and
         // let the next guarded call report the plugin.
-        contained(N::NAME, || self.0.plan(config_batch, n)).unwrap_or(GradientPlan {
-            gradient_batch: config_batch,
-        })
+        contained(N::NAME, || self.0.plan(config_batch, n)).unwrap_or(GradientPlan { gradient_batch: config_batch })
     }
 
     fn transform(
@@ -174,41 +129,20 @@ impl<N: NoiseModel> NoiseObj for NoiseGlue<N> {
 
 impl<L: Likelihood> LikelihoodObj for LikelihoodGlue<L> {
     fn model(&self) -> ModelToggles {
-        contained(L::NAME, || self.0.model()).unwrap_or(ModelToggles {
-            norm: crate::abi::NormKind::None,
-            dropout: f64::NAN,
-        })
+        contained(L::NAME, || self.0.model())
+            .unwrap_or(ModelToggles { norm: crate::abi::NormKind::None, dropout: f64::NAN })
     }
 
     fn effective_n(&self, examples: u64) -> f64 {
         contained(L::NAME, || self.0.effective_n(examples)).unwrap_or(f64::NAN)
     }
 
-    fn augment(
-        &mut self,
-        host: &mut HostRef<'_>,
-        images: TensorId,
-    ) -> RResult<ROption<TensorId>, RString> {
-        guarded(L::NAME, host, |ops| {
-            Ok(self
-                .0
-                .augment(ops, &ops.borrow(images))?
-                .map(|t| t.into_id())
-                .into())
-        })
+    fn augment(&mut self, host: &mut HostRef<'_>, images: TensorId) -> RResult<ROption<TensorId>, RString> {
+        guarded(L::NAME, host, |ops| Ok(self.0.augment(ops, &ops.borrow(images))?.map(|t| t.into_id()).into()))
     }
 
-    fn nll(
-        &self,
-        host: &mut HostRef<'_>,
-        logits: TensorId,
-        labels: TensorId,
-    ) -> RResult<TensorId, RString> {
-        guarded(L::NAME, host, |ops| {
-            self.0
-                .nll(ops, &ops.borrow(logits), &ops.borrow(labels))
-                .map(|t| t.into_id())
-        })
+    fn nll(&self, host: &mut HostRef<'_>, logits: TensorId, labels: TensorId) -> RResult<TensorId, RString> {
+        guarded(L::NAME, host, |ops| self.0.nll(ops, &ops.borrow(logits), &ops.borrow(labels)).map(|t| t.into_id()))
     }
 }
 
@@ -231,24 +165,16 @@ pub mod __private {
     }
 
     pub fn new_prior<P: Prior>(params: RStr<'_>) -> RResult<PriorBox, RString> {
-        construct::<P>(params)
-            .map(|p| PriorObj_TO::from_ptr(RBox::new(PriorGlue(p)), TD_Opaque))
-            .into()
+        construct::<P>(params).map(|p| PriorObj_TO::from_ptr(RBox::new(PriorGlue(p)), TD_Opaque)).into()
     }
     pub fn new_integrator<I: Integrator>(params: RStr<'_>) -> RResult<IntegratorBox, RString> {
-        construct::<I>(params)
-            .map(|p| IntegratorObj_TO::from_ptr(RBox::new(IntegratorGlue(p)), TD_Opaque))
-            .into()
+        construct::<I>(params).map(|p| IntegratorObj_TO::from_ptr(RBox::new(IntegratorGlue(p)), TD_Opaque)).into()
     }
     pub fn new_noise<N: NoiseModel>(params: RStr<'_>) -> RResult<NoiseBox, RString> {
-        construct::<N>(params)
-            .map(|p| NoiseObj_TO::from_ptr(RBox::new(NoiseGlue(p)), TD_Opaque))
-            .into()
+        construct::<N>(params).map(|p| NoiseObj_TO::from_ptr(RBox::new(NoiseGlue(p)), TD_Opaque)).into()
     }
     pub fn new_likelihood<L: Likelihood>(params: RStr<'_>) -> RResult<LikelihoodBox, RString> {
-        construct::<L>(params)
-            .map(|p| LikelihoodObj_TO::from_ptr(RBox::new(LikelihoodGlue(p)), TD_Opaque))
-            .into()
+        construct::<L>(params).map(|p| LikelihoodObj_TO::from_ptr(RBox::new(LikelihoodGlue(p)), TD_Opaque)).into()
     }
 
     extern "C" fn sdk_version() -> RStr<'static> {
@@ -265,15 +191,7 @@ pub mod __private {
         new_noise: NewFn<NoiseBox>,
         new_likelihood: NewFn<LikelihoodBox>,
     ) -> PluginModule_Ref {
-        PluginModule {
-            sdk_version,
-            build,
-            factories,
-            new_prior,
-            new_integrator,
-            new_noise,
-            new_likelihood,
-        }
-        .leak_into_prefix()
+        PluginModule { sdk_version, build, factories, new_prior, new_integrator, new_noise, new_likelihood }
+            .leak_into_prefix()
     }
 }

@@ -38,8 +38,8 @@ pub mod tensor;
 pub mod testkit;
 
 pub use abi::{
-    FactorKind, GradientPlan, ModelToggles, NoiseStats, NormKind, ParamInfo, Role, StepCtx,
-    StepReport, StepTensors, TensorId,
+    FactorKind, GradientPlan, ModelToggles, NoiseStats, NormKind, ParamInfo, Role, StepCtx, StepReport, StepTensors,
+    TensorId,
 };
 pub use params::{ParamSpec, ParamType, Params};
 pub use tensor::{HostCell, Ops, Tensor};
@@ -75,19 +75,9 @@ pub trait Factory: Sized + Send + 'static {
 pub trait Prior: Factory {
     /// log p(θ) as a 0-d tensor, normalising constants included. `params[i]` is described by
     /// `infos[i]`. Build it from differentiable ops: the host takes its gradient.
-    fn log_prob<'o>(
-        &self,
-        ops: Ops<'o>,
-        params: &[Tensor<'o>],
-        infos: &[ParamInfo],
-    ) -> Result<Tensor<'o>, String>;
+    fn log_prob<'o>(&self, ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String>;
     /// A prior draw shaped like `like`; `None` if this prior does not cover the tensor's role.
-    fn sample<'o>(
-        &self,
-        ops: Ops<'o>,
-        info: &ParamInfo,
-        like: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String>;
+    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String>;
 }
 
 /// The tensors of one step as plugin code sees them (all flat, borrowed from the host).
@@ -106,20 +96,11 @@ pub trait Integrator: Factory {
     /// Create the state for the flat parameter vector (keep handles with [`Tensor::into_id`]).
     fn init<'o>(&mut self, ops: Ops<'o>, params: &Tensor<'o>) -> Result<(), String>;
     /// Update `t.params` in place.
-    fn step<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        ctx: &StepCtx,
-        t: &StepView<'o>,
-    ) -> Result<StepReport, String>;
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String>;
     /// The mass changed: momenta ← factor ⊙ momenta with factor = sqrt(M_new/M_old).
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String>;
     /// Elementwise m ⊙ M⁻¹ m (kinetic temperature); `None` for first-order methods.
-    fn kinetic<'o>(
-        &self,
-        ops: Ops<'o>,
-        mass_inv: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String>;
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String>;
 }
 
 /// How the gradient is estimated (minibatch size) and transformed each step.
@@ -148,26 +129,16 @@ pub trait Likelihood: Factory {
     /// n that enters U = n·G, given the number of training examples.
     fn effective_n(&self, examples: u64) -> f64;
     /// Transform a training batch; `None` = unchanged.
-    fn augment<'o>(
-        &mut self,
-        ops: Ops<'o>,
-        images: &Tensor<'o>,
-    ) -> Result<Option<Tensor<'o>>, String>;
+    fn augment<'o>(&mut self, ops: Ops<'o>, images: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String>;
     /// Mean negative log-likelihood of the batch (0-d).
-    fn nll<'o>(
-        &self,
-        ops: Ops<'o>,
-        logits: &Tensor<'o>,
-        labels: &Tensor<'o>,
-    ) -> Result<Tensor<'o>, String>;
+    fn nll<'o>(&self, ops: Ops<'o>, logits: &Tensor<'o>, labels: &Tensor<'o>) -> Result<Tensor<'o>, String>;
 }
 
 /// Everything a plugin author needs.
 pub mod prelude {
     pub use crate::{
-        Factory, GradientPlan, Integrator, Likelihood, ModelToggles, NoiseModel, NoiseView,
-        NormKind, Ops, ParamInfo, ParamSpec, Params, Prior, Role, StepCtx, StepReport, StepView,
-        Tensor,
+        Factory, GradientPlan, Integrator, Likelihood, ModelToggles, NoiseModel, NoiseView, NormKind, Ops, ParamInfo,
+        ParamSpec, Params, Prior, Role, StepCtx, StepReport, StepView, Tensor,
     };
 }
 
@@ -247,9 +218,6 @@ macro_rules! export_plugin {
 mod tests {
     #[test]
     fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(
-            super::ROOT_MODULE_SYMBOL,
-            abi_stable::library::ROOT_MODULE_LOADER_NAME
-        );
+        assert_eq!(super::ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
     }
 }

@@ -41,70 +41,20 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn float(name: &'static str, default: f64, doc: &'static str) -> Self {
-        Self {
-            name,
-            ty: ParamType::Float,
-            default: default.into(),
-            min: None,
-            max: None,
-            choices: &[],
-            doc,
-        }
+        Self { name, ty: ParamType::Float, default: default.into(), min: None, max: None, choices: &[], doc }
     }
     pub fn int(name: &'static str, default: i64, doc: &'static str) -> Self {
-        Self {
-            name,
-            ty: ParamType::Int,
-            default: default.into(),
-            min: None,
-            max: None,
-            choices: &[],
-            doc,
-        }
+        Self { name, ty: ParamType::Int, default: default.into(), min: None, max: None, choices: &[], doc }
     }
     pub fn bool(name: &'static str, default: bool, doc: &'static str) -> Self {
-        Self {
-            name,
-            ty: ParamType::Bool,
-            default: default.into(),
-            min: None,
-            max: None,
-            choices: &[],
-            doc,
-        }
+        Self { name, ty: ParamType::Bool, default: default.into(), min: None, max: None, choices: &[], doc }
     }
-    pub fn string(
-        name: &'static str,
-        default: &str,
-        choices: &'static [&'static str],
-        doc: &'static str,
-    ) -> Self {
-        Self {
-            name,
-            ty: ParamType::String,
-            default: default.into(),
-            min: None,
-            max: None,
-            choices,
-            doc,
-        }
+    pub fn string(name: &'static str, default: &str, choices: &'static [&'static str], doc: &'static str) -> Self {
+        Self { name, ty: ParamType::String, default: default.into(), min: None, max: None, choices, doc }
     }
-    pub fn strings(
-        name: &'static str,
-        default: &[&str],
-        choices: &'static [&'static str],
-        doc: &'static str,
-    ) -> Self {
+    pub fn strings(name: &'static str, default: &[&str], choices: &'static [&'static str], doc: &'static str) -> Self {
         let default = Value::Array(default.iter().map(|s| Value::from(*s)).collect());
-        Self {
-            name,
-            ty: ParamType::StringList,
-            default,
-            min: None,
-            max: None,
-            choices,
-            doc,
-        }
+        Self { name, ty: ParamType::StringList, default, min: None, max: None, choices, doc }
     }
     /// Inclusive range for a number.
     pub fn range(mut self, min: f64, max: f64) -> Self {
@@ -150,9 +100,7 @@ impl ParamSpec {
                     return fail(format!("{x} is above the maximum {max}"));
                 }
             }
-            ParamType::Bool if !v.is_boolean() => {
-                return fail(format!("expected true or false, got {v}"))
-            }
+            ParamType::Bool if !v.is_boolean() => return fail(format!("expected true or false, got {v}")),
             ParamType::String => {
                 let Some(s) = v.as_str() else {
                     return fail(format!("expected a string, got {v}"));
@@ -206,10 +154,7 @@ impl Params {
         }
         let mut values = Map::new();
         for spec in specs {
-            let v = given
-                .get(spec.name)
-                .cloned()
-                .unwrap_or_else(|| spec.default.clone());
+            let v = given.get(spec.name).cloned().unwrap_or_else(|| spec.default.clone());
             match spec.check(&v) {
                 Ok(()) => {
                     values.insert(spec.name.to_owned(), v);
@@ -225,9 +170,7 @@ impl Params {
     }
 
     fn get(&self, name: &str) -> &Value {
-        self.values
-            .get(name)
-            .unwrap_or_else(|| panic!("parameter `{name}` is not declared in the plugin's specs"))
+        self.values.get(name).unwrap_or_else(|| panic!("parameter `{name}` is not declared in the plugin's specs"))
     }
     pub fn f64(&self, name: &str) -> f64 {
         self.get(name).as_f64().unwrap_or(f64::NAN)
@@ -244,11 +187,7 @@ impl Params {
     pub fn strings(&self, name: &str) -> Vec<String> {
         self.get(name)
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
             .unwrap_or_default()
     }
 }

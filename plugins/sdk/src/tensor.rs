@@ -27,9 +27,7 @@ pub struct HostCell<'a, 'h> {
 
 impl<'a, 'h> HostCell<'a, 'h> {
     pub fn new(host: &'a mut HostRef<'h>) -> Self {
-        Self {
-            host: RefCell::new(host),
-        }
+        Self { host: RefCell::new(host) }
     }
     pub fn ops(&self) -> Ops<'_> {
         Ops { inner: self }
@@ -61,20 +59,12 @@ impl<'o> Ops<'o> {
     }
 
     fn wrap(&self, id: TensorId) -> Tensor<'o> {
-        Tensor {
-            id,
-            ops: *self,
-            owned: true,
-        }
+        Tensor { id, ops: *self, owned: true }
     }
 
     /// Borrow a tensor the host owns (parameters, gradients): not released on drop.
     pub fn borrow(&self, id: TensorId) -> Tensor<'o> {
-        Tensor {
-            id,
-            ops: *self,
-            owned: false,
-        }
+        Tensor { id, ops: *self, owned: false }
     }
 
     /// Take ownership of a handle this plugin keeps across calls (e.g. momenta).
@@ -146,8 +136,7 @@ impl<'o> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.unary(op, self.id)))
     }
     fn bin(&self, op: BinaryOp, other: &Tensor) -> Tensor<'o> {
-        self.ops
-            .wrap(self.ops.with(|h| h.binary(op, self.id, other.id)))
+        self.ops.wrap(self.ops.with(|h| h.binary(op, self.id, other.id)))
     }
     fn red(&self, op: ReduceOp) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.reduce(op, self.id)))
@@ -201,8 +190,7 @@ impl<'o> Tensor<'o> {
         self.bin(BinaryOp::Pow, other)
     }
     pub fn powf(&self, exponent: f64) -> Tensor<'o> {
-        self.ops
-            .wrap(self.ops.with(|h| h.pow_scalar(self.id, exponent)))
+        self.ops.wrap(self.ops.with(|h| h.pow_scalar(self.id, exponent)))
     }
     pub fn maximum(&self, other: &Tensor) -> Tensor<'o> {
         self.bin(BinaryOp::Maximum, other)
@@ -219,8 +207,7 @@ impl<'o> Tensor<'o> {
     }
     /// self·mul + add.
     pub fn affine(&self, mul: f64, add: f64) -> Tensor<'o> {
-        self.ops
-            .wrap(self.ops.with(|h| h.affine(self.id, mul, add)))
+        self.ops.wrap(self.ops.with(|h| h.affine(self.id, mul, add)))
     }
     pub fn clamp(&self, min: f64, max: f64) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.clamp(self.id, min, max)))
@@ -238,30 +225,21 @@ impl<'o> Tensor<'o> {
         self.red(ReduceOp::Min)
     }
     pub fn sum_dim(&self, dim: i64, keepdim: bool) -> Tensor<'o> {
-        self.ops.wrap(
-            self.ops
-                .with(|h| h.reduce_dim(ReduceOp::Sum, self.id, dim, keepdim)),
-        )
+        self.ops.wrap(self.ops.with(|h| h.reduce_dim(ReduceOp::Sum, self.id, dim, keepdim)))
     }
     pub fn mean_dim(&self, dim: i64, keepdim: bool) -> Tensor<'o> {
-        self.ops.wrap(
-            self.ops
-                .with(|h| h.reduce_dim(ReduceOp::Mean, self.id, dim, keepdim)),
-        )
+        self.ops.wrap(self.ops.with(|h| h.reduce_dim(ReduceOp::Mean, self.id, dim, keepdim)))
     }
     /// where(self > 0, a, b).
     pub fn select(&self, a: &Tensor, b: &Tensor) -> Tensor<'o> {
-        self.ops
-            .wrap(self.ops.with(|h| h.select(self.id, a.id, b.id)))
+        self.ops.wrap(self.ops.with(|h| h.select(self.id, a.id, b.id)))
     }
     pub fn log_softmax(&self, dim: i64) -> Tensor<'o> {
-        self.ops
-            .wrap(self.ops.with(|h| h.log_softmax(self.id, dim)))
+        self.ops.wrap(self.ops.with(|h| h.log_softmax(self.id, dim)))
     }
     /// Row-wise `self[i, index[i]]`.
     pub fn gather_rows(&self, index: &Tensor) -> Tensor<'o> {
-        self.ops
-            .wrap(self.ops.with(|h| h.gather_rows(self.id, index.id)))
+        self.ops.wrap(self.ops.with(|h| h.gather_rows(self.id, index.id)))
     }
     /// In place: self ← src (outside autograd).
     pub fn set(&self, src: &Tensor) {

@@ -10,9 +10,7 @@ use flate2::Compression;
 
 /// A deterministic pseudo-random byte pattern.
 pub fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ salt)
-        .collect()
+    (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ salt).collect()
 }
 
 /// The bytes of an IDX image file.
@@ -45,10 +43,7 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
 pub fn split_bytes(n: usize, rows: usize, cols: usize, salt: u8) -> (Vec<u8>, Vec<u8>) {
     let pixels = pattern(n * rows * cols, salt);
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    (
-        idx_images(n as u32, rows as u32, cols as u32, &pixels),
-        idx_labels(&labels),
-    )
+    (idx_images(n as u32, rows as u32, cols as u32, &pixels), idx_labels(&labels))
 }
 
 /// Write the four IDX files of a small dataset into `dir` under the given naming style
@@ -135,15 +130,12 @@ pub fn write_cifar(dir: &Path, per_batch: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>)
     std::fs::create_dir_all(dir).unwrap();
     let mut train = Vec::new();
     for b in 1..=5u8 {
-        let recs: Vec<Vec<u8>> = (0..per_batch)
-            .map(|i| cifar_record(((b as usize * 3 + i) % 10) as u8, b * 16 + i as u8))
-            .collect();
+        let recs: Vec<Vec<u8>> =
+            (0..per_batch).map(|i| cifar_record(((b as usize * 3 + i) % 10) as u8, b * 16 + i as u8)).collect();
         std::fs::write(dir.join(format!("data_batch_{b}.bin")), recs.concat()).unwrap();
         train.extend(recs);
     }
-    let test: Vec<Vec<u8>> = (0..per_batch)
-        .map(|i| cifar_record((i % 10) as u8, 200 + i as u8))
-        .collect();
+    let test: Vec<Vec<u8>> = (0..per_batch).map(|i| cifar_record((i % 10) as u8, 200 + i as u8)).collect();
     std::fs::write(dir.join("test_batch.bin"), test.concat()).unwrap();
     (train, test)
 }

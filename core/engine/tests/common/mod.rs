@@ -23,7 +23,9 @@ impl Gaussian {
             (0..dim).map(|i| sigma_min * (sigma_max / sigma_min).powf(i as f64 / (dim - 1) as f64)).collect();
         let per = (dim / tensors) as i64;
         let infos = (0..tensors)
-            .map(|t| ParamInfo::new(&format!("t{t}.weight"), &format!("t{t}"), Role::Weight, &[per], per, 1, t as i64 * per))
+            .map(|t| {
+                ParamInfo::new(&format!("t{t}.weight"), &format!("t{t}"), Role::Weight, &[per], per, 1, t as i64 * per)
+            })
             .collect();
         let inv: Vec<f32> = sigmas.iter().map(|s| (1.0 / (s * s)) as f32).collect();
         Self { inv_var: Tensor::from_slice(&inv), sigmas, infos, n }
@@ -49,7 +51,13 @@ impl Objective for Gaussian {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn gradient(&mut self, _: &mut TchHost<'_>, theta: &Tensor, _: u64, _: bool) -> Result<Gradient, ablate_engine::EngineError> {
+    fn gradient(
+        &mut self,
+        _: &mut TchHost<'_>,
+        theta: &Tensor,
+        _: u64,
+        _: bool,
+    ) -> Result<Gradient, ablate_engine::EngineError> {
         let _guard = tch::no_grad_guard();
         let grad = theta * &self.inv_var / self.n;
         let loss = (theta.square() * &self.inv_var).sum(Kind::Float) * 0.5 / self.n;
@@ -130,8 +138,36 @@ pub fn integrator(name: &str, params: &str) -> Factor<ablate_sdk::abi::Integrato
     Factor::new(obj, "integrator", name, "(linked for tests)")
 }
 
+/// The `minibatch` noise model (the gradient as the objective estimates it), inline: a second
+/// plugin crate cannot be linked next to the integrators (both export the root-module symbol).
+pub struct Minibatch;
+impl ablate_sdk::Factory for Minibatch {
+    const NAME: &'static str = "minibatch";
+    const DESCRIPTION: &'static str = "unbiased minibatch gradient at the configured batch";
+    fn params() -> Vec<ablate_sdk::ParamSpec> {
+        Vec::new()
+    }
+    fn new(_: &ablate_sdk::Params) -> Result<Self, String> {
+        Ok(Self)
+    }
+}
+impl ablate_sdk::NoiseModel for Minibatch {
+    fn plan(&self, config_batch: u64, _: u64) -> ablate_sdk::GradientPlan {
+        ablate_sdk::GradientPlan { gradient_batch: config_batch }
+    }
+    fn transform<'o>(
+        &mut self,
+        _: ablate_sdk::Ops<'o>,
+        _: &ablate_sdk::StepCtx,
+        _: &ablate_sdk::Tensor<'o>,
+        _: &ablate_sdk::NoiseView<'o>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 pub fn minibatch() -> Factor<ablate_sdk::abi::NoiseBox> {
-    let obj = ablate_sdk::testkit::noise_box::<ablate_plugin_noise::Minibatch>("{}").unwrap();
+    let obj = ablate_sdk::testkit::noise_box::<Minibatch>("{}").unwrap();
     Factor::new(obj, "noise", "minibatch", "(linked for tests)")
 }
 

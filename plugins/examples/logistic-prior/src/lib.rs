@@ -22,7 +22,12 @@ impl Factory for Logistic {
     fn params() -> Vec<ParamSpec> {
         vec![
             ParamSpec::float("scale", 1.0, "scale s of the logistic distribution").at_least(1e-12),
-            ParamSpec::strings("roles", &["weight", "bias"], &["weight", "bias", "norm"], "parameter roles the prior covers"),
+            ParamSpec::strings(
+                "roles",
+                &["weight", "bias"],
+                &["weight", "bias", "norm"],
+                "parameter roles the prior covers",
+            ),
         ]
     }
 
