@@ -50,21 +50,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let registry = Registry::load(&SearchPath::only(&[plugins]))?;
     let mut cells: Vec<(&str, serde_json::Value)> = vec![
-        ("digits-mlp-quickstart", json!({"temperature": 0.1, "data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [50]},
-            "sampler": {"epochs": 30, "batch_size": 50, "cycle_length": 3, "cycle_start_sampling": 9}})),
-        ("digits-resnet20-batchnorm", json!({"temperature": 0.1, "data": {"dataset": "digits"}, "model": {"kind": "resnet20"},
-            "likelihood": {"name": "batchnorm"}, "sampler": {"epochs": 4, "batch_size": 64, "cycle_length": 1, "cycle_start_sampling": 2}})),
-        ("digits-cnn-frn-augmented", json!({"temperature": 0.1, "data": {"dataset": "digits"}, "model": {"kind": "cnn", "channels": [16, 32]},
+        (
+            "digits-mlp-quickstart",
+            json!({"temperature": 0.1, "data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [50]},
+            "sampler": {"epochs": 30, "batch_size": 50, "cycle_length": 3, "cycle_start_sampling": 9}}),
+        ),
+        (
+            "digits-resnet20-batchnorm",
+            json!({"temperature": 0.1, "data": {"dataset": "digits"}, "model": {"kind": "resnet20"},
+            "likelihood": {"name": "batchnorm"}, "sampler": {"epochs": 4, "batch_size": 64, "cycle_length": 1, "cycle_start_sampling": 2}}),
+        ),
+        (
+            "digits-cnn-frn-augmented",
+            json!({"temperature": 0.1, "data": {"dataset": "digits"}, "model": {"kind": "cnn", "channels": [16, 32]},
             "likelihood": {"name": "frn", "params": {"augment": true, "pad": 1}},
-            "sampler": {"epochs": 4, "batch_size": 64, "cycle_length": 1, "cycle_start_sampling": 2}})),
-        ("digits-mlp-hmc", json!({"temperature": 1.0, "data": {"dataset": "digits", "train_size": 500}, "model": {"kind": "mlp", "hidden": [20]},
+            "sampler": {"epochs": 4, "batch_size": 64, "cycle_length": 1, "cycle_start_sampling": 2}}),
+        ),
+        (
+            "digits-mlp-hmc",
+            json!({"temperature": 1.0, "data": {"dataset": "digits", "train_size": 500}, "model": {"kind": "mlp", "hidden": [20]},
             "integrator": {"name": "hmc", "params": {"leapfrog_steps": 5}},
-            "sampler": {"epochs": 3, "batch_size": 500, "lr": 0.001, "cycle_length": 1, "cycle_start_sampling": 2}})),
+            "sampler": {"epochs": 3, "batch_size": 500, "lr": 0.001, "cycle_length": 1, "cycle_start_sampling": 2}}),
+        ),
     ];
     if let Some(dir) = arg("--mnist") {
-        cells.push(("mnist-mlp-784-100-100-10", json!({"temperature": 0.01, "data": {"dataset": "mnist", "path": dir, "train_size": 10000},
+        cells.push((
+            "mnist-mlp-784-100-100-10",
+            json!({"temperature": 0.01, "data": {"dataset": "mnist", "path": dir, "train_size": 10000},
             "model": {"kind": "mlp", "hidden": [100, 100]},
-            "sampler": {"epochs": 10, "batch_size": 100, "cycle_length": 5, "cycle_start_sampling": 5}})));
+            "sampler": {"epochs": 10, "batch_size": 100, "cycle_length": 5, "cycle_start_sampling": 5}}),
+        ));
     }
     for (name, value) in cells {
         let cfg: CellConfig = serde_json::from_value(value)?;

@@ -32,6 +32,23 @@ pub struct FinalMetrics {
     pub dim: i64,
     pub n_effective: f64,
     pub steps: u64,
+    /// The prior predictive check (`eval.prior_samples` > 0).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prior_predictive: Option<PriorPredictive>,
+}
+
+/// Class distribution of the predictions of prior draws on training inputs (the paper's check
+/// that typical N(0, I) draws of a deep net predict almost every input as one class).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorPredictive {
+    pub samples: usize,
+    pub inputs: i64,
+    /// Mean over draws of the share of inputs given the draw's most frequent class
+    /// (1/classes for a uniform spread, 1 for a constant predictor), and its standard error.
+    pub top_class_fraction: f64,
+    pub top_class_fraction_se: f64,
+    /// Predicted-class counts summed over draws.
+    pub class_counts: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,6 +281,59 @@ impl Objective for Network {
     }
 }
 
+/// Draw θ from the prior `samples` times (tensors the prior does not cover keep their initial
+/// values) and record the class distribution of the predictions on up to 1000 training inputs.
+fn prior_predictive(
+    loss: &Loss,
+    init: ablate_grid::config::Init,
+    samples: usize,
+    device: Device,
+) -> Result<PriorPredictive, EngineError> {
+    let _guard = tch::no_grad_guard();
+    let model = &loss.model;
+    let inputs = loss.train_x.size()[0].min(1000);
+    let x = loss.train_x.narrow(0, 0, inputs);
+    let mut host = TchHost::new();
+    let mut fractions = Vec::with_capacity(samples);
+    let mut counts = vec![0i64; model.classes as usize];
+    for _ in 0..samples {
+        let theta = model.init(init, device);
+        for (info, view) in model.infos().iter().zip(model.views(&theta)) {
+            let like = host.insert(view.shallow_clone());
+            let r = host.call(|h| loss.prior.obj.sample(h, info, like));
+            host.remove(like);
+            if let ROption::RSome(id) = r.map_err(|e| loss.prior.fail("sample", e))? {
+                let draw =
+                    host.take(id).ok_or_else(|| loss.prior.fail("sample", "returned a released handle".into()))?;
+                if draw.size() != view.size() {
+                    return Err(loss.prior.fail(
+                        "sample",
+                        format!("drew shape {:?} for a tensor of shape {:?}", draw.size(), view.size()),
+                    ));
+                }
+                view.shallow_clone().copy_(&draw);
+            }
+        }
+        let mut bn = model.new_bn_state(device);
+        let preds = model.forward(&theta, &x, Mode::Eval, &mut bn)?.argmax(-1, false);
+        let hist = Vec::<i64>::try_from(preds.bincount(None::<Tensor>, model.classes).to_device(Device::Cpu))?;
+        for (c, h) in counts.iter_mut().zip(&hist) {
+            *c += h;
+        }
+        fractions.push(*hist.iter().max().unwrap_or(&0) as f64 / inputs as f64);
+    }
+    let k = fractions.len() as f64;
+    let mean = fractions.iter().sum::<f64>() / k;
+    let var = fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
+    Ok(PriorPredictive {
+        samples,
+        inputs,
+        top_class_fraction: mean,
+        top_class_fraction_se: (var / k).sqrt(),
+        class_counts: counts,
+    })
+}
+
 /// Run one cell. Seeds libtorch's generator from `cfg.seed` first: call it once per process.
 pub fn run_cell(
     cfg: &CellConfig,
@@ -315,16 +385,17 @@ pub fn run_cell(
 
     let theta = model.init(s.init, device).set_requires_grad(true);
     let bn = model.new_bn_state(device);
+    let loss = Rc::new(Loss {
+        model,
+        prior,
+        likelihood: RefCell::new(likelihood),
+        train_x,
+        train_y,
+        n,
+        chunk: cfg.eval.batch_size as i64,
+    });
     let mut network = Network {
-        loss: Rc::new(Loss {
-            model,
-            prior,
-            likelihood: RefCell::new(likelihood),
-            train_x,
-            train_y,
-            n,
-            chunk: cfg.eval.batch_size as i64,
-        }),
+        loss: Rc::clone(&loss),
         bn,
         train_stream: BatchStream::new(n_train as i64),
         precond_stream: BatchStream::new(n_train as i64),
@@ -344,6 +415,11 @@ pub fn run_cell(
     let chain =
         run_chain(&mut network, &theta, &mut integrator, &mut noise, &protocol, &settings, &mut host, observer)?;
 
+    // After the chain, so that the check does not change the chain's random stream.
+    let prior_check = match cfg.eval.prior_samples {
+        0 => None,
+        k => Some(prior_predictive(&loss, s.init, k, device)?),
+    };
     let labels = &data.test.labels;
     let members = &network.members;
     let metrics = (!members.is_empty()).then(|| {
@@ -362,6 +438,7 @@ pub fn run_cell(
             dim: network.loss.model.dim(),
             n_effective: n,
             steps: chain.steps,
+            prior_predictive: prior_check.clone(),
         }
     });
     Ok(CellOutcome { status: chain.status, epochs: chain.epochs, metrics })

@@ -205,12 +205,20 @@ pub struct EvalConfig {
     pub ece_bins: usize,
     /// Batch size of test-set evaluation.
     pub batch_size: usize,
+    /// Prior predictive check: draws θ from the prior this many times before sampling and records
+    /// the class distribution of their predictions on (up to 1000) training inputs. 0 = off.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prior_samples: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { ece_bins: 10, batch_size: 1000 }
+        Self { ece_bins: 10, batch_size: 1000, prior_samples: 0 }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn one() -> f64 {

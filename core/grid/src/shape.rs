@@ -154,6 +154,11 @@ pub(crate) fn cell_config() -> Shape {
             Shape::Object(vec![
                 field("ece_bins", uint(1), "Bins of the expected calibration error."),
                 field("batch_size", uint(1), "Batch size of test-set evaluation."),
+                field(
+                    "prior_samples",
+                    uint(0),
+                    "Prior predictive check: prior draws whose predictions on training inputs are recorded (0 = off).",
+                ),
             ]),
             "How the ensemble is evaluated.",
         ),
