@@ -477,3 +477,122 @@ fn kill_9_of_the_runner_then_rerun_keeps_finished_cells() {
         assert_eq!(now, s, "finished cell {id} was recomputed");
     }
 }
+
+/// Everything a report's numbers come from, per cell: the ensemble metrics and growth curves
+/// (wall times excluded).
+fn cell_results(cells: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(cells)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let m: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p.join("metrics.json")).unwrap()).unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                serde_json::json!({"ensemble": m["ensemble"], "growth": m["growth"], "diagnostics": m["diagnostics"]}),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn interrupted_and_sharded_runs_reproduce_the_uninterrupted_run() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "repro", 12, &[1.0, 0.3, 0.1, 0.01]);
+    let g = grid.to_str().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec!["run", g, "--out", out, "--device", "cpu", "--threads", "1"];
+        args.extend_from_slice(extra);
+        let o = ablate(&args, dir.path());
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "{so}\n{se}");
+    };
+    // One uninterrupted run.
+    run("whole", &[]);
+    let whole = cell_results(&dir.path().join("whole/repro/cells"));
+    assert_eq!(whole.len(), 4);
+
+    // Two shards into one folder, run separately, then merged by `ablate report`.
+    run("sharded", &["--shard", "0/2", "--no-report"]);
+    run("sharded", &["--shard", "1/2", "--no-report"]);
+    let o = ablate(&["report", "sharded/repro"], dir.path());
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(cell_results(&dir.path().join("sharded/repro/cells")), whole, "shards differ from the whole run");
+    let summary = |d: &str| std::fs::read_to_string(dir.path().join(d).join("repro/report/summary.csv")).unwrap();
+    assert_eq!(summary("sharded"), summary("whole"), "merged report differs");
+
+    // kill -9 of the runner mid-run, then a rerun: the same numbers as the uninterrupted run.
+    let cells = dir.path().join("killed/repro/cells");
+    let mut child = Command::new(BIN)
+        .args(["run", g, "--out", "killed", "--jobs", "1", "--threads", "1", "--device", "cpu"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline && !(cells.is_dir() && statuses(&cells).iter().any(|(_, s)| s["status"] == "done"))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    run("killed", &[]);
+    assert_eq!(cell_results(&cells), whole, "interrupted-and-resumed run differs from the whole run");
+    assert_eq!(summary("killed"), summary("whole"), "report after kill -9 and resume differs");
+}
+
+/// Every built-in plugin in one small grid on the embedded digits: eight cells, each a different
+/// prior, likelihood, integrator and noise model (zipped axes), all must finish.
+#[test]
+fn every_builtin_plugin_runs_end_to_end() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let named =
+        |names: &[&str]| -> Vec<serde_json::Value> { names.iter().map(|n| serde_json::json!({"name": n})).collect() };
+    let grid = serde_json::json!({
+        "name": "all-plugins",
+        "base": {
+            "temperature": 0.1,
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 200},
+            "model": {"kind": "cnn", "channels": [8]},
+            "sampler": {"epochs": 3, "batch_size": 50, "lr": 0.05, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [
+            {"path": "prior", "name": "prior", "values": named(&["gaussian", "he-gaussian", "laplace", "student-t", "cauchy", "spike-slab", "flat", "gaussian"]),
+             "labels": ["gaussian", "he-gaussian", "laplace", "student-t", "cauchy", "spike-slab", "flat", "gaussian-2"]},
+            {"path": "likelihood", "name": "likelihood", "values": [
+                {"name": "categorical"}, {"name": "batchnorm"}, {"name": "frn"}, {"name": "dropout"},
+                {"name": "augmented", "params": {"pad": 1}}, {"name": "tempered", "params": {"likelihood_temperature": 0.5}},
+                {"name": "noisy-dirichlet"}, {"name": "categorical"}],
+             "labels": ["categorical", "batchnorm", "frn", "dropout", "augmented", "tempered", "noisy-dirichlet", "categorical-2"]},
+            {"path": "integrator", "name": "integrator", "values": [
+                {"name": "sym-euler"}, {"name": "sgld"}, {"name": "baoab"}, {"name": "obabo", "params": {"metropolis": true}},
+                {"name": "bbk"}, {"name": "spv"}, {"name": "msgnht"}, {"name": "hmc", "params": {"leapfrog_steps": 3}}],
+             "labels": ["sym-euler", "sgld", "baoab", "obabo-mh", "bbk", "spv", "msgnht", "hmc"]},
+            {"path": "noise", "name": "noise", "values": [
+                {"name": "minibatch"}, {"name": "full-batch"}, {"name": "pretend-batch", "params": {"batch_size": 20}},
+                {"name": "gaussian-matched"}, {"name": "alpha-stable"}, {"name": "minibatch"}, {"name": "minibatch"}, {"name": "full-batch"}],
+             "labels": ["minibatch", "full-batch", "pretend-batch", "gaussian-matched", "alpha-stable", "minibatch-2", "minibatch-3", "full-batch-2"]}
+        ],
+        "zip": [["prior", "likelihood", "integrator", "noise"]]
+    });
+    let path = dir.path().join("all.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    let o = ablate(&["run", path.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--no-report"], dir.path());
+    let (out, err) = text(&o);
+    let states = statuses(&dir.path().join("runs/all-plugins/cells"));
+    assert_eq!(states.len(), 8, "{out}\n{err}");
+    for (id, s) in &states {
+        assert_eq!(s["status"], "done", "cell {id}: {s}\n{out}\n{err}");
+    }
+    assert!(o.status.success(), "{out}\n{err}");
+}

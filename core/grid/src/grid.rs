@@ -260,6 +260,17 @@ struct Problems {
 }
 
 impl Problems {
+    /// A repeated value is fine in a zipped axis: its cells differ through the other axes of
+    /// the group (cells that would really be equal are still caught after expansion).
+    fn forgive_zipped_duplicates(&mut self, zip: &[Vec<usize>]) {
+        let zipped: Vec<String> =
+            zip.iter().filter(|g| g.len() >= 2).flatten().map(|k| format!("axes[{k}].values[")).collect();
+        self.list.retain(|(p, _)| {
+            !(p.message.starts_with("duplicate value") && zipped.iter().any(|z| p.path.starts_with(z)))
+        });
+        self.seen = self.list.iter().enumerate().map(|(i, (p, _))| ((p.path.clone(), p.message.clone()), i)).collect();
+    }
+
     fn push(&mut self, p: Problem) {
         self.push_in(p, None);
     }
@@ -380,6 +391,7 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     let axes = parse_axes(root.get("axes"), &config_shape, p)?;
     let lookup = AxisLookup::new(&axes);
     let zip = parse_zip(root.get("zip"), &axes, &lookup, p)?;
+    p.forgive_zipped_duplicates(&zip);
     let exclude = parse_exclude(root.get("exclude"), &axes, &lookup, p)?;
     if p.blocks_expansion() {
         // Expanding would only repeat these problems once per cell; still check the ranges
