@@ -125,6 +125,18 @@ pub struct Metrics {
     pub ensemble: Ensemble,
     pub growth: Vec<GrowthPoint>,
     pub diagnostics: Diagnostics,
+    /// The prior predictive check, when the cell ran it (`eval.prior_samples`).
+    pub prior_predictive: Option<PriorPredictive>,
+}
+
+/// Share of inputs that prior draws assign to their most frequent class.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PriorPredictive {
+    pub samples: u64,
+    pub inputs: u64,
+    pub top_class_fraction: f64,
+    pub top_class_fraction_se: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -100,6 +100,7 @@ pub fn render(input: &Input) -> String {
     verdicts(&mut md, input);
     per_level(&mut md, input);
     growth(&mut md, input);
+    prior_predictive(&mut md, input);
     diagnostics(&mut md, input);
     missing(&mut md, input);
     plots(&mut md, input);
@@ -282,6 +283,46 @@ fn growth(md: &mut String, input: &Input) {
         }
         let _ = writeln!(md);
     }
+}
+
+/// The prior predictive check per factor level: pooled over the level's cells (the check does
+/// not depend on T; each cell draws its own prior samples).
+fn prior_predictive(md: &mut String, input: &Input) {
+    let run = input.run;
+    let mut levels: Vec<(String, Vec<&crate::load::PriorPredictive>)> = Vec::new();
+    for c in &run.cells {
+        let Some(pp) = c.metrics.as_ref().and_then(|m| m.prior_predictive.as_ref()) else { continue };
+        let key: Vec<String> = c
+            .labels
+            .iter()
+            .filter(|(k, _)| k != "temperature" && k != "seed")
+            .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .collect();
+        let key = if key.is_empty() { "all cells".to_owned() } else { key.join(", ") };
+        match levels.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(pp),
+            None => levels.push((key, vec![pp])),
+        }
+    }
+    if levels.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Prior predictive\n\nShare of training inputs that a prior draw assigns to its most frequent \
+         class (1/K for an even spread over K classes, 1 for a constant predictor): mean over all \
+         draws of the level's cells ± its standard error.\n\n| level | cells | draws | inputs | top-class share |\n| --- | --- | --- | --- | --- |"
+    );
+    for (key, pps) in &levels {
+        let draws: u64 = pps.iter().map(|p| p.samples).sum();
+        let mean = pps.iter().map(|p| p.top_class_fraction * p.samples as f64).sum::<f64>() / draws.max(1) as f64;
+        // Pooled SE of a mean of cell means weighted by draws.
+        let var = pps.iter().map(|p| (p.top_class_fraction_se * p.samples as f64).powi(2)).sum::<f64>();
+        let se = var.sqrt() / draws.max(1) as f64;
+        let inputs = pps.first().map(|p| p.inputs).unwrap_or_default();
+        let _ = writeln!(md, "| {} | {} | {draws} | {inputs} | {} ± {} |", cell(key), pps.len(), num(mean), num(se));
+    }
+    let _ = writeln!(md);
 }
 
 fn diagnostics(md: &mut String, input: &Input) {

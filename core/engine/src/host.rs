@@ -267,7 +267,19 @@ impl TensorHost for TchHost<'_> {
             return;
         };
         let _guard = tch::no_grad_guard();
-        let r = yt.f_mul_scalar_(b).and_then(|mut yt| yt.f_add_(&xt.f_mul_scalar(a)?));
+        // Two kernels at most and no temporary: y *= b; y += x·a (a 0-d CPU scalar tensor
+        // broadcasts on any device).
+        let r = (|| -> Result<(), tch::TchError> {
+            if b != 1.0 {
+                let _ = yt.f_mul_scalar_(b)?;
+            }
+            if a == 1.0 {
+                let _ = yt.f_add_(&xt)?;
+            } else {
+                let _ = yt.f_addcmul_(&xt, &Tensor::from(a).to_kind(xt.kind()))?;
+            }
+            Ok(())
+        })();
         if let Err(e) = r {
             self.fail(format!("axpby: {}", first_line(&e.to_string())));
         }

@@ -66,11 +66,12 @@ impl Integrator for NaiveSymplecticEulerMCMC {
             }
         }
         self.started = true;
-        let mut next = &m * beta - &t.grad * (h * ctx.n);
-        if let Some(noise) = momentum_noise(ops, &m, (2.0 * ctx.temperature * (1.0 - beta)).sqrt(), &t.mass_sqrt) {
-            next = next + noise;
+        // In place, few kernels: m ← β m − h n ∇G̃ (+ noise); θ ← θ + h M⁻¹ m.
+        m.axpby(-(h * ctx.n), &t.grad, beta);
+        let sigma = (2.0 * ctx.temperature * (1.0 - beta)).sqrt();
+        if sigma > 0.0 {
+            m.axpby(sigma, &(ops.randn_like(&m) * &t.mass_sqrt), 1.0);
         }
-        m.set(&next);
         t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }
