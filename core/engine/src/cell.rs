@@ -105,7 +105,7 @@ impl Loss {
         // On the CPU a check is free; on a GPU it would synchronise every step, so there a
         // non-finite value surfaces as divergence at the next member or epoch end.
         if nll.device() == Device::Cpu && crate::chain::nonfinite(&nll) && !crate::chain::nonfinite(logits) {
-            return Err(lik.fail("nll", "returned NaN/Inf for finite logits".into()));
+            return Err(nonfinite_output(&lik, "nll", logits));
         }
         Ok(nll.reshape([] as [i64; 0]))
     }
@@ -122,7 +122,7 @@ impl Loss {
             return Err(self.prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
         }
         if lp.device() == Device::Cpu && crate::chain::nonfinite(&lp) && !crate::chain::nonfinite(theta) {
-            return Err(self.prior.fail("log_prob", "returned NaN/Inf for finite parameters".into()));
+            return Err(nonfinite_output(&self.prior, "log_prob", theta));
         }
         Ok(lp.reshape([] as [i64; 0]))
     }
@@ -143,6 +143,21 @@ impl Loss {
         let u = nll_sum * (self.n / total as f64) - self.log_prior(&mut sub, &theta)?;
         let grad = Tensor::run_backward(&[&u], &[&theta], false, false).remove(0);
         Ok((u.detach(), grad))
+    }
+}
+
+/// A plugin returned NaN/Inf for finite inputs. With inputs of moderate size that is the
+/// plugin's fault; with huge ones (float overflow of θ², of logits) the chain has diverged.
+fn nonfinite_output<T>(plugin: &Factor<T>, during: &str, input: &Tensor) -> EngineError {
+    let largest = f64::try_from(input.detach().abs().max()).unwrap_or(f64::INFINITY);
+    if largest > 1e6 {
+        EngineError::Diverged(format!(
+            "{} `{}` returned NaN/Inf in {during} at inputs as large as {largest:.3e}: the chain diverged \
+             (lower sampler.lr or use a stabler integrator)",
+            plugin.kind, plugin.name
+        ))
+    } else {
+        plugin.fail(during, format!("returned NaN/Inf for finite inputs (largest |input| {largest:.3e})"))
     }
 }
 

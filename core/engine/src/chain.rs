@@ -312,7 +312,13 @@ pub fn run_chain(
             return Err(EngineError::Interrupted);
         }
         // --- Epoch start: preconditioner, configurational temperature, noise statistics.
-        let (g_mean, g_var) = gradient_moments(objective, host, theta, settings.batch_size, settings.precond_batches)?;
+        let (g_mean, g_var) =
+            match gradient_moments(objective, host, theta, settings.batch_size, settings.precond_batches) {
+                Err(EngineError::Diverged(message)) => {
+                    return Ok(outcome(diverged(k, message), epochs, last_kinetic, last_ctemp, acceptance, k))
+                }
+                other => other?,
+            };
         if nonfinite(&g_mean) {
             let status = diverged(k, format!("non-finite gradient at the start of epoch {epoch}"));
             return Ok(outcome(status, epochs, last_kinetic, last_ctemp, acceptance, k));
@@ -355,7 +361,14 @@ pub fn run_chain(
             ctx.step = k;
             ctx.timestep_factor = protocol.timestep_factor(k);
             ctx.temperature = protocol.temperature_at(k);
-            let g = objective.gradient(host, theta, plan.gradient_batch, true)?;
+            let g = match objective.gradient(host, theta, plan.gradient_batch, true) {
+                Err(EngineError::Diverged(message)) => {
+                    host.remove(stats.var_elementwise);
+                    host.remove(stats.var_per_tensor);
+                    return Ok(outcome(diverged(k, message), epochs, last_kinetic, last_ctemp, acceptance, k));
+                }
+                other => other?,
+            };
             {
                 let _guard = tch::no_grad_guard();
                 loss_sum += g.loss_sum.to_kind(Kind::Double);

@@ -42,4 +42,7 @@ pub enum EngineError {
     Torch(#[from] tch::TchError),
     #[error("interrupted")]
     Interrupted,
+    /// The chain left the region where the model's numbers are finite (recorded as `diverged`).
+    #[error("{0}")]
+    Diverged(String),
 }

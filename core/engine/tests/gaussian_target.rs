@@ -90,3 +90,23 @@ fn temperature_point_zero_one_identity_mass() {
 fn temperature_point_zero_one_layerwise_mass() {
     check(0.01, true);
 }
+
+/// A step far beyond stability (h·ω_max = 50) makes θ overflow: the chain ends as diverged at
+/// the step it happened, with its epochs so far, not as an error.
+#[test]
+fn an_unstable_step_size_is_reported_as_divergence() {
+    tch::manual_seed(1);
+    let mut target = Gaussian::new(100, 0.1, 10.0, 2, 1.0);
+    let settings =
+        ChainSettings { lr: 25.0, momentum_decay: 0.9, batch_size: 1, layerwise_mass: false, precond_batches: 1 };
+    let protocol = protocol(5, 100, 1.0);
+    let theta = target.stationary(1.0);
+    let out = chain(&mut target, &theta, "sym-euler", &protocol, &settings, &mut ());
+    match out.status {
+        ablate_engine::ChainStatus::Diverged { step, message } => {
+            assert!(step > 0 && step < 500, "step {step}");
+            assert!(message.contains("NaN/Inf"), "{message}");
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+}

@@ -161,6 +161,11 @@ fn faulty_plugins_fail_one_use_and_the_host_carries_on() {
         let msg = err.to_string();
         assert!(matches!(err, EngineError::PluginCall { .. }), "{name}: {msg}");
         assert!(msg.contains(name) && msg.contains("libfault_fixtures.so") && msg.contains(expect), "{name}: {msg}");
+        if name == "not-a-number" {
+            // The same output at overflowing parameters is the chain's divergence, not a fault.
+            let huge = (&theta * 1e20).detach().set_requires_grad(true);
+            assert!(matches!(loss.log_prior(&mut host, &huge), Err(EngineError::Diverged(_))));
+        }
         // A healthy plugin still works afterwards.
         let good = small_loss(&registry, "logistic");
         assert!(good.log_prior(&mut host, &theta).is_ok());

@@ -1,0 +1,104 @@
+//! Seconds per epoch of one chain (`cargo bench -p ablate-engine --bench epoch`), against the
+//! FLOP-bound time from a GEMM measured in the same run.
+//!
+//! Needs the built-in plugins next to the bench binary (`cargo build --release --workspace`).
+//! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
+//! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent).
+//! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
+#![allow(clippy::print_stdout)] // a benchmark's output is its report
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ablate_data::{load, DataRequest};
+use ablate_engine::{run_cell, EpochRow, Observer};
+use ablate_grid::config::CellConfig;
+use ablate_plugin_host::{Registry, SearchPath};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+struct Epochs(Vec<f64>, f64);
+
+impl Observer for Epochs {
+    fn epoch(&mut self, row: &EpochRow) {
+        self.0.push(row.wall_seconds - self.1);
+        self.1 = row.wall_seconds;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// fp32 GEMM rate (FLOP/s) of a 1024³ product, median of 10.
+fn gemm_rate() -> f64 {
+    let a = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
+    let _ = a.matmul(&b);
+    median(
+        (0..10)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = a.matmul(&b).sum(Kind::Float).double_value(&[]);
+                2.0 * 1024f64.powi(3) / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let threads: i32 = std::env::var("ABLATE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    tch::set_num_threads(threads);
+    let registry = Registry::load(&SearchPath::standard(&[]))?;
+    let rate = gemm_rate();
+    let mnist = std::env::var("ABLATE_BENCH_MNIST")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data/mnist")))
+        .filter(|p| p.is_dir());
+    // T = 1 from the first step (no ramp) so that every step does the full work, as the reference.
+    let sampler = |epochs: usize, batch: usize| {
+        json!({"epochs": epochs, "batch_size": batch, "lr": 0.1, "momentum_decay": 0.98, "cycle_length": 1,
+               "cycle_start_sampling": epochs, "temperature_ramp": false})
+    };
+    let mut workloads = vec![(
+        "quickstart-mlp",
+        json!({"temperature": 1.0, "data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [50]}, "sampler": sampler(12, 50)}),
+        // digits: 1297 examples, batch 50: 25 steps + 32 preconditioner batches of 50.
+        (25 + 32) as f64 * 6.0 * 50.0 * (64.0 * 50.0 + 50.0 + 50.0 * 10.0 + 10.0),
+    )];
+    if let Some(dir) = &mnist {
+        workloads.push((
+            "mnist-mlp",
+            json!({"temperature": 1.0, "data": {"dataset": "mnist", "path": dir, "train_size": 10000},
+                   "model": {"kind": "mlp", "hidden": [100, 100]}, "sampler": sampler(7, 100)}),
+            // 100 steps + 32 preconditioner batches, forward + backward = 6 FLOP per weight and example.
+            132.0 * 6.0 * 100.0 * 89_610.0,
+        ));
+    }
+    for (name, value, flops) in workloads {
+        let cfg: CellConfig = serde_json::from_value(value)?;
+        let d = &cfg.data;
+        let data = load(&DataRequest {
+            dataset: d.dataset.clone(),
+            path: d.path.as_ref().map(PathBuf::from),
+            train_size: d.train_size,
+            test_size: d.test_size,
+            subset_seed: d.subset_seed,
+            normalize: d.normalize,
+        })?;
+        let mut epochs = Epochs(Vec::new(), 0.0);
+        run_cell(&cfg, &data, &registry, Device::Cpu, &mut epochs)?;
+        // The first epoch warms up; the last one also evaluates the ensemble member.
+        let timed = epochs.0[1..epochs.0.len() - 1].to_vec();
+        let m = median(timed);
+        println!(
+            "{}",
+            json!({"workload": name, "threads": threads, "chains": 1, "median_epoch_seconds": m,
+                   "gemm_gflops": rate / 1e9, "epoch_gflop": flops / 1e9, "flop_bound_seconds": flops / rate,
+                   "ratio_to_flop_bound": m / (flops / rate)})
+        );
+    }
+    Ok(())
+}
