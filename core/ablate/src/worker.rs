@@ -122,14 +122,7 @@ fn execute(
     let choice: DeviceChoice = args.device.parse()?;
     let device = ablate_engine::device::resolve(choice)?;
     let registry = crate::common::load_registry(&args.plugins.dirs)?;
-    let d = &cfg.data;
-    let mut req = ablate_data::DataRequest::new(d.dataset.clone());
-    req.path = d.path.as_ref().map(PathBuf::from);
-    req.train_size = d.train_size;
-    req.test_size = d.test_size;
-    req.subset_seed = d.subset_seed;
-    req.normalize = d.normalize;
-    let data = ablate_data::load(&req)?;
+    let data = ablate_engine::load_data(&cfg.data)?;
     Ok(ablate_engine::run_cell(cfg, &data, &registry, device, observer)?)
 }
 

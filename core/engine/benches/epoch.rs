@@ -1,7 +1,8 @@
 //! Seconds per epoch of one chain (`cargo bench -p ablate-engine --bench epoch`), against the
 //! FLOP-bound time from a GEMM measured in the same run.
 //!
-//! Needs the built-in plugins next to the bench binary (`cargo build --release --workspace`).
+//! Needs the built-in plugins next to the bench binary (`cargo build --release -p ablate-plugin-integrators
+//! -p ablate-plugin-priors -p ablate-plugin-likelihoods -p ablate-plugin-noise`).
 //! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
 //! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent).
 //! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
@@ -10,8 +11,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ablate_data::{load, DataRequest};
-use ablate_engine::{run_cell, EpochRow, Observer};
+use ablate_engine::{load_data, run_cell, EpochRow, Observer};
 use ablate_grid::config::CellConfig;
 use ablate_plugin_host::{Registry, SearchPath};
 use serde_json::json;
@@ -79,15 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for (name, value, flops) in workloads {
         let cfg: CellConfig = serde_json::from_value(value)?;
-        let d = &cfg.data;
-        let data = load(&DataRequest {
-            dataset: d.dataset.clone(),
-            path: d.path.as_ref().map(PathBuf::from),
-            train_size: d.train_size,
-            test_size: d.test_size,
-            subset_seed: d.subset_seed,
-            normalize: d.normalize,
-        })?;
+        let data = load_data(&cfg.data)?;
         let mut epochs = Epochs(Vec::new(), 0.0);
         run_cell(&cfg, &data, &registry, Device::Cpu, &mut epochs)?;
         // The first epoch warms up; the last one also evaluates the ensemble member.

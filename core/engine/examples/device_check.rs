@@ -10,9 +10,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ablate_data::{load, DataRequest};
 use ablate_engine::device::{parse_device, DeviceChoice};
-use ablate_engine::{run_cell, EpochRow, Observer};
+use ablate_engine::{load_data, run_cell, EpochRow, Observer};
 use ablate_grid::config::CellConfig;
 use ablate_plugin_host::{Registry, SearchPath};
 use serde_json::json;
@@ -83,15 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for (name, value) in cells {
         let cfg: CellConfig = serde_json::from_value(value)?;
-        let d = &cfg.data;
-        let data = load(&DataRequest {
-            dataset: d.dataset.clone(),
-            path: d.path.as_ref().map(PathBuf::from),
-            train_size: d.train_size,
-            test_size: d.test_size,
-            subset_seed: d.subset_seed,
-            normalize: d.normalize,
-        })?;
+        let data = load_data(&cfg.data)?;
         let mut timer = Timer { epochs: Vec::new(), last: 0.0 };
         let started = Instant::now();
         let out = run_cell(&cfg, &data, &registry, device, &mut timer)?;

@@ -112,7 +112,17 @@ impl Loss {
 
     /// log p(θ) through the prior plugin (0-d, differentiable).
     pub fn log_prior(&self, host: &mut TchHost<'_>, theta: &Tensor) -> Result<Tensor, EngineError> {
-        let ids: Vec<TensorId> = self.model.views(theta).into_iter().map(|v| host.insert(v)).collect();
+        self.log_prior_of(host, &self.model.views(theta), theta)
+    }
+
+    /// log p(θ) of per-tensor parameters `views` (leaves or views of the flat `theta`).
+    pub fn log_prior_of(
+        &self,
+        host: &mut TchHost<'_>,
+        views: &[Tensor],
+        theta: &Tensor,
+    ) -> Result<Tensor, EngineError> {
+        let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
         let infos = self.model.infos();
         let r = host.call(|h| self.prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
         ids.iter().for_each(|&id| host.remove(id));
@@ -187,6 +197,11 @@ impl BatchStream {
 /// A network on a dataset: the objective of a grid cell.
 struct Network {
     loss: Rc<Loss>,
+    /// Per-tensor autograd leaves that alias the flat θ (same storage): the integrator's in-place
+    /// updates of θ are the leaves' values, and backward gives per-tensor gradients that one
+    /// `cat` flattens (autograd through `narrow` of a flat leaf would build a full-size gradient
+    /// per tensor instead).
+    leaves: Vec<Tensor>,
     bn: BnState,
     train_stream: BatchStream,
     precond_stream: BatchStream,
@@ -265,10 +280,12 @@ impl Objective for Network {
         }
         // The reference estimates the preconditioner with `model(images)`, i.e. inference mode.
         let mode = if train { Mode::Train } else { Mode::Eval };
-        let logits = loss.model.forward(theta, &x, mode, &mut self.bn)?;
+        let logits = loss.model.forward_views(&self.leaves, &x, mode, &mut self.bn)?;
         let nll = loss.nll(host, &logits, &y)?;
-        let total = &nll - loss.log_prior(host, theta)? / loss.n;
-        let grad = Tensor::run_backward(&[&total], &[theta], false, false).remove(0);
+        let total = &nll - loss.log_prior_of(host, &self.leaves, theta)? / loss.n;
+        let grads = Tensor::run_backward(&[&total], &self.leaves, false, false);
+        let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1])).collect();
+        let grad = Tensor::cat(&flat, 0);
         let _guard = tch::no_grad_guard();
         let count = y.size()[0];
         Ok(Gradient {
@@ -349,6 +366,17 @@ fn prior_predictive(
     })
 }
 
+/// Load the dataset a cell configuration asks for.
+pub fn load_data(d: &ablate_grid::config::DataConfig) -> Result<Dataset, EngineError> {
+    let mut req = ablate_data::DataRequest::new(d.dataset.clone());
+    req.path = d.path.as_ref().map(std::path::PathBuf::from);
+    req.train_size = d.train_size;
+    req.test_size = d.test_size;
+    req.subset_seed = d.subset_seed;
+    req.normalize = d.normalize;
+    Ok(ablate_data::load(&req)?)
+}
+
 /// Run one cell. Seeds libtorch's generator from `cfg.seed` first: call it once per process.
 pub fn run_cell(
     cfg: &CellConfig,
@@ -398,7 +426,8 @@ pub fn run_cell(
         )));
     }
 
-    let theta = model.init(s.init, device).set_requires_grad(true);
+    let theta = model.init(s.init, device);
+    let leaves: Vec<Tensor> = model.views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
     let bn = model.new_bn_state(device);
     let loss = Rc::new(Loss {
         model,
@@ -411,6 +440,7 @@ pub fn run_cell(
     });
     let mut network = Network {
         loss: Rc::clone(&loss),
+        leaves,
         bn,
         train_stream: BatchStream::new(n_train as i64),
         precond_stream: BatchStream::new(n_train as i64),

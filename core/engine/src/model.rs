@@ -284,7 +284,12 @@ impl Model {
 
     /// Logits for a batch of images (N, C, H, W).
     pub fn forward(&self, theta: &Tensor, x: &Tensor, mode: Mode, bn: &mut BnState) -> Result<Tensor, EngineError> {
-        let v = self.views(theta);
+        self.forward_views(&self.views(theta), x, mode, bn)
+    }
+
+    /// Logits from per-tensor parameters `v` (as [`Model::views`] returns them, or leaves that
+    /// alias the flat vector).
+    pub fn forward_views(&self, v: &[Tensor], x: &Tensor, mode: Mode, bn: &mut BnState) -> Result<Tensor, EngineError> {
         let train = mode == Mode::Train;
         let act = |t: Tensor| -> Result<Tensor, tch::TchError> {
             match self.activation {
@@ -305,14 +310,14 @@ impl Model {
                 let mut h = x.f_flatten(1, -1)?;
                 for (lin, norm) in hidden {
                     h = h.f_linear(&v[lin.w], Some(&v[lin.b]))?;
-                    h = dropout(act(apply_norm(h, *norm, &v, bn, train)?)?)?;
+                    h = dropout(act(apply_norm(h, *norm, v, bn, train)?)?)?;
                 }
                 h.f_linear(&v[head.w], Some(&v[head.b]))?
             }
             Arch::Cnn { convs, head } => {
                 let mut h = x.shallow_clone();
                 for (conv, norm) in convs {
-                    h = act(apply_norm(apply_conv(&h, conv, &v)?, *norm, &v, bn, train)?)?;
+                    h = act(apply_norm(apply_conv(&h, conv, v)?, *norm, v, bn, train)?)?;
                     h = dropout(h.f_max_pool2d(
                         [2, 2].as_slice(),
                         [2, 2].as_slice(),
@@ -330,14 +335,14 @@ impl Model {
                         _ => t.f_relu(),
                     }
                 };
-                let mut h = relu_or_tlu(apply_norm(apply_conv(x, &stem.0, &v)?, stem.1, &v, bn, train)?, stem.1)?;
+                let mut h = relu_or_tlu(apply_norm(apply_conv(x, &stem.0, v)?, stem.1, v, bn, train)?, stem.1)?;
                 for blk in blocks {
                     let y =
-                        relu_or_tlu(apply_norm(apply_conv(&h, &blk.conv1, &v)?, blk.norm1, &v, bn, train)?, blk.norm1)?;
-                    let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, &v)?, blk.norm2, &v, bn, train)?;
+                        relu_or_tlu(apply_norm(apply_conv(&h, &blk.conv1, v)?, blk.norm1, v, bn, train)?, blk.norm1)?;
+                    let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, v)?, blk.norm2, v, bn, train)?;
                     let y = dropout(y)?;
                     let short = match &blk.shortcut {
-                        Some(conv) => apply_conv(&h, conv, &v)?,
+                        Some(conv) => apply_conv(&h, conv, v)?,
                         None => h.shallow_clone(),
                     };
                     let sum = y.f_add(&short)?;

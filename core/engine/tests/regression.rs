@@ -28,11 +28,14 @@ struct Regression {
 }
 
 impl Regression {
+    /// The data come from a private generator, not libtorch's global one: the tests of this file
+    /// run in parallel threads, and the T = 0 test rebuilds the same problem twice.
     fn new(n: i64, d: i64) -> Self {
-        tch::manual_seed(3);
-        let x = Tensor::randn([n, d], (Kind::Double, Device::Cpu));
-        let w_true = Tensor::randn([d], (Kind::Double, Device::Cpu));
-        let y = x.matmul(&w_true) + Tensor::randn([n], (Kind::Double, Device::Cpu)) * 0.5;
+        let mut normals = normals(3);
+        let mut draw = |len: i64| Tensor::from_slice(&(0..len).map(|_| normals()).collect::<Vec<f64>>());
+        let x = draw(n * d).reshape([n, d]);
+        let w_true = draw(d);
+        let y = x.matmul(&w_true) + draw(n) * 0.5;
         let infos = vec![ParamInfo::new("w.weight", "w", Role::Weight, &[d], d, 1, 0)];
         Self { x, y, s2: 0.25, tau2: 1.0, infos, cursor: 0 }
     }
@@ -54,6 +57,18 @@ impl Regression {
         self.cursor = (self.cursor + batch as i64) % n;
         (self.x.index_select(0, &idx), self.y.index_select(0, &idx))
     }
+}
+
+/// Standard normal draws (xorshift64* + Box–Muller), deterministic per seed.
+fn normals(seed: u64) -> impl FnMut() -> f64 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    move || (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos()
 }
 
 impl Objective for Regression {

@@ -62,8 +62,7 @@ ablate_sdk::export_plugin! {
     noise: [],
 }
 
-/// ½·ln(2π).
-pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
+pub use ablate_sdk::math::HALF_LN_2PI;
 
 /// Clamp for uniforms before a logarithm or tangent (see the crate docs).
 pub const UNIFORM_EPS: f64 = 1e-6;
@@ -150,32 +149,7 @@ pub fn sum_covered<'o>(
     }
 }
 
-/// log Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error < 1e-13).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection: Γ(x)Γ(1−x) = π / sin(πx).
-        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + G + 0.5;
-    let mut a = C[0];
-    for (i, c) in C.iter().enumerate().skip(1) {
-        a += c / (x + i as f64);
-    }
-    HALF_LN_2PI + (x + 0.5) * t.ln() - t + a.ln()
-}
+pub use ablate_sdk::math::ln_gamma;
 
 /// Uniform draws on [ε, 1−ε] shaped like `like`.
 pub fn uniform_open<'o>(ops: Ops<'o>, like: &Tensor<'o>) -> Tensor<'o> {

@@ -32,6 +32,7 @@
 
 pub mod abi;
 mod glue;
+pub mod math;
 pub mod params;
 pub mod tensor;
 #[cfg(feature = "testkit")]
