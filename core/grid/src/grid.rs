@@ -396,7 +396,10 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     if p.blocks_expansion() {
         // Expanding would only repeat these problems once per cell; still check the ranges
         // of `base` on its own when it is a complete config.
-        if let Ok(config) = serde_json::from_value::<CellConfig>(base.clone()) {
+        // On what is left once the reported keys and values are set aside, so that a range
+        // problem is not hidden behind an unknown key elsewhere.
+        let usable = shape::prune(&base, &config_shape).and_then(|b| serde_json::from_value::<CellConfig>(b).ok());
+        if let Some(config) = usable {
             for mut prob in config.validate() {
                 prob.path = format!("base.{}", prob.path);
                 p.push(prob);
@@ -816,6 +819,15 @@ fn resolve(
         for mut prob in found {
             prob.path = source_of(axis_paths, choice, &prob.path);
             p.push_in(prob, Some(index));
+        }
+        // Range checks on what is left, so that they are reported in the same pass.
+        if let Some(config) =
+            shape::prune(&value, config_shape).and_then(|v| serde_json::from_value::<CellConfig>(v).ok())
+        {
+            for mut prob in config.validate() {
+                prob.path = source_of(axis_paths, choice, &prob.path);
+                p.push_in(prob, Some(index));
+            }
         }
         return None;
     }

@@ -165,6 +165,45 @@ pub(crate) fn cell_config() -> Shape {
     ])
 }
 
+/// A copy of `value` without what [`check`] reports (unknown keys, values of the wrong type or
+/// unknown enum strings), so that range checks can still run on the rest of a broken config.
+/// `None` when `value` itself does not fit.
+pub(crate) fn prune(value: &Value, shape: &Shape) -> Option<Value> {
+    let keep = |map: &Map<String, Value>, fields: &[Field], out: &mut Map<String, Value>| {
+        for f in fields {
+            if let Some(v) = map.get(f.name).and_then(|v| prune(v, &f.shape)) {
+                out.insert(f.name.to_owned(), v);
+            }
+        }
+    };
+    match shape {
+        Shape::Object(fields) => {
+            let mut out = Map::new();
+            keep(value.as_object()?, fields, &mut out);
+            Some(Value::Object(out))
+        }
+        Shape::Tagged { tag, variants } => {
+            let map = value.as_object()?;
+            let name = map.get(*tag)?.as_str()?;
+            let (_, fields) = variants.iter().find(|(n, _)| *n == name)?;
+            let mut out = Map::new();
+            out.insert((*tag).to_owned(), Value::from(name));
+            keep(map, fields, &mut out);
+            Some(Value::Object(out))
+        }
+        Shape::Nullable(_) if value.is_null() => Some(Value::Null),
+        Shape::Nullable(inner) => prune(value, inner),
+        Shape::Array(inner) => {
+            value.as_array()?.iter().map(|v| prune(v, inner)).collect::<Option<Vec<_>>>().map(Value::Array)
+        }
+        _ => {
+            let mut found = Vec::new();
+            check(value, shape, "", false, &mut found);
+            found.is_empty().then(|| value.clone())
+        }
+    }
+}
+
 /// Checks `value` against `shape`, pushing every problem (paths relative to `path`).
 /// With `partial`, missing required keys are not problems (a grid's `base`).
 pub(crate) fn check(value: &Value, shape: &Shape, path: &str, partial: bool, out: &mut Vec<Problem>) {

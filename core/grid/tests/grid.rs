@@ -388,3 +388,21 @@ fn schema_is_draft_2020_12_and_covers_the_config() {
         }
     }
 }
+
+/// Range problems are reported in the same pass as unknown keys and wrong types elsewhere.
+#[test]
+fn range_problems_are_not_hidden_behind_unknown_keys() {
+    let bad = json!({
+        "name": "mixed",
+        "base": {
+            "data": { "dataset": "nope", "train_size": 100 },
+            "model": { "kind": "mlp", "hidden": [32], "widht": 3 },
+            "sampler": { "lr": -1.0, "epochs": "many" }
+        }
+    });
+    let err = Grid::from_value(&bad).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in ["base.model.widht", "base.sampler.epochs", "base.data.dataset", "base.sampler.lr"] {
+        assert!(paths.contains(&expected), "missing {expected} in:\n{err}");
+    }
+}
