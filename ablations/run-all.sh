@@ -28,3 +28,5 @@ for g in "${grids[@]}"; do
 MD
   echo "$g: $((end - start)) s" >&2
 done
+# One table over every hypothesis grid: reports/results/README.md
+python3 ablations/hypotheses.py reports/results >/dev/null
