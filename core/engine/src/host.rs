@@ -273,7 +273,9 @@ impl TensorHost for TchHost<'_> {
             if b != 1.0 {
                 let _ = yt.f_mul_scalar_(b)?;
             }
-            if a == 1.0 {
+            if a == 0.0 {
+                // y ← b·y only.
+            } else if a == 1.0 {
                 let _ = yt.f_add_(&xt)?;
             } else {
                 let _ = yt.f_addcmul_(&xt, &Tensor::from(a).to_kind(xt.kind()))?;

@@ -17,7 +17,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, momentum_noise, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, ou_update, rescale, Slot};
 
 pub struct Baoab {
     momentum: Slot,
@@ -56,11 +56,7 @@ impl Integrator for Baoab {
         m.axpby(-h * ctx.n, &t.grad, 1.0);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
         let sigma = (ctx.temperature * (1.0 - beta * beta)).sqrt();
-        let mut next = &m * beta;
-        if let Some(noise) = momentum_noise(ops, &m, sigma, &t.mass_sqrt) {
-            next = next + noise;
-        }
-        m.set(&next);
+        ou_update(ops, &m, beta, None, sigma, &t.mass_sqrt);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }

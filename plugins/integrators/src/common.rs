@@ -69,6 +69,25 @@ pub(crate) fn momentum_noise<'o>(
     (std > 0.0).then(|| ops.randn_like(like) * std * mass_sqrt)
 }
 
+/// In place, the friction-and-noise update shared by the Langevin integrators:
+/// m ← β·m + a·g + σ·M^{1/2}ξ (`kick` = (a, g) optional; no draw when σ = 0).
+pub(crate) fn ou_update<'o>(
+    ops: Ops<'o>,
+    m: &Tensor<'o>,
+    beta: f64,
+    kick: Option<(f64, &Tensor<'o>)>,
+    sigma: f64,
+    mass_sqrt: &Tensor<'o>,
+) {
+    match kick {
+        Some((a, g)) => m.axpby(a, g, beta),
+        None => m.axpby(0.0, m, beta),
+    }
+    if sigma > 0.0 {
+        m.axpby(sigma, &(ops.randn_like(m) * mass_sqrt), 1.0);
+    }
+}
+
 /// Metropolis–Hastings decision at temperature T for an energy change `dh` (H₁ − H₀):
 /// acceptance probability min(1, exp(−dh/T)) (T = 0: accept iff dh ≤ 0; NaN: reject), and the
 /// decision from one uniform draw of the host stream.

@@ -32,7 +32,7 @@
 use ablate_sdk::prelude::*;
 
 use crate::baoab::baoab_dynamics;
-use crate::common::{check_ctx, kinetic_of, metropolis, momentum_noise, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, metropolis, ou_update, rescale, Slot};
 
 pub struct Obabo {
     momentum: Slot,
@@ -57,12 +57,7 @@ impl Factory for Obabo {
 }
 
 fn half_o<'o>(ops: Ops<'o>, m: &Tensor<'o>, beta_half: f64, t: f64, mass_sqrt: &Tensor<'o>) {
-    let mut next = m * beta_half;
-    let sigma = (t * (1.0 - beta_half * beta_half)).sqrt();
-    if let Some(noise) = momentum_noise(ops, m, sigma, mass_sqrt) {
-        next = next + noise;
-    }
-    m.set(&next);
+    ou_update(ops, m, beta_half, None, (t * (1.0 - beta_half * beta_half)).sqrt(), mass_sqrt);
 }
 
 impl Integrator for Obabo {

@@ -17,7 +17,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, momentum_noise, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, ou_update, rescale, Slot};
 
 pub struct StochasticPositionVerlet {
     momentum: Slot,
@@ -50,11 +50,7 @@ impl Integrator for StochasticPositionVerlet {
         let zeta = (ctx.temperature * (1.0 - beta * beta)).sqrt();
         let m = self.momentum.get(ops)?;
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
-        let mut next = &m * beta - &t.grad * (eta * ctx.n);
-        if let Some(noise) = momentum_noise(ops, &m, zeta, &t.mass_sqrt) {
-            next = next + noise;
-        }
-        m.set(&next);
+        ou_update(ops, &m, beta, Some((-(eta * ctx.n), &t.grad)), zeta, &t.mass_sqrt);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }

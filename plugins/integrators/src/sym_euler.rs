@@ -22,7 +22,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, momentum_noise, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, momentum_noise, ou_update, rescale, Slot};
 
 pub struct NaiveSymplecticEulerMCMC {
     momentum: Slot,
@@ -67,11 +67,8 @@ impl Integrator for NaiveSymplecticEulerMCMC {
         }
         self.started = true;
         // In place, few kernels: m ← β m − h n ∇G̃ (+ noise); θ ← θ + h M⁻¹ m.
-        m.axpby(-(h * ctx.n), &t.grad, beta);
         let sigma = (2.0 * ctx.temperature * (1.0 - beta)).sqrt();
-        if sigma > 0.0 {
-            m.axpby(sigma, &(ops.randn_like(&m) * &t.mass_sqrt), 1.0);
-        }
+        ou_update(ops, &m, beta, Some((-(h * ctx.n), &t.grad)), sigma, &t.mass_sqrt);
         t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }
