@@ -466,3 +466,32 @@ fn a_missing_labels_file_is_an_error_naming_the_file() {
     let text = err.to_string();
     assert!(text.contains("labels.json"), "{text}");
 }
+
+/// The prior predictive table pools each level's cells, weighted by their draws.
+#[test]
+fn prior_predictive_section_pools_the_cells_of_a_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    let (truths, expected, _) = build_run(run);
+    // Two gaussian cells with (draws, share, se) = (10, 0.6, 0.02) and (30, 0.8, 0.01).
+    let mut cells = truths.iter().filter(|t| t.prior == "gaussian" && t.status == "done");
+    for (draws, share, se) in [(10u64, 0.6, 0.02), (30, 0.8, 0.01)] {
+        let c = cells.next().unwrap();
+        let path = run.join("cells").join(&c.id).join("metrics.json");
+        let mut m: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        m["prior_predictive"] = json!({"samples": draws, "inputs": 500, "top_class_fraction": share,
+                                       "top_class_fraction_se": se, "class_counts": [1, 2, 3]});
+        fs::write(&path, m.to_string()).unwrap();
+    }
+    let summary = write_report(run, &ReportOptions { expected_cells: Some(expected), ..Default::default() }).unwrap();
+    let md = fs::read_to_string(&summary.report_md).unwrap();
+    let section =
+        md.split("## Prior predictive").nth(1).expect("prior predictive section").split("\n## ").next().unwrap();
+    // Independent: (10·0.6 + 30·0.8)/40 = 0.75; SE sqrt((10·0.02)² + (30·0.01)²)/40.
+    let se = ((10.0f64 * 0.02).powi(2) + (30.0f64 * 0.01).powi(2)).sqrt() / 40.0;
+    let row = section.lines().find(|l| l.contains("gaussian")).expect("a gaussian row");
+    assert!(row.contains("| 2 | 40 | 500 |"), "{row}");
+    assert!(row.contains("0.7500"), "{row}");
+    assert!(row.contains(&format!("{se:.4}")), "{row} (se {se})");
+    assert!(!section.contains("laplace"), "levels without the check are not listed:\n{section}");
+}
