@@ -1,9 +1,9 @@
 //! `ablate run`: check everything, then run the grid's cells in worker processes.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -157,8 +157,11 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;
     let _lock = match shard {
-        Some(s) if s.count > 1 => Lock::Shard(ShardLock::acquire(run.path(), s)?),
-        _ => Lock::Run(run.lock().with_context(|| format!("locking {}", run.path().display()))?),
+        // Shards of one grid share the folder and may run at once: each takes its own lock.
+        Some(s) if s.count > 1 => run
+            .lock_shard(s.index, s.count)
+            .with_context(|| format!("locking shard {s} of {}", run.path().display()))?,
+        _ => run.lock().with_context(|| format!("locking {}", run.path().display()))?,
     };
     drop(registry);
 
@@ -570,59 +573,5 @@ fn human_duration(s: f64) -> String {
         format!("{:.1} min", s / 60.0)
     } else {
         format!("{:.1} h", s / 3600.0)
-    }
-}
-
-enum Lock {
-    Run(#[allow(dead_code)] ablate_store::RunLock),
-    Shard(#[allow(dead_code)] ShardLock),
-}
-
-/// One runner per shard: shards of one grid share the run folder (and run at once on a cluster),
-/// so each takes `shard-<i>-of-<N>.lock` instead of the folder's `run.lock`.
-struct ShardLock {
-    path: PathBuf,
-}
-
-impl ShardLock {
-    fn acquire(dir: &Path, shard: Shard) -> Result<ShardLock> {
-        let path = dir.join(format!("shard-{}-of-{}.lock", shard.index, shard.count));
-        let me = serde_json::json!({"pid": std::process::id(), "hostname": ablate_store::hostname(), "started": ablate_store::now_rfc3339()});
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(me.to_string().as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-                    return Ok(ShardLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let held: serde_json::Value = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| serde_json::from_str(&t).ok())
-                        .unwrap_or_default();
-                    let pid = held["pid"].as_u64().unwrap_or(0);
-                    let host = held["hostname"].as_str().unwrap_or("");
-                    let same_host = host == ablate_store::hostname();
-                    if same_host && (pid == 0 || !Path::new("/proc").join(pid.to_string()).exists()) {
-                        tracing::warn!(path = %path.display(), pid, "taking over a stale shard lock");
-                        let _ = std::fs::remove_file(&path);
-                        continue;
-                    }
-                    bail!(
-                        "shard {shard} of {} is already being run by pid {pid} on {host} (lock file {}); \
-                         wait for it, or delete the lock file if that process is dead",
-                        dir.display(),
-                        path.display()
-                    );
-                }
-                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-            }
-        }
-        bail!("could not take {}; try again", path.display())
-    }
-}
-
-impl Drop for ShardLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }

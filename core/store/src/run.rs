@@ -149,6 +149,13 @@ impl RunDir {
         write_json_file(&self.path.join(MANIFEST), manifest)
     }
 
+    /// Takes `shard-<index>-of-<count>.lock` for one shard of a grid. Shards share the run folder
+    /// and may run at the same time (a cluster job array), so each holds its own lock and none
+    /// removes temporary files (another shard may be writing them).
+    pub fn lock_shard(&self, index: usize, count: usize) -> Result<RunLock> {
+        RunLock::acquire(&self.path, &self.path.join(format!("shard-{index}-of-{count}.lock")))
+    }
+
     /// Takes `run.lock` (see [`crate::lock`]) and, holding it, removes temporary files left
     /// by crashed writers. Take it before starting workers; drop it when the run ends.
     pub fn lock(&self) -> Result<RunLock> {

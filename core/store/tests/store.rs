@@ -354,3 +354,16 @@ fn write_errors_name_the_path() {
         assert!(err.to_string().contains("disk or quota is full"), "{err}");
     }
 }
+
+#[test]
+fn shards_lock_separately_and_a_shard_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(tmp.path());
+    let first = run.lock_shard(0, 2).unwrap();
+    let second = run.lock_shard(1, 2).expect("another shard runs at the same time");
+    let again = run.lock_shard(0, 2).unwrap_err().to_string();
+    assert!(again.contains("shard-0-of-2.lock"), "{again}");
+    drop(first);
+    run.lock_shard(0, 2).expect("free again once released");
+    drop(second);
+}
