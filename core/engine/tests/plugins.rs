@@ -120,24 +120,34 @@ fn example_plugin_log_prob_and_gradient_match_the_host() {
     let prior = registry.prior("logistic", &serde_json::json!({"scale": s})).unwrap();
     let mut loss = small_loss(&registry, "logistic");
     loss.prior.obj = prior;
-    tch::manual_seed(0);
-    let theta = (Tensor::randn([loss.model.dim()], (Kind::Double, Device::Cpu)) * 2.0)
-        .to_kind(Kind::Float)
-        .set_requires_grad(true);
-    let mut host = TchHost::new();
-    let lp = loss.log_prior(&mut host, &theta).unwrap();
-    assert_eq!(host.live(), 0, "plugin calls leak no handles");
-    let g = Tensor::run_backward(&[&lp], &[&theta], false, false).remove(0);
-    // Host-side computation of the same density (weights and biases are covered).
-    let t = theta.detach().to_kind(Kind::Double).set_requires_grad(true);
-    let a = t.abs() / s;
-    let per: Tensor = -&a - (-&a).exp().log1p() * 2.0 - s.ln();
-    let direct = per.sum(Kind::Double);
-    let g_direct = Tensor::run_backward(&[&direct], &[&t], false, false).remove(0);
-    let (v, w) = (f64::try_from(&lp).unwrap(), f64::try_from(&direct).unwrap());
-    assert!((v - w).abs() < 1e-4 * w.abs(), "log_prob {v} vs host {w}");
-    let err = f64::try_from((g.to_kind(Kind::Double) - g_direct).abs().max()).unwrap();
-    assert!(err < 1e-5, "gradient differs by {err}");
+    // On the CPU, and on the GPU where there is one (the same plugin binary: tensors stay on
+    // their device behind the handles).
+    let mut devices = vec![Device::Cpu];
+    if tch::Cuda::is_available() {
+        devices.push(Device::Cuda(0));
+    }
+    for device in devices {
+        tch::manual_seed(0);
+        let theta = (Tensor::randn([loss.model.dim()], (Kind::Double, Device::Cpu)) * 2.0)
+            .to_kind(Kind::Float)
+            .to_device(device)
+            .set_requires_grad(true);
+        let mut host = TchHost::new();
+        let lp = loss.log_prior(&mut host, &theta).unwrap();
+        assert_eq!(host.live(), 0, "plugin calls leak no handles");
+        assert_eq!(lp.device(), device, "the result stays on the device");
+        let g = Tensor::run_backward(&[&lp], &[&theta], false, false).remove(0);
+        // Host-side computation of the same density (weights and biases are covered).
+        let t = theta.detach().to_device(Device::Cpu).to_kind(Kind::Double).set_requires_grad(true);
+        let a = t.abs() / s;
+        let per: Tensor = -&a - (-&a).exp().log1p() * 2.0 - s.ln();
+        let direct = per.sum(Kind::Double);
+        let g_direct = Tensor::run_backward(&[&direct], &[&t], false, false).remove(0);
+        let (v, w) = (f64::try_from(&lp.to_device(Device::Cpu)).unwrap(), f64::try_from(&direct).unwrap());
+        assert!((v - w).abs() < 1e-4 * w.abs(), "{device:?}: log_prob {v} vs host {w}");
+        let err = f64::try_from((g.to_device(Device::Cpu).to_kind(Kind::Double) - g_direct).abs().max()).unwrap();
+        assert!(err < 1e-5, "{device:?}: gradient differs by {err}");
+    }
 }
 
 #[test]
