@@ -4,7 +4,8 @@
 //! Needs the built-in plugins next to the bench binary (`cargo build --release -p ablate-plugin-integrators
 //! -p ablate-plugin-priors -p ablate-plugin-likelihoods -p ablate-plugin-noise`).
 //! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
-//! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent).
+//! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent),
+//! `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`).
 //! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
 
@@ -62,9 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         json!({"epochs": epochs, "batch_size": batch, "lr": 0.1, "momentum_decay": 0.98, "cycle_length": 1,
                "cycle_start_sampling": epochs, "temperature_ramp": false})
     };
+    // `ABLATE_BENCH_PRIOR=flat` shows what the prior's share of a step is.
+    let prior = std::env::var("ABLATE_BENCH_PRIOR").unwrap_or_else(|_| "gaussian".into());
     let mut workloads = vec![(
         "quickstart-mlp",
-        json!({"temperature": 1.0, "data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [50]}, "sampler": sampler(12, 50)}),
+        json!({"temperature": 1.0, "data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [50]},
+               "sampler": sampler(12, 50), "prior": {"name": prior}}),
         // digits: 1297 examples, batch 50: 25 steps + 32 preconditioner batches of 50.
         (25 + 32) as f64 * 6.0 * 50.0 * (64.0 * 50.0 + 50.0 + 50.0 * 10.0 + 10.0),
     )];
@@ -72,7 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         workloads.push((
             "mnist-mlp",
             json!({"temperature": 1.0, "data": {"dataset": "mnist", "path": dir, "train_size": 10000},
-                   "model": {"kind": "mlp", "hidden": [100, 100]}, "sampler": sampler(7, 100)}),
+                   "model": {"kind": "mlp", "hidden": [100, 100]}, "sampler": sampler(7, 100),
+                   "prior": {"name": prior}}),
             // 100 steps + 32 preconditioner batches, forward + backward = 6 FLOP per weight and example.
             132.0 * 6.0 * 100.0 * 89_610.0,
         ));

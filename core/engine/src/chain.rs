@@ -237,8 +237,10 @@ impl Mass {
     }
 }
 
+/// Whether `t` holds a NaN or an infinity: its sum (accumulated in f64, one reduction, no
+/// temporary mask) is then not finite. A finite f32 tensor cannot overflow an f64 sum.
 pub(crate) fn nonfinite(t: &Tensor) -> bool {
-    !bool::try_from(t.isfinite().all()).unwrap_or(false)
+    !f64::try_from(t.detach().sum(Kind::Double)).is_ok_and(f64::is_finite)
 }
 
 /// Preconditioner batches: Welford mean and (biased) variance per element of the minibatch
