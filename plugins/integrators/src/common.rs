@@ -69,6 +69,15 @@ pub(crate) fn momentum_noise<'o>(
     (std > 0.0).then(|| ops.randn_like(like) * std * mass_sqrt)
 }
 
+/// The reference's `dynamics_parameters` for the symplectic-Euler family: the cyclical factor C
+/// scales the SDE step h, so ℓ' = C²ℓ and β' = 1 − C(1−β) (friction γ = (1−β')/h unchanged).
+/// Returns (β', h) with h = sqrt(ℓ'/n).
+pub(crate) fn scaled_step(ctx: &StepCtx) -> (f64, f64) {
+    let c = ctx.timestep_factor;
+    let beta = 1.0 - c * (1.0 - ctx.momentum_decay);
+    (beta, (c * c * ctx.lr / ctx.n).sqrt())
+}
+
 /// In place, the friction-and-noise update shared by the Langevin integrators:
 /// m ← β·m + a·g + σ·M^{1/2}ξ (`kick` = (a, g) optional; no draw when σ = 0).
 pub(crate) fn ou_update<'o>(

@@ -17,7 +17,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, momentum_noise, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, momentum_noise, rescale, scaled_step, Slot};
 
 pub struct MultivariateNoseHoover {
     momentum: Slot,
@@ -47,14 +47,11 @@ impl Integrator for MultivariateNoseHoover {
 
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
-        let c = ctx.timestep_factor;
-        let lr = c * c * ctx.lr;
-        let beta = 1.0 - c * (1.0 - ctx.momentum_decay);
-        let h = (lr / ctx.n).sqrt();
+        let (beta, h) = scaled_step(ctx);
         let m = self.momentum.get(ops)?;
         let xi = self.thermostat.get(ops)?;
         if !self.started {
-            let mean = (ctx.n / lr).sqrt() * (1.0 - beta);
+            let mean = (1.0 - beta) / h; // sqrt(n/ℓ')·(1−β')
             if !mean.is_finite() {
                 return Err("the first step needs a positive timestep factor".into());
             }

@@ -22,7 +22,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, momentum_noise, ou_update, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, momentum_noise, ou_update, rescale, scaled_step, Slot};
 
 pub struct NaiveSymplecticEulerMCMC {
     momentum: Slot,
@@ -55,10 +55,7 @@ impl Integrator for NaiveSymplecticEulerMCMC {
 
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
-        let c = ctx.timestep_factor;
-        let lr = c * c * ctx.lr;
-        let beta = 1.0 - c * (1.0 - ctx.momentum_decay);
-        let h = (lr / ctx.n).sqrt();
+        let (beta, h) = scaled_step(ctx);
         let m = self.momentum.get(ops)?;
         if !self.started && self.gaussian_init {
             if let Some(m0) = momentum_noise(ops, &m, ctx.temperature.sqrt(), &t.mass_sqrt) {
