@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// libtorch threads per worker (default: max(1, cores / jobs)).
     #[arg(long)]
     threads: Option<usize>,
+    /// Most cells per worker run as batched chains (MLP cells that differ only in temperature
+    /// and seed, with a batchable integrator and prior); 1 runs every cell alone.
+    #[arg(long, default_value_t = 32, value_name = "K")]
+    batch_chains: usize,
 }
 
 /// What the parent learns from a worker's stdout.
@@ -61,6 +65,8 @@ enum Event {
     },
     End {
         #[serde(default)]
+        cell: Option<String>,
+        #[serde(default)]
         accuracy: Option<f64>,
         #[serde(default)]
         nll: Option<f64>,
@@ -68,14 +74,16 @@ enum Event {
 }
 
 struct Worker {
-    cell: usize,
+    /// Indices of its cells in the grid (several: batched chains).
+    cells: Vec<usize>,
     child: Child,
     bar: ProgressBar,
     started: Instant,
     gpu: Option<usize>,
     stderr_tail: Arc<Mutex<Tail>>,
     readers: Vec<std::thread::JoinHandle<()>>,
-    last: Option<(Option<f64>, Option<f64>)>,
+    /// Accuracy and NLL each cell reported at its end.
+    last: HashMap<String, (Option<f64>, Option<f64>)>,
 }
 
 /// The last lines a worker wrote to stderr.
@@ -136,9 +144,11 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
 
     let (grid, registry) = common::load_checked(&args.grid, &args.plugins.dirs)?;
     let grid_text = std::fs::read_to_string(&args.grid).with_context(|| format!("reading {}", args.grid.display()))?;
-    let mut selected: Vec<&Cell> = grid.cells.iter().collect();
+    // Batches over the whole grid, so that shards and reruns form the same batches.
+    let (groups, batch_note) = batch_groups(&grid.cells, args.batch_chains, &registry);
+    let mut selected: Vec<&Vec<usize>> = groups.iter().collect();
     if let Some(s) = shard {
-        selected = s.select(&grid.cells);
+        selected = s.select(&groups);
     }
 
     let run_path = args.out.join(&grid.name);
@@ -166,18 +176,28 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     drop(registry);
 
     let mut counts = Counts::default();
-    let mut pending: VecDeque<&Cell> = VecDeque::new();
-    for cell in &selected {
-        let finished = match run.existing_cell(&cell.id)? {
-            Some(dir) => dir.is_finished()?,
-            None => false,
-        };
-        if finished {
-            counts.skipped += 1;
-        } else {
-            pending.push_back(cell);
+    let mut pending: VecDeque<Vec<&Cell>> = VecDeque::new();
+    let mut to_run = 0;
+    for group in &selected {
+        let mut unfinished = Vec::new();
+        for &i in group.iter() {
+            let cell = &grid.cells[i];
+            let finished = match run.existing_cell(&cell.id)? {
+                Some(dir) => dir.is_finished()?,
+                None => false,
+            };
+            if finished {
+                counts.skipped += 1;
+            } else {
+                unfinished.push(cell);
+            }
+        }
+        if !unfinished.is_empty() {
+            to_run += unfinished.len();
+            pending.push_back(unfinished);
         }
     }
+    let selected_cells: usize = selected.iter().map(|g| g.len()).sum();
 
     let cores = common::cores();
     let jobs = match (args.jobs, args.threads) {
@@ -215,12 +235,13 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     say(
         &mp,
         format!(
-            "ablate: grid `{}`: {} cells{}, {} finished (skipped), {} to run on {} with {} worker(s) x {} thread(s) -> {}",
+            "ablate: grid `{}`: {} cells{}, {} finished (skipped), {} to run{} on {} with {} worker(s) x {} thread(s) -> {}",
             grid.name,
             grid.cells.len(),
-            shard.map(|s| format!(" ({} in shard {s})", selected.len())).unwrap_or_default(),
+            shard.map(|s| format!(" ({selected_cells} in shard {s})")).unwrap_or_default(),
             counts.skipped,
-            pending.len(),
+            to_run,
+            batch_note,
             device_name(device),
             jobs,
             threads,
@@ -228,7 +249,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
         ),
     );
 
-    let grid_bar = mp.add(ProgressBar::new(pending.len() as u64));
+    let grid_bar = mp.add(ProgressBar::new(to_run as u64));
     grid_bar.set_style(
         ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} cells  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -243,16 +264,17 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     let (tx, rx) = mpsc::channel::<(u32, Event)>();
     let mut running: HashMap<u32, Worker> = HashMap::new();
     let mut free_gpus: Vec<usize> = (0..gpus).rev().collect();
-    let total = pending.len();
+    let total = to_run;
     let update_grid = |bar: &ProgressBar, c: &Counts, running: usize| {
         bar.set_message(format!("done {} failed {} diverged {} running {}", c.done, c.failed, c.diverged, running));
     };
 
     loop {
         while !signals::interrupted() && running.len() < jobs {
-            let Some(cell) = pending.pop_front() else {
+            let Some(group) = pending.pop_front() else {
                 break;
             };
+            let cell = group[0];
             let gpu = if gpus > 0 && !pinned_gpu { free_gpus.pop() } else { None };
             let dev = match (gpu, device) {
                 (Some(g), _) => format!("cuda:{g}"),
@@ -263,8 +285,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             cmd.arg("__cell")
                 .arg("--run-dir")
                 .arg(run.path())
-                .arg("--cell")
-                .arg(&cell.id)
+                .args(group.iter().flat_map(|c| ["--cell", c.id.as_str()]))
                 .arg("--device")
                 .arg(&dev)
                 .arg("--threads")
@@ -279,6 +300,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
             let mut child =
                 cmd.spawn().with_context(|| format!("starting a worker ({}) for cell {}", exe.display(), cell.id))?;
+            let chains = if group.len() > 1 { format!(" +{} batched", group.len() - 1) } else { String::new() };
             let pid = child.id();
             let tail = Arc::new(Mutex::new(Tail::default()));
             let mut readers = Vec::new();
@@ -299,18 +321,18 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             }
             let bar = mp.insert_before(&grid_bar, ProgressBar::new(cell.config.sampler.epochs as u64));
             bar.set_style(cell_style.clone());
-            bar.set_prefix(format!("{} {}", cell.id, short_labels(cell)));
+            bar.set_prefix(format!("{} {}{chains}", cell.id, short_labels(cell)));
             running.insert(
                 pid,
                 Worker {
-                    cell: cell.index,
+                    cells: group.iter().map(|c| c.index).collect(),
                     child,
                     bar,
                     started: Instant::now(),
                     gpu,
                     stderr_tail: tail,
                     readers,
-                    last: None,
+                    last: HashMap::new(),
                 },
             );
             update_grid(&grid_bar, &counts, running.len());
@@ -330,7 +352,9 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
                             w.bar.set_position(epoch);
                             w.bar.set_message(format!("loss {train_nll:.4} T {temperature:.3e}"));
                         }
-                        Event::End { accuracy, nll } => w.last = Some((accuracy, nll)),
+                        Event::End { cell, accuracy, nll } => {
+                            w.last.insert(cell.unwrap_or_default(), (accuracy, nll));
+                        }
                     }
                 }
             }
@@ -344,7 +368,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             );
             stop_all(&mut running);
             for (_, w) in running.drain() {
-                counts.interrupted += 1;
+                counts.interrupted += w.cells.len();
                 w.bar.finish_and_clear();
             }
             break;
@@ -361,27 +385,28 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             }
             // Events still queued for this worker (its final line).
             while let Ok((p, ev)) = rx.try_recv() {
-                if let (true, Event::End { accuracy, nll, .. }) = (p == pid, &ev) {
-                    w.last = Some((*accuracy, *nll));
+                if let (true, Event::End { cell, accuracy, nll }) = (p == pid, ev) {
+                    w.last.insert(cell.unwrap_or_default(), (accuracy, nll));
                 }
             }
             if let Some(g) = w.gpu {
                 free_gpus.push(g);
             }
-            let cell = &grid.cells[w.cell];
             let killed_by_interrupt = status.signal().is_some_and(|s| s == signals::SIGINT || s == signals::SIGTERM);
             if signals::interrupted() || killed_by_interrupt && status.signal() == Some(signals::SIGINT) {
                 signals::set_interrupted();
-                counts.interrupted += 1;
+                counts.interrupted += w.cells.len();
                 w.bar.finish_and_clear();
                 continue;
             }
-            let line = finish_cell(&run, cell, &w, status, &mut counts)?;
             w.bar.finish_and_clear();
             mp.remove(&w.bar);
-            grid_bar.inc(1);
-            update_grid(&grid_bar, &counts, running.len());
-            say(&mp, format!("[{}/{}] {line}", grid_bar.position(), total));
+            for &i in &w.cells {
+                let line = finish_cell(&run, &grid.cells[i], &w, status, &mut counts)?;
+                grid_bar.inc(1);
+                update_grid(&grid_bar, &counts, running.len());
+                say(&mp, format!("[{}/{}] {line}", grid_bar.position(), total));
+            }
         }
     }
     grid_bar.finish_and_clear();
@@ -398,7 +423,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             counts.diverged,
             counts.skipped,
             counts.interrupted,
-            pending.len(),
+            pending.iter().map(Vec::len).sum::<usize>(),
             ablate_store::command_line()
         );
         return Ok(ExitCode::from(130));
@@ -434,6 +459,46 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// Cells of the grid in worker batches (indices into `cells`): MLP cells that differ only in
+/// temperature and seed form batches of at most `max` chains when their plugins allow it
+/// ([`ablate_engine::batch_problem`]); every other cell is a batch of one. Also a note for the
+/// run's first line.
+fn batch_groups(cells: &[Cell], max: usize, registry: &ablate_plugin_host::Registry) -> (Vec<Vec<usize>>, String) {
+    let mut buckets: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let key = if max > 1 { ablate_engine::batch_key(&cell.config) } else { None };
+        match buckets.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+            Some((_, members)) => members.push(i),
+            None => buckets.push((key, vec![i])),
+        }
+    }
+    let mut groups = Vec::new();
+    let mut refused = Vec::new();
+    for (_, members) in buckets {
+        let configs: Vec<ablate_grid::CellConfig> = members.iter().map(|&i| cells[i].config.clone()).collect();
+        match (members.len() > 1).then(|| ablate_engine::batch_problem(&configs, registry)).flatten() {
+            Some(problem) => {
+                refused.push(problem);
+                groups.extend(members.into_iter().map(|i| vec![i]));
+            }
+            None => groups.extend(members.chunks(max.max(1)).map(<[usize]>::to_vec)),
+        }
+    }
+    groups.sort_by_key(|g| g[0]);
+    let batched = groups.iter().filter(|g| g.len() > 1).count();
+    let mut note = if batched > 0 {
+        let chains: usize = groups.iter().filter(|g| g.len() > 1).map(Vec::len).sum();
+        format!(" ({chains} of them as {batched} batch(es) of chains)")
+    } else {
+        String::new()
+    };
+    if let Some(first) = refused.first() {
+        tracing::info!(reasons = ?refused, "cells not batched");
+        note.push_str(&format!(" [not batched: {first}]"));
+    }
+    (groups, note)
+}
+
 /// Record the outcome of a worker that exited; returns a one-line summary.
 fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts: &mut Counts) -> Result<String> {
     let dir = run.cell(&cell.id)?;
@@ -445,7 +510,7 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
             let line = match s.status {
                 CellState::Done => {
                     counts.done += 1;
-                    match w.last {
+                    match w.last.get(&cell.id) {
                         Some((Some(acc), Some(nll))) => {
                             format!("{} {labels} done: accuracy {acc:.4}, nll {nll:.4} ({wall:.1}s)", cell.id)
                         }

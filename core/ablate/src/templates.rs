@@ -252,10 +252,9 @@ impl Integrator for __TYPE__ {
         let lr = ctx.lr * ctx.timestep_factor;
         // Whole flat vectors: a handful of kernels per step, whatever the number of layers.
         t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
-        let sigma = (2.0 * ctx.temperature * lr / ctx.n).sqrt();
-        if sigma > 0.0 {
-            let noise = ops.randn_like(&t.params) * &t.mass_inv_sqrt;
-            t.params.axpby(sigma, &noise, 1.0);
+        // Noise sqrt(2T·lr/n)·M^{-1/2}ξ, T per chain in batched runs (no draw at T = 0).
+        if let Some(noise) = t.temperature.noise(ops, &t.params, 2.0 * lr / ctx.n) {
+            t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
         }
         Ok(StepReport { acceptance: f64::NAN })
     }
@@ -266,6 +265,10 @@ impl Integrator for __TYPE__ {
 
     fn kinetic<'o>(&self, _ops: Ops<'o>, _mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         Ok(None) // first-order method: no kinetic temperature
+    }
+
+    fn batchable(&self) -> bool {
+        true // elementwise, noise through `t.temperature`: K chains can share one step
     }
 }
 

@@ -1,6 +1,7 @@
-//! `ablate __cell`: one cell in its own process (started by `ablate run`).
+//! `ablate __cell`: one cell, or one batch of cells run as batched chains, in its own process
+//! (started by `ablate run`).
 //!
-//! Writes into `cells/<id>/`: `config.json`, `labels.json`, `status.json` = running, then
+//! Writes into each `cells/<id>/`: `config.json`, `labels.json`, `status.json` = running, then
 //! `epochs.csv` after every epoch (atomically rewritten), then `metrics.json` and the final
 //! status (done, diverged, or failed with a one-line message). Progress goes to stdout as JSON
 //! lines for the parent: `{"event":"start",...}`, `{"event":"epoch",...}`, `{"event":"end",...}`.
@@ -21,9 +22,9 @@ pub struct CellArgs {
     /// The run folder (made by `ablate run`).
     #[arg(long)]
     run_dir: PathBuf,
-    /// Id of the cell to run.
-    #[arg(long)]
-    cell: String,
+    /// Id of the cell to run; several: run them as one batch of chains.
+    #[arg(long, required = true)]
+    cell: Vec<String>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -54,60 +55,72 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     let run = RunDir::open(&args.run_dir).with_context(|| format!("opening run folder {}", args.run_dir.display()))?;
     let grid_path = run.path().join(ablate_store::GRID);
     let grid = crate::common::load_grid(&grid_path)?;
-    let cell = grid
-        .cells
-        .iter()
-        .find(|c| c.id == args.cell)
-        .with_context(|| format!("cell {} is not in {}", args.cell, grid_path.display()))?;
-    let dir = run.cell(&cell.id)?;
-    dir.write_json(CONFIG, &cell.config)?;
-    dir.write_json(LABELS, &cell.labels)?;
-    dir.write_status(&CellStatus::running())?;
-    if std::env::var(CRASH_FOR_TESTS).is_ok_and(|v| v == cell.id) {
-        std::process::abort();
+    let mut cells = Vec::new();
+    let mut dirs = Vec::new();
+    for id in &args.cell {
+        let cell = grid
+            .cells
+            .iter()
+            .find(|c| &c.id == id)
+            .with_context(|| format!("cell {id} is not in {}", grid_path.display()))?;
+        let dir = run.cell(&cell.id)?;
+        dir.write_json(CONFIG, &cell.config)?;
+        dir.write_json(LABELS, &cell.labels)?;
+        dir.write_status(&CellStatus::running())?;
+        if std::env::var(CRASH_FOR_TESTS).is_ok_and(|v| v == cell.id) {
+            std::process::abort();
+        }
+        cells.push(cell);
+        dirs.push(dir);
     }
-
-    emit(
-        &json!({"event": "start", "cell": cell.id, "epochs": cell.config.sampler.epochs, "temperature": cell.config.temperature}),
-    );
-    let mut observer = Progress { dir: &dir, lines: Vec::new(), epochs: cell.config.sampler.epochs };
-    let outcome = execute(&args, &cell.config, &mut observer);
+    let epochs = cells[0].config.sampler.epochs;
+    emit(&json!({"event": "start", "cell": cells[0].id, "epochs": epochs, "temperature": cells[0].config.temperature}));
+    let mut observer = Progress { dirs: &dirs, lines: vec![Vec::new(); dirs.len()], epochs };
+    let configs: Vec<ablate_grid::CellConfig> = cells.iter().map(|c| c.config.clone()).collect();
+    let outcome = execute(&args, &configs, &mut observer);
     let wall = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(outcome) => {
-            write_epochs(&dir, outcome.epochs.iter().map(EpochRow::csv_line))?;
-            if let Some(m) = &outcome.metrics {
-                dir.write_json(METRICS, m)?;
+        Ok(outcomes) => {
+            for ((cell, dir), outcome) in cells.iter().zip(&dirs).zip(outcomes) {
+                write_epochs(dir, outcome.epochs.iter().map(EpochRow::csv_line))?;
+                if let Some(m) = &outcome.metrics {
+                    dir.write_json(METRICS, m)?;
+                }
+                let (status, message, step) = match &outcome.status {
+                    EngineStatus::Done => (CellState::Done, None, None),
+                    EngineStatus::Diverged { step, message } => {
+                        (CellState::Diverged, Some(message.clone()), Some(*step))
+                    }
+                };
+                dir.write_status(&CellStatus {
+                    status,
+                    message: message.clone(),
+                    wall_seconds: wall,
+                    diverged_at_step: step,
+                    finished_at: Some(ablate_store::now_rfc3339()),
+                })?;
+                let accuracy = outcome.metrics.as_ref().map(|m| m.ensemble.accuracy);
+                let nll = outcome.metrics.as_ref().map(|m| m.ensemble.nll);
+                emit(&json!({"event": "end", "cell": cell.id, "status": status, "message": message,
+                    "accuracy": accuracy, "nll": nll, "wall_seconds": wall}));
             }
-            let (status, message, step) = match &outcome.status {
-                EngineStatus::Done => (CellState::Done, None, None),
-                EngineStatus::Diverged { step, message } => (CellState::Diverged, Some(message.clone()), Some(*step)),
-            };
-            dir.write_status(&CellStatus {
-                status,
-                message: message.clone(),
-                wall_seconds: wall,
-                diverged_at_step: step,
-                finished_at: Some(ablate_store::now_rfc3339()),
-            })?;
-            let accuracy = outcome.metrics.as_ref().map(|m| m.ensemble.accuracy);
-            let nll = outcome.metrics.as_ref().map(|m| m.ensemble.nll);
-            emit(
-                &json!({"event": "end", "status": status, "message": message, "accuracy": accuracy, "nll": nll, "wall_seconds": wall}),
-            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             let message = one_line(&format!("{e:#}"));
-            dir.write_status(&CellStatus {
-                status: CellState::Failed,
-                message: Some(message.clone()),
-                wall_seconds: wall,
-                diverged_at_step: None,
-                finished_at: Some(ablate_store::now_rfc3339()),
-            })?;
-            emit(&json!({"event": "end", "status": "failed", "message": message, "wall_seconds": wall}));
-            eprintln!("error: cell {}: {message}", cell.id);
+            for (cell, dir) in cells.iter().zip(&dirs) {
+                dir.write_status(&CellStatus {
+                    status: CellState::Failed,
+                    message: Some(message.clone()),
+                    wall_seconds: wall,
+                    diverged_at_step: None,
+                    finished_at: Some(ablate_store::now_rfc3339()),
+                })?;
+                emit(
+                    &json!({"event": "end", "cell": cell.id, "status": "failed", "message": message, "wall_seconds": wall}),
+                );
+                eprintln!("error: cell {}: {message}", cell.id);
+            }
             Ok(ExitCode::from(1))
         }
     }
@@ -115,28 +128,34 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
 
 fn execute(
     args: &CellArgs,
-    cfg: &ablate_grid::CellConfig,
+    cfgs: &[ablate_grid::CellConfig],
     observer: &mut dyn Observer,
-) -> Result<ablate_engine::CellOutcome> {
+) -> Result<Vec<ablate_engine::CellOutcome>> {
     tch::set_num_threads(args.threads.max(1) as i32);
     let choice: DeviceChoice = args.device.parse()?;
     let device = ablate_engine::device::resolve(choice)?;
     let registry = crate::common::load_registry(&args.plugins.dirs)?;
-    let data = ablate_engine::load_data(&cfg.data)?;
-    Ok(ablate_engine::run_cell(cfg, &data, &registry, device, observer)?)
+    let data = ablate_engine::load_data(&cfgs[0].data)?;
+    Ok(ablate_engine::run_cells(cfgs, &data, &registry, device, observer)?)
 }
 
 struct Progress<'a> {
-    dir: &'a CellDir,
-    lines: Vec<String>,
+    dirs: &'a [CellDir],
+    lines: Vec<Vec<String>>,
     epochs: usize,
 }
 
 impl Observer for Progress<'_> {
-    fn epoch(&mut self, row: &EpochRow) {
-        self.lines.push(row.csv_line());
-        if let Err(e) = write_epochs(self.dir, self.lines.iter().cloned()) {
+    fn chain_epoch(&mut self, chain: usize, row: &EpochRow) {
+        let (Some(dir), Some(lines)) = (self.dirs.get(chain), self.lines.get_mut(chain)) else {
+            return;
+        };
+        lines.push(row.csv_line());
+        if let Err(e) = write_epochs(dir, lines.iter().cloned()) {
             tracing::warn!(error = %e, "could not write epochs.csv");
+        }
+        if chain > 0 {
+            return; // the progress bar follows the first chain
         }
         emit(&json!({
             "event": "epoch",

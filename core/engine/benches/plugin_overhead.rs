@@ -15,7 +15,7 @@ use abi_stable::std_types::RSlice;
 use ablate_engine::host::TchHost;
 use ablate_engine::model::{Mode, Model};
 use ablate_grid::config::{Activation, ModelConfig};
-use ablate_sdk::{NoiseStats, StepCtx, StepTensors};
+use ablate_sdk::{NoiseStats, StepCtx, StepTensors, TensorId};
 use tch::{Device, Kind, Tensor};
 
 fn median_ns(reps: usize, iters: usize, mut f: impl FnMut()) -> f64 {
@@ -69,7 +69,15 @@ fn main() {
     let ones = Tensor::ones([d], (Kind::Float, Device::Cpu));
     let m = [host.insert(ones.copy()), host.insert(ones.copy()), host.insert(ones.copy()), host.insert(ones.copy())];
     let g = host.insert(Tensor::randn([d], (Kind::Float, Device::Cpu)) * 1e-3);
-    let t = StepTensors { params, grad: g, mass: m[0], mass_inv: m[1], mass_sqrt: m[2], mass_inv_sqrt: m[3] };
+    let t = StepTensors {
+        params,
+        grad: g,
+        mass: m[0],
+        mass_inv: m[1],
+        mass_sqrt: m[2],
+        mass_inv_sqrt: m[3],
+        temperature: TensorId::INVALID,
+    };
     let plugin_step = median_ns(15, 2_000, || {
         host.call(|h| integ.step(h, &ctx, &t)).unwrap();
     });

@@ -5,14 +5,14 @@ use std::rc::Rc;
 
 use abi_stable::std_types::{ROption, RSlice};
 use ablate_data::Dataset;
-use ablate_grid::config::{CellConfig, Preconditioner};
+use ablate_grid::config::{CellConfig, Init, Preconditioner};
 use ablate_plugin_host::Registry;
-use ablate_sdk::abi::{LikelihoodBox, PriorBox};
+use ablate_sdk::abi::{IntegratorBox, LikelihoodBox, NoiseBox, PriorBox};
 use ablate_sdk::{FactorKind, ParamInfo, TensorId};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::chain::{run_chain, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
+use crate::chain::{run_chains, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
 use crate::diagnostics::TensorKinetic;
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, EnsembleMetrics, GrowthPoint, MemberProbs};
@@ -171,76 +171,123 @@ fn nonfinite_output<T>(plugin: &Factor<T>, during: &str, input: &Tensor) -> Engi
     }
 }
 
-/// Continuous stream of shuffled minibatch indices (reshuffled after each pass).
+/// Continuous stream of shuffled minibatch indices (reshuffled after each pass), from its own
+/// seeded generator: a chain's data order depends on its seed only, whether it runs alone or
+/// batched with others.
 struct BatchStream {
-    n: i64,
-    perm: Tensor,
-    pos: i64,
+    perm: Vec<i64>,
+    pos: usize,
+    rng: SplitMix64,
 }
 
 impl BatchStream {
-    fn new(n: i64) -> Self {
-        Self { n, perm: Tensor::randperm(n, (Kind::Int64, Device::Cpu)), pos: 0 }
+    fn new(n: i64, seed: u64) -> Self {
+        let mut s = Self { perm: (0..n).collect(), pos: 0, rng: SplitMix64(seed) };
+        s.shuffle();
+        s
     }
-    fn next(&mut self, batch: i64) -> Tensor {
-        let batch = batch.min(self.n);
-        if self.pos + batch > self.n {
-            self.perm = Tensor::randperm(self.n, (Kind::Int64, Device::Cpu));
-            self.pos = 0;
+    fn shuffle(&mut self) {
+        for i in (1..self.perm.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            self.perm.swap(i, j);
         }
-        let idx = self.perm.narrow(0, self.pos, batch);
+        self.pos = 0;
+    }
+    fn next(&mut self, batch: i64) -> &[i64] {
+        let batch = (batch.max(0) as usize).min(self.perm.len());
+        if self.pos + batch > self.perm.len() {
+            self.shuffle();
+        }
         self.pos += batch;
-        idx
+        &self.perm[self.pos - batch..self.pos]
     }
 }
 
-/// A network on a dataset: the objective of a grid cell.
+/// SplitMix64 (Steele, Lea & Flood 2014): small, fast, and well mixed for any seed.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, bound) (Lemire's multiply-shift; the bias is below 2⁻³² here).
+    fn below(&mut self, bound: u64) -> u64 {
+        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
+    }
+}
+
+/// The seeds of a chain's two data streams (training steps, preconditioner batches).
+fn stream_seeds(seed: u64) -> (u64, u64) {
+    let mut g = SplitMix64(seed ^ 0x5EED_DA7A_0000_0000);
+    (g.next_u64(), g.next_u64())
+}
+
+/// A network on a dataset: the objective of a grid cell, or of K batched cells (θ [K, d]).
 struct Network {
     loss: Rc<Loss>,
+    chains: usize,
     /// Per-tensor autograd leaves that alias the flat θ (same storage): the integrator's in-place
     /// updates of θ are the leaves' values, and backward gives per-tensor gradients that one
     /// `cat` flattens (autograd through `narrow` of a flat leaf would build a full-size gradient
-    /// per tensor instead).
+    /// per tensor instead). Batched: shaped [K, ...].
     leaves: Vec<Tensor>,
     bn: BnState,
-    train_stream: BatchStream,
-    precond_stream: BatchStream,
+    /// (training, preconditioner) streams, one pair per chain.
+    streams: Vec<(BatchStream, BatchStream)>,
     test_x: Tensor,
-    members: Vec<MemberProbs>,
+    members: Vec<Vec<MemberProbs>>,
     eval_chunk: i64,
     device: Device,
 }
 
 impl Network {
+    /// The next minibatch of every chain, rows of chain 0 first ([K·B] examples), or the whole
+    /// training set once (`batch` = 0; shared by all chains).
     fn batch(&mut self, batch: u64, train: bool) -> (Tensor, Tensor) {
         let n = self.loss.train_x.size()[0];
         if batch == 0 {
             return (self.loss.train_x.shallow_clone(), self.loss.train_y.shallow_clone());
         }
-        let stream = if train { &mut self.train_stream } else { &mut self.precond_stream };
-        let idx = stream.next((batch as i64).min(n)).to_device(self.device);
+        let mut idx: Vec<i64> = Vec::with_capacity(self.chains * batch as usize);
+        for (train_stream, precond_stream) in &mut self.streams {
+            let stream = if train { train_stream } else { precond_stream };
+            idx.extend_from_slice(stream.next((batch as i64).min(n)));
+        }
+        let idx = Tensor::from_slice(&idx).to_device(self.device);
         (self.loss.train_x.index_select(0, &idx), self.loss.train_y.index_select(0, &idx))
     }
 
-    /// Class probabilities of θ on the test set (inference mode, θ's own batch-norm statistics).
-    fn evaluate(&mut self, theta: &Tensor) -> Result<MemberProbs, EngineError> {
+    /// Class probabilities on the test set (inference mode, θ's own batch-norm statistics), one
+    /// flat vector per chain.
+    fn evaluate(&mut self, theta: &Tensor) -> Result<Vec<Vec<f32>>, EngineError> {
         let _guard = tch::no_grad_guard();
         let total = self.test_x.size()[0];
+        let views = (self.chains > 1).then(|| self.loss.model.batched_views(theta));
         let mut parts = Vec::new();
         let mut start = 0;
         while start < total {
             let len = self.eval_chunk.min(total - start);
-            let logits =
-                self.loss.model.forward(theta, &self.test_x.narrow(0, start, len), Mode::Eval, &mut self.bn)?;
+            let x = self.test_x.narrow(0, start, len);
+            let logits = match &views {
+                Some(v) => self.loss.model.forward_batched(v, &x)?,
+                None => self.loss.model.forward(theta, &x, Mode::Eval, &mut self.bn)?.unsqueeze(0),
+            };
             parts.push(logits.softmax(-1, Kind::Float));
             start += len;
         }
-        let probs = Tensor::cat(&parts, 0).to_device(Device::Cpu).flatten(0, -1);
-        Ok(MemberProbs { probs: Vec::<f32>::try_from(probs)? })
+        let probs = Tensor::cat(&parts, 1).to_device(Device::Cpu);
+        (0..self.chains as i64).map(|j| Ok(Vec::<f32>::try_from(probs.get(j).flatten(0, -1))?)).collect()
     }
 }
 
 impl Objective for Network {
+    fn chains(&self) -> usize {
+        self.chains
+    }
     fn infos(&self) -> &[ParamInfo] {
         self.loss.model.infos()
     }
@@ -278,6 +325,9 @@ impl Objective for Network {
                 x = aug;
             }
         }
+        if self.chains > 1 {
+            return self.batched_gradient(host, theta, &x, &y, batch == 0);
+        }
         // The reference estimates the preconditioner with `model(images)`, i.e. inference mode.
         let mode = if train { Mode::Train } else { Mode::Eval };
         let logits = loss.model.forward_views(&self.leaves, &x, mode, &mut self.bn)?;
@@ -297,19 +347,72 @@ impl Objective for Network {
     }
 
     fn potential(&self) -> Option<Box<PotentialFn<'static>>> {
+        if self.chains > 1 {
+            return None; // energy-based integrators are not batchable
+        }
         let loss = Rc::clone(&self.loss);
         let mut bn = self.bn.copy();
         Some(Box::new(move |at: &Tensor, _full: bool| loss.potential(at, &mut bn).map_err(|e| e.to_string())))
     }
 
-    fn member(&mut self, theta: &Tensor) -> Result<(), EngineError> {
-        let m = self.evaluate(theta)?;
-        self.members.push(m);
+    fn member(&mut self, theta: &Tensor, alive: &[bool]) -> Result<(), EngineError> {
+        let probs = self.evaluate(theta)?;
+        for ((members, probs), &alive) in self.members.iter_mut().zip(probs).zip(alive) {
+            if alive {
+                members.push(MemberProbs { probs });
+            }
+        }
         Ok(())
     }
 
-    fn members(&self) -> u64 {
-        self.members.len() as u64
+    fn members(&self, chain: usize) -> u64 {
+        self.members.get(chain).map_or(0, |m| m.len() as u64)
+    }
+}
+
+impl Network {
+    /// ∇ of Σ_k G̃_k for K chains: the gradient of each row of θ is its own chain's ∇G̃_k (the
+    /// chains share no parameters). `x`, `y` hold K·B examples (chain 0's batch first) or the
+    /// whole training set once, shared.
+    ///
+    /// The likelihood plugin sees all K·B rows in one call (its mean NLL times K is Σ_k of the
+    /// per-chain means, since every chain has B rows); the per-chain training NLL of the epoch
+    /// rows is the categorical NLL computed here.
+    fn batched_gradient(
+        &mut self,
+        host: &mut TchHost<'_>,
+        theta: &Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        shared: bool,
+    ) -> Result<Gradient, EngineError> {
+        let k = self.chains as i64;
+        let loss = Rc::clone(&self.loss);
+        let (inputs, labels) = if shared {
+            (x.shallow_clone(), y.repeat([k]))
+        } else {
+            let mut shape = x.size();
+            shape[0] /= k;
+            shape.insert(0, k);
+            (x.view(shape.as_slice()), y.shallow_clone())
+        };
+        let logits = loss.model.forward_batched(&self.leaves, &inputs)?; // [K, B, C]
+        let classes = logits.size()[2];
+        let nll = loss.nll(host, &logits.reshape([-1, classes]), &labels)?;
+        let total = &nll * k as f64 - loss.log_prior_of(host, &self.leaves, theta)? / loss.n;
+        let grads = Tensor::run_backward(&[&total], &self.leaves, false, false);
+        let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([k, -1])).collect();
+        let grad = Tensor::cat(&flat, 1);
+        let _guard = tch::no_grad_guard();
+        let labels = labels.view([k, -1]);
+        let count = labels.size()[1];
+        let picked = logits.log_softmax(-1, Kind::Float).gather(-1, &labels.unsqueeze(-1), false);
+        Ok(Gradient {
+            grad,
+            loss_sum: -picked.sum_dim_intlist([1, 2].as_slice(), false, Kind::Double),
+            correct: Some(logits.argmax(-1, false).eq_tensor(&labels).sum_dim_intlist(1, false, Kind::Int64)),
+            count,
+        })
     }
 }
 
@@ -377,7 +480,105 @@ pub fn load_data(d: &ablate_grid::config::DataConfig) -> Result<Dataset, EngineE
     Ok(ablate_data::load(&req)?)
 }
 
-/// Run one cell. Seeds libtorch's generator from `cfg.seed` first: call it once per process.
+/// Cells that may run as one batch of chains share this key: everything but the temperature
+/// and the seed. `None` for models that cannot be batched (anything but an MLP).
+pub fn batch_key(cfg: &CellConfig) -> Option<String> {
+    if !matches!(cfg.model, ablate_grid::config::ModelConfig::Mlp { .. }) {
+        return None;
+    }
+    let mut c = cfg.clone();
+    c.temperature = 0.0;
+    c.seed = 0;
+    serde_json::to_string(&c).ok()
+}
+
+/// The plugins of a cell, built from the registry.
+struct Plugins {
+    prior: Factor<PriorBox>,
+    integrator: Factor<IntegratorBox>,
+    noise: Factor<NoiseBox>,
+    likelihood: Factor<LikelihoodBox>,
+}
+
+impl Plugins {
+    fn new(cfg: &CellConfig, registry: &Registry) -> Result<Self, EngineError> {
+        Ok(Self {
+            prior: factor(registry, FactorKind::Prior, &cfg.prior.name, || {
+                registry.prior(&cfg.prior.name, &cfg.prior.params)
+            })?,
+            integrator: factor(registry, FactorKind::Integrator, &cfg.integrator.name, || {
+                registry.integrator(&cfg.integrator.name, &cfg.integrator.params)
+            })?,
+            noise: factor(registry, FactorKind::Noise, &cfg.noise.name, || {
+                registry.noise(&cfg.noise.name, &cfg.noise.params)
+            })?,
+            likelihood: factor(registry, FactorKind::Likelihood, &cfg.likelihood.name, || {
+                registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params)
+            })?,
+        })
+    }
+}
+
+/// Why `cfgs` cannot run as one batch of chains, if they cannot: different batch keys, a model
+/// other than a plain MLP, an integrator that is not batchable, or a prior whose log density of
+/// stacked chains is not the sum over chains (checked numerically on random parameters).
+pub fn batch_problem(cfgs: &[CellConfig], registry: &Registry) -> Option<String> {
+    let first = cfgs.first()?;
+    let Some(key) = batch_key(first) else {
+        return Some("only MLP cells can run as batched chains".into());
+    };
+    if cfgs.iter().any(|c| batch_key(c).as_deref() != Some(key.as_str())) {
+        return Some("the cells differ in more than temperature and seed".into());
+    }
+    let check = || -> Result<Option<String>, EngineError> {
+        let plugins = Plugins::new(first, registry)?;
+        if !plugins.integrator.obj.batchable() {
+            return Ok(Some(format!("integrator `{}` is not batchable", plugins.integrator.name)));
+        }
+        let toggles = plugins.likelihood.obj.model();
+        // The answer does not depend on the input size: a small stand-in keeps the check cheap.
+        let model = Model::new(&first.model, toggles, (1, 4, 4), 3)?;
+        if !model.batchable() {
+            return Ok(Some(format!(
+                "likelihood `{}` asks for normalisation or dropout, which batched chains do not support",
+                plugins.likelihood.name
+            )));
+        }
+        prior_additivity(&model, &plugins.prior)
+    };
+    match check() {
+        Ok(problem) => problem,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// log p of two stacked chains must be the sum of the chains' own log p (priors that reduce
+/// over whole tensors non-additively cannot share a batch).
+fn prior_additivity(model: &Model, prior: &Factor<PriorBox>) -> Result<Option<String>, EngineError> {
+    let _guard = tch::no_grad_guard();
+    let mut host = TchHost::new();
+    let thetas: Vec<Tensor> = (0..2).map(|i| model.init(Init::HeNormal, Device::Cpu) * (0.5 + i as f64)).collect();
+    let stacked = Tensor::stack(&thetas, 0);
+    let lp = |host: &mut TchHost<'_>, views: Vec<Tensor>| -> Result<f64, EngineError> {
+        let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
+        let r = host.call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(model.infos())));
+        ids.iter().for_each(|&id| host.remove(id));
+        let id = r.map_err(|e| prior.fail("log_prob", e))?;
+        let t = host.take(id).ok_or_else(|| prior.fail("log_prob", "returned a released handle".into()))?;
+        Ok(f64::try_from(t.sum(Kind::Double))?)
+    };
+    let together = lp(&mut host, model.batched_views(&stacked))?;
+    let apart = lp(&mut host, model.views(&thetas[0]))? + lp(&mut host, model.views(&thetas[1]))?;
+    let tolerance = 1e-4 * (1.0 + apart.abs());
+    Ok(((together - apart).abs() > tolerance || !together.is_finite()).then(|| {
+        format!(
+            "prior `{}` is not a sum over chains (log p of two stacked chains {together:.6e}, sum of each {apart:.6e})",
+            prior.name
+        )
+    }))
+}
+
+/// Run one cell. Seeds libtorch's generator from `cfg.seed` first.
 pub fn run_cell(
     cfg: &CellConfig,
     data: &Dataset,
@@ -385,21 +586,29 @@ pub fn run_cell(
     device: Device,
     observer: &mut dyn Observer,
 ) -> Result<CellOutcome, EngineError> {
-    tch::manual_seed(cfg.seed as i64);
-    if device.is_cuda() {
-        tch::Cuda::manual_seed_all(cfg.seed);
+    Ok(run_cells(std::slice::from_ref(cfg), data, registry, device, observer)?.remove(0))
+}
+
+/// Run cells as one batch of chains (θ [K, d]; see [`batch_problem`] for what may be batched;
+/// one cell runs alone). Chain j starts from `cfgs[j].seed` (initial θ and data order as if it
+/// ran alone); the injected noise of all chains comes from one generator, so a batched chain is
+/// statistically, not bitwise, the same as the chain run alone.
+pub fn run_cells(
+    cfgs: &[CellConfig],
+    data: &Dataset,
+    registry: &Registry,
+    device: Device,
+    observer: &mut dyn Observer,
+) -> Result<Vec<CellOutcome>, EngineError> {
+    let chains = cfgs.len();
+    let cfg = cfgs.first().ok_or_else(|| EngineError::Config("no cell to run".into()))?;
+    if chains > 1 {
+        if let Some(problem) = batch_problem(cfgs, registry) {
+            return Err(EngineError::Config(format!("these cells cannot run as batched chains: {problem}")));
+        }
     }
     let s = &cfg.sampler;
-    let prior =
-        factor(registry, FactorKind::Prior, &cfg.prior.name, || registry.prior(&cfg.prior.name, &cfg.prior.params))?;
-    let mut integrator = factor(registry, FactorKind::Integrator, &cfg.integrator.name, || {
-        registry.integrator(&cfg.integrator.name, &cfg.integrator.params)
-    })?;
-    let mut noise =
-        factor(registry, FactorKind::Noise, &cfg.noise.name, || registry.noise(&cfg.noise.name, &cfg.noise.params))?;
-    let likelihood = factor(registry, FactorKind::Likelihood, &cfg.likelihood.name, || {
-        registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params)
-    })?;
+    let Plugins { prior, mut integrator, mut noise, likelihood } = Plugins::new(cfg, registry)?;
 
     let shape = [data.channels as i64, data.height as i64, data.width as i64];
     let to_tensor = |split: &ablate_data::Split| -> (Tensor, Tensor) {
@@ -417,17 +626,36 @@ pub fn run_cell(
     }
     let model = Model::new(&cfg.model, toggles, (shape[0], shape[1], shape[2]), data.num_classes as i64)?;
     let steps_per_epoch = (n_train / s.batch_size as u64).max(1);
-    let protocol = Protocol::new(s, steps_per_epoch, cfg.temperature);
-    tracing::info!(dim = model.dim(), n, steps_per_epoch, members = protocol.expected_members(), "cell set up");
-    if protocol.expected_members() == 0 {
+    let protocols: Vec<Protocol> = cfgs.iter().map(|c| Protocol::new(s, steps_per_epoch, c.temperature)).collect();
+    let expected_members = protocols[0].expected_members();
+    tracing::info!(dim = model.dim(), n, steps_per_epoch, members = expected_members, chains, "cells set up");
+    if expected_members == 0 {
         return Err(EngineError::Config(format!(
             "the protocol collects no ensemble member: {} epochs with cycle_start_sampling {} and cycle_length {}",
             s.epochs, s.cycle_start_sampling, s.cycle_length
         )));
     }
 
-    let theta = model.init(s.init, device);
-    let leaves: Vec<Tensor> = model.views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
+    // Each chain's initial θ from its own seed; the last seeding also starts the noise stream.
+    let mut inits = Vec::with_capacity(chains);
+    for c in cfgs.iter().rev() {
+        tch::manual_seed(c.seed as i64);
+        if device.is_cuda() {
+            tch::Cuda::manual_seed_all(c.seed);
+        }
+        inits.push(model.init(s.init, device));
+    }
+    inits.reverse();
+    let (theta, views) = if chains == 1 {
+        let theta = inits.remove(0);
+        let views = model.views(&theta);
+        (theta, views)
+    } else {
+        let theta = Tensor::stack(&inits, 0);
+        let views = model.batched_views(&theta);
+        (theta, views)
+    };
+    let leaves: Vec<Tensor> = views.into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
     let bn = model.new_bn_state(device);
     let loss = Rc::new(Loss {
         model,
@@ -438,14 +666,21 @@ pub fn run_cell(
         n,
         chunk: cfg.eval.batch_size as i64,
     });
+    let streams = cfgs
+        .iter()
+        .map(|c| {
+            let (a, b) = stream_seeds(c.seed);
+            (BatchStream::new(n_train as i64, a), BatchStream::new(n_train as i64, b))
+        })
+        .collect();
     let mut network = Network {
         loss: Rc::clone(&loss),
+        chains,
         leaves,
         bn,
-        train_stream: BatchStream::new(n_train as i64),
-        precond_stream: BatchStream::new(n_train as i64),
+        streams,
         test_x,
-        members: Vec::new(),
+        members: vec![Vec::new(); chains],
         eval_chunk: cfg.eval.batch_size as i64,
         device,
     };
@@ -457,34 +692,38 @@ pub fn run_cell(
         precond_batches: s.precond_batches,
     };
     let mut host = TchHost::new();
-    let chain =
-        run_chain(&mut network, &theta, &mut integrator, &mut noise, &protocol, &settings, &mut host, observer)?;
+    let outcomes =
+        run_chains(&mut network, &theta, &mut integrator, &mut noise, &protocols, &settings, &mut host, observer)?;
 
-    // After the chain, so that the check does not change the chain's random stream.
-    let prior_check = match cfg.eval.prior_samples {
-        0 => None,
-        k => Some(prior_predictive(&loss, s.init, k, device)?),
-    };
     let labels = &data.test.labels;
-    let members = &network.members;
-    let metrics = (!members.is_empty()).then(|| {
-        let kinetic = chain.last_kinetic.as_ref();
-        FinalMetrics {
-            members: members.len(),
-            ensemble: ensemble_metrics(members, labels, data.num_classes, cfg.eval.ece_bins),
-            growth: growth_curve(members, labels, data.num_classes, cfg.eval.ece_bins),
-            diagnostics: FinalDiagnostics {
-                kinetic_in_band_fraction: kinetic.map_or(f64::NAN, |k| k.in_band_fraction),
-                kinetic_temperature: kinetic.map_or(f64::NAN, |k| k.overall),
-                configurational_temperature: chain.last_configurational,
-                kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
-            },
-            acceptance: chain.acceptance,
-            dim: network.loss.model.dim(),
-            n_effective: n,
-            steps: chain.steps,
-            prior_predictive: prior_check.clone(),
-        }
-    });
-    Ok(CellOutcome { status: chain.status, epochs: chain.epochs, metrics })
+    let mut results = Vec::with_capacity(chains);
+    for (j, (chain, c)) in outcomes.into_iter().zip(cfgs).enumerate() {
+        // After the chain, so that the check does not change the chain's random stream.
+        let prior_check = match c.eval.prior_samples {
+            0 => None,
+            k => Some(prior_predictive(&loss, s.init, k, device)?),
+        };
+        let members = &network.members[j];
+        let metrics = (!members.is_empty()).then(|| {
+            let kinetic = chain.last_kinetic.as_ref();
+            FinalMetrics {
+                members: members.len(),
+                ensemble: ensemble_metrics(members, labels, data.num_classes, c.eval.ece_bins),
+                growth: growth_curve(members, labels, data.num_classes, c.eval.ece_bins),
+                diagnostics: FinalDiagnostics {
+                    kinetic_in_band_fraction: kinetic.map_or(f64::NAN, |k| k.in_band_fraction),
+                    kinetic_temperature: kinetic.map_or(f64::NAN, |k| k.overall),
+                    configurational_temperature: chain.last_configurational,
+                    kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
+                },
+                acceptance: chain.acceptance,
+                dim: network.loss.model.dim(),
+                n_effective: n,
+                steps: chain.steps,
+                prior_predictive: prior_check,
+            }
+        });
+        results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics });
+    }
+    Ok(results)
 }

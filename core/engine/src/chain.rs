@@ -70,6 +70,12 @@ kinetic_temperature,kinetic_in_band,configurational_temperature,members,wall_sec
 /// Receives progress while a chain runs (progress bars, incremental `epochs.csv`).
 pub trait Observer {
     fn epoch(&mut self, _row: &EpochRow) {}
+    /// The epoch row of chain `chain` of a batched run (default: chain 0 goes to `epoch`).
+    fn chain_epoch(&mut self, chain: usize, row: &EpochRow) {
+        if chain == 0 {
+            self.epoch(row);
+        }
+    }
     /// Called after every step (tests record states here; keep it cheap).
     fn step(&mut self, _k: u64, _theta: &Tensor, _host: &mut TchHost<'_>) {}
     /// Return false to stop (Ctrl-C): the run returns [`EngineError::Interrupted`].
@@ -82,17 +88,24 @@ impl Observer for () {}
 
 /// A gradient estimate of G̃ and what it was computed on.
 pub struct Gradient {
-    /// ∇G̃(θ), flat.
+    /// ∇G̃(θ), flat (per chain: [K, d] for batched chains).
     pub grad: Tensor,
-    /// Sum over the batch of the per-example loss (0-d, for the epoch's training NLL).
+    /// Sum over the batch of the per-example loss (0-d; [K] for batched chains), for the
+    /// epoch's training NLL.
     pub loss_sum: Tensor,
-    /// Correct predictions in the batch (0-d), if the objective classifies.
+    /// Correct predictions in the batch (0-d; [K]), if the objective classifies.
     pub correct: Option<Tensor>,
+    /// Examples per chain.
     pub count: i64,
 }
 
 /// What the chain samples: parameters, the gradient of the per-example loss, members.
 pub trait Objective {
+    /// Chains sampled at once. 1: θ is flat, [d]. K > 1: θ is [K, d], one independent chain per
+    /// row (batched chains), and gradients, members and statistics are per row.
+    fn chains(&self) -> usize {
+        1
+    }
     /// Parameter tensors (offsets into the flat θ): the preconditioner and diagnostics work
     /// per tensor.
     fn infos(&self) -> &[ParamInfo];
@@ -114,11 +127,12 @@ pub trait Objective {
     fn potential(&self) -> Option<Box<PotentialFn<'static>>> {
         None
     }
-    /// θ is an ensemble member.
-    fn member(&mut self, _theta: &Tensor) -> Result<(), EngineError> {
+    /// θ is an ensemble member (of the chains marked `alive`; the others have diverged).
+    fn member(&mut self, _theta: &Tensor, _alive: &[bool]) -> Result<(), EngineError> {
         Ok(())
     }
-    fn members(&self) -> u64 {
+    /// Members collected so far by `chain`.
+    fn members(&self, _chain: usize) -> u64 {
         0
     }
 }
@@ -181,7 +195,8 @@ pub struct ChainOutcome {
     pub theta: Tensor,
 }
 
-/// Per-tensor (segment) reductions of flat vectors.
+/// Per-tensor (segment) reductions of flat vectors, along the last dimension (so a [K, d]
+/// batch of chains reduces per chain).
 pub(crate) struct Segments {
     offsets: Vec<i64>,
     pub(crate) sizes: Vec<i64>,
@@ -199,20 +214,31 @@ impl Segments {
             sizes,
         }
     }
-    /// Per-segment means as a [P] tensor.
+    /// Per-segment means: [P] for a flat vector, [K, P] for K chains.
     fn means(&self, flat: &Tensor) -> Tensor {
-        let parts: Vec<Tensor> =
-            self.offsets.iter().zip(&self.sizes).map(|(&o, &s)| flat.narrow(0, o, s).mean(Kind::Float)).collect();
-        Tensor::stack(&parts, 0)
+        let parts: Vec<Tensor> = self
+            .offsets
+            .iter()
+            .zip(&self.sizes)
+            .map(|(&o, &s)| flat.narrow(-1, o, s).mean_dim(-1, false, Kind::Float))
+            .collect();
+        Tensor::stack(&parts, -1)
     }
-    fn sums(&self, flat: &Tensor) -> Vec<f64> {
-        let parts: Vec<Tensor> =
-            self.offsets.iter().zip(&self.sizes).map(|(&o, &s)| flat.narrow(0, o, s).sum(Kind::Double)).collect();
-        Vec::<f64>::try_from(Tensor::stack(&parts, 0).to_device(Device::Cpu)).unwrap_or_default()
+    /// Per-segment sums in f64, one row of P values per chain.
+    fn sums(&self, flat: &Tensor, chains: usize) -> Vec<Vec<f64>> {
+        let parts: Vec<Tensor> = self
+            .offsets
+            .iter()
+            .zip(&self.sizes)
+            .map(|(&o, &s)| flat.narrow(-1, o, s).sum_dim_intlist(-1, false, Kind::Double))
+            .collect();
+        let all =
+            Vec::<f64>::try_from(Tensor::stack(&parts, -1).to_device(Device::Cpu).reshape([-1])).unwrap_or_default();
+        all.chunks(self.sizes.len().max(1)).take(chains).map(<[f64]>::to_vec).collect()
     }
-    /// Broadcast [P] per-segment values back to the flat layout.
+    /// Broadcast per-segment values ([P] or [K, P]) back to the flat layout.
     fn expand(&self, per_segment: &Tensor) -> Tensor {
-        per_segment.repeat_interleave_self_tensor(&self.counts, 0, None)
+        per_segment.repeat_interleave_self_tensor(&self.counts, -1, None)
     }
 }
 
@@ -243,6 +269,22 @@ pub(crate) fn nonfinite(t: &Tensor) -> bool {
     !f64::try_from(t.detach().sum(Kind::Double)).is_ok_and(f64::is_finite)
 }
 
+/// Per chain (rows of [K, d]; the one chain of a flat [d]) whether it holds a NaN or an
+/// infinity, with one reduction and one synchronisation.
+fn nonfinite_rows(t: &Tensor, chains: usize) -> Vec<bool> {
+    if chains == 1 {
+        return vec![nonfinite(t)];
+    }
+    let sums = Vec::<f64>::try_from(t.detach().sum_dim_intlist(-1, false, Kind::Double).to_device(Device::Cpu))
+        .unwrap_or_default();
+    (0..chains).map(|j| !sums.get(j).is_some_and(|v| v.is_finite())).collect()
+}
+
+/// Per-chain values of a 0-d (one chain) or [K] tensor.
+fn per_chain(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).to_device(Device::Cpu).reshape([-1])).unwrap_or_default()
+}
+
 /// Preconditioner batches: Welford mean and (biased) variance per element of the minibatch
 /// gradient.
 fn gradient_moments(
@@ -252,10 +294,8 @@ fn gradient_moments(
     batch: u64,
     count: usize,
 ) -> Result<(Tensor, Tensor), EngineError> {
-    let dim = objective.dim();
-    let device = objective.device();
-    let mut mean = Tensor::zeros([dim], (Kind::Float, device));
-    let mut m2 = Tensor::zeros([dim], (Kind::Float, device));
+    let mut mean = theta.zeros_like();
+    let mut m2 = theta.zeros_like();
     for i in 1..=count {
         let g = objective.gradient(host, theta, batch, false)?.grad;
         let delta = &g - &mean;
@@ -277,10 +317,56 @@ pub fn run_chain(
     host: &mut TchHost<'_>,
     observer: &mut dyn Observer,
 ) -> Result<ChainOutcome, EngineError> {
+    let protocols = std::slice::from_ref(protocol);
+    let mut outcomes = run_chains(objective, theta, integrator, noise, protocols, settings, host, observer)?;
+    Ok(outcomes.remove(0))
+}
+
+/// Bookkeeping of one chain of a (possibly batched) run.
+struct ChainState {
+    status: ChainStatus,
+    epochs: Vec<EpochRow>,
+    last_kinetic: Option<Kinetic>,
+    last_ctemp: f64,
+    steps: u64,
+}
+
+impl ChainState {
+    fn alive(&self) -> bool {
+        self.status == ChainStatus::Done
+    }
+    fn diverge(&mut self, step: u64, message: String) {
+        if self.alive() {
+            tracing::warn!(step, %message, "chain diverged");
+            self.status = ChainStatus::Diverged { step, message };
+            self.steps = step;
+        }
+    }
+}
+
+/// Run `protocols.len()` chains at once from `theta`: flat [d] for one chain, [K, d] for K
+/// batched chains (one row each; `objective.chains()` must be K). The chains share the step
+/// schedule and sampler settings and may differ in temperature: the integrator then gets the
+/// per-chain temperatures as a [K, 1] tensor. A chain that diverges is marked and ignored from
+/// then on (its rows stay NaN; every operation of a batched step is per row), the others go on.
+#[allow(clippy::too_many_arguments)]
+pub fn run_chains(
+    objective: &mut dyn Objective,
+    theta: &Tensor,
+    integrator: &mut Factor<IntegratorBox>,
+    noise: &mut Factor<NoiseBox>,
+    protocols: &[Protocol],
+    settings: &ChainSettings,
+    host: &mut TchHost<'_>,
+    observer: &mut dyn Observer,
+) -> Result<Vec<ChainOutcome>, EngineError> {
     let started = Instant::now();
+    let chains = protocols.len();
     let device = objective.device();
     let dim = objective.dim();
     let n = objective.n();
+    check_batch(objective, theta, integrator, protocols)?;
+    let protocol = &protocols[0];
     let segments = Segments::new(objective.infos(), device);
     let plan = noise.obj.plan(settings.batch_size, n as u64);
     if let Some(f) = objective.potential() {
@@ -288,48 +374,56 @@ pub fn run_chain(
     }
     let theta_id = host.insert(theta.shallow_clone());
     host.call(|h| integrator.obj.init(h, theta_id)).map_err(|e| integrator.fail("init", e))?;
-    let mut mass = Mass::new(host, Tensor::ones([dim], (Kind::Float, device)));
+    let mut mass = Mass::new(host, theta.ones_like());
 
-    let mut epochs: Vec<EpochRow> = Vec::new();
+    let mut states: Vec<ChainState> = (0..chains)
+        .map(|_| ChainState {
+            status: ChainStatus::Done,
+            epochs: Vec::new(),
+            last_kinetic: None,
+            last_ctemp: f64::NAN,
+            steps: 0,
+        })
+        .collect();
     let mut acceptance = (0.0, 0u64);
-    let mut last_kinetic: Option<Kinetic> = None;
-    let mut last_ctemp = f64::NAN;
     let mut k: u64 = 0;
-    let outcome = |status, epochs, last_kinetic, last_ctemp, acceptance: (f64, u64), k| ChainOutcome {
-        status,
-        epochs,
-        last_kinetic,
-        last_configurational: last_ctemp,
-        acceptance: (acceptance.1 > 0).then(|| acceptance.0 / acceptance.1 as f64),
-        steps: k,
-        theta: theta.shallow_clone(),
-    };
-    let diverged = |step: u64, message: String| {
-        tracing::warn!(step, %message, "chain diverged");
-        ChainStatus::Diverged { step, message }
-    };
+    // Per-chain temperatures only when they differ (the shared value otherwise).
+    let temperatures_differ = protocols.iter().any(|p| p.temperature != protocol.temperature);
+    let mut temp_id = TensorId::INVALID;
+    let mut temp_values: Vec<f64> = Vec::new();
 
-    for epoch in 1..=protocol.epochs {
+    'epochs: for epoch in 1..=protocol.epochs {
         if !observer.keep_going() {
+            host.remove(temp_id);
             return Err(EngineError::Interrupted);
         }
         // --- Epoch start: preconditioner, configurational temperature, noise statistics.
         let (g_mean, g_var) =
             match gradient_moments(objective, host, theta, settings.batch_size, settings.precond_batches) {
                 Err(EngineError::Diverged(message)) => {
-                    return Ok(outcome(diverged(k, message), epochs, last_kinetic, last_ctemp, acceptance, k))
+                    states.iter_mut().for_each(|s| s.diverge(k, message.clone()));
+                    break 'epochs;
                 }
                 other => other?,
             };
-        if nonfinite(&g_mean) {
-            let status = diverged(k, format!("non-finite gradient at the start of epoch {epoch}"));
-            return Ok(outcome(status, epochs, last_kinetic, last_ctemp, acceptance, k));
+        for (s, bad) in states.iter_mut().zip(nonfinite_rows(&g_mean, chains)) {
+            if bad {
+                s.diverge(k, format!("non-finite gradient at the start of epoch {epoch}"));
+            }
         }
-        last_ctemp = f64::try_from((theta.detach() * &g_mean).sum(Kind::Double)).unwrap_or(f64::NAN) * n / dim as f64;
+        if !states.iter().any(ChainState::alive) {
+            break;
+        }
+        let ctemps = per_chain(&(theta.detach() * &g_mean).sum_dim_intlist(-1, false, Kind::Double));
+        for (s, c) in states.iter_mut().zip(&ctemps) {
+            s.last_ctemp = c * n / dim as f64;
+        }
         if settings.layerwise_mass {
             let moment = g_mean.square() + &g_var;
             let per_tensor = (segments.means(&moment) + 1e-7).sqrt();
-            let per_tensor = &per_tensor / per_tensor.min();
+            let per_tensor = &per_tensor / per_tensor.amin(-1, true);
+            // A diverged chain keeps a finite mass, so that its NaNs stay in its own rows.
+            let per_tensor = per_tensor.nan_to_num(1.0, 1.0, 1.0);
             let m_new = segments.expand(&per_tensor);
             let factor = host.insert((&m_new / &mass.m).sqrt());
             let r = host.call(|h| integrator.obj.rescale_momenta(h, factor));
@@ -345,8 +439,8 @@ pub fn run_chain(
         };
 
         // --- The steps of this epoch.
-        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut loss_sum = Tensor::zeros([chains as i64], (Kind::Double, device));
+        let mut correct = Tensor::zeros([chains as i64], (Kind::Int64, device));
         let mut seen = 0i64;
         let mut classifies = false;
         let mut ctx = StepCtx {
@@ -358,16 +452,25 @@ pub fn run_chain(
             n,
             batch_size: plan.gradient_batch,
         };
+        let mut stopped = None;
         for _ in 0..protocol.steps_per_epoch {
             k += 1;
             ctx.step = k;
             ctx.timestep_factor = protocol.timestep_factor(k);
-            ctx.temperature = protocol.temperature_at(k);
+            ctx.temperature = protocols.iter().map(|p| p.temperature_at(k)).fold(0.0, f64::max);
+            if temperatures_differ {
+                let values: Vec<f64> = protocols.iter().map(|p| p.temperature_at(k)).collect();
+                if values != temp_values {
+                    host.remove(temp_id);
+                    let t = Tensor::from_slice(&values).to_kind(Kind::Float).to_device(device).reshape([-1, 1]);
+                    temp_id = host.insert(t);
+                    temp_values = values;
+                }
+            }
             let g = match objective.gradient(host, theta, plan.gradient_batch, true) {
                 Err(EngineError::Diverged(message)) => {
-                    host.remove(stats.var_elementwise);
-                    host.remove(stats.var_per_tensor);
-                    return Ok(outcome(diverged(k, message), epochs, last_kinetic, last_ctemp, acceptance, k));
+                    stopped = Some(message);
+                    break;
                 }
                 other => other?,
             };
@@ -393,6 +496,7 @@ pub fn run_chain(
                 mass_inv: mass.ids[1],
                 mass_sqrt: mass.ids[2],
                 mass_inv_sqrt: mass.ids[3],
+                temperature: temp_id,
             };
             let report = host.call(|h| integrator.obj.step(h, &ctx, &tensors));
             host.remove(grad_id);
@@ -401,61 +505,133 @@ pub fn run_chain(
                 acceptance.0 += report.acceptance;
                 acceptance.1 += 1;
             }
-            // On CPU a finiteness check per step is free; on a GPU it would synchronise, so
+            // On CPU a finiteness check per step is cheap; on a GPU it would synchronise, so
             // there it happens at members and epoch ends.
-            if (device == Device::Cpu || protocol.is_member_step(k)) && nonfinite(theta) {
-                let status = diverged(
-                    k,
-                    format!("parameters became NaN/Inf at step {k} (epoch {epoch}); lower sampler.lr or check the integrator"),
-                );
-                return Ok(outcome(status, epochs, last_kinetic, last_ctemp, acceptance, k));
+            if device == Device::Cpu || protocol.is_member_step(k) {
+                for (s, bad) in states.iter_mut().zip(nonfinite_rows(theta, chains)) {
+                    if bad {
+                        s.diverge(
+                            k,
+                            format!(
+                                "parameters became NaN/Inf at step {k} (epoch {epoch}); lower sampler.lr or check \
+                                 the integrator"
+                            ),
+                        );
+                    }
+                }
+                if !states.iter().any(ChainState::alive) {
+                    break;
+                }
             }
             observer.step(k, theta, host);
             if protocol.is_member_step(k) {
-                objective.member(theta)?;
+                let alive: Vec<bool> = states.iter().map(ChainState::alive).collect();
+                objective.member(theta, &alive)?;
             }
         }
         host.remove(stats.var_elementwise);
         host.remove(stats.var_per_tensor);
+        if let Some(message) = stopped {
+            states.iter_mut().for_each(|s| s.diverge(k, message.clone()));
+            break;
+        }
+        if !states.iter().any(ChainState::alive) {
+            break;
+        }
 
-        // --- Epoch end: kinetic temperature and the epoch row.
-        let target = protocol.temperature_at(k);
+        // --- Epoch end: kinetic temperature and the epoch rows.
         let kin = host.call(|h| integrator.obj.kinetic(h, mass.ids[1])).map_err(|e| integrator.fail("kinetic", e))?;
-        let kinetic = match kin {
+        let kinetic_sums = match kin {
             ROption::RSome(id) => {
                 let elems =
                     host.take(id).ok_or_else(|| integrator.fail("kinetic", "returned a released handle".into()))?;
-                Some(diagnostics::kinetic(&segments.names, &segments.sizes, &segments.sums(&elems), target))
+                Some(segments.sums(&elems, chains))
             }
             ROption::RNone => None,
         };
-        let train_nll = f64::try_from(&loss_sum).unwrap_or(f64::NAN) / seen.max(1) as f64;
-        if !train_nll.is_finite() || nonfinite(theta) {
-            let status = diverged(k, format!("training loss or parameters became NaN/Inf in epoch {epoch}"));
-            return Ok(outcome(status, epochs, last_kinetic, last_ctemp, acceptance, k));
+        let nll = per_chain(&loss_sum);
+        let right = per_chain(&correct);
+        let bad_theta = nonfinite_rows(theta, chains);
+        for (j, s) in states.iter_mut().enumerate() {
+            if !s.alive() {
+                continue;
+            }
+            let target = protocols[j].temperature_at(k);
+            let train_nll = nll.get(j).copied().unwrap_or(f64::NAN) / seen.max(1) as f64;
+            if !train_nll.is_finite() || bad_theta[j] {
+                s.diverge(k, format!("training loss or parameters became NaN/Inf in epoch {epoch}"));
+                continue;
+            }
+            let kinetic = kinetic_sums
+                .as_ref()
+                .map(|sums| diagnostics::kinetic(&segments.names, &segments.sizes, &sums[j], target));
+            let row = EpochRow {
+                epoch,
+                step: k,
+                temperature: target,
+                timestep_factor: protocol.timestep_factor(k),
+                train_nll,
+                train_accuracy: if classifies {
+                    right.get(j).copied().unwrap_or(f64::NAN) / seen.max(1) as f64
+                } else {
+                    f64::NAN
+                },
+                kinetic_temperature: kinetic.as_ref().map_or(f64::NAN, |k| k.overall),
+                kinetic_in_band: kinetic.as_ref().map_or(f64::NAN, |k| k.in_band_fraction),
+                configurational_temperature: s.last_ctemp,
+                members: objective.members(j),
+                wall_seconds: started.elapsed().as_secs_f64(),
+            };
+            observer.chain_epoch(j, &row);
+            s.epochs.push(row);
+            s.last_kinetic = kinetic;
+            s.steps = k;
         }
-        let row = EpochRow {
-            epoch,
-            step: k,
-            temperature: target,
-            timestep_factor: protocol.timestep_factor(k),
-            train_nll,
-            train_accuracy: if classifies {
-                i64::try_from(&correct).unwrap_or(0) as f64 / seen.max(1) as f64
-            } else {
-                f64::NAN
-            },
-            kinetic_temperature: kinetic.as_ref().map_or(f64::NAN, |k| k.overall),
-            kinetic_in_band: kinetic.as_ref().map_or(f64::NAN, |k| k.in_band_fraction),
-            configurational_temperature: last_ctemp,
-            members: objective.members(),
-            wall_seconds: started.elapsed().as_secs_f64(),
-        };
-        observer.epoch(&row);
-        epochs.push(row);
-        last_kinetic = kinetic;
     }
+    host.remove(temp_id);
     host.remove(theta_id);
     mass.release(host);
-    Ok(outcome(ChainStatus::Done, epochs, last_kinetic, last_ctemp, acceptance, k))
+    let acceptance = (acceptance.1 > 0).then(|| acceptance.0 / acceptance.1 as f64);
+    Ok(states
+        .into_iter()
+        .enumerate()
+        .map(|(j, s)| ChainOutcome {
+            steps: if s.alive() { k } else { s.steps },
+            status: s.status,
+            epochs: s.epochs,
+            last_kinetic: s.last_kinetic,
+            last_configurational: s.last_ctemp,
+            acceptance,
+            theta: if chains == 1 { theta.shallow_clone() } else { theta.get(j as i64) },
+        })
+        .collect())
+}
+
+/// The shapes and plugins of a batched run fit together.
+fn check_batch(
+    objective: &dyn Objective,
+    theta: &Tensor,
+    integrator: &Factor<IntegratorBox>,
+    protocols: &[Protocol],
+) -> Result<(), EngineError> {
+    let chains = protocols.len();
+    let expected: Vec<i64> = if chains == 1 { vec![objective.dim()] } else { vec![chains as i64, objective.dim()] };
+    if chains == 0 || objective.chains() != chains || theta.size() != expected {
+        return Err(EngineError::Config(format!(
+            "batched run: {chains} protocols, an objective of {} chains and θ of shape {:?} (expected {expected:?})",
+            objective.chains(),
+            theta.size()
+        )));
+    }
+    if chains > 1 && !integrator.obj.batchable() {
+        return Err(integrator.fail("step", "cannot run batched chains (it says `batchable() == false`)".into()));
+    }
+    let p = &protocols[0];
+    if protocols.iter().any(|q| !p.same_schedule(q)) {
+        return Err(EngineError::Config(
+            "batched chains must share the step schedule (epochs, cycles, ramp); only the temperature may differ"
+                .into(),
+        ));
+    }
+    Ok(())
 }

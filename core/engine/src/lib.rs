@@ -20,7 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod schedule;
 
-pub use cell::{load_data, run_cell, CellOutcome, FinalDiagnostics, FinalMetrics};
+pub use cell::{batch_key, batch_problem, load_data, run_cell, run_cells, CellOutcome, FinalDiagnostics, FinalMetrics};
 pub use chain::{ChainStatus, EpochRow, Observer};
 pub use device::{parse_device, DeviceChoice};
 pub use tch;

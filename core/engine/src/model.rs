@@ -282,6 +282,56 @@ impl Model {
         self.infos.iter().map(|i| theta.narrow(0, i.offset, i.numel).view(i.shape.as_slice())).collect()
     }
 
+    /// Whether K chains of this model can run as one batched model: an MLP without
+    /// normalisation or dropout (its layers become batched matrix products).
+    pub fn batchable(&self) -> bool {
+        let plain = |n: &Norm| matches!(n, Norm::None);
+        matches!(&self.arch, Arch::Mlp { hidden, .. } if hidden.iter().all(|(_, n)| plain(n))) && self.dropout == 0.0
+    }
+
+    /// Views of K flat parameter vectors stacked as θ [K, d], one per tensor, shaped [K, ...].
+    pub fn batched_views(&self, theta: &Tensor) -> Vec<Tensor> {
+        let k = theta.size()[0];
+        self.infos
+            .iter()
+            .map(|i| {
+                let shape: Vec<i64> = std::iter::once(k).chain(i.shape.iter().copied()).collect();
+                theta.narrow(1, i.offset, i.numel).view(shape.as_slice())
+            })
+            .collect()
+    }
+
+    /// Logits [K, B, classes] of K batched chains (see [`Model::batchable`]) from per-tensor
+    /// parameters `v` shaped [K, ...]: `x` is [K, B, C, H, W] (one batch per chain) or
+    /// [B, C, H, W] (the same inputs for every chain).
+    pub fn forward_batched(&self, v: &[Tensor], x: &Tensor) -> Result<Tensor, EngineError> {
+        let Arch::Mlp { hidden, head } = &self.arch else {
+            return Err(EngineError::Config("batched chains need an MLP".into()));
+        };
+        if !self.batchable() {
+            return Err(EngineError::Config("batched chains need an MLP without normalisation or dropout".into()));
+        }
+        // h·Wᵀ + b per chain: one fused baddbmm when every chain has its own batch.
+        let layer = |h: &Tensor, lin: &Linear| -> Result<Tensor, tch::TchError> {
+            let (w, b) = (&v[lin.w], v[lin.b].unsqueeze(1));
+            if h.dim() == 3 {
+                b.f_baddbmm(h, &w.transpose(1, 2), 1.0, 1.0)
+            } else {
+                Ok(h.f_matmul(&w.transpose(1, 2))? + b)
+            }
+        };
+        let mut h = x.f_flatten(-3, -1)?;
+        for (lin, _) in hidden {
+            h = layer(&h, lin)?;
+            h = match self.activation {
+                Activation::Relu => h.f_relu()?,
+                Activation::Tanh => h.f_tanh()?,
+                Activation::Gelu => h.f_gelu("none")?,
+            };
+        }
+        Ok(layer(&h, head)?)
+    }
+
     /// Logits for a batch of images (N, C, H, W).
     pub fn forward(&self, theta: &Tensor, x: &Tensor, mode: Mode, bn: &mut BnState) -> Result<Tensor, EngineError> {
         self.forward_views(&self.views(theta), x, mode, bn)

@@ -23,7 +23,7 @@ pub fn cyclical_rate(period: u64, step: u64, schedule: Kind, min_value: f64) -> 
 }
 
 /// The step-indexed protocol of one chain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Protocol {
     pub steps_per_epoch: u64,
     pub epochs: u64,
@@ -85,6 +85,14 @@ impl Protocol {
     /// Is step k a cycle end at which an ensemble member is taken?
     pub fn is_member_step(&self, k: u64) -> bool {
         self.epoch_of(k) >= self.start_sampling_epoch && k.is_multiple_of(self.cycle)
+    }
+
+    /// Whether `other` runs the same step schedule (everything but the temperature), so the two
+    /// can be batched chains.
+    pub fn same_schedule(&self, other: &Protocol) -> bool {
+        let mut o = other.clone();
+        o.temperature = self.temperature;
+        *self == o
     }
 
     /// Members the protocol will collect.

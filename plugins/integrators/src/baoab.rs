@@ -55,8 +55,7 @@ impl Integrator for Baoab {
         let m = self.momentum.get(ops)?;
         m.axpby(-h * ctx.n, &t.grad, 1.0);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
-        let sigma = (ctx.temperature * (1.0 - beta * beta)).sqrt();
-        ou_update(ops, &m, beta, None, sigma, &t.mass_sqrt);
+        ou_update(ops, &m, beta, None, &t.temperature, 1.0 - beta * beta, &t.mass_sqrt);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }
@@ -67,5 +66,10 @@ impl Integrator for Baoab {
 
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
+    }
+
+    /// Elementwise in every chain; noise through `t.temperature`.
+    fn batchable(&self) -> bool {
+        true
     }
 }

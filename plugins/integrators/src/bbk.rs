@@ -48,8 +48,8 @@ impl Integrator for Bbk {
         let h = (2.0 * lr / (ctx.n * (1.0 + beta))).sqrt();
         let hg = 2.0 * (1.0 - beta) / (1.0 + beta);
         let m = self.momentum.get(ops)?;
-        let sigma = 0.5 * (2.0 * hg * ctx.temperature).sqrt();
-        let noise = momentum_noise(ops, &m, sigma, &t.mass_sqrt);
+        // σ = ½·sqrt(2hγT) = sqrt(hγT/2).
+        let noise = momentum_noise(ops, &m, &t.temperature, 0.5 * hg, &t.mass_sqrt);
         let kick = &t.grad * (0.5 * h * ctx.n);
         let mut mn = &m - &kick;
         if let Some(r) = &noise {
@@ -70,5 +70,10 @@ impl Integrator for Bbk {
 
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
+    }
+
+    /// Elementwise in every chain; noise through `t.temperature`.
+    fn batchable(&self) -> bool {
+        true
     }
 }

@@ -58,15 +58,25 @@ pub(crate) fn rescale(ops: Ops<'_>, m: &Slot, factor: &Tensor<'_>) -> Result<(),
     Ok(())
 }
 
-/// `std · M^{1/2} ξ` with ξ ~ N(0, I) from the host stream; `None` when `std == 0` (T = 0:
-/// no draw, so the step is exactly deterministic).
+/// `sqrt(coef·T) · M^{1/2} ξ` with ξ ~ N(0, I) from the host stream (T per chain in a batched
+/// run); `None` when coef·T = 0 (T = 0: no draw, so the step is exactly deterministic).
 pub(crate) fn momentum_noise<'o>(
     ops: Ops<'o>,
     like: &Tensor<'o>,
-    std: f64,
+    temp: &Temperature<'o>,
+    coef: f64,
     mass_sqrt: &Tensor<'o>,
 ) -> Option<Tensor<'o>> {
-    (std > 0.0).then(|| ops.randn_like(like) * std * mass_sqrt)
+    temp.noise(ops, like, coef).map(|n| n * mass_sqrt)
+}
+
+/// The one temperature of integrators that cannot run batched chains (one energy, one
+/// Metropolis–Hastings decision per step).
+pub(crate) fn shared_temperature(name: &str, t: &StepView<'_>) -> Result<f64, String> {
+    match &t.temperature {
+        Temperature::Shared(temp) => Ok(*temp),
+        Temperature::PerChain(_) => Err(format!("{name} cannot run batched chains with per-chain temperatures")),
+    }
 }
 
 /// The reference's `dynamics_parameters` for the symplectic-Euler family: the cyclical factor C
@@ -79,21 +89,29 @@ pub(crate) fn scaled_step(ctx: &StepCtx) -> (f64, f64) {
 }
 
 /// In place, the friction-and-noise update shared by the Langevin integrators:
-/// m ← β·m + a·g + σ·M^{1/2}ξ (`kick` = (a, g) optional; no draw when σ = 0).
+/// m ← β·m + a·g + sqrt(coef·T)·M^{1/2}ξ (`kick` = (a, g) optional; no draw when coef·T = 0).
 pub(crate) fn ou_update<'o>(
     ops: Ops<'o>,
     m: &Tensor<'o>,
     beta: f64,
     kick: Option<(f64, &Tensor<'o>)>,
-    sigma: f64,
+    temp: &Temperature<'o>,
+    coef: f64,
     mass_sqrt: &Tensor<'o>,
 ) {
     match kick {
         Some((a, g)) => m.axpby(a, g, beta),
         None => m.axpby(0.0, m, beta),
     }
-    if sigma > 0.0 {
-        m.axpby(sigma, &(ops.randn_like(m) * mass_sqrt), 1.0);
+    match temp {
+        // One kernel fewer on the single-chain path: the scale rides on the axpby.
+        Temperature::Shared(t) if coef * t > 0.0 => m.axpby((coef * t).sqrt(), &(ops.randn_like(m) * mass_sqrt), 1.0),
+        Temperature::Shared(_) => {}
+        Temperature::PerChain(_) => {
+            if let Some(noise) = momentum_noise(ops, m, temp, coef, mass_sqrt) {
+                m.axpby(1.0, &noise, 1.0);
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, metropolis, momentum_noise, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, metropolis, momentum_noise, rescale, shared_temperature, Slot};
 
 pub struct Hmc {
     momentum: Slot,
@@ -47,9 +47,10 @@ impl Integrator for Hmc {
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let h = ctx.timestep_factor * (ctx.lr / ctx.n).sqrt();
-        let temp = ctx.temperature;
+        let temp = shared_temperature(Self::NAME, t)?;
         let state = self.momentum.get(ops)?;
-        let m0 = momentum_noise(ops, &state, temp.sqrt(), &t.mass_sqrt).unwrap_or_else(|| ops.zeros_like(&state));
+        let m0 =
+            momentum_noise(ops, &state, &t.temperature, 1.0, &t.mass_sqrt).unwrap_or_else(|| ops.zeros_like(&state));
         let (u0, mut g) = ops.potential(&t.params, true);
         let k0 = (&m0 * &m0 * &t.mass_inv).sum() * 0.5;
         let m = &m0 - &g * (0.5 * h);

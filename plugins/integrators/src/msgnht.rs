@@ -59,13 +59,12 @@ impl Integrator for MultivariateNoseHoover {
             self.started = true;
         }
         let mut next = &m - &t.grad * (h * ctx.n) - &xi * &m * h;
-        let sigma = (2.0 * ctx.temperature * (1.0 - beta)).sqrt();
-        if let Some(noise) = momentum_noise(ops, &m, sigma, &t.mass_sqrt) {
+        if let Some(noise) = momentum_noise(ops, &m, &t.temperature, 2.0 * (1.0 - beta), &t.mass_sqrt) {
             next = next + noise;
         }
         m.set(&next);
         let minv_m = &m * &t.mass_inv;
-        xi.axpby(h, &((&m * &minv_m) - ctx.temperature), 1.0);
+        xi.axpby(h, &t.temperature.subtract_from(&m * &minv_m), 1.0);
         t.params.axpby(h, &minv_m, 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }
@@ -76,5 +75,10 @@ impl Integrator for MultivariateNoseHoover {
 
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
+    }
+
+    /// Elementwise in every chain; noise through `t.temperature`.
+    fn batchable(&self) -> bool {
+        true
     }
 }

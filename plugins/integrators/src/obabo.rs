@@ -32,7 +32,7 @@
 use ablate_sdk::prelude::*;
 
 use crate::baoab::baoab_dynamics;
-use crate::common::{check_ctx, kinetic_of, metropolis, ou_update, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, metropolis, ou_update, rescale, shared_temperature, Slot};
 
 pub struct Obabo {
     momentum: Slot,
@@ -56,8 +56,8 @@ impl Factory for Obabo {
     }
 }
 
-fn half_o<'o>(ops: Ops<'o>, m: &Tensor<'o>, beta_half: f64, t: f64, mass_sqrt: &Tensor<'o>) {
-    ou_update(ops, m, beta_half, None, (t * (1.0 - beta_half * beta_half)).sqrt(), mass_sqrt);
+fn half_o<'o>(ops: Ops<'o>, m: &Tensor<'o>, beta_half: f64, t: &StepView<'o>) {
+    ou_update(ops, m, beta_half, None, &t.temperature, 1.0 - beta_half * beta_half, &t.mass_sqrt);
 }
 
 impl Integrator for Obabo {
@@ -69,17 +69,16 @@ impl Integrator for Obabo {
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let (h, beta) = baoab_dynamics(ctx);
-        let temp = ctx.temperature;
         let m = self.momentum.get(ops)?;
         if !self.metropolis {
             m.axpby(-0.5 * h * ctx.n, &t.grad, 1.0);
-            half_o(ops, &m, beta, temp, &t.mass_sqrt);
+            half_o(ops, &m, beta, t);
             m.axpby(-0.5 * h * ctx.n, &t.grad, 1.0);
             t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
             return Ok(StepReport { acceptance: f64::NAN });
         }
         let beta_half = beta.sqrt();
-        half_o(ops, &m, beta_half, temp, &t.mass_sqrt);
+        half_o(ops, &m, beta_half, t);
         let (u0, g0) = ops.potential(&t.params, true);
         let k0 = (&m * &m * &t.mass_inv).sum() * 0.5;
         let m1 = &m - &g0 * (0.5 * h);
@@ -89,14 +88,14 @@ impl Integrator for Obabo {
         let k1 = (&m2 * &m2 * &t.mass_inv).sum() * 0.5;
         let dh = ((&u1 + &k1) - (&u0 + &k0)).item();
         ops.check()?;
-        let (a, accept) = metropolis(ops, &u0, dh, temp);
+        let (a, accept) = metropolis(ops, &u0, dh, shared_temperature(Self::NAME, t)?);
         if accept {
             t.params.set(&q1);
             m.set(&m2);
         } else {
             m.set(&(-&m));
         }
-        half_o(ops, &m, beta_half, temp, &t.mass_sqrt);
+        half_o(ops, &m, beta_half, t);
         Ok(StepReport { acceptance: a })
     }
 
@@ -106,5 +105,11 @@ impl Integrator for Obabo {
 
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
+    }
+
+    /// Without Metropolis–Hastings the step is elementwise; with it, one energy decides for
+    /// all parameters, so chains cannot share a step.
+    fn batchable(&self) -> bool {
+        !self.metropolis
     }
 }

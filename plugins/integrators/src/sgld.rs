@@ -38,10 +38,8 @@ impl Integrator for Sgld {
         check_ctx(ctx, false)?;
         let lr = ctx.lr * ctx.timestep_factor;
         t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
-        let sigma = (2.0 * ctx.temperature * lr / ctx.n).sqrt();
-        if sigma > 0.0 {
-            let noise = ops.randn_like(&t.params) * &t.mass_inv_sqrt;
-            t.params.axpby(sigma, &noise, 1.0);
+        if let Some(noise) = t.temperature.noise(ops, &t.params, 2.0 * lr / ctx.n) {
+            t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
         }
         Ok(StepReport { acceptance: f64::NAN })
     }
@@ -52,5 +50,10 @@ impl Integrator for Sgld {
 
     fn kinetic<'o>(&self, _ops: Ops<'o>, _mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         Ok(None)
+    }
+
+    /// Elementwise in every chain; noise through `t.temperature`.
+    fn batchable(&self) -> bool {
+        true
     }
 }

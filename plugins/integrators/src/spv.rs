@@ -47,10 +47,9 @@ impl Integrator for StochasticPositionVerlet {
         let beta = b.powf(c);
         let hgamma = -beta.ln(); // = C·(−ln β) = h'γ
         let eta = if hgamma > 0.0 { h * (1.0 - beta) / hgamma } else { h };
-        let zeta = (ctx.temperature * (1.0 - beta * beta)).sqrt();
         let m = self.momentum.get(ops)?;
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
-        ou_update(ops, &m, beta, Some((-(eta * ctx.n), &t.grad)), zeta, &t.mass_sqrt);
+        ou_update(ops, &m, beta, Some((-(eta * ctx.n), &t.grad)), &t.temperature, 1.0 - beta * beta, &t.mass_sqrt);
         t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }
@@ -61,5 +60,10 @@ impl Integrator for StochasticPositionVerlet {
 
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
+    }
+
+    /// Elementwise in every chain; noise through `t.temperature`.
+    fn batchable(&self) -> bool {
+        true
     }
 }

@@ -58,14 +58,13 @@ impl Integrator for NaiveSymplecticEulerMCMC {
         let (beta, h) = scaled_step(ctx);
         let m = self.momentum.get(ops)?;
         if !self.started && self.gaussian_init {
-            if let Some(m0) = momentum_noise(ops, &m, ctx.temperature.sqrt(), &t.mass_sqrt) {
+            if let Some(m0) = momentum_noise(ops, &m, &t.temperature, 1.0, &t.mass_sqrt) {
                 m.set(&m0);
             }
         }
         self.started = true;
         // In place, few kernels: m ← β m − h n ∇G̃ (+ noise); θ ← θ + h M⁻¹ m.
-        let sigma = (2.0 * ctx.temperature * (1.0 - beta)).sqrt();
-        ou_update(ops, &m, beta, Some((-(h * ctx.n), &t.grad)), sigma, &t.mass_sqrt);
+        ou_update(ops, &m, beta, Some((-(h * ctx.n), &t.grad)), &t.temperature, 2.0 * (1.0 - beta), &t.mass_sqrt);
         t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
         Ok(StepReport { acceptance: f64::NAN })
     }
@@ -76,5 +75,10 @@ impl Integrator for NaiveSymplecticEulerMCMC {
 
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         kinetic_of(ops, &self.momentum, mass_inv)
+    }
+
+    /// Elementwise in every chain; noise through `t.temperature`.
+    fn batchable(&self) -> bool {
+        true
     }
 }

@@ -59,6 +59,7 @@ impl Driver {
             mass_inv: self.mass[1],
             mass_sqrt: self.mass[2],
             mass_inv_sqrt: self.mass[3],
+            temperature: ablate_sdk::TensorId::INVALID,
         };
         let r = integ.step(&mut self.host.host_ref(), ctx, &t).into_result();
         self.host.set_data(g, &vec![0.0; grad.len()]);

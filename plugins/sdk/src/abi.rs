@@ -203,7 +203,8 @@ pub struct StepCtx {
     pub momentum_decay: f64,
     /// Cyclical factor C scaling the SDE step h.
     pub timestep_factor: f64,
-    /// Current temperature (after the ramp).
+    /// Current temperature (after the ramp); in a batched run with per-chain temperatures
+    /// (`StepTensors::temperature` valid) the largest of them.
     pub temperature: f64,
     /// Effective training-set size n that enters U = n·G.
     pub n: f64,
@@ -222,6 +223,10 @@ pub struct StepTensors {
     pub mass_inv: TensorId,
     pub mass_sqrt: TensorId,
     pub mass_inv_sqrt: TensorId,
+    /// Per-chain temperatures shaped [K, 1] when the K chains of a batched run (parameters
+    /// [K, d]) differ in temperature; [`TensorId::INVALID`] when every chain runs at
+    /// `StepCtx::temperature`.
+    pub temperature: TensorId,
 }
 
 #[repr(C)]
@@ -327,8 +332,13 @@ pub trait IntegratorObj: Send {
     /// The mass changed: multiply momenta by `factor` = sqrt(M_new / M_old) (flat).
     fn rescale_momenta(&mut self, host: &mut HostRef<'_>, factor: TensorId) -> RResult<(), RString>;
     /// Elementwise m ⊙ M⁻¹ m for the kinetic temperature; `RNone` without momenta.
-    #[sabi(last_prefix_field)]
     fn kinetic(&self, host: &mut HostRef<'_>, mass_inv: TensorId) -> RResult<ROption<TensorId>, RString>;
+    /// Whether `step` is correct for batched chains: parameters (and every flat tensor) shaped
+    /// [K, d] with independent chains along the first dimension, and per-chain temperatures in
+    /// `StepTensors::temperature`. Steps that reduce over all parameters (Metropolis–Hastings
+    /// on one energy) must say false; the host then runs such cells one chain at a time.
+    #[sabi(last_prefix_field)]
+    fn batchable(&self) -> bool;
 }
 
 #[sabi_trait]

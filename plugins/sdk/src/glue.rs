@@ -14,7 +14,7 @@ use crate::abi::{
 };
 use crate::params::{specs_json, Params};
 use crate::tensor::{finish, HostCell, Ops};
-use crate::{Factory, Integrator, Likelihood, NoiseModel, NoiseView, Prior, StepView};
+use crate::{Factory, Integrator, Likelihood, NoiseModel, NoiseView, Prior, StepView, Temperature};
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -88,6 +88,11 @@ impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {
                 mass_inv: ops.borrow(t.mass_inv),
                 mass_sqrt: ops.borrow(t.mass_sqrt),
                 mass_inv_sqrt: ops.borrow(t.mass_inv_sqrt),
+                temperature: if t.temperature == TensorId::INVALID {
+                    Temperature::Shared(ctx.temperature)
+                } else {
+                    Temperature::PerChain(ops.borrow(t.temperature))
+                },
             };
             self.0.step(ops, ctx, &view)
         })
@@ -99,6 +104,10 @@ impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {
 
     fn kinetic(&self, host: &mut HostRef<'_>, mass_inv: TensorId) -> RResult<ROption<TensorId>, RString> {
         guarded(I::NAME, host, |ops| Ok(self.0.kinetic(ops, &ops.borrow(mass_inv))?.map(|t| t.into_id()).into()))
+    }
+
+    fn batchable(&self) -> bool {
+        contained(I::NAME, || self.0.batchable()).unwrap_or(false)
     }
 }
 

@@ -52,7 +52,7 @@ pub use glue::__private;
 
 /// Version of the plugin interface. The host refuses a library built with another version.
 #[cfg(not(feature = "sdk-version-mismatch-for-tests"))]
-pub const SDK_VERSION: &str = "ablate-sdk 1";
+pub const SDK_VERSION: &str = "ablate-sdk 2";
 #[cfg(feature = "sdk-version-mismatch-for-tests")]
 pub const SDK_VERSION: &str = "ablate-sdk 0-test-mismatch";
 
@@ -82,6 +82,9 @@ pub trait Prior: Factory {
 }
 
 /// The tensors of one step as plugin code sees them (all flat, borrowed from the host).
+///
+/// In a batched run (see [`Integrator::batchable`]) every tensor has a leading chain dimension,
+/// [K, d], and `temperature` may differ per chain.
 pub struct StepView<'o> {
     pub params: Tensor<'o>,
     /// ∇ of the per-example mean loss G̃ = mean NLL − (1/n)·log p(θ); ∇U = n·grad.
@@ -90,6 +93,34 @@ pub struct StepView<'o> {
     pub mass_inv: Tensor<'o>,
     pub mass_sqrt: Tensor<'o>,
     pub mass_inv_sqrt: Tensor<'o>,
+    pub temperature: Temperature<'o>,
+}
+
+/// The temperature of a step: one value for all chains, or one per chain ([K, 1], broadcast
+/// against [K, d] parameters). Write noise and thermostat terms through it and an integrator
+/// works for single and batched chains alike.
+pub enum Temperature<'o> {
+    Shared(f64),
+    PerChain(Tensor<'o>),
+}
+
+impl<'o> Temperature<'o> {
+    /// ξ·sqrt(coef·T) with ξ ~ N(0, I) shaped like `like` (T per chain); `None` when coef·T is
+    /// 0 for all chains, so that a T = 0 step draws nothing and is exactly deterministic.
+    pub fn noise(&self, ops: Ops<'o>, like: &Tensor<'o>, coef: f64) -> Option<Tensor<'o>> {
+        match self {
+            Temperature::Shared(t) => (coef * t > 0.0).then(|| ops.randn_like(like) * (coef * t).sqrt()),
+            Temperature::PerChain(t) => Some(ops.randn_like(like) * &(t * coef).sqrt()),
+        }
+    }
+
+    /// x − T (thermostats).
+    pub fn subtract_from(&self, x: Tensor<'o>) -> Tensor<'o> {
+        match self {
+            Temperature::Shared(t) => x - *t,
+            Temperature::PerChain(t) => &x - t,
+        }
+    }
 }
 
 /// One discretisation of the (underdamped or overdamped) Langevin SDE.
@@ -102,6 +133,12 @@ pub trait Integrator: Factory {
     fn rescale_momenta<'o>(&mut self, ops: Ops<'o>, factor: &Tensor<'o>) -> Result<(), String>;
     /// Elementwise m ⊙ M⁻¹ m (kinetic temperature); `None` for first-order methods.
     fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String>;
+    /// Whether `step` works on batched chains ([K, d] tensors, per-chain [`Temperature`]):
+    /// true for elementwise updates whose noise and thermostat terms go through
+    /// `t.temperature`; false (the default) for anything that reduces over all parameters.
+    fn batchable(&self) -> bool {
+        false
+    }
 }
 
 /// How the gradient is estimated (minibatch size) and transformed each step.
@@ -139,7 +176,7 @@ pub trait Likelihood: Factory {
 pub mod prelude {
     pub use crate::{
         Factory, GradientPlan, Integrator, Likelihood, ModelToggles, NoiseModel, NoiseView, NormKind, Ops, ParamInfo,
-        ParamSpec, Params, Prior, Role, StepCtx, StepReport, StepView, Tensor,
+        ParamSpec, Params, Prior, Role, StepCtx, StepReport, StepView, Temperature, Tensor,
     };
 }
 

@@ -325,6 +325,7 @@ impl Chain {
                 mass_inv: self.mass_inv,
                 mass_sqrt: self.mass_sqrt,
                 mass_inv_sqrt: self.mass_inv_sqrt,
+                temperature: TensorId::INVALID,
             };
             let r = integ.step(&mut h, ctx, &t).into_result();
             h.release(grad);
