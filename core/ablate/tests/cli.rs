@@ -389,11 +389,12 @@ fn run_resume_report_and_crash_isolation() {
     assert!(o.status.success(), "{err}");
     assert!(out.contains("2 done") && out.contains("report.md"), "{out}");
 
-    // A worker that crashes (SIGABRT) fails only its cell.
+    // A worker that crashes (SIGABRT) fails only its cells: one cell per worker here (batched
+    // chains share their worker and fail together).
     let grid2 = tiny_grid(dir.path(), "crash", 2, &[1.0, 0.5]);
     let cells = ablate_grid::Grid::from_path(&grid2).unwrap().cells;
     let o = Command::new(BIN)
-        .args(["run", grid2.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--no-report"])
+        .args(["run", grid2.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1"])
         .current_dir(dir.path())
         .env("ABLATE_WORKER_CRASH_FOR_TESTS", &cells[0].id)
         .output()
