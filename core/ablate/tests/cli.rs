@@ -394,7 +394,17 @@ fn run_resume_report_and_crash_isolation() {
     let grid2 = tiny_grid(dir.path(), "crash", 2, &[1.0, 0.5]);
     let cells = ablate_grid::Grid::from_path(&grid2).unwrap().cells;
     let o = Command::new(BIN)
-        .args(["run", grid2.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1"])
+        .args([
+            "run",
+            grid2.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--device",
+            "cpu",
+            "--no-report",
+            "--batch-chains",
+            "1",
+        ])
         .current_dir(dir.path())
         .env("ABLATE_WORKER_CRASH_FOR_TESTS", &cells[0].id)
         .output()
@@ -596,4 +606,68 @@ fn every_builtin_plugin_runs_end_to_end() {
         assert_eq!(s["status"], "done", "cell {id}: {s}\n{out}\n{err}");
     }
     assert!(o.status.success(), "{out}\n{err}");
+}
+
+/// Batched chains: at T = 0 (no injected noise) a chain run in a batch repeats the chain run
+/// alone (same initial θ and data order from its seed; the batched matrix products give the
+/// same numbers here), and cells an integrator cannot batch run alone with the reason stated.
+#[test]
+fn batched_chains_repeat_the_chains_run_alone() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = serde_json::json!({
+        "name": "batch",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 200},
+            "model": {"kind": "mlp", "hidden": [32]},
+            "sampler": {"epochs": 6, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [{"path": "temperature", "values": [0.0, 1.0]}, {"path": "seed", "values": [1, 2]}]
+    });
+    let path = dir.path().join("batch.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    let g = path.to_str().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec!["run", g, "--out", out, "--device", "cpu", "--no-report"];
+        args.extend_from_slice(extra);
+        let o = ablate(&args, dir.path());
+        let (stdout, err) = text(&o);
+        assert!(o.status.success(), "{stdout}\n{err}");
+        format!("{stdout}{err}")
+    };
+    let batched = run("batched", &[]);
+    assert!(batched.contains("4 of them as 1 batch(es) of chains"), "{batched}");
+    let alone = run("alone", &["--batch-chains", "1"]);
+    assert!(!alone.contains("batch(es)"), "{alone}");
+    let cells = ablate_grid::Grid::from_path(&path).unwrap().cells;
+    let metrics = |out: &str, id: &str| -> serde_json::Value {
+        let p = dir.path().join(out).join("batch/cells").join(id).join("metrics.json");
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    for cell in &cells {
+        let (b, a) = (metrics("batched", &cell.id), metrics("alone", &cell.id));
+        if cell.config.temperature == 0.0 {
+            let (nb, na) = (b["ensemble"]["nll"].as_f64().unwrap(), a["ensemble"]["nll"].as_f64().unwrap());
+            assert!(
+                (nb - na).abs() <= 1e-5 * na.abs(),
+                "T=0 seed {}: batched nll {nb} vs alone {na}",
+                cell.config.seed
+            );
+            assert_eq!(b["ensemble"]["accuracy"], a["ensemble"]["accuracy"]);
+        } else {
+            assert!(b["ensemble"]["accuracy"].as_f64().unwrap() > 0.5, "{b}");
+        }
+    }
+
+    // An integrator with a Metropolis–Hastings step cannot share a step: cells run alone.
+    let mut hmc = grid.clone();
+    hmc["name"] = "batch-hmc".into();
+    hmc["base"]["integrator"] = serde_json::json!({"name": "obabo", "params": {"metropolis": true}});
+    hmc["base"]["noise"] = serde_json::json!({"name": "full-batch"});
+    hmc["base"]["sampler"]["epochs"] = 3.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&hmc).unwrap()).unwrap();
+    let out = run("hmc", &[]);
+    assert!(out.contains("not batched: integrator `obabo` is not batchable"), "{out}");
 }

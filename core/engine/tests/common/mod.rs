@@ -15,6 +15,8 @@ pub struct Gaussian {
     pub sigmas: Vec<f64>,
     pub infos: Vec<ParamInfo>,
     pub n: f64,
+    /// Chains sampled at once (θ [K, d] when K > 1).
+    pub chains: usize,
 }
 
 impl Gaussian {
@@ -28,7 +30,7 @@ impl Gaussian {
             })
             .collect();
         let inv: Vec<f32> = sigmas.iter().map(|s| (1.0 / (s * s)) as f32).collect();
-        Self { inv_var: Tensor::from_slice(&inv), sigmas, infos, n }
+        Self { inv_var: Tensor::from_slice(&inv), sigmas, infos, n, chains: 1 }
     }
 
     /// A stationary draw θ ~ N(0, T σ²).
@@ -39,6 +41,9 @@ impl Gaussian {
 }
 
 impl Objective for Gaussian {
+    fn chains(&self) -> usize {
+        self.chains
+    }
     fn infos(&self) -> &[ParamInfo] {
         &self.infos
     }
@@ -60,7 +65,7 @@ impl Objective for Gaussian {
     ) -> Result<Gradient, ablate_engine::EngineError> {
         let _guard = tch::no_grad_guard();
         let grad = theta * &self.inv_var / self.n;
-        let loss = (theta.square() * &self.inv_var).sum(Kind::Float) * 0.5 / self.n;
+        let loss = (theta.square() * &self.inv_var).sum_dim_intlist(-1, false, Kind::Float) * 0.5 / self.n;
         Ok(Gradient { grad, loss_sum: loss, correct: None, count: 1 })
     }
 }
@@ -132,6 +137,8 @@ pub fn integrator(name: &str, params: &str) -> Factor<ablate_sdk::abi::Integrato
     use ablate_plugin_integrators as p;
     let obj = match name {
         "sym-euler" => ablate_sdk::testkit::integrator_box::<p::NaiveSymplecticEulerMCMC>(params),
+        "baoab" => ablate_sdk::testkit::integrator_box::<p::Baoab>(params),
+        "hmc" => ablate_sdk::testkit::integrator_box::<p::Hmc>(params),
         other => panic!("test integrator {other} not wired"),
     }
     .unwrap();
@@ -169,6 +176,21 @@ impl ablate_sdk::NoiseModel for Minibatch {
 pub fn minibatch() -> Factor<ablate_sdk::abi::NoiseBox> {
     let obj = ablate_sdk::testkit::noise_box::<Minibatch>("{}").unwrap();
     Factor::new(obj, "noise", "minibatch", "(linked for tests)")
+}
+
+pub fn chains(
+    objective: &mut dyn Objective,
+    theta: &Tensor,
+    integrator_name: &str,
+    protocols: &[Protocol],
+    settings: &ChainSettings,
+    observer: &mut dyn Observer,
+) -> Vec<ChainOutcome> {
+    let mut integ = integrator(integrator_name, "{}");
+    let mut noise = minibatch();
+    let mut host = TchHost::new();
+    ablate_engine::chain::run_chains(objective, theta, &mut integ, &mut noise, protocols, settings, &mut host, observer)
+        .unwrap()
 }
 
 pub fn chain(
