@@ -1,18 +1,20 @@
-//! Seconds per epoch of one chain (`cargo bench -p ablate-engine --bench epoch`), against the
-//! FLOP-bound time from a GEMM measured in the same run.
+//! Seconds per epoch (`cargo bench -p ablate-engine --bench epoch`) of K = 1, 4, 17 batched
+//! chains, against the FLOP-bound time from a GEMM measured in the same run; chain-epochs per
+//! second and the speed-up of K batched chains over K single-chain runs; peak RSS.
 //!
 //! Needs the built-in plugins next to the bench binary (`cargo build --release -p ablate-plugin-integrators
 //! -p ablate-plugin-priors -p ablate-plugin-likelihoods -p ablate-plugin-noise`).
 //! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
 //! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent),
-//! `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`).
+//! `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`), `ABLATE_BENCH_CHAINS` (comma-separated
+//! K values, default `1,4,17`).
 //! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ablate_engine::{load_data, run_cell, EpochRow, Observer};
+use ablate_engine::{load_data, run_cells, EpochRow, Observer};
 use ablate_grid::config::CellConfig;
 use ablate_plugin_host::{Registry, SearchPath};
 use serde_json::json;
@@ -46,6 +48,13 @@ fn gemm_rate() -> f64 {
             })
             .collect(),
     )
+}
+
+/// Peak resident set size of this process so far (MiB), from /proc (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,20 +91,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             132.0 * 6.0 * 100.0 * 89_610.0,
         ));
     }
+    let ks: Vec<usize> = std::env::var("ABLATE_BENCH_CHAINS")
+        .unwrap_or_else(|_| "1,4,17".into())
+        .split(',')
+        .filter_map(|k| k.trim().parse().ok())
+        .collect();
     for (name, value, flops) in workloads {
-        let cfg: CellConfig = serde_json::from_value(value)?;
-        let data = load_data(&cfg.data)?;
-        let mut epochs = Epochs(Vec::new(), 0.0);
-        run_cell(&cfg, &data, &registry, Device::Cpu, &mut epochs)?;
-        // The first epoch warms up; the last one also evaluates the ensemble member.
-        let timed = epochs.0[1..epochs.0.len() - 1].to_vec();
-        let m = median(timed);
-        println!(
-            "{}",
-            json!({"workload": name, "threads": threads, "chains": 1, "median_epoch_seconds": m,
-                   "gemm_gflops": rate / 1e9, "epoch_gflop": flops / 1e9, "flop_bound_seconds": flops / rate,
-                   "ratio_to_flop_bound": m / (flops / rate)})
-        );
+        let base: CellConfig = serde_json::from_value(value)?;
+        let data = load_data(&base.data)?;
+        let mut single = None;
+        for &k in &ks {
+            // K chains at temperatures spread over 1e-3..1 (the usual grid), one seed each.
+            let cfgs: Vec<CellConfig> = (0..k)
+                .map(|j| {
+                    let mut c = base.clone();
+                    c.temperature = if k == 1 { 1.0 } else { 10f64.powf(-3.0 * j as f64 / (k - 1) as f64) };
+                    c.seed = 1 + j as u64;
+                    c
+                })
+                .collect();
+            let mut epochs = Epochs(Vec::new(), 0.0);
+            run_cells(&cfgs, &data, &registry, Device::Cpu, &mut epochs)?;
+            // The first epoch warms up; the last one also evaluates the ensemble member.
+            let timed = epochs.0[1..epochs.0.len() - 1].to_vec();
+            let m = median(timed);
+            let chain_epochs_per_second = k as f64 / m;
+            let base_rate = *single.get_or_insert(chain_epochs_per_second);
+            let bound = k as f64 * flops / rate;
+            println!(
+                "{}",
+                json!({"workload": name, "threads": threads, "chains": k, "median_epoch_seconds": m,
+                       "chain_epochs_per_second": chain_epochs_per_second,
+                       "speedup_vs_single_chain_runs": chain_epochs_per_second / base_rate,
+                       "gemm_gflops": rate / 1e9, "epoch_gflop": k as f64 * flops / 1e9, "flop_bound_seconds": bound,
+                       "ratio_to_flop_bound": m / bound, "peak_rss_mib": peak_rss_mib()})
+            );
+        }
     }
     Ok(())
 }
