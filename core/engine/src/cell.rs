@@ -326,7 +326,7 @@ impl Objective for Network {
             }
         }
         if self.chains > 1 {
-            return self.batched_gradient(host, theta, &x, &y, batch == 0);
+            return self.batched_gradient(host, theta, &x, &y, batch == 0, train);
         }
         // The reference estimates the preconditioner with `model(images)`, i.e. inference mode.
         let mode = if train { Mode::Train } else { Mode::Eval };
@@ -385,6 +385,7 @@ impl Network {
         x: &Tensor,
         y: &Tensor,
         shared: bool,
+        train: bool,
     ) -> Result<Gradient, EngineError> {
         let k = self.chains as i64;
         let loss = Rc::clone(&self.loss);
@@ -406,6 +407,15 @@ impl Network {
         let _guard = tch::no_grad_guard();
         let labels = labels.view([k, -1]);
         let count = labels.size()[1];
+        if !train {
+            // Preconditioner batches: only the gradient is used.
+            return Ok(Gradient {
+                grad,
+                loss_sum: Tensor::zeros([k], (Kind::Double, self.device)),
+                correct: None,
+                count,
+            });
+        }
         let picked = logits.log_softmax(-1, Kind::Float).gather(-1, &labels.unsqueeze(-1), false);
         Ok(Gradient {
             grad,
