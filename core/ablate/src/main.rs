@@ -2,9 +2,9 @@
 //!
 //! The binary wires the workspace crates together: grid files ([`ablate_grid`]), plugins
 //! ([`ablate_plugin_host`]), data ([`ablate_data`]), the sampler ([`ablate_engine`]), run folders
-//! ([`ablate_store`]) and reports ([`ablate_reports`]). `ablate run` executes every cell in its own
-//! worker process (the binary re-invoking itself as the hidden `__cell` subcommand), so each cell
-//! has its own seeded libtorch generator and a crash costs one cell, not the grid.
+//! ([`ablate_store`]) and reports ([`ablate_reports`]). `ablate run` executes cells in worker
+//! processes (the binary re-invoking itself as the hidden `__cell` subcommand), one cell or one
+//! batch of chains per worker, so a crash costs that worker's cells, not the grid.
 
 // A command-line program: stdout is its user interface.
 #![allow(clippy::print_stdout)]
@@ -58,6 +58,7 @@ enum Command {
     /// Run every cell of a grid (resumes: finished cells are skipped).
     #[command(after_help = "Examples:\n  ablate run ablations/quickstart.json --device cpu\n  \
                             ablate run grid.json --out runs/ --jobs 4 --threads 2\n  \
+                            ablate run grid.json --batch-chains 1          # every cell alone, no batched chains\n  \
                             ablate run grid.json --shard 0/8 --no-report   # one shard of eight")]
     Run(cmd_run::RunArgs),
     /// Merge whatever cells of a run folder exist into report.md, CSV, Parquet and plots.
@@ -83,7 +84,8 @@ enum Command {
     /// Print what this ablate is linked against and what it finds: the first thing to run.
     #[command(after_help = "Example:\n  ablate doctor")]
     Doctor(cmd_doctor::DoctorArgs),
-    /// Internal: run one cell (started by `ablate run`; progress as JSON lines on stdout).
+    /// Internal: run one cell, or several as batched chains (started by `ablate run`; progress as
+    /// JSON lines on stdout).
     #[command(name = "__cell", hide = true)]
     Cell(worker::CellArgs),
 }
