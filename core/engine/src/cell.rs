@@ -87,6 +87,10 @@ pub struct Loss {
     pub train_y: Tensor,
     pub n: f64,
     pub chunk: i64,
+    /// Check plugin outputs for NaN/Inf at finite inputs (single chains on the CPU). Batched
+    /// chains skip it: one diverging chain must not stop the others, and the per-chain checks
+    /// of θ catch it.
+    pub check_outputs: bool,
 }
 
 impl Loss {
@@ -104,7 +108,11 @@ impl Loss {
         }
         // On the CPU a check is free; on a GPU it would synchronise every step, so there a
         // non-finite value surfaces as divergence at the next member or epoch end.
-        if nll.device() == Device::Cpu && crate::chain::nonfinite(&nll) && !crate::chain::nonfinite(logits) {
+        if self.check_outputs
+            && nll.device() == Device::Cpu
+            && crate::chain::nonfinite(&nll)
+            && !crate::chain::nonfinite(logits)
+        {
             return Err(nonfinite_output(&lik, "nll", logits));
         }
         Ok(nll.reshape([] as [i64; 0]))
@@ -131,7 +139,11 @@ impl Loss {
         if lp.numel() != 1 {
             return Err(self.prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
         }
-        if lp.device() == Device::Cpu && crate::chain::nonfinite(&lp) && !crate::chain::nonfinite(theta) {
+        if self.check_outputs
+            && lp.device() == Device::Cpu
+            && crate::chain::nonfinite(&lp)
+            && !crate::chain::nonfinite(theta)
+        {
             return Err(nonfinite_output(&self.prior, "log_prob", theta));
         }
         Ok(lp.reshape([] as [i64; 0]))
@@ -675,6 +687,7 @@ pub fn run_cells(
         train_y,
         n,
         chunk: cfg.eval.batch_size as i64,
+        check_outputs: chains == 1,
     });
     let streams = cfgs
         .iter()

@@ -71,6 +71,7 @@ fn small_loss(registry: &Registry, prior: &str) -> Loss {
         train_y: Tensor::zeros([1], (Kind::Int64, Device::Cpu)),
         n: 10.0,
         chunk: 1,
+        check_outputs: true,
     }
 }
 
