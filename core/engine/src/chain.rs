@@ -214,26 +214,21 @@ impl Segments {
             sizes,
         }
     }
-    /// Per-segment means: [P] for a flat vector, [K, P] for K chains.
-    fn means(&self, flat: &Tensor) -> Tensor {
-        let parts: Vec<Tensor> = self
-            .offsets
-            .iter()
-            .zip(&self.sizes)
-            .map(|(&o, &s)| flat.narrow(-1, o, s).mean_dim(-1, false, Kind::Float))
-            .collect();
+    /// `reduce` of every segment, stacked along the last dimension: [P] for a flat vector,
+    /// [K, P] for K chains.
+    fn per_segment(&self, flat: &Tensor, reduce: impl Fn(Tensor) -> Tensor) -> Tensor {
+        let parts: Vec<Tensor> =
+            self.offsets.iter().zip(&self.sizes).map(|(&o, &s)| reduce(flat.narrow(-1, o, s))).collect();
         Tensor::stack(&parts, -1)
+    }
+    /// Per-segment means.
+    fn means(&self, flat: &Tensor) -> Tensor {
+        self.per_segment(flat, |t| t.mean_dim(-1, false, Kind::Float))
     }
     /// Per-segment sums in f64, one row of P values per chain.
     fn sums(&self, flat: &Tensor, chains: usize) -> Vec<Vec<f64>> {
-        let parts: Vec<Tensor> = self
-            .offsets
-            .iter()
-            .zip(&self.sizes)
-            .map(|(&o, &s)| flat.narrow(-1, o, s).sum_dim_intlist(-1, false, Kind::Double))
-            .collect();
-        let all =
-            Vec::<f64>::try_from(Tensor::stack(&parts, -1).to_device(Device::Cpu).reshape([-1])).unwrap_or_default();
+        let sums = self.per_segment(flat, |t| t.sum_dim_intlist(-1, false, Kind::Double));
+        let all = Vec::<f64>::try_from(sums.to_device(Device::Cpu).reshape([-1])).unwrap_or_default();
         all.chunks(self.sizes.len().max(1)).take(chains).map(<[f64]>::to_vec).collect()
     }
     /// Broadcast per-segment values ([P] or [K, P]) back to the flat layout.
