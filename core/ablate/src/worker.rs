@@ -132,6 +132,8 @@ fn execute(
     observer: &mut dyn Observer,
 ) -> Result<Vec<ablate_engine::CellOutcome>> {
     tch::set_num_threads(args.threads.max(1) as i32);
+    // The engine's fused CPU updates run on rayon: the same thread budget as libtorch.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build_global();
     let choice: DeviceChoice = args.device.parse()?;
     let device = ablate_engine::device::resolve(choice)?;
     let registry = crate::common::load_registry(&args.plugins.dirs)?;

@@ -60,6 +60,7 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: i32 = std::env::var("ABLATE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     tch::set_num_threads(threads);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads as usize).build_global();
     let registry = Registry::load(&SearchPath::standard(&[]))?;
     let rate = gemm_rate();
     let mnist = std::env::var("ABLATE_BENCH_MNIST")

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RString, RVec};
-use ablate_sdk::abi::{BinaryOp, HostRef, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
+use ablate_sdk::abi::{BinaryOp, HostRef, OuStep, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
 use tch::{Kind, Tensor};
 
 /// Computes U(θ) and ∇U(θ) for integrators that need energies (HMC, Metropolis–Hastings).
@@ -22,6 +22,7 @@ pub struct TchHost<'a> {
     next: u64,
     error: Option<String>,
     potential: Option<Box<PotentialFn<'a>>>,
+    noise: Option<crate::fused::NoiseStream>,
 }
 
 impl Default for TchHost<'_> {
@@ -32,7 +33,7 @@ impl Default for TchHost<'_> {
 
 impl<'a> TchHost<'a> {
     pub fn new() -> Self {
-        Self { arena: HashMap::new(), next: 0, error: None, potential: None }
+        Self { arena: HashMap::new(), next: 0, error: None, potential: None, noise: None }
     }
 
     /// Let integrators evaluate U and ∇U through [`TensorHost::potential`].
@@ -284,6 +285,44 @@ impl TensorHost for TchHost<'_> {
         })();
         if let Err(e) = r {
             self.fail(format!("axpby: {}", first_line(&e.to_string())));
+        }
+    }
+
+    fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId) {
+        let (Some(yt), Some(xt), Some(zt)) =
+            (self.tensor(y, "addcmul"), self.tensor(x, "addcmul"), self.tensor(z, "addcmul"))
+        else {
+            return;
+        };
+        let _guard = tch::no_grad_guard();
+        if let Err(e) = crate::fused::addcmul(&yt, a, &xt, &zt) {
+            self.fail(format!("addcmul: {}", first_line(&e)));
+        }
+    }
+
+    fn ou_update(&mut self, m: TensorId, g: TensorId, s: TensorId, temperature: TensorId, step: OuStep) {
+        let Some(mt) = self.tensor(m, "ou_update") else { return };
+        let gt = if g == TensorId::INVALID {
+            None
+        } else {
+            match self.tensor(g, "ou_update") {
+                Some(t) => Some(t),
+                None => return,
+            }
+        };
+        let Some(st) = self.tensor(s, "ou_update") else { return };
+        let per_chain = if temperature == TensorId::INVALID {
+            None
+        } else {
+            match self.tensor(temperature, "ou_update") {
+                Some(t) => Some(t),
+                None => return,
+            }
+        };
+        let _guard = tch::no_grad_guard();
+        let noise = self.noise.get_or_insert_with(crate::fused::NoiseStream::from_libtorch);
+        if let Err(e) = crate::fused::ou_update(noise, &mt, gt.as_ref(), &st, per_chain.as_ref(), step) {
+            self.fail(format!("ou_update: {e}"));
         }
     }
 

@@ -15,6 +15,7 @@ pub mod chain;
 pub mod chi2;
 pub mod device;
 pub mod diagnostics;
+pub mod fused;
 pub mod host;
 pub mod metrics;
 pub mod model;

@@ -54,9 +54,9 @@ impl Integrator for Baoab {
         let (h, beta) = baoab_dynamics(ctx);
         let m = self.momentum.get(ops)?;
         m.axpby(-h * ctx.n, &t.grad, 1.0);
-        t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
+        t.params.addcmul(0.5 * h, &m, &t.mass_inv);
         ou_update(ops, &m, beta, None, &t.temperature, 1.0 - beta * beta, &t.mass_sqrt);
-        t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
+        t.params.addcmul(0.5 * h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }
 

@@ -60,7 +60,7 @@ impl Integrator for Bbk {
             next = next + r;
         }
         m.set(&next);
-        t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
+        t.params.addcmul(h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }
 

@@ -89,7 +89,8 @@ pub(crate) fn scaled_step(ctx: &StepCtx) -> (f64, f64) {
 }
 
 /// In place, the friction-and-noise update shared by the Langevin integrators:
-/// m ← β·m + a·g + sqrt(coef·T)·M^{1/2}ξ (`kick` = (a, g) optional; no draw when coef·T = 0).
+/// m ← β·m + a·g + sqrt(coef·T)·M^{1/2}ξ (`kick` = (a, g) optional; no draw when coef·T = 0),
+/// one fused host op.
 pub(crate) fn ou_update<'o>(
     ops: Ops<'o>,
     m: &Tensor<'o>,
@@ -99,20 +100,7 @@ pub(crate) fn ou_update<'o>(
     coef: f64,
     mass_sqrt: &Tensor<'o>,
 ) {
-    match kick {
-        Some((a, g)) => m.axpby(a, g, beta),
-        None => m.axpby(0.0, m, beta),
-    }
-    match temp {
-        // One kernel fewer on the single-chain path: the scale rides on the axpby.
-        Temperature::Shared(t) if coef * t > 0.0 => m.axpby((coef * t).sqrt(), &(ops.randn_like(m) * mass_sqrt), 1.0),
-        Temperature::Shared(_) => {}
-        Temperature::PerChain(_) => {
-            if let Some(noise) = momentum_noise(ops, m, temp, coef, mass_sqrt) {
-                m.axpby(1.0, &noise, 1.0);
-            }
-        }
-    }
+    ops.ou_update(m, beta, kick, coef, temp, mass_sqrt);
 }
 
 /// Metropolis–Hastings decision at temperature T for an energy change `dh` (H₁ − H₀):

@@ -74,7 +74,7 @@ impl Integrator for Obabo {
             m.axpby(-0.5 * h * ctx.n, &t.grad, 1.0);
             half_o(ops, &m, beta, t);
             m.axpby(-0.5 * h * ctx.n, &t.grad, 1.0);
-            t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
+            t.params.addcmul(h, &m, &t.mass_inv);
             return Ok(StepReport { acceptance: f64::NAN });
         }
         let beta_half = beta.sqrt();

@@ -37,10 +37,9 @@ impl Integrator for Sgld {
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
         check_ctx(ctx, false)?;
         let lr = ctx.lr * ctx.timestep_factor;
-        t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
-        if let Some(noise) = t.temperature.noise(ops, &t.params, 2.0 * lr / ctx.n) {
-            t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
-        }
+        t.params.addcmul(-lr, &t.grad, &t.mass_inv);
+        // θ ← θ + sqrt(2T·ℓ'/n)·M^{-1/2}ξ: the fused O-step with β = 1 and no kick.
+        ops.ou_update(&t.params, 1.0, None, 2.0 * lr / ctx.n, &t.temperature, &t.mass_inv_sqrt);
         Ok(StepReport { acceptance: f64::NAN })
     }
 

@@ -48,9 +48,9 @@ impl Integrator for StochasticPositionVerlet {
         let hgamma = -beta.ln(); // = C·(−ln β) = h'γ
         let eta = if hgamma > 0.0 { h * (1.0 - beta) / hgamma } else { h };
         let m = self.momentum.get(ops)?;
-        t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
+        t.params.addcmul(0.5 * h, &m, &t.mass_inv);
         ou_update(ops, &m, beta, Some((-(eta * ctx.n), &t.grad)), &t.temperature, 1.0 - beta * beta, &t.mass_sqrt);
-        t.params.axpby(0.5 * h, &(&m * &t.mass_inv), 1.0);
+        t.params.addcmul(0.5 * h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }
 

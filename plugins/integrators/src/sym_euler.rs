@@ -65,7 +65,7 @@ impl Integrator for NaiveSymplecticEulerMCMC {
         self.started = true;
         // In place, few kernels: m ← β m − h n ∇G̃ (+ noise); θ ← θ + h M⁻¹ m.
         ou_update(ops, &m, beta, Some((-(h * ctx.n), &t.grad)), &t.temperature, 2.0 * (1.0 - beta), &t.mass_sqrt);
-        t.params.axpby(h, &(&m * &t.mass_inv), 1.0);
+        t.params.addcmul(h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }
 

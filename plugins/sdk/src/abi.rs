@@ -134,6 +134,17 @@ impl ParamInfo {
     }
 }
 
+/// Scalars of [`TensorHost::ou_update`]: m ← β·m + a·g + sqrt(coef·T)·s⊙ξ.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
+pub struct OuStep {
+    pub beta: f64,
+    pub a: f64,
+    pub coef: f64,
+    /// T for all chains (ignored when per-chain temperatures are given).
+    pub t: f64,
+}
+
 /// U(θ) and ∇U(θ) evaluated by the host (for integrators with Metropolis–Hastings or HMC).
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug)]
@@ -178,6 +189,13 @@ pub trait TensorHost {
     fn assign(&mut self, dst: TensorId, src: TensorId);
     /// y ← a·x + b·y, in place, outside autograd.
     fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64);
+    /// y ← y + a·x⊙z, in place, outside autograd.
+    fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId);
+    /// The Langevin O-step with kick, in place and outside autograd, in one pass where the host
+    /// can fuse it: m ← β·m + a·g + sqrt(coef·T)·s⊙ξ, ξ ~ N(0, I) from the cell's stream. T is
+    /// the per-chain `temperature` ([K, 1] against m [K, d]) when valid, else `step.t`; `g` may
+    /// be INVALID (no kick). Nothing is drawn when coef·T = 0 for every chain.
+    fn ou_update(&mut self, m: TensorId, g: TensorId, s: TensorId, temperature: TensorId, step: OuStep);
     /// Read a 0-d tensor (synchronises with the device: keep it off the per-step path).
     fn item(&mut self, x: TensorId) -> f64;
     /// U and ∇U at `at` (same shape as the parameters) on the full training set (`full_batch`)

@@ -90,6 +90,24 @@ impl<'o> Ops<'o> {
     pub fn augment_crop_flip(&self, images: &Tensor, pad: i64, flip: bool) -> Tensor<'o> {
         self.wrap(self.with(|h| h.augment_crop_flip(images.id, pad, flip)))
     }
+    /// In place: m ← β·m + a·g + sqrt(coef·T)·s⊙ξ with ξ ~ N(0, I) (`kick` = (a, g) optional;
+    /// T per chain in batched runs; no draw when coef·T = 0), fused by the host where it can.
+    pub fn ou_update(
+        &self,
+        m: &Tensor,
+        beta: f64,
+        kick: Option<(f64, &Tensor)>,
+        coef: f64,
+        temp: &crate::Temperature,
+        s: &Tensor,
+    ) {
+        let (a, g) = kick.map_or((0.0, TensorId::INVALID), |(a, g)| (a, g.id));
+        let (t, per_chain) = match temp {
+            crate::Temperature::Shared(t) => (*t, TensorId::INVALID),
+            crate::Temperature::PerChain(t) => (f64::NAN, t.id),
+        };
+        self.with(|h| h.ou_update(m.id, g, s.id, per_chain, crate::abi::OuStep { beta, a, coef, t }))
+    }
     /// U and ∇U at `at` (full training set or current minibatch).
     pub fn potential(&self, at: &Tensor, full_batch: bool) -> (Tensor<'o>, Tensor<'o>) {
         let Potential { energy, grad } = self.with(|h| h.potential(at.id, full_batch));
@@ -248,6 +266,10 @@ impl<'o> Tensor<'o> {
     /// In place: self ← a·x + b·self (outside autograd).
     pub fn axpby(&self, a: f64, x: &Tensor, b: f64) {
         self.ops.with(|h| h.axpby(self.id, a, x.id, b))
+    }
+    /// In place: self ← self + a·x⊙z (outside autograd).
+    pub fn addcmul(&self, a: f64, x: &Tensor, z: &Tensor) {
+        self.ops.with(|h| h.addcmul(self.id, a, x.id, z.id))
     }
     /// Read a 0-d tensor (synchronises with the device).
     pub fn item(&self) -> f64 {

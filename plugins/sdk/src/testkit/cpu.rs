@@ -10,7 +10,7 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::abi::{BinaryOp, HostRef, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
+use crate::abi::{BinaryOp, HostRef, OuStep, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
 use crate::tensor::{HostCell, Ops};
 
 /// U(θ) and ∇U(θ) for [`TensorHost::potential`]: flat parameters in, (energy, gradient) out.
@@ -648,6 +648,40 @@ impl TensorHost for CpuHost {
 
     fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64) {
         self.in_place(y, x, "axpby", |yy, xx| a * xx + b * yy);
+    }
+
+    fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId) {
+        let xz = self.binary(BinaryOp::Mul, x, z);
+        self.in_place(y, xz, "addcmul", |yy, p| yy + a * p);
+        self.release(xz);
+    }
+
+    fn ou_update(&mut self, m: TensorId, g: TensorId, s: TensorId, temperature: TensorId, step: OuStep) {
+        let OuStep { beta, a, coef, t } = step;
+        // The reference semantics, composed from the other ops.
+        if g == TensorId::INVALID {
+            self.axpby(m, 0.0, m, beta);
+        } else {
+            self.axpby(m, a, g, beta);
+        }
+        let sigma = if temperature == TensorId::INVALID {
+            if coef * t <= 0.0 {
+                return;
+            }
+            self.full_like(m, (coef * t).sqrt())
+        } else {
+            let scaled = self.affine(temperature, coef, 0.0);
+            let root = self.unary(UnaryOp::Sqrt, scaled);
+            self.release(scaled);
+            root
+        };
+        let xi = self.randn_like(m);
+        let noise = self.binary(BinaryOp::Mul, xi, s);
+        let scaled = self.binary(BinaryOp::Mul, noise, sigma);
+        self.in_place(m, scaled, "ou_update", |mm, n| mm + n);
+        for id in [xi, noise, scaled, sigma] {
+            self.release(id);
+        }
     }
 
     fn item(&mut self, x: TensorId) -> f64 {

@@ -1,0 +1,432 @@
+//! Fused in-place sampler updates: the Langevin O-step with kick, m ← β·m + a·g + σ·s⊙ξ, in one
+//! pass over memory with the Gaussian draws made inline (CPU, contiguous f32), instead of the
+//! five libtorch kernels and two temporaries of the composed form. Other devices and layouts use
+//! the composed form.
+//!
+//! The draws come from the host's [`NoiseStream`]: seeded once from libtorch's generator (so the
+//! cell seed fixes it), one sub-stream per call and per block of [`BLOCK`] elements, so the
+//! numbers do not depend on how many threads (`rayon`) share the work.
+
+pub use ablate_sdk::abi::OuStep;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+/// `ABLATE_UNFUSED=1` turns the fused loops off (libtorch kernels throughout), to measure
+/// what they gain.
+fn disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("ABLATE_UNFUSED").is_ok_and(|v| v == "1"))
+}
+
+/// Elements per independently seeded block of draws (and per unit of parallel work).
+pub const BLOCK: usize = 1 << 14;
+
+/// SplitMix64 finaliser: decorrelates consecutive seeds.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The host's stream of injected noise for fused updates.
+#[derive(Debug, Clone)]
+pub struct NoiseStream {
+    seed: u64,
+    calls: u64,
+}
+
+impl NoiseStream {
+    pub fn with_seed(seed: u64) -> Self {
+        Self { seed, calls: 0 }
+    }
+
+    /// Seeded by one draw from libtorch's (cell-seeded) CPU generator.
+    pub fn from_libtorch() -> Self {
+        let draw = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
+        Self::with_seed(draw as u64)
+    }
+
+    fn next_call(&mut self) -> u64 {
+        self.calls += 1;
+        mix(self.seed ^ mix(self.calls))
+    }
+}
+
+/// Standard normal f32 draws: the ziggurat method of Marsaglia & Tsang (J. Stat. Softw. 5(8),
+/// 2000; 128 layers) on 32-bit halves of xoshiro256++ (`SmallRng`) output. Exact (not an
+/// approximation): the rare draws outside a layer's rectangle go through the wedge and tail
+/// tests of the paper.
+pub struct Normals {
+    rng: SmallRng,
+}
+
+struct ZigguratTables {
+    k: [u32; 128],
+    w: [f32; 128],
+    f: [f32; 128],
+}
+
+fn tables() -> &'static ZigguratTables {
+    static TABLES: std::sync::OnceLock<ZigguratTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        // Marsaglia & Tsang's zigset for RNOR, in f64.
+        let m1 = 2_147_483_648.0f64;
+        let mut dn = 3.442619855899f64;
+        let mut tn = dn;
+        let vn = 9.91256303526217e-3f64;
+        let q = vn / (-0.5 * dn * dn).exp();
+        let mut t = ZigguratTables { k: [0; 128], w: [0.0; 128], f: [0.0; 128] };
+        t.k[0] = ((dn / q) * m1) as u32;
+        t.k[1] = 0;
+        t.w[0] = (q / m1) as f32;
+        t.w[127] = (dn / m1) as f32;
+        t.f[0] = 1.0;
+        t.f[127] = (-0.5 * dn * dn).exp() as f32;
+        for i in (1..=126).rev() {
+            dn = (-2.0 * (vn / dn + (-0.5 * dn * dn).exp()).ln()).sqrt();
+            t.k[i + 1] = ((dn / tn) * m1) as u32;
+            tn = dn;
+            t.f[i] = (-0.5 * dn * dn).exp() as f32;
+            t.w[i] = (dn / m1) as f32;
+        }
+        t
+    })
+}
+
+impl Normals {
+    pub fn new(seed: u64) -> Self {
+        tables();
+        Self { rng: SmallRng::seed_from_u64(seed) }
+    }
+
+    #[inline]
+    fn bits(&mut self) -> u32 {
+        rand::RngCore::next_u32(&mut self.rng)
+    }
+
+    /// Uniform in (0, 1).
+    fn uniform(&mut self) -> f64 {
+        (f64::from(self.bits()) + 0.5) / 4_294_967_296.0
+    }
+
+    /// One N(0, 1) draw.
+    #[inline]
+    pub fn draw(&mut self) -> f32 {
+        let t = tables();
+        let hz = self.bits() as i32;
+        let iz = (hz & 127) as usize;
+        if hz.unsigned_abs() < t.k[iz] {
+            return hz as f32 * t.w[iz];
+        }
+        self.fix(hz, iz)
+    }
+
+    #[cold]
+    fn fix(&mut self, mut hz: i32, mut iz: usize) -> f32 {
+        const R: f64 = 3.442620;
+        let t = tables();
+        loop {
+            let x = f64::from(hz) * f64::from(t.w[iz]);
+            if iz == 0 {
+                // The tail beyond R (Marsaglia's method).
+                loop {
+                    let x = -self.uniform().ln() * (1.0 / R);
+                    let y = -self.uniform().ln();
+                    if y + y >= x * x {
+                        return (if hz > 0 { R + x } else { -R - x }) as f32;
+                    }
+                }
+            }
+            let (f_lo, f_hi) = (f64::from(t.f[iz]), f64::from(t.f[iz - 1]));
+            if f_lo + self.uniform() * (f_hi - f_lo) < (-0.5 * x * x).exp() {
+                return x as f32;
+            }
+            hz = self.bits() as i32;
+            iz = (hz & 127) as usize;
+            if hz.unsigned_abs() < t.k[iz] {
+                return hz as f32 * t.w[iz];
+            }
+        }
+    }
+}
+
+/// Apply the O-step to `m` in place. `per_chain`: temperatures [K, 1] for m [K, d].
+pub fn ou_update(
+    noise: &mut NoiseStream,
+    m: &Tensor,
+    g: Option<&Tensor>,
+    s: &Tensor,
+    per_chain: Option<&Tensor>,
+    step: OuStep,
+) -> Result<(), String> {
+    let n = m.numel();
+    let chains = per_chain.map_or(1, Tensor::numel);
+    let same = |x: &Tensor| x.numel() == n && x.size() == m.size();
+    if g.is_some_and(|g| !same(g)) || !same(s) || chains == 0 || !n.is_multiple_of(chains) {
+        return Err(format!(
+            "shapes do not fit: m {:?}, g {:?}, s {:?}, temperatures {:?}",
+            m.size(),
+            g.map(Tensor::size),
+            s.size(),
+            per_chain.map(Tensor::size)
+        ));
+    }
+    // σ per chain; `None` = no draw at all (T = 0 everywhere: the step stays deterministic).
+    let sigmas: Option<Vec<f32>> = match per_chain {
+        None => (step.coef * step.t > 0.0).then(|| vec![(step.coef * step.t).sqrt() as f32]),
+        Some(t) if t.device() == Device::Cpu => {
+            let ts = Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).map_err(|e| e.to_string())?;
+            Some(ts.iter().map(|t| (step.coef * t).max(0.0).sqrt() as f32).collect())
+        }
+        Some(_) => return composed(m, g, s, per_chain, step),
+    };
+    let cpu_f32 = |x: &Tensor| x.device() == Device::Cpu && x.kind() == Kind::Float && x.is_contiguous();
+    let aliased = |x: &Tensor| x.data_ptr() == m.data_ptr();
+    if disabled()
+        || !cpu_f32(m)
+        || !cpu_f32(s)
+        || g.is_some_and(|g| !cpu_f32(g) || aliased(g))
+        || aliased(s)
+        || m.requires_grad()
+    {
+        return composed(m, g, s, per_chain, step);
+    }
+    let call = noise.next_call();
+    let row = n / chains;
+    // SAFETY: m, g and s are live, contiguous f32 CPU tensors of n elements (checked above); m
+    // shares memory with neither g nor s, and nothing else touches them during this call.
+    let ms = unsafe { std::slice::from_raw_parts_mut(m.data_ptr() as *mut f32, n) };
+    let gs = g.map(|g| unsafe { std::slice::from_raw_parts(g.data_ptr() as *const f32, n) });
+    let ss = unsafe { std::slice::from_raw_parts(s.data_ptr() as *const f32, n) };
+    let (beta, a) = (step.beta as f32, step.a as f32);
+    let blocks_per_row = row.div_ceil(BLOCK);
+    // Work items: (chain, block within the chain's row); each draws from its own sub-stream, so
+    // the result does not depend on how the items are spread over threads.
+    let item = |chain: usize, block: usize, mb: &mut [f32]| {
+        let sigma = sigmas.as_ref().map(|s| s[chain.min(s.len() - 1)]);
+        let start = chain * row + block * BLOCK;
+        let range = start..start + mb.len();
+        let task = (chain * blocks_per_row + block) as u64;
+        let rng = sigma.map(|_| Normals::new(mix(call ^ mix(task))));
+        ou_block(mb, gs.map(|g| &g[range.clone()]), &ss[range], beta, a, sigma.zip(rng));
+    };
+    if parallel(n) {
+        ms.par_chunks_mut(row).enumerate().for_each(|(chain, m_row)| {
+            m_row.par_chunks_mut(BLOCK).enumerate().for_each(|(block, mb)| item(chain, block, mb));
+        });
+    } else {
+        for (chain, m_row) in ms.chunks_mut(row).enumerate() {
+            for (block, mb) in m_row.chunks_mut(BLOCK).enumerate() {
+                item(chain, block, mb);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether n elements are worth handing to rayon: below a few blocks, or with one thread, the
+/// hand-off to the pool costs more than the loop.
+fn parallel(n: usize) -> bool {
+    n >= 4 * BLOCK && rayon::current_num_threads() > 1
+}
+
+/// One block of the fused O-step: draws go into a small buffer, then one loop the compiler can
+/// vectorise applies m ← β·m + a·g + σ·s·ξ.
+fn ou_block(m: &mut [f32], g: Option<&[f32]>, s: &[f32], beta: f32, a: f32, noise: Option<(f32, Normals)>) {
+    const LANE: usize = 256;
+    let mut xi = [0f32; LANE];
+    let (sigma, mut rng) = match noise {
+        Some((sigma, rng)) => (sigma, Some(rng)),
+        None => (0.0, None),
+    };
+    for (k, mc) in m.chunks_mut(LANE).enumerate() {
+        let at = k * LANE;
+        let len = mc.len();
+        let sc = &s[at..at + len];
+        if let Some(rng) = rng.as_mut() {
+            for x in xi[..len].iter_mut() {
+                *x = rng.draw();
+            }
+        }
+        match g {
+            Some(g) => {
+                let gc = &g[at..at + len];
+                for i in 0..len {
+                    mc[i] = beta * mc[i] + a * gc[i] + sigma * sc[i] * xi[i];
+                }
+            }
+            None => {
+                for i in 0..len {
+                    mc[i] = beta * mc[i] + sigma * sc[i] * xi[i];
+                }
+            }
+        }
+    }
+}
+
+/// y ← y + a·x⊙z in place: one pass on the CPU (contiguous f32), else libtorch kernels.
+pub fn addcmul(y: &Tensor, a: f64, x: &Tensor, z: &Tensor) -> Result<(), String> {
+    let n = y.numel();
+    let fits = x.size() == y.size() && z.size() == y.size();
+    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+    let aliased = |t: &Tensor| t.data_ptr() == y.data_ptr();
+    if !disabled() && fits && cpu_f32(y) && cpu_f32(x) && cpu_f32(z) && !aliased(x) && !aliased(z) && !y.requires_grad()
+    {
+        // SAFETY: three live contiguous f32 CPU tensors of n elements; y aliases neither input.
+        let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
+        let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };
+        let zs = unsafe { std::slice::from_raw_parts(z.data_ptr() as *const f32, n) };
+        let a = a as f32;
+        let block = |(yb, (xb, zb)): (&mut [f32], (&[f32], &[f32]))| {
+            for ((yi, xi), zi) in yb.iter_mut().zip(xb).zip(zb) {
+                *yi += a * xi * zi;
+            }
+        };
+        if parallel(n) {
+            ys.par_chunks_mut(BLOCK).zip(xs.par_chunks(BLOCK).zip(zs.par_chunks(BLOCK))).for_each(block);
+        } else {
+            ys.chunks_mut(BLOCK).zip(xs.chunks(BLOCK).zip(zs.chunks(BLOCK))).for_each(block);
+        }
+        return Ok(());
+    }
+    let run = || -> Result<(), tch::TchError> {
+        let mut y = y.shallow_clone();
+        let _ = y.f_add_(&x.f_mul(z)?.f_mul_scalar(a)?)?;
+        Ok(())
+    };
+    run().map_err(|e| e.to_string())
+}
+
+/// The same update from libtorch kernels (any device; draws from libtorch's generator).
+fn composed(
+    m: &Tensor,
+    g: Option<&Tensor>,
+    s: &Tensor,
+    per_chain: Option<&Tensor>,
+    step: OuStep,
+) -> Result<(), String> {
+    let run = || -> Result<(), tch::TchError> {
+        let mut m = m.shallow_clone();
+        let _ = m.f_mul_scalar_(step.beta)?;
+        if let Some(g) = g {
+            let _ = m.f_add_(&g.f_mul_scalar(step.a)?)?;
+        }
+        let noise = match per_chain {
+            Some(t) => Some(m.f_randn_like()?.f_mul(&t.f_mul_scalar(step.coef)?.f_clamp_min(0.0)?.f_sqrt()?)?),
+            None if step.coef * step.t > 0.0 => Some(m.f_randn_like()?.f_mul_scalar((step.coef * step.t).sqrt())?),
+            None => None,
+        };
+        if let Some(noise) = noise {
+            let _ = m.f_addcmul_(&noise, s)?;
+        }
+        Ok(())
+    };
+    run().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(k: i64, d: i64) -> (Tensor, Tensor, Tensor) {
+        tch::manual_seed(3);
+        let opts = (Kind::Float, Device::Cpu);
+        (Tensor::randn([k, d], opts), Tensor::randn([k, d], opts), Tensor::rand([k, d], opts) + 0.5)
+    }
+
+    /// Standard normal CDF Φ(x) at a few points.
+    const PHI: [(f64, f64); 7] = [
+        (-2.0, 0.022_750_131_948_179),
+        (-1.0, 0.158_655_253_931_457),
+        (-0.5, 0.308_537_538_725_987),
+        (0.0, 0.5),
+        (0.5, 0.691_462_461_274_013),
+        (1.0, 0.841_344_746_068_543),
+        (2.0, 0.977_249_868_051_821),
+    ];
+
+    #[test]
+    fn ziggurat_draws_are_standard_normal_including_the_tails() {
+        // 4M draws; every check at 5 standard errors of its estimate.
+        let n = 4_000_000usize;
+        let mut g = Normals::new(12345);
+        let z: Vec<f64> = (0..n).map(|_| f64::from(g.draw())).collect();
+        let nf = n as f64;
+        let mean = z.iter().sum::<f64>() / nf;
+        let m2 = z.iter().map(|x| x * x).sum::<f64>() / nf;
+        let m4 = z.iter().map(|x| x.powi(4)).sum::<f64>() / nf;
+        assert!(mean.abs() < 5.0 / nf.sqrt(), "mean {mean}");
+        assert!((m2 - 1.0).abs() < 5.0 * (2.0 / nf).sqrt(), "variance {m2}");
+        assert!((m4 - 3.0).abs() < 5.0 * (96.0 / nf).sqrt(), "fourth moment {m4}");
+        for (x, p) in PHI {
+            let q = z.iter().filter(|&&v| v < x).count() as f64 / nf;
+            assert!((q - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(), "P(z < {x}) = {q}, expected {p}");
+        }
+        // Beyond the base layer (R = 3.4426): the tail algorithm. P(|z| > 3.5) = 4.6527e-4.
+        let p = 4.652_581_580_710_3e-4;
+        let q = z.iter().filter(|v| v.abs() > 3.5).count() as f64 / nf;
+        assert!((q - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(), "P(|z| > 3.5) = {q}, expected {p}");
+    }
+
+    #[test]
+    fn without_noise_it_is_the_exact_kick_and_friction() {
+        let (m, g, s) = inputs(3, 40_000);
+        let expected = &m * 0.9 + &g * -0.25;
+        let step = OuStep { beta: 0.9, a: -0.25, coef: 2.0, t: 0.0 };
+        ou_update(&mut NoiseStream::with_seed(1), &m, Some(&g), &s, None, step).unwrap();
+        assert_eq!(f64::try_from((&m - &expected).abs().max()).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn noise_has_the_per_chain_variance_and_no_correlation_across_blocks() {
+        // m = 0, β = 0, no kick: m becomes sqrt(coef·T_k)·s⊙ξ. Per chain, Σ(m/(σ s))² over d
+        // elements is χ²_d: mean d, sd sqrt(2d); bound 5 sd.
+        let (k, d) = (3i64, 60_000i64);
+        let (_, _, s) = inputs(k, d);
+        let m = Tensor::zeros([k, d], (Kind::Float, Device::Cpu));
+        let temps = Tensor::from_slice(&[1.0f32, 0.3, 0.01]).reshape([3, 1]);
+        let step = OuStep { beta: 0.0, a: 0.0, coef: 2.0, t: f64::NAN };
+        ou_update(&mut NoiseStream::with_seed(9), &m, None, &s, Some(&temps), step).unwrap();
+        let z = &m / ((&temps * 2.0).sqrt() * &s);
+        for j in 0..k {
+            let row = z.get(j);
+            let chi2 = f64::try_from(row.square().sum(Kind::Double)).unwrap();
+            assert!((chi2 - d as f64).abs() < 5.0 * (2.0 * d as f64).sqrt(), "chain {j}: Σz² = {chi2}");
+            // Neighbouring blocks must not repeat each other's draws.
+            let a = row.narrow(0, 0, BLOCK as i64);
+            let b = row.narrow(0, BLOCK as i64, BLOCK as i64);
+            let corr = f64::try_from((&a * &b).mean(Kind::Double)).unwrap();
+            assert!(corr.abs() < 5.0 / (BLOCK as f64).sqrt(), "chain {j}: block correlation {corr}");
+        }
+    }
+
+    #[test]
+    fn the_stream_seed_decides_the_draws_whatever_the_thread_count() {
+        let (m0, g, s) = inputs(2, 50_000);
+        let step = OuStep { beta: 0.5, a: 1.0, coef: 1.0, t: 1.0 };
+        let run = |threads: usize, seed: u64| {
+            let (m, g, s) = (m0.copy(), g.copy(), s.copy());
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(move || {
+                ou_update(&mut NoiseStream::with_seed(seed), &m, Some(&g), &s, None, step).unwrap();
+                m
+            })
+        };
+        assert!(run(1, 5).equal(&run(2, 5)));
+        assert!(!run(1, 5).equal(&run(1, 6)));
+    }
+
+    #[test]
+    fn other_layouts_take_the_composed_path() {
+        // A non-contiguous m (a transposed view) cannot use the fused loop; the update still holds.
+        let (m, g, s) = inputs(4, 6);
+        let (mt, gt, st) = (m.transpose(0, 1), g.transpose(0, 1), s.transpose(0, 1));
+        let expected = &mt * 0.5 + &gt * 2.0;
+        let step = OuStep { beta: 0.5, a: 2.0, coef: 1.0, t: 0.0 };
+        ou_update(&mut NoiseStream::with_seed(1), &mt, Some(&gt), &st, None, step).unwrap();
+        assert!(f64::try_from((&mt - &expected).abs().max()).unwrap() < 1e-6);
+    }
+}
