@@ -44,8 +44,8 @@ pub struct RunArgs {
     /// libtorch threads per worker (default: max(1, cores / jobs)).
     #[arg(long)]
     threads: Option<usize>,
-    /// Most cells per worker run as batched chains (MLP cells that differ only in temperature
-    /// and seed, with a batchable integrator and prior); 1 runs every cell alone.
+    /// Most cells per worker run as batched chains (cells that differ only in temperature and
+    /// seed, with a batchable integrator and prior); 1 runs every cell alone.
     #[arg(long, default_value_t = 32, value_name = "K")]
     batch_chains: usize,
 }
@@ -459,7 +459,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Cells of the grid in worker batches (indices into `cells`): MLP cells that differ only in
+/// Cells of the grid in worker batches (indices into `cells`): cells that differ only in
 /// temperature and seed form batches of at most `max` chains when their plugins allow it
 /// ([`ablate_engine::batch_problem`]); every other cell is a batch of one. Also a note for the
 /// run's first line.

@@ -285,7 +285,7 @@ impl Network {
             let len = self.eval_chunk.min(total - start);
             let x = self.test_x.narrow(0, start, len);
             let logits = match &views {
-                Some(v) => self.loss.model.forward_batched(v, &x)?,
+                Some(v) => self.loss.model.forward_batched(v, &x, Mode::Eval, &mut self.bn)?,
                 None => self.loss.model.forward(theta, &x, Mode::Eval, &mut self.bn)?.unsqueeze(0),
             };
             parts.push(logits.softmax(-1, Kind::Float));
@@ -409,7 +409,9 @@ impl Network {
             shape.insert(0, k);
             (x.view(shape.as_slice()), y.shallow_clone())
         };
-        let logits = loss.model.forward_batched(&self.leaves, &inputs)?; // [K, B, C]
+        // The reference estimates the preconditioner with `model(images)`, i.e. inference mode.
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        let logits = loss.model.forward_batched(&self.leaves, &inputs, mode, &mut self.bn)?; // [K, B, C]
         let classes = logits.size()[2];
         let nll = loss.nll(host, &logits.reshape([-1, classes]), &labels)?;
         let total = &nll * k as f64 - loss.log_prior_of(host, &self.leaves, theta)? / loss.n;
@@ -503,11 +505,8 @@ pub fn load_data(d: &ablate_grid::config::DataConfig) -> Result<Dataset, EngineE
 }
 
 /// Cells that may run as one batch of chains share this key: everything but the temperature
-/// and the seed. `None` for models that cannot be batched (anything but an MLP).
+/// and the seed.
 pub fn batch_key(cfg: &CellConfig) -> Option<String> {
-    if !matches!(cfg.model, ablate_grid::config::ModelConfig::Mlp { .. }) {
-        return None;
-    }
     let mut c = cfg.clone();
     c.temperature = 0.0;
     c.seed = 0;
@@ -541,13 +540,13 @@ impl Plugins {
     }
 }
 
-/// Why `cfgs` cannot run as one batch of chains, if they cannot: different batch keys, a model
-/// other than a plain MLP, an integrator that is not batchable, or a prior whose log density of
-/// stacked chains is not the sum over chains (checked numerically on random parameters).
+/// Why `cfgs` cannot run as one batch of chains, if they cannot: different batch keys, an
+/// integrator that is not batchable, or a prior whose log density of stacked chains is not the
+/// sum over chains (checked numerically on random parameters).
 pub fn batch_problem(cfgs: &[CellConfig], registry: &Registry) -> Option<String> {
     let first = cfgs.first()?;
     let Some(key) = batch_key(first) else {
-        return Some("only MLP cells can run as batched chains".into());
+        return Some("the cell configuration cannot be keyed".into());
     };
     if cfgs.iter().any(|c| batch_key(c).as_deref() != Some(key.as_str())) {
         return Some("the cells differ in more than temperature and seed".into());
@@ -559,13 +558,7 @@ pub fn batch_problem(cfgs: &[CellConfig], registry: &Registry) -> Option<String>
         }
         let toggles = plugins.likelihood.obj.model();
         // The answer does not depend on the input size: a small stand-in keeps the check cheap.
-        let model = Model::new(&first.model, toggles, (1, 4, 4), 3)?;
-        if !model.batchable() {
-            return Ok(Some(format!(
-                "likelihood `{}` asks for normalisation or dropout, which batched chains do not support",
-                plugins.likelihood.name
-            )));
-        }
+        let model = Model::new(&first.model, toggles, (1, 32, 32), 3)?;
         prior_additivity(&model, &plugins.prior)
     };
     match check() {
@@ -678,7 +671,7 @@ pub fn run_cells(
         (theta, views)
     };
     let leaves: Vec<Tensor> = views.into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
-    let bn = model.new_bn_state(device);
+    let bn = model.new_bn_state_for(device, chains as i64);
     let loss = Rc::new(Loss {
         model,
         prior,

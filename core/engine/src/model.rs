@@ -90,6 +90,9 @@ pub struct Model {
     dropout: f64,
     infos: Vec<ParamInfo>,
     bn_channels: Vec<i64>,
+    /// Per parameter tensor: stacked over K chains it becomes channels of a grouped layout
+    /// (convolutions, normalisation) rather than a batch of matrices (linear layers).
+    grouped: Vec<bool>,
     dim: i64,
     pub classes: i64,
 }
@@ -220,6 +223,7 @@ impl Model {
                 (Arch::Resnet { stem, blocks, head: b.linear("head", inp, classes) }, Activation::Relu)
             }
         };
+        let grouped = grouped_params(&arch, b.infos.len());
         Ok(Model {
             arch,
             activation,
@@ -227,6 +231,7 @@ impl Model {
             dim: b.offset,
             infos: b.infos,
             bn_channels: b.bn_channels,
+            grouped,
             classes,
         })
     }
@@ -242,11 +247,17 @@ impl Model {
 
     /// Fresh batch-norm statistics (mean 0, variance 1).
     pub fn new_bn_state(&self, device: Device) -> BnState {
+        self.new_bn_state_for(device, 1)
+    }
+
+    /// Fresh batch-norm statistics for K batched chains (K·C channels per layer).
+    pub fn new_bn_state_for(&self, device: Device, chains: i64) -> BnState {
+        let opts = (Kind::Float, device);
         BnState {
             running: self
                 .bn_channels
                 .iter()
-                .map(|&c| (Tensor::zeros([c], (Kind::Float, device)), Tensor::ones([c], (Kind::Float, device))))
+                .map(|&c| (Tensor::zeros([chains * c], opts), Tensor::ones([chains * c], opts)))
                 .collect(),
         }
     }
@@ -282,13 +293,6 @@ impl Model {
         self.infos.iter().map(|i| theta.narrow(0, i.offset, i.numel).view(i.shape.as_slice())).collect()
     }
 
-    /// Whether K chains of this model can run as one batched model: an MLP without
-    /// normalisation or dropout (its layers become batched matrix products).
-    pub fn batchable(&self) -> bool {
-        let plain = |n: &Norm| matches!(n, Norm::None);
-        matches!(&self.arch, Arch::Mlp { hidden, .. } if hidden.iter().all(|(_, n)| plain(n))) && self.dropout == 0.0
-    }
-
     /// Views of K flat parameter vectors stacked as θ [K, d], one per tensor, shaped [K, ...].
     pub fn batched_views(&self, theta: &Tensor) -> Vec<Tensor> {
         let k = theta.size()[0];
@@ -301,35 +305,35 @@ impl Model {
             .collect()
     }
 
-    /// Logits [K, B, classes] of K batched chains (see [`Model::batchable`]) from per-tensor
-    /// parameters `v` shaped [K, ...]: `x` is [K, B, C, H, W] (one batch per chain) or
-    /// [B, C, H, W] (the same inputs for every chain).
-    pub fn forward_batched(&self, v: &[Tensor], x: &Tensor) -> Result<Tensor, EngineError> {
-        let Arch::Mlp { hidden, head } = &self.arch else {
-            return Err(EngineError::Config("batched chains need an MLP".into()));
-        };
-        if !self.batchable() {
-            return Err(EngineError::Config("batched chains need an MLP without normalisation or dropout".into()));
-        }
-        // h·Wᵀ + b per chain: one fused baddbmm when every chain has its own batch.
-        let layer = |h: &Tensor, lin: &Linear| -> Result<Tensor, tch::TchError> {
-            let (w, b) = (&v[lin.w], v[lin.b].unsqueeze(1));
-            if h.dim() == 3 {
-                b.f_baddbmm(h, &w.transpose(1, 2), 1.0, 1.0)
-            } else {
-                Ok(h.f_matmul(&w.transpose(1, 2))? + b)
-            }
-        };
-        let mut h = x.f_flatten(-3, -1)?;
-        for (lin, _) in hidden {
-            h = layer(&h, lin)?;
-            h = match self.activation {
-                Activation::Relu => h.f_relu()?,
-                Activation::Tanh => h.f_tanh()?,
-                Activation::Gelu => h.f_gelu("none")?,
-            };
-        }
-        Ok(layer(&h, head)?)
+    /// Logits [K, B, classes] of K batched chains from per-tensor parameters `v` shaped
+    /// [K, ...] (as [`Model::batched_views`] returns them, or leaves aliasing them): `x` is
+    /// [K, B, C, H, W] (one batch per chain) or [B, C, H, W] (the same inputs for every chain).
+    /// Linear layers run as `baddbmm`; convolutions as one convolution with K groups over a
+    /// [B, K·C, H, W] layout, where batch norm, FRN, pooling and dropout act per channel and so
+    /// per chain; `bn` must come from [`Model::new_bn_state_for`] with K chains.
+    pub fn forward_batched(
+        &self,
+        v: &[Tensor],
+        x: &Tensor,
+        mode: Mode,
+        bn: &mut BnState,
+    ) -> Result<Tensor, EngineError> {
+        let k = v.first().map_or(1, |t| t.size()[0]);
+        let grouped: Vec<Tensor> = v
+            .iter()
+            .zip(&self.grouped)
+            .map(|(t, &g)| {
+                if g {
+                    let mut shape = t.size();
+                    let first = shape.remove(0);
+                    shape[0] *= first;
+                    t.reshape(shape.as_slice())
+                } else {
+                    t.shallow_clone()
+                }
+            })
+            .collect();
+        self.forward_impl(&grouped, x, mode, bn, k)
     }
 
     /// Logits for a batch of images (N, C, H, W).
@@ -340,7 +344,53 @@ impl Model {
     /// Logits from per-tensor parameters `v` (as [`Model::views`] returns them, or leaves that
     /// alias the flat vector).
     pub fn forward_views(&self, v: &[Tensor], x: &Tensor, mode: Mode, bn: &mut BnState) -> Result<Tensor, EngineError> {
+        self.forward_impl(v, x, mode, bn, 1)
+    }
+
+    /// The forward pass of one chain (`chains` = 1: plain layouts) or of K chains in the grouped
+    /// layout of [`Model::forward_batched`] (`v` already regrouped).
+    fn forward_impl(
+        &self,
+        v: &[Tensor],
+        x: &Tensor,
+        mode: Mode,
+        bn: &mut BnState,
+        chains: i64,
+    ) -> Result<Tensor, EngineError> {
         let train = mode == Mode::Train;
+        let k = chains;
+        // Linear layer of one chain, or of K chains (weights [K, out, in], biases [K, out]) on
+        // inputs [K, B, in] or shared [B, in].
+        let linear = |h: &Tensor, lin: &Linear| -> Result<Tensor, tch::TchError> {
+            let (w, b) = (&v[lin.w], &v[lin.b]);
+            if k == 1 {
+                h.f_linear(w, Some(b))
+            } else if h.dim() == 3 {
+                b.unsqueeze(1).f_baddbmm(h, &w.transpose(1, 2), 1.0, 1.0)
+            } else {
+                Ok(h.f_matmul(&w.transpose(1, 2))? + b.unsqueeze(1))
+            }
+        };
+        // Images of K chains into the grouped layout [B, K·C, H, W].
+        let to_grouped = |x: &Tensor| -> Result<Tensor, tch::TchError> {
+            if k == 1 {
+                Ok(x.shallow_clone())
+            } else if x.dim() == 5 {
+                let s = x.size();
+                x.f_transpose(0, 1)?.f_reshape([s[1], k * s[2], s[3], s[4]].as_slice())
+            } else {
+                x.f_repeat([1, k, 1, 1].as_slice())
+            }
+        };
+        // Per-chain features [B, K·F] (grouped) into [K, B, F] for the linear head.
+        let to_chains = |h: Tensor| -> Result<Tensor, tch::TchError> {
+            if k == 1 {
+                Ok(h)
+            } else {
+                let b = h.size()[0];
+                h.f_reshape([b, k, -1].as_slice())?.f_transpose(0, 1)
+            }
+        };
         let act = |t: Tensor| -> Result<Tensor, tch::TchError> {
             match self.activation {
                 Activation::Relu => t.f_relu(),
@@ -357,17 +407,26 @@ impl Model {
         };
         let out = match &self.arch {
             Arch::Mlp { hidden, head } => {
-                let mut h = x.f_flatten(1, -1)?;
+                let mut h = x.f_flatten(-3, -1)?;
                 for (lin, norm) in hidden {
-                    h = h.f_linear(&v[lin.w], Some(&v[lin.b]))?;
-                    h = dropout(act(apply_norm(h, *norm, v, bn, train)?)?)?;
+                    h = linear(&h, lin)?;
+                    h = match norm {
+                        // Batch norm of K chains: features of [K, B, F] as K·F channels.
+                        Norm::Batch { .. } if k > 1 => {
+                            let (b, f) = (h.size()[1], h.size()[2]);
+                            let flat = h.f_transpose(0, 1)?.f_reshape([b, k * f].as_slice())?;
+                            apply_norm(flat, *norm, v, bn, train)?.f_reshape([b, k, f].as_slice())?.f_transpose(0, 1)?
+                        }
+                        _ => apply_norm(h, *norm, v, bn, train)?,
+                    };
+                    h = dropout(act(h)?)?;
                 }
-                h.f_linear(&v[head.w], Some(&v[head.b]))?
+                linear(&h, head)?
             }
             Arch::Cnn { convs, head } => {
-                let mut h = x.shallow_clone();
+                let mut h = to_grouped(x)?;
                 for (conv, norm) in convs {
-                    h = act(apply_norm(apply_conv(&h, conv, v)?, *norm, v, bn, train)?)?;
+                    h = act(apply_norm(apply_conv(&h, conv, v, k)?, *norm, v, bn, train)?)?;
                     h = dropout(h.f_max_pool2d(
                         [2, 2].as_slice(),
                         [2, 2].as_slice(),
@@ -376,7 +435,7 @@ impl Model {
                         false,
                     )?)?;
                 }
-                h.f_flatten(1, -1)?.f_linear(&v[head.w], Some(&v[head.b]))?
+                linear(&to_chains(h.f_flatten(1, -1)?)?, head)?
             }
             Arch::Resnet { stem, blocks, head } => {
                 let relu_or_tlu = |t: Tensor, norm: Norm| -> Result<Tensor, tch::TchError> {
@@ -385,14 +444,17 @@ impl Model {
                         _ => t.f_relu(),
                     }
                 };
-                let mut h = relu_or_tlu(apply_norm(apply_conv(x, &stem.0, v)?, stem.1, v, bn, train)?, stem.1)?;
+                let x = to_grouped(x)?;
+                let mut h = relu_or_tlu(apply_norm(apply_conv(&x, &stem.0, v, k)?, stem.1, v, bn, train)?, stem.1)?;
                 for blk in blocks {
-                    let y =
-                        relu_or_tlu(apply_norm(apply_conv(&h, &blk.conv1, v)?, blk.norm1, v, bn, train)?, blk.norm1)?;
-                    let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, v)?, blk.norm2, v, bn, train)?;
+                    let y = relu_or_tlu(
+                        apply_norm(apply_conv(&h, &blk.conv1, v, k)?, blk.norm1, v, bn, train)?,
+                        blk.norm1,
+                    )?;
+                    let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, v, k)?, blk.norm2, v, bn, train)?;
                     let y = dropout(y)?;
                     let short = match &blk.shortcut {
-                        Some(conv) => apply_conv(&h, conv, v)?,
+                        Some(conv) => apply_conv(&h, conv, v, k)?,
                         None => h.shallow_clone(),
                     };
                     let sum = y.f_add(&short)?;
@@ -401,22 +463,64 @@ impl Model {
                         None => sum.f_relu()?,
                     };
                 }
-                h.f_mean_dim([2, 3].as_slice(), false, Kind::Float)?.f_linear(&v[head.w], Some(&v[head.b]))?
+                linear(&to_chains(h.f_mean_dim([2, 3].as_slice(), false, Kind::Float)?)?, head)?
             }
         };
         Ok(out)
     }
 }
 
-fn apply_conv(x: &Tensor, c: &Conv, v: &[Tensor]) -> Result<Tensor, tch::TchError> {
+/// Convolution; `groups` = K chains in the grouped layout (weights [K·out, in, kh, kw]).
+fn apply_conv(x: &Tensor, c: &Conv, v: &[Tensor], groups: i64) -> Result<Tensor, tch::TchError> {
     x.f_conv2d(
         &v[c.w],
         c.b.map(|b| &v[b]),
         [c.stride, c.stride].as_slice(),
         [c.pad, c.pad].as_slice(),
         [1, 1].as_slice(),
-        1,
+        groups,
     )
+}
+
+fn norm_params(n: Norm) -> Vec<usize> {
+    match n {
+        Norm::None => Vec::new(),
+        Norm::Batch { gamma, beta, .. } => vec![gamma, beta],
+        Norm::Frn { gamma, beta, tau } => vec![gamma, beta, tau],
+    }
+}
+
+/// Which parameter tensors become channels of the grouped layout when K chains are batched:
+/// convolution kernels and biases, normalisation parameters, TLU thresholds.
+fn grouped_params(arch: &Arch, count: usize) -> Vec<bool> {
+    let mut g = vec![false; count];
+    let mut mark = |i: usize| g[i] = true;
+    let conv = |c: &Conv, mark: &mut dyn FnMut(usize)| {
+        mark(c.w);
+        if let Some(b) = c.b {
+            mark(b);
+        }
+    };
+    match arch {
+        Arch::Mlp { hidden, .. } => hidden.iter().flat_map(|(_, n)| norm_params(*n)).for_each(&mut mark),
+        Arch::Cnn { convs, .. } => {
+            for (c, n) in convs {
+                conv(c, &mut mark);
+                norm_params(*n).into_iter().for_each(&mut mark);
+            }
+        }
+        Arch::Resnet { stem, blocks, .. } => {
+            conv(&stem.0, &mut mark);
+            norm_params(stem.1).into_iter().for_each(&mut mark);
+            for blk in blocks {
+                for c in [Some(&blk.conv1), Some(&blk.conv2), blk.shortcut.as_ref()].into_iter().flatten() {
+                    conv(c, &mut mark);
+                }
+                norm_params(blk.norm1).into_iter().chain(norm_params(blk.norm2)).chain(blk.tlu).for_each(&mut mark);
+            }
+        }
+    }
+    g
 }
 
 fn apply_norm(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool) -> Result<Tensor, tch::TchError> {
