@@ -22,7 +22,7 @@ cargo build --release --quiet -p ablate-plugin-integrators -p ablate-plugin-prio
 threads=("$@"); [[ ${#threads[@]} -gt 0 ]] || threads=(1 2)
 for t in "${threads[@]}"; do
   ref=$("$venv/bin/python" benches/reference/sgmcmc_reference.py --mnist "$mnist" --threads "$t" --epochs 6)
-  ours=$(ABLATE_BENCH_CHAINS=1 ABLATE_BENCH_THREADS=$t ABLATE_BENCH_MNIST=$mnist cargo bench --quiet -p ablate-engine --bench epoch 2>/dev/null | grep '"mnist-mlp"')
+  ours=$(ABLATE_BENCH_CNN=0 ABLATE_BENCH_CHAINS=1 ABLATE_BENCH_THREADS=$t ABLATE_BENCH_MNIST=$mnist cargo bench --quiet -p ablate-engine --bench epoch 2>/dev/null | grep '"mnist-mlp"')
   python3 - "$ref" "$ours" <<'PY'
 import json, sys
 ref, ours = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// seed, with a batchable integrator and prior); 1 runs every cell alone.
     #[arg(long, default_value_t = 32, value_name = "K")]
     batch_chains: usize,
+    /// Batch convolutional models on the CPU too (the default on CUDA). On this project's CPU
+    /// machine grouped convolutions made a batch slower than its chains run one by one.
+    #[arg(long)]
+    batch_conv: bool,
 }
 
 /// What the parent learns from a worker's stdout.
@@ -145,7 +149,8 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     let (grid, registry) = common::load_checked(&args.grid, &args.plugins.dirs)?;
     let grid_text = std::fs::read_to_string(&args.grid).with_context(|| format!("reading {}", args.grid.display()))?;
     // Batches over the whole grid, so that shards and reruns form the same batches.
-    let (groups, batch_note) = batch_groups(&grid.cells, args.batch_chains, &registry);
+    let batch_conv = args.batch_conv || device.is_cuda();
+    let (groups, batch_note) = batch_groups(&grid.cells, args.batch_chains, batch_conv, &registry);
     let mut selected: Vec<&Vec<usize>> = groups.iter().collect();
     if let Some(s) = shard {
         selected = s.select(&groups);
@@ -461,12 +466,18 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
 
 /// Cells of the grid in worker batches (indices into `cells`): cells that differ only in
 /// temperature and seed form batches of at most `max` chains when their plugins allow it
-/// ([`ablate_engine::batch_problem`]); every other cell is a batch of one. Also a note for the
-/// run's first line.
-fn batch_groups(cells: &[Cell], max: usize, registry: &ablate_plugin_host::Registry) -> (Vec<Vec<usize>>, String) {
+/// ([`ablate_engine::batch_problem`]) and, for convolutional models, when `conv`; every other
+/// cell is a batch of one. Also a note for the run's first line.
+fn batch_groups(
+    cells: &[Cell],
+    max: usize,
+    conv: bool,
+    registry: &ablate_plugin_host::Registry,
+) -> (Vec<Vec<usize>>, String) {
     let mut buckets: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
-        let key = if max > 1 { ablate_engine::batch_key(&cell.config) } else { None };
+        let mlp = matches!(cell.config.model, ablate_grid::config::ModelConfig::Mlp { .. });
+        let key = if max > 1 && (mlp || conv) { ablate_engine::batch_key(&cell.config) } else { None };
         match buckets.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
             Some((_, members)) => members.push(i),
             None => buckets.push((key, vec![i])),

@@ -670,9 +670,10 @@ fn batched_chains_repeat_the_chains_run_alone() {
     cnn["base"]["sampler"]["epochs"] = 4.into();
     cnn["axes"][0]["values"] = serde_json::json!([0.0]);
     std::fs::write(&path, serde_json::to_string_pretty(&cnn).unwrap()).unwrap();
-    let out = run("cnn-batched", &[]);
+    let out = run("cnn-batched", &["--batch-conv"]);
     assert!(out.contains("2 of them as 1 batch(es) of chains"), "{out}");
-    run("cnn-alone", &["--batch-chains", "1"]);
+    let alone = run("cnn-alone", &[]);
+    assert!(!alone.contains("batch(es)"), "convolutional models run alone on the CPU by default: {alone}");
     for cell in ablate_grid::Grid::from_path(&path).unwrap().cells {
         let nll = |out: &str| {
             let p = dir.path().join(out).join("batch-cnn/cells").join(&cell.id).join("metrics.json");

@@ -7,7 +7,7 @@
 //! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
 //! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent),
 //! `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`), `ABLATE_BENCH_CHAINS` (comma-separated
-//! K values, default `1,4,17`).
+//! K values, default `1,4,17`), `ABLATE_BENCH_CNN=0` (skip the Fashion-MNIST CNN workload).
 //! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
 
@@ -90,6 +90,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                    "prior": {"name": prior}}),
             // 100 steps + 32 preconditioner batches, forward + backward = 6 FLOP per weight and example.
             132.0 * 6.0 * 100.0 * 89_610.0,
+        ));
+    }
+    // The dirty-likelihood grid's CNN (16 and 32 channels) with batch norm on 5k Fashion-MNIST
+    // images, if cached (`ablate data fetch fashion-mnist`); opt out with ABLATE_BENCH_CNN=0.
+    let fashion = ablate_data::cache_root().ok().map(|c| c.join("data/fashion-mnist")).filter(|p| p.is_dir());
+    if fashion.is_some() && std::env::var("ABLATE_BENCH_CNN").map_or(true, |v| v != "0") {
+        workloads.push((
+            "fashion-cnn-bn",
+            json!({"temperature": 1.0, "data": {"dataset": "fashion-mnist", "train_size": 5000, "test_size": 1000},
+                   "model": {"kind": "cnn", "channels": [16, 32]}, "likelihood": {"name": "batchnorm"},
+                   "sampler": sampler(4, 100), "prior": {"name": prior}}),
+            // 50 steps + 32 preconditioner batches of 100; ≈ 1.03 M multiply-adds per image
+            // forward (conv 1→16 at 28², conv 16→32 at 14², head), ×3 with the backward pass.
+            82.0 * 100.0 * 6.0 * 1.032e6,
         ));
     }
     let ks: Vec<usize> = std::env::var("ABLATE_BENCH_CHAINS")
