@@ -565,6 +565,7 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                 wall_seconds: wall,
                 diverged_at_step: None,
                 finished_at: Some(ablate_store::now_rfc3339()),
+                batch: Vec::new(),
             })?;
             counts.failed += 1;
             Ok(format!("{} {labels} FAILED: {how}", cell.id))

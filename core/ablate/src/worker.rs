@@ -73,6 +73,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
         cells.push(cell);
         dirs.push(dir);
     }
+    let batch: Vec<String> = if cells.len() > 1 { cells.iter().map(|c| c.id.clone()).collect() } else { Vec::new() };
     let epochs = cells[0].config.sampler.epochs;
     emit(&json!({"event": "start", "cell": cells[0].id, "epochs": epochs, "temperature": cells[0].config.temperature}));
     let mut observer = Progress { dirs: &dirs, lines: vec![Vec::new(); dirs.len()], epochs };
@@ -98,6 +99,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
                     wall_seconds: wall,
                     diverged_at_step: step,
                     finished_at: Some(ablate_store::now_rfc3339()),
+                    batch: batch.clone(),
                 })?;
                 let accuracy = outcome.metrics.as_ref().map(|m| m.ensemble.accuracy);
                 let nll = outcome.metrics.as_ref().map(|m| m.ensemble.nll);
@@ -115,6 +117,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
                     wall_seconds: wall,
                     diverged_at_step: None,
                     finished_at: Some(ablate_store::now_rfc3339()),
+                    batch: batch.clone(),
                 })?;
                 emit(
                     &json!({"event": "end", "cell": cell.id, "status": "failed", "message": message, "wall_seconds": wall}),

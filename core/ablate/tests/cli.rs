@@ -641,6 +641,15 @@ fn batched_chains_repeat_the_chains_run_alone() {
     assert!(batched.contains("4 of them as 1 batch(es) of chains"), "{batched}");
     let alone = run("alone", &["--batch-chains", "1"]);
     assert!(!alone.contains("batch(es)"), "{alone}");
+    // Each batched cell records its batch-mates (part of what reproduces its numbers).
+    for (id, st) in statuses(&dir.path().join("batched/batch/cells")) {
+        let mates: Vec<&str> = st["batch"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(mates.len(), 4, "{id}: {st}");
+        assert!(mates.contains(&id.as_str()));
+    }
+    for (id, st) in statuses(&dir.path().join("alone/batch/cells")) {
+        assert!(st.get("batch").is_none(), "{id} ran alone: {st}");
+    }
     let cells = ablate_grid::Grid::from_path(&path).unwrap().cells;
     let metrics = |out: &str, id: &str| -> serde_json::Value {
         let p = dir.path().join(out).join("batch/cells").join(id).join("metrics.json");

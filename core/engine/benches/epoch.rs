@@ -6,7 +6,7 @@
 //! -p ablate-plugin-priors -p ablate-plugin-likelihoods -p ablate-plugin-noise`).
 //! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
 //! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent),
-//! `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`), `ABLATE_BENCH_CHAINS` (comma-separated
+//! `ABLATE_BENCH_DEVICE=cuda` (run on the first GPU), `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`), `ABLATE_BENCH_CHAINS` (comma-separated
 //! K values, default `1,4,17`), `ABLATE_BENCH_CNN=0` (skip the Fashion-MNIST CNN workload).
 //! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
@@ -34,17 +34,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// fp32 GEMM rate (FLOP/s) of a 1024³ product, median of 10.
-fn gemm_rate() -> f64 {
-    let a = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
+/// fp32 GEMM rate (FLOP/s) of a 1024³ product (8192³ on a GPU), median of 10.
+fn gemm_rate(device: Device) -> f64 {
+    let n = if device.is_cuda() { 8192 } else { 1024 };
+    let a = Tensor::randn([n, n], (Kind::Float, device));
+    let b = Tensor::randn([n, n], (Kind::Float, device));
     let _ = a.matmul(&b);
     median(
         (0..10)
             .map(|_| {
                 let t = Instant::now();
                 let _ = a.matmul(&b).sum(Kind::Float).double_value(&[]);
-                2.0 * 1024f64.powi(3) / t.elapsed().as_secs_f64()
+                2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64()
             })
             .collect(),
     )
@@ -62,7 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(threads);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads as usize).build_global();
     let registry = Registry::load(&SearchPath::standard(&[]))?;
-    let rate = gemm_rate();
+    // `ABLATE_BENCH_DEVICE=cuda` runs the same workloads on the first GPU.
+    let device = match std::env::var("ABLATE_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda(0),
+        _ => Device::Cpu,
+    };
+    let rate = gemm_rate(device);
     let mnist = std::env::var("ABLATE_BENCH_MNIST")
         .map(PathBuf::from)
         .ok()
@@ -126,7 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .collect();
             let mut epochs = Epochs(Vec::new(), 0.0);
-            run_cells(&cfgs, &data, &registry, Device::Cpu, &mut epochs)?;
+            run_cells(&cfgs, &data, &registry, device, &mut epochs)?;
             // The first epoch warms up; the last one also evaluates the ensemble member.
             let timed = epochs.0[1..epochs.0.len() - 1].to_vec();
             let m = median(timed);
@@ -135,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let bound = k as f64 * flops / rate;
             println!(
                 "{}",
-                json!({"workload": name, "threads": threads, "chains": k, "median_epoch_seconds": m,
+                json!({"workload": name, "threads": threads, "chains": k, "device": format!("{device:?}"), "median_epoch_seconds": m,
                        "chain_epochs_per_second": chain_epochs_per_second,
                        "speedup_vs_single_chain_runs": chain_epochs_per_second / base_rate,
                        "gemm_gflops": rate / 1e9, "epoch_gflop": k as f64 * flops / 1e9, "flop_bound_seconds": bound,

@@ -104,6 +104,15 @@ impl<'a> TchHost<'a> {
         }
     }
 
+    /// A handle that may be absent ([`TensorId::INVALID`] = none); `Err` (error recorded) when
+    /// it is given but unknown.
+    fn optional_tensor(&mut self, id: TensorId, op: &str) -> Result<Option<Tensor>, ()> {
+        if id == TensorId::INVALID {
+            return Ok(None);
+        }
+        self.tensor(id, op).map(Some).ok_or(())
+    }
+
     fn emit(&mut self, op: &str, r: Result<Tensor, tch::TchError>) -> TensorId {
         match r {
             Ok(t) => self.insert(t),
@@ -302,22 +311,12 @@ impl TensorHost for TchHost<'_> {
 
     fn ou_update(&mut self, m: TensorId, g: TensorId, s: TensorId, temperature: TensorId, step: OuStep) {
         let Some(mt) = self.tensor(m, "ou_update") else { return };
-        let gt = if g == TensorId::INVALID {
-            None
-        } else {
-            match self.tensor(g, "ou_update") {
-                Some(t) => Some(t),
-                None => return,
-            }
-        };
-        let Some(st) = self.tensor(s, "ou_update") else { return };
-        let per_chain = if temperature == TensorId::INVALID {
-            None
-        } else {
-            match self.tensor(temperature, "ou_update") {
-                Some(t) => Some(t),
-                None => return,
-            }
+        let (Ok(gt), Some(st), Ok(per_chain)) = (
+            self.optional_tensor(g, "ou_update"),
+            self.tensor(s, "ou_update"),
+            self.optional_tensor(temperature, "ou_update"),
+        ) else {
+            return;
         };
         let _guard = tch::no_grad_guard();
         let noise = self.noise.get_or_insert_with(crate::fused::NoiseStream::from_libtorch);

@@ -73,6 +73,11 @@ pub struct CellStatus {
     pub diverged_at_step: Option<u64>,
     /// RFC 3339 UTC; `null` while running.
     pub finished_at: Option<String>,
+    /// Ids of the cells whose chains ran batched with this one (itself included), in chain
+    /// order; empty when it ran alone. Batch-mates share the injected-noise stream, so this is
+    /// part of what reproduces the numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<String>,
 }
 
 impl CellStatus {
@@ -84,6 +89,7 @@ impl CellStatus {
             wall_seconds: 0.0,
             diverged_at_step: None,
             finished_at: None,
+            batch: Vec::new(),
         }
     }
 

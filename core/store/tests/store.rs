@@ -183,6 +183,7 @@ fn status_round_trips_and_decides_what_is_finished() {
             wall_seconds: 12.5,
             diverged_at_step: Some(1234),
             finished_at: Some(ablate_store::now_rfc3339()),
+            batch: vec!["a1".into(), "b2".into()],
         };
         cell.write_status(&s).unwrap();
         assert_eq!(cell.read_status().unwrap().unwrap(), s);
