@@ -142,6 +142,14 @@ fn show(name: &str, kind: Option<Kind>, dirs: &[PathBuf]) -> Result<ExitCode> {
         let lib = registry.library_of(f);
         println!("{} `{}`: {}", f.kind.as_str(), f.name, f.description);
         println!("  from {} [{}]", lib.path.display(), lib.build);
+        if f.kind == FactorKind::Integrator {
+            // With its default parameters (a parameter may change it, e.g. obabo's metropolis).
+            match registry.integrator(&f.name, &serde_json::json!({})) {
+                Ok(i) if i.batchable() => println!("  batched chains: yes (with default parameters)"),
+                Ok(_) => println!("  batched chains: no (with default parameters); its cells run alone"),
+                Err(e) => println!("  batched chains: unknown ({e})"),
+            }
+        }
         let params = f.params.as_array().cloned().unwrap_or_default();
         if params.is_empty() {
             println!("  no parameters");
