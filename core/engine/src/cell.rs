@@ -149,6 +149,67 @@ impl Loss {
         Ok(lp.reshape([] as [i64; 0]))
     }
 
+    /// ∇ of G̃ = `nll` − (1/n)·log p(θ) with respect to the per-tensor leaves, flat ([d], or
+    /// [K, d] for K batched chains). A prior with a closed-form gradient skips autograd through
+    /// its log-density (the prior's share of a step was 15–40% of a small MLP's).
+    pub fn loss_gradient(
+        &self,
+        host: &mut TchHost<'_>,
+        nll: &Tensor,
+        leaves: &[Tensor],
+        theta: &Tensor,
+        chains: i64,
+    ) -> Result<Tensor, EngineError> {
+        let flatten = |grads: Vec<Tensor>| -> Tensor {
+            if chains == 1 {
+                Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0)
+            } else {
+                Tensor::cat(&grads.iter().map(|g| g.reshape([chains, -1])).collect::<Vec<_>>(), 1)
+            }
+        };
+        match self.prior_grad(host, leaves)? {
+            Some(prior) => {
+                let grad = flatten(Tensor::run_backward(&[nll], leaves, false, false));
+                let _guard = tch::no_grad_guard();
+                crate::fused::axpy(&grad, -1.0 / self.n, &flatten(prior)).map_err(EngineError::Config)?;
+                Ok(grad)
+            }
+            None => {
+                let total = nll - self.log_prior_of(host, leaves, theta)? / self.n;
+                Ok(flatten(Tensor::run_backward(&[&total], leaves, false, false)))
+            }
+        }
+    }
+
+    /// ∇ log p(θ) per tensor from the prior's closed form, if it has one.
+    fn prior_grad(&self, host: &mut TchHost<'_>, views: &[Tensor]) -> Result<Option<Vec<Tensor>>, EngineError> {
+        let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.detach())).collect();
+        let infos = self.model.infos();
+        let r = host.call(|h| self.prior.obj.grad_log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
+        ids.iter().for_each(|&id| host.remove(id));
+        let ROption::RSome(grads) = r.map_err(|e| self.prior.fail("grad_log_prob", e))? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(grads.len());
+        for (id, view) in grads.iter().zip(views) {
+            let g =
+                host.take(*id).ok_or_else(|| self.prior.fail("grad_log_prob", "returned a released handle".into()))?;
+            if g.size() != view.size() {
+                return Err(self.prior.fail(
+                    "grad_log_prob",
+                    format!("returned shape {:?} for a tensor of shape {:?}", g.size(), view.size()),
+                ));
+            }
+            out.push(g);
+        }
+        if out.len() != views.len() {
+            return Err(self
+                .prior
+                .fail("grad_log_prob", format!("returned {} tensors for {}", out.len(), views.len())));
+        }
+        Ok(Some(out))
+    }
+
     /// U(θ) = n·(mean NLL over the training set) − log p(θ) and ∇U (inference mode).
     fn potential(&self, theta: &Tensor, bn: &mut BnState) -> Result<(Tensor, Tensor), EngineError> {
         let theta = theta.detach().set_requires_grad(true);
@@ -344,10 +405,7 @@ impl Objective for Network {
         let mode = if train { Mode::Train } else { Mode::Eval };
         let logits = loss.model.forward_views(&self.leaves, &x, mode, &mut self.bn)?;
         let nll = loss.nll(host, &logits, &y)?;
-        let total = &nll - loss.log_prior_of(host, &self.leaves, theta)? / loss.n;
-        let grads = Tensor::run_backward(&[&total], &self.leaves, false, false);
-        let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1])).collect();
-        let grad = Tensor::cat(&flat, 0);
+        let grad = loss.loss_gradient(host, &nll, &self.leaves, theta, 1)?;
         let _guard = tch::no_grad_guard();
         let count = y.size()[0];
         Ok(Gradient {
@@ -414,10 +472,7 @@ impl Network {
         let logits = loss.model.forward_batched(&self.leaves, &inputs, mode, &mut self.bn)?; // [K, B, C]
         let classes = logits.size()[2];
         let nll = loss.nll(host, &logits.reshape([-1, classes]), &labels)?;
-        let total = &nll * k as f64 - loss.log_prior_of(host, &self.leaves, theta)? / loss.n;
-        let grads = Tensor::run_backward(&[&total], &self.leaves, false, false);
-        let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([k, -1])).collect();
-        let grad = Tensor::cat(&flat, 1);
+        let grad = loss.loss_gradient(host, &(&nll * k as f64), &self.leaves, theta, k)?;
         let _guard = tch::no_grad_guard();
         let labels = labels.view([k, -1]);
         let count = labels.size()[1];

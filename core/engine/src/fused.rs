@@ -267,6 +267,37 @@ fn ou_block(m: &mut [f32], g: Option<&[f32]>, s: &[f32], beta: f32, a: f32, nois
     }
 }
 
+/// y ← y + a·x in place: one pass on the CPU (contiguous f32), else libtorch kernels.
+pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<(), String> {
+    let n = y.numel();
+    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+    if !disabled()
+        && x.size() == y.size()
+        && cpu_f32(y)
+        && cpu_f32(x)
+        && x.data_ptr() != y.data_ptr()
+        && !y.requires_grad()
+    {
+        // SAFETY: two live contiguous f32 CPU tensors of n elements that do not alias.
+        let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
+        let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };
+        let a = a as f32;
+        let block = |(yb, xb): (&mut [f32], &[f32])| {
+            for (yi, xi) in yb.iter_mut().zip(xb) {
+                *yi += a * xi;
+            }
+        };
+        if parallel(n) {
+            ys.par_chunks_mut(BLOCK).zip(xs.par_chunks(BLOCK)).for_each(block);
+        } else {
+            ys.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)).for_each(block);
+        }
+        return Ok(());
+    }
+    let mut y = y.shallow_clone();
+    y.f_add_(&x.f_mul_scalar(a).map_err(|e| e.to_string())?).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// y ← y + a·x⊙z in place: one pass on the CPU (contiguous f32), else libtorch kernels.
 pub fn addcmul(y: &Tensor, a: f64, x: &Tensor, z: &Tensor) -> Result<(), String> {
     let n = y.numel();

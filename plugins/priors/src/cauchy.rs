@@ -9,7 +9,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::{numel, sum_covered, uniform_open, Roles};
+use crate::{grad_covered, numel, sum_covered, uniform_open, Roles};
 
 pub struct Cauchy {
     scale: f64,
@@ -36,6 +36,17 @@ impl Prior for Cauchy {
             let m = numel(x);
             Ok(x.square().affine(1.0 / (s * s), 0.0).ln_1p().sum().affine(-1.0, -m * (std::f64::consts::PI * s).ln()))
         })
+    }
+
+    /// −2θ / (s² + θ²).
+    fn grad_log_prob<'o>(
+        &self,
+        ops: Ops<'o>,
+        params: &[Tensor<'o>],
+        infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        let s = self.scale;
+        grad_covered(&self.roles, ops, params, infos, |x, _| Ok(x * -2.0 / x.square().affine(1.0, s * s)))
     }
 
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {

@@ -9,7 +9,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::{numel, sum_covered, Roles, HALF_LN_2PI};
+use crate::{grad_covered, numel, sum_covered, Roles, HALF_LN_2PI};
 
 pub struct Gaussian {
     scale: f64,
@@ -45,6 +45,17 @@ impl Factory for Gaussian {
 impl Prior for Gaussian {
     fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         sum_covered(&self.roles, params, infos, |x, _| Ok(gaussian_log_prob(x, self.scale)))
+    }
+
+    /// −θ/σ².
+    fn grad_log_prob<'o>(
+        &self,
+        ops: Ops<'o>,
+        params: &[Tensor<'o>],
+        infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        let c = -1.0 / (self.scale * self.scale);
+        grad_covered(&self.roles, ops, params, infos, |x, _| Ok(x * c))
     }
 
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {

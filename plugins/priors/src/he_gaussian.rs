@@ -14,7 +14,7 @@
 use ablate_sdk::prelude::*;
 
 use crate::gaussian::gaussian_log_prob;
-use crate::{sum_covered, Roles};
+use crate::{grad_covered, sum_covered, Roles};
 
 pub struct HeGaussian {
     scale: f64,
@@ -50,6 +50,19 @@ impl Factory for HeGaussian {
 impl Prior for HeGaussian {
     fn log_prob<'o>(&self, _ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String> {
         sum_covered(&self.roles, params, infos, |x, info| Ok(gaussian_log_prob(x, self.sigma(info)?)))
+    }
+
+    /// −θ/σ² with the tensor's own σ.
+    fn grad_log_prob<'o>(
+        &self,
+        ops: Ops<'o>,
+        params: &[Tensor<'o>],
+        infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        grad_covered(&self.roles, ops, params, infos, |x, info| {
+            let s = self.sigma(info)?;
+            Ok(x * (-1.0 / (s * s)))
+        })
     }
 
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {

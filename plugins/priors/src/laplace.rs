@@ -10,7 +10,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::{numel, sum_covered, uniform_open, Roles};
+use crate::{grad_covered, numel, sum_covered, uniform_open, Roles};
 
 pub struct Laplace {
     scale: f64,
@@ -37,6 +37,17 @@ impl Prior for Laplace {
             let m = numel(x);
             Ok(x.abs().sum().affine(-1.0 / b, -m * (2.0 * b).ln()))
         })
+    }
+
+    /// −sign(θ)/b (0 at θ = 0, autograd's subgradient of |θ| too).
+    fn grad_log_prob<'o>(
+        &self,
+        ops: Ops<'o>,
+        params: &[Tensor<'o>],
+        infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        let b = self.scale;
+        grad_covered(&self.roles, ops, params, infos, |x, _| Ok(x.sign() * (-1.0 / b)))
     }
 
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {

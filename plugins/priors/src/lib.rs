@@ -122,6 +122,25 @@ pub fn attached_zero<'o>(params: &[Tensor<'o>]) -> Result<Tensor<'o>, String> {
     Ok(first.sum().affine(0.0, 0.0))
 }
 
+/// ∇ log p per tensor: `per_tensor(x, info)` for covered tensors, zeros for the others.
+pub fn grad_covered<'o>(
+    roles: &Roles,
+    ops: Ops<'o>,
+    params: &[Tensor<'o>],
+    infos: &[ParamInfo],
+    mut per_tensor: impl FnMut(&Tensor<'o>, &ParamInfo) -> Result<Tensor<'o>, String>,
+) -> Result<Option<Vec<Tensor<'o>>>, String> {
+    if params.len() != infos.len() {
+        return Err(format!("{} parameter tensors but {} descriptions", params.len(), infos.len()));
+    }
+    let grads = params
+        .iter()
+        .zip(infos)
+        .map(|(x, info)| if roles.covers(info.role) { per_tensor(x, info) } else { Ok(ops.zeros_like(x)) })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(grads))
+}
+
 /// Σ over covered tensors of `per_tensor(x, info)` (each a 0-d log density of the whole tensor).
 pub fn sum_covered<'o>(
     roles: &Roles,

@@ -20,7 +20,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::{ln_gamma, numel, sum_covered, Roles};
+use crate::{grad_covered, ln_gamma, numel, sum_covered, Roles};
 
 /// Rejection rounds of the polar method (see the module docs).
 pub const POLAR_ROUNDS: usize = 40;
@@ -63,6 +63,17 @@ impl Prior for StudentT {
             let m = numel(x);
             Ok(x.square().affine(1.0 / (nu * s * s), 0.0).ln_1p().sum().affine(-0.5 * (nu + 1.0), m * c))
         })
+    }
+
+    /// −(ν + 1)·θ / (ν s² + θ²).
+    fn grad_log_prob<'o>(
+        &self,
+        ops: Ops<'o>,
+        params: &[Tensor<'o>],
+        infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        let (nu, s) = (self.df, self.scale);
+        grad_covered(&self.roles, ops, params, infos, |x, _| Ok(x * (-(nu + 1.0)) / x.square().affine(1.0, nu * s * s)))
     }
 
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {

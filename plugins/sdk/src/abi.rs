@@ -337,8 +337,17 @@ pub trait PriorObj: Send {
     ) -> RResult<TensorId, RString>;
     /// A draw for one parameter tensor shaped like `like`; `RNone` if the prior does not cover
     /// this role (the host keeps the initial value).
-    #[sabi(last_prefix_field)]
     fn sample(&self, host: &mut HostRef<'_>, info: &ParamInfo, like: TensorId) -> RResult<ROption<TensorId>, RString>;
+    /// ∇ log p(θ), one tensor per parameter tensor (shaped like it), when the prior has it in
+    /// closed form: the host then skips the autograd pass through `log_prob` on every step.
+    /// `RNone`: the host differentiates `log_prob`.
+    #[sabi(last_prefix_field)]
+    fn grad_log_prob(
+        &self,
+        host: &mut HostRef<'_>,
+        params: RSlice<'_, TensorId>,
+        infos: RSlice<'_, ParamInfo>,
+    ) -> RResult<ROption<RVec<TensorId>>, RString>;
 }
 
 #[sabi_trait]

@@ -72,6 +72,27 @@ impl<P: Prior> PriorObj for PriorGlue<P> {
             Ok(self.0.sample(ops, info, &like)?.map(|t| t.into_id()).into())
         })
     }
+
+    fn grad_log_prob(
+        &self,
+        host: &mut HostRef<'_>,
+        params: RSlice<'_, TensorId>,
+        infos: RSlice<'_, ParamInfo>,
+    ) -> RResult<ROption<RVec<TensorId>>, RString> {
+        guarded(P::NAME, host, |ops| {
+            if params.len() != infos.len() {
+                return Err(format!("{} parameter tensors but {} descriptions", params.len(), infos.len()));
+            }
+            let tensors: Vec<_> = params.iter().map(|&id| ops.borrow(id)).collect();
+            match self.0.grad_log_prob(ops, &tensors, infos.as_slice())? {
+                None => Ok(ROption::RNone),
+                Some(grads) if grads.len() == params.len() => {
+                    Ok(ROption::RSome(grads.into_iter().map(|t| t.into_id()).collect()))
+                }
+                Some(grads) => Err(format!("grad_log_prob returned {} tensors for {}", grads.len(), params.len())),
+            }
+        })
+    }
 }
 
 impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {

@@ -79,6 +79,16 @@ pub trait Prior: Factory {
     fn log_prob<'o>(&self, ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String>;
     /// A prior draw shaped like `like`; `None` if this prior does not cover the tensor's role.
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String>;
+    /// ∇ log p(θ) per tensor in closed form, if there is one (faster than the host's autograd
+    /// through `log_prob`; must equal it, which the conformance kit checks); `None` = autograd.
+    fn grad_log_prob<'o>(
+        &self,
+        _ops: Ops<'o>,
+        _params: &[Tensor<'o>],
+        _infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        Ok(None)
+    }
 }
 
 /// The tensors of one step as plugin code sees them (all flat, borrowed from the host).

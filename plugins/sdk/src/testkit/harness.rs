@@ -799,6 +799,49 @@ pub fn finite_difference_log_prob_grad<H: TestHost>(
     Ok(out)
 }
 
+/// The prior's closed-form ∇ log p per tensor (`None` if it has none), as f64 data. Compare
+/// it with [`finite_difference_log_prob_grad`]: the host trusts it in place of autograd.
+pub fn prior_grad_log_prob<H: TestHost>(
+    host: &mut H,
+    prior: &PriorBox,
+    tensors: &[(ParamInfo, Vec<f64>)],
+) -> Result<Option<Vec<Vec<f64>>>, String> {
+    let ids: Vec<TensorId> = tensors.iter().map(|(info, data)| host.upload(&info.shape, data)).collect();
+    let infos: Vec<ParamInfo> = tensors.iter().map(|(i, _)| i.clone()).collect();
+    let r = prior
+        .grad_log_prob(&mut host.host_ref(), RSlice::from_slice(&ids), RSlice::from_slice(&infos))
+        .into_result()
+        .map_err(|e| format!("grad_log_prob: {}", e.into_string()));
+    let out = match r {
+        Err(e) => Err(e),
+        Ok(abi_stable::std_types::ROption::RNone) => Ok(None),
+        Ok(abi_stable::std_types::ROption::RSome(grads)) => {
+            let mut out = Ok(Vec::with_capacity(grads.len()));
+            for (g, (info, _)) in grads.iter().zip(tensors) {
+                let shape = host.host_ref().shape(*g).into_vec();
+                if shape != info.shape.as_slice() {
+                    out = Err(format!(
+                        "grad_log_prob gave shape {shape:?} for `{}` of shape {:?}",
+                        info.name, info.shape
+                    ));
+                } else if let Ok(v) = out.as_mut() {
+                    v.push(host.download(*g));
+                }
+                host.host_ref().release(*g);
+            }
+            out.map(Some)
+        }
+    };
+    {
+        let mut h = host.host_ref();
+        for id in ids {
+            h.release(id);
+        }
+    }
+    host_err(host)?;
+    out
+}
+
 /// Moments of pooled prior draws, with standard errors.
 #[derive(Clone, Debug)]
 pub struct SampleMoments {
