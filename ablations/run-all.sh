@@ -23,7 +23,7 @@ for g in "${grids[@]}"; do
 
 - command: \`$cmd\` (from the repository root; \`ablations/run-all.sh $g\` does the same and copies the report here)
 - machine: $(nproc) CPU cores, $(free -g | awk '/Mem/{print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), no GPU
-- ablate revision: $(git rev-parse HEAD)$(git diff --quiet || echo " (with uncommitted changes)")
+- ablate revision: $(git rev-parse HEAD)$(git diff --quiet -- . ':(exclude)reports/results' || echo " (with uncommitted changes)")
 - wall time: $((end - start)) s
 - date: $(date -u +%Y-%m-%dT%H:%M:%SZ)
 MD
