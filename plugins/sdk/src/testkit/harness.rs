@@ -715,19 +715,37 @@ pub fn param_info(name: &str, role: Role, shape: &[i64], fan_in: i64, fan_out: i
     }
 }
 
+/// Upload `tensors`, run `call` with their handles and descriptions, release the uploads; a
+/// host error recorded on the way is an error.
+fn with_uploaded<H: TestHost, R>(
+    host: &mut H,
+    tensors: &[(ParamInfo, Vec<f64>)],
+    call: impl FnOnce(&mut H, &[TensorId], &[ParamInfo]) -> Result<R, String>,
+) -> Result<R, String> {
+    let ids: Vec<TensorId> = tensors.iter().map(|(info, data)| host.upload(&info.shape, data)).collect();
+    let infos: Vec<ParamInfo> = tensors.iter().map(|(i, _)| i.clone()).collect();
+    let out = call(host, &ids, &infos);
+    {
+        let mut h = host.host_ref();
+        for id in ids {
+            h.release(id);
+        }
+    }
+    host_err(host)?;
+    out
+}
+
 /// log p(θ) of a boxed prior for tensors given as (info, data); host errors are errors.
 pub fn prior_log_prob<H: TestHost>(
     host: &mut H,
     prior: &PriorBox,
     tensors: &[(ParamInfo, Vec<f64>)],
 ) -> Result<f64, String> {
-    let ids: Vec<TensorId> = tensors.iter().map(|(info, data)| host.upload(&info.shape, data)).collect();
-    let infos: Vec<ParamInfo> = tensors.iter().map(|(i, _)| i.clone()).collect();
-    let r = prior
-        .log_prob(&mut host.host_ref(), RSlice::from_slice(&ids), RSlice::from_slice(&infos))
-        .into_result()
-        .map_err(|e| format!("log_prob: {}", e.into_string()));
-    let out = r.and_then(|id| {
+    with_uploaded(host, tensors, |host, ids, infos| {
+        let id = prior
+            .log_prob(&mut host.host_ref(), RSlice::from_slice(ids), RSlice::from_slice(infos))
+            .into_result()
+            .map_err(|e| format!("log_prob: {}", e.into_string()))?;
         let mut h = host.host_ref();
         let shape = h.shape(id).into_vec();
         let v = h.item(id);
@@ -737,15 +755,7 @@ pub fn prior_log_prob<H: TestHost>(
         } else {
             Err(format!("log_prob returned shape {shape:?}, expected a 0-d tensor"))
         }
-    });
-    {
-        let mut h = host.host_ref();
-        for id in ids {
-            h.release(id);
-        }
-    }
-    host_err(host)?;
-    out
+    })
 }
 
 /// Result of [`prior_logprob_check`].
@@ -806,40 +816,26 @@ pub fn prior_grad_log_prob<H: TestHost>(
     prior: &PriorBox,
     tensors: &[(ParamInfo, Vec<f64>)],
 ) -> Result<Option<Vec<Vec<f64>>>, String> {
-    let ids: Vec<TensorId> = tensors.iter().map(|(info, data)| host.upload(&info.shape, data)).collect();
-    let infos: Vec<ParamInfo> = tensors.iter().map(|(i, _)| i.clone()).collect();
-    let r = prior
-        .grad_log_prob(&mut host.host_ref(), RSlice::from_slice(&ids), RSlice::from_slice(&infos))
-        .into_result()
-        .map_err(|e| format!("grad_log_prob: {}", e.into_string()));
-    let out = match r {
-        Err(e) => Err(e),
-        Ok(abi_stable::std_types::ROption::RNone) => Ok(None),
-        Ok(abi_stable::std_types::ROption::RSome(grads)) => {
-            let mut out = Ok(Vec::with_capacity(grads.len()));
-            for (g, (info, _)) in grads.iter().zip(tensors) {
-                let shape = host.host_ref().shape(*g).into_vec();
-                if shape != info.shape.as_slice() {
-                    out = Err(format!(
-                        "grad_log_prob gave shape {shape:?} for `{}` of shape {:?}",
-                        info.name, info.shape
-                    ));
-                } else if let Ok(v) = out.as_mut() {
-                    v.push(host.download(*g));
-                }
-                host.host_ref().release(*g);
+    with_uploaded(host, tensors, |host, ids, infos| {
+        let grads = prior
+            .grad_log_prob(&mut host.host_ref(), RSlice::from_slice(ids), RSlice::from_slice(infos))
+            .into_result()
+            .map_err(|e| format!("grad_log_prob: {}", e.into_string()))?;
+        let abi_stable::std_types::ROption::RSome(grads) = grads else {
+            return Ok(None);
+        };
+        let mut out = Ok(Vec::with_capacity(grads.len()));
+        for (g, (info, _)) in grads.iter().zip(tensors) {
+            let shape = host.host_ref().shape(*g).into_vec();
+            if shape != info.shape.as_slice() {
+                out = Err(format!("grad_log_prob gave shape {shape:?} for `{}` of shape {:?}", info.name, info.shape));
+            } else if let Ok(v) = out.as_mut() {
+                v.push(host.download(*g));
             }
-            out.map(Some)
+            host.host_ref().release(*g);
         }
-    };
-    {
-        let mut h = host.host_ref();
-        for id in ids {
-            h.release(id);
-        }
-    }
-    host_err(host)?;
-    out
+        out.map(Some)
+    })
 }
 
 /// Moments of pooled prior draws, with standard errors.
