@@ -130,15 +130,7 @@ impl Loss {
         views: &[Tensor],
         theta: &Tensor,
     ) -> Result<Tensor, EngineError> {
-        let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
-        let infos = self.model.infos();
-        let r = host.call(|h| self.prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
-        ids.iter().for_each(|&id| host.remove(id));
-        let id = r.map_err(|e| self.prior.fail("log_prob", e))?;
-        let lp = host.take(id).ok_or_else(|| self.prior.fail("log_prob", "returned a released handle".into()))?;
-        if lp.numel() != 1 {
-            return Err(self.prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
-        }
+        let lp = call_log_prob(&self.prior, host, views, self.model.infos())?;
         if self.check_outputs
             && lp.device() == Device::Cpu
             && crate::chain::nonfinite(&lp)
@@ -227,6 +219,25 @@ impl Loss {
         let grad = Tensor::run_backward(&[&u], &[&theta], false, false).remove(0);
         Ok((u.detach(), grad))
     }
+}
+
+/// log p through the prior plugin for per-tensor `views` described by `infos`: a one-element
+/// tensor (finiteness is the caller's business).
+fn call_log_prob(
+    prior: &Factor<PriorBox>,
+    host: &mut TchHost<'_>,
+    views: &[Tensor],
+    infos: &[ParamInfo],
+) -> Result<Tensor, EngineError> {
+    let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
+    let r = host.call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
+    ids.iter().for_each(|&id| host.remove(id));
+    let id = r.map_err(|e| prior.fail("log_prob", e))?;
+    let lp = host.take(id).ok_or_else(|| prior.fail("log_prob", "returned a released handle".into()))?;
+    if lp.numel() != 1 {
+        return Err(prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
+    }
+    Ok(lp)
 }
 
 /// A plugin returned NaN/Inf for finite inputs. With inputs of moderate size that is the
@@ -630,12 +641,7 @@ fn prior_additivity(model: &Model, prior: &Factor<PriorBox>) -> Result<Option<St
     let thetas: Vec<Tensor> = (0..2).map(|i| model.init(Init::HeNormal, Device::Cpu) * (0.5 + i as f64)).collect();
     let stacked = Tensor::stack(&thetas, 0);
     let lp = |host: &mut TchHost<'_>, views: Vec<Tensor>| -> Result<f64, EngineError> {
-        let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
-        let r = host.call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(model.infos())));
-        ids.iter().for_each(|&id| host.remove(id));
-        let id = r.map_err(|e| prior.fail("log_prob", e))?;
-        let t = host.take(id).ok_or_else(|| prior.fail("log_prob", "returned a released handle".into()))?;
-        Ok(f64::try_from(t.sum(Kind::Double))?)
+        Ok(f64::try_from(call_log_prob(prior, host, &views, model.infos())?.to_kind(Kind::Double))?)
     };
     let together = lp(&mut host, model.batched_views(&stacked))?;
     let apart = lp(&mut host, model.views(&thetas[0]))? + lp(&mut host, model.views(&thetas[1]))?;

@@ -20,6 +20,16 @@ fn disabled() -> bool {
     *OFF.get_or_init(|| std::env::var("ABLATE_UNFUSED").is_ok_and(|v| v == "1"))
 }
 
+/// Whether a one-pass CPU loop may write `y` while reading `inputs`: all contiguous f32 CPU
+/// tensors of y's shape, none sharing y's memory, y outside autograd, fusion not switched off.
+fn fusable(y: &Tensor, inputs: &[&Tensor]) -> bool {
+    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+    !disabled()
+        && cpu_f32(y)
+        && !y.requires_grad()
+        && inputs.iter().all(|x| cpu_f32(x) && x.size() == y.size() && x.data_ptr() != y.data_ptr())
+}
+
 /// Elements per independently seeded block of draws (and per unit of parallel work).
 pub const BLOCK: usize = 1 << 14;
 
@@ -183,15 +193,8 @@ pub fn ou_update(
         }
         Some(_) => return composed(m, g, s, per_chain, step),
     };
-    let cpu_f32 = |x: &Tensor| x.device() == Device::Cpu && x.kind() == Kind::Float && x.is_contiguous();
-    let aliased = |x: &Tensor| x.data_ptr() == m.data_ptr();
-    if disabled()
-        || !cpu_f32(m)
-        || !cpu_f32(s)
-        || g.is_some_and(|g| !cpu_f32(g) || aliased(g))
-        || aliased(s)
-        || m.requires_grad()
-    {
+    let inputs: Vec<&Tensor> = std::iter::once(s).chain(g).collect();
+    if !fusable(m, &inputs) {
         return composed(m, g, s, per_chain, step);
     }
     let call = noise.next_call();
@@ -270,14 +273,7 @@ fn ou_block(m: &mut [f32], g: Option<&[f32]>, s: &[f32], beta: f32, a: f32, nois
 /// y ← y + a·x in place: one pass on the CPU (contiguous f32), else libtorch kernels.
 pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<(), String> {
     let n = y.numel();
-    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
-    if !disabled()
-        && x.size() == y.size()
-        && cpu_f32(y)
-        && cpu_f32(x)
-        && x.data_ptr() != y.data_ptr()
-        && !y.requires_grad()
-    {
+    if fusable(y, &[x]) {
         // SAFETY: two live contiguous f32 CPU tensors of n elements that do not alias.
         let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
         let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };
@@ -301,11 +297,7 @@ pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<(), String> {
 /// y ← y + a·x⊙z in place: one pass on the CPU (contiguous f32), else libtorch kernels.
 pub fn addcmul(y: &Tensor, a: f64, x: &Tensor, z: &Tensor) -> Result<(), String> {
     let n = y.numel();
-    let fits = x.size() == y.size() && z.size() == y.size();
-    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
-    let aliased = |t: &Tensor| t.data_ptr() == y.data_ptr();
-    if !disabled() && fits && cpu_f32(y) && cpu_f32(x) && cpu_f32(z) && !aliased(x) && !aliased(z) && !y.requires_grad()
-    {
+    if fusable(y, &[x, z]) {
         // SAFETY: three live contiguous f32 CPU tensors of n elements; y aliases neither input.
         let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
         let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };

@@ -17,7 +17,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, ou_update, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, rescale, Slot};
 
 pub struct Baoab {
     momentum: Slot,
@@ -55,7 +55,7 @@ impl Integrator for Baoab {
         let m = self.momentum.get(ops)?;
         m.axpby(-h * ctx.n, &t.grad, 1.0);
         t.params.addcmul(0.5 * h, &m, &t.mass_inv);
-        ou_update(ops, &m, beta, None, &t.temperature, 1.0 - beta * beta, &t.mass_sqrt);
+        ops.ou_update(&m, beta, None, 1.0 - beta * beta, &t.temperature, &t.mass_sqrt);
         t.params.addcmul(0.5 * h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }

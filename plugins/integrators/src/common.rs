@@ -88,21 +88,6 @@ pub(crate) fn scaled_step(ctx: &StepCtx) -> (f64, f64) {
     (beta, (c * c * ctx.lr / ctx.n).sqrt())
 }
 
-/// In place, the friction-and-noise update shared by the Langevin integrators:
-/// m ← β·m + a·g + sqrt(coef·T)·M^{1/2}ξ (`kick` = (a, g) optional; no draw when coef·T = 0),
-/// one fused host op.
-pub(crate) fn ou_update<'o>(
-    ops: Ops<'o>,
-    m: &Tensor<'o>,
-    beta: f64,
-    kick: Option<(f64, &Tensor<'o>)>,
-    temp: &Temperature<'o>,
-    coef: f64,
-    mass_sqrt: &Tensor<'o>,
-) {
-    ops.ou_update(m, beta, kick, coef, temp, mass_sqrt);
-}
-
 /// Metropolis–Hastings decision at temperature T for an energy change `dh` (H₁ − H₀):
 /// acceptance probability min(1, exp(−dh/T)) (T = 0: accept iff dh ≤ 0; NaN: reject), and the
 /// decision from one uniform draw of the host stream.

@@ -32,7 +32,7 @@
 use ablate_sdk::prelude::*;
 
 use crate::baoab::baoab_dynamics;
-use crate::common::{check_ctx, kinetic_of, metropolis, ou_update, rescale, shared_temperature, Slot};
+use crate::common::{check_ctx, kinetic_of, metropolis, rescale, shared_temperature, Slot};
 
 pub struct Obabo {
     momentum: Slot,
@@ -57,7 +57,7 @@ impl Factory for Obabo {
 }
 
 fn half_o<'o>(ops: Ops<'o>, m: &Tensor<'o>, beta_half: f64, t: &StepView<'o>) {
-    ou_update(ops, m, beta_half, None, &t.temperature, 1.0 - beta_half * beta_half, &t.mass_sqrt);
+    ops.ou_update(m, beta_half, None, 1.0 - beta_half * beta_half, &t.temperature, &t.mass_sqrt);
 }
 
 impl Integrator for Obabo {

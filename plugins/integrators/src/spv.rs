@@ -17,7 +17,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, ou_update, rescale, Slot};
+use crate::common::{check_ctx, kinetic_of, rescale, Slot};
 
 pub struct StochasticPositionVerlet {
     momentum: Slot,
@@ -49,7 +49,7 @@ impl Integrator for StochasticPositionVerlet {
         let eta = if hgamma > 0.0 { h * (1.0 - beta) / hgamma } else { h };
         let m = self.momentum.get(ops)?;
         t.params.addcmul(0.5 * h, &m, &t.mass_inv);
-        ou_update(ops, &m, beta, Some((-(eta * ctx.n), &t.grad)), &t.temperature, 1.0 - beta * beta, &t.mass_sqrt);
+        ops.ou_update(&m, beta, Some((-(eta * ctx.n), &t.grad)), 1.0 - beta * beta, &t.temperature, &t.mass_sqrt);
         t.params.addcmul(0.5 * h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }

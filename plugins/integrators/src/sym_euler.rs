@@ -22,7 +22,7 @@
 
 use ablate_sdk::prelude::*;
 
-use crate::common::{check_ctx, kinetic_of, momentum_noise, ou_update, rescale, scaled_step, Slot};
+use crate::common::{check_ctx, kinetic_of, momentum_noise, rescale, scaled_step, Slot};
 
 pub struct NaiveSymplecticEulerMCMC {
     momentum: Slot,
@@ -64,7 +64,7 @@ impl Integrator for NaiveSymplecticEulerMCMC {
         }
         self.started = true;
         // In place, few kernels: m ← β m − h n ∇G̃ (+ noise); θ ← θ + h M⁻¹ m.
-        ou_update(ops, &m, beta, Some((-(h * ctx.n), &t.grad)), &t.temperature, 2.0 * (1.0 - beta), &t.mass_sqrt);
+        ops.ou_update(&m, beta, Some((-(h * ctx.n), &t.grad)), 2.0 * (1.0 - beta), &t.temperature, &t.mass_sqrt);
         t.params.addcmul(h, &m, &t.mass_inv);
         Ok(StepReport { acceptance: f64::NAN })
     }
