@@ -7,8 +7,14 @@
 //! Environment: `ABLATE_BENCH_THREADS` (libtorch threads, default 1), `ABLATE_BENCH_MNIST`
 //! (folder of the MNIST IDX files; default: the `ablate data fetch mnist` cache; skipped if absent),
 //! `ABLATE_BENCH_DEVICE=cuda` (run on the first GPU), `ABLATE_BENCH_PRIOR` (prior plugin, default `gaussian`), `ABLATE_BENCH_CHAINS` (comma-separated
-//! K values, default `1,4,17`), `ABLATE_BENCH_CNN=0` (skip the Fashion-MNIST CNN workload).
-//! Prints one JSON line per workload; `benches/reference/compare.sh` reads them.
+//! K values, default `1,4,17`), `ABLATE_BENCH_CNN=0` (skip the Fashion-MNIST CNN workload),
+//! `ABLATE_BENCH_FASHION` (folder of the Fashion-MNIST IDX files; default: the cache),
+//! `ABLATE_BENCH_CIFAR` (a folder of CIFAR-10 binary batches, real or CIFAR-shaped random ones from
+//! `benches/reference/cifar_shaped.py`: adds the ResNet-20 + batch norm workload),
+//! `ABLATE_BENCH_WORKLOADS` (comma-separated names to run; default all available).
+//! Prints one JSON line per workload and K; `benches/reference/compare.sh` reads them. On a GPU
+//! each line also holds the device memory the process holds (nvidia-smi; libtorch's caching
+//! allocator keeps its peak, so run one K per process for per-K figures).
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
 
 use std::path::PathBuf;
@@ -58,6 +64,22 @@ fn peak_rss_mib() -> Option<f64> {
     Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
+/// Device memory this process holds (MiB, CUDA context included), from `nvidia-smi`; the GPU's
+/// whole used memory when the process is not listed (a container's own PID namespace).
+fn device_memory_mib() -> Option<f64> {
+    let query = |what: &str| {
+        let out =
+            std::process::Command::new("nvidia-smi").args([what, "--format=csv,noheader,nounits"]).output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let pid = std::process::id().to_string();
+    let own = query("--query-compute-apps=pid,used_memory")?.lines().find_map(|l| {
+        let (p, mib) = l.split_once(',')?;
+        (p.trim() == pid).then(|| mib.trim().parse().ok()).flatten()
+    });
+    own.or_else(|| query("--query-gpu=memory.used")?.lines().next()?.trim().parse().ok())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: i32 = std::env::var("ABLATE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     tch::set_num_threads(threads);
@@ -100,17 +122,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The dirty-likelihood grid's CNN (16 and 32 channels) with batch norm on 5k Fashion-MNIST
     // images, if cached (`ablate data fetch fashion-mnist`); opt out with ABLATE_BENCH_CNN=0.
-    let fashion = ablate_data::cache_root().ok().map(|c| c.join("data/fashion-mnist")).filter(|p| p.is_dir());
-    if fashion.is_some() && std::env::var("ABLATE_BENCH_CNN").map_or(true, |v| v != "0") {
+    let fashion = std::env::var("ABLATE_BENCH_FASHION")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data/fashion-mnist")))
+        .filter(|p| p.is_dir());
+    if let Some(dir) = fashion.filter(|_| std::env::var("ABLATE_BENCH_CNN").map_or(true, |v| v != "0")) {
         workloads.push((
             "fashion-cnn-bn",
-            json!({"temperature": 1.0, "data": {"dataset": "fashion-mnist", "train_size": 5000, "test_size": 1000},
+            json!({"temperature": 1.0, "data": {"dataset": "fashion-mnist", "path": dir, "train_size": 5000, "test_size": 1000},
                    "model": {"kind": "cnn", "channels": [16, 32]}, "likelihood": {"name": "batchnorm"},
                    "sampler": sampler(4, 100), "prior": {"name": prior}}),
             // 50 steps + 32 preconditioner batches of 100; ≈ 1.03 M multiply-adds per image
             // forward (conv 1→16 at 28², conv 16→32 at 14², head), ×3 with the backward pass.
             82.0 * 100.0 * 6.0 * 1.032e6,
         ));
+    }
+    // ResNet-20 (Keras v1, batch norm) on CIFAR-shaped 32x32x3 images, the paper's batch of 128
+    // on 10k training images: 78 steps + 32 preconditioner batches per epoch.
+    if let Some(dir) = std::env::var("ABLATE_BENCH_CIFAR").map(PathBuf::from).ok().filter(|p| p.is_dir()) {
+        workloads.push((
+            "cifar-resnet20-bn",
+            json!({"temperature": 1.0, "data": {"dataset": "cifar10", "path": dir, "train_size": 10000, "test_size": 1000},
+                   "model": {"kind": "resnet20"}, "likelihood": {"name": "batchnorm"},
+                   "sampler": sampler(4, 128), "prior": {"name": prior}}),
+            // 40.8 M multiply-adds per image forward (stem 0.44 M, three stages of 14.2, 13.1 and
+            // 13.1 M), ×3 with the backward pass, 2 FLOP each; 110 batches of 128.
+            110.0 * 128.0 * 6.0 * 40.8e6,
+        ));
+    }
+    if let Ok(only) = std::env::var("ABLATE_BENCH_WORKLOADS") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        workloads.retain(|(name, _, _)| names.contains(name));
     }
     let ks: Vec<usize> = std::env::var("ABLATE_BENCH_CHAINS")
         .unwrap_or_else(|_| "1,4,17".into())
@@ -145,7 +188,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                        "chain_epochs_per_second": chain_epochs_per_second,
                        "speedup_vs_single_chain_runs": chain_epochs_per_second / base_rate,
                        "gemm_gflops": rate / 1e9, "epoch_gflop": k as f64 * flops / 1e9, "flop_bound_seconds": bound,
-                       "ratio_to_flop_bound": m / bound, "peak_rss_mib": peak_rss_mib()})
+                       "ratio_to_flop_bound": m / bound, "peak_rss_mib": peak_rss_mib(),
+                       "device_memory_mib": device.is_cuda().then(device_memory_mib).flatten()})
             );
         }
     }

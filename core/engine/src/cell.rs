@@ -326,7 +326,13 @@ struct Network {
     members: Vec<Vec<MemberProbs>>,
     eval_chunk: i64,
     device: Device,
+    /// On a GPU, uploaded indices of the next minibatches of the (training, preconditioner)
+    /// streams: (rows per batch, [PREFETCH, rows] indices, batches used).
+    prefetched: [Option<(i64, Tensor, i64)>; 2],
 }
+
+/// Minibatches whose indices travel to a GPU in one copy.
+const PREFETCH: usize = 64;
 
 impl Network {
     /// The next minibatch of every chain, rows of chain 0 first ([K·B] examples), or the whole
@@ -336,13 +342,38 @@ impl Network {
         if batch == 0 {
             return (self.loss.train_x.shallow_clone(), self.loss.train_y.shallow_clone());
         }
+        let rows = self.chains as i64 * (batch as i64).min(n);
+        let idx = if self.device == Device::Cpu {
+            Tensor::from_slice(&self.next_indices(batch, train))
+        } else {
+            // A host-to-device copy makes the host wait for the GPU, so the indices of the next
+            // PREFETCH batches travel in one copy (the streams are read in the same order).
+            let slot = usize::from(!train);
+            let stale = self.prefetched[slot].as_ref().is_none_or(|p| p.0 != rows || p.2 == p.1.size()[0]);
+            if stale {
+                let mut all = Vec::with_capacity(PREFETCH * rows as usize);
+                for _ in 0..PREFETCH {
+                    all.extend(self.next_indices(batch, train));
+                }
+                let t = Tensor::from_slice(&all).reshape([PREFETCH as i64, rows]).to_device(self.device);
+                self.prefetched[slot] = Some((rows, t, 0));
+            }
+            let p = self.prefetched[slot].as_mut().expect("filled above");
+            p.2 += 1;
+            p.1.get(p.2 - 1)
+        };
+        (self.loss.train_x.index_select(0, &idx), self.loss.train_y.index_select(0, &idx))
+    }
+
+    /// The indices of every chain's next minibatch of the training or preconditioner stream.
+    fn next_indices(&mut self, batch: u64, train: bool) -> Vec<i64> {
+        let n = self.loss.train_x.size()[0];
         let mut idx: Vec<i64> = Vec::with_capacity(self.chains * batch as usize);
         for (train_stream, precond_stream) in &mut self.streams {
             let stream = if train { train_stream } else { precond_stream };
             idx.extend_from_slice(stream.next((batch as i64).min(n)));
         }
-        let idx = Tensor::from_slice(&idx).to_device(self.device);
-        (self.loss.train_x.index_select(0, &idx), self.loss.train_y.index_select(0, &idx))
+        idx
     }
 
     /// Class probabilities on the test set (inference mode, θ's own batch-norm statistics), one
@@ -683,6 +714,7 @@ pub fn run_cells(
             return Err(EngineError::Config(format!("these cells cannot run as batched chains: {problem}")));
         }
     }
+    crate::device::configure_cuda(device);
     let s = &cfg.sampler;
     let Plugins { prior, mut integrator, mut noise, likelihood } = Plugins::new(cfg, registry)?;
 
@@ -760,6 +792,7 @@ pub fn run_cells(
         members: vec![Vec::new(); chains],
         eval_chunk: cfg.eval.batch_size as i64,
         device,
+        prefetched: [None, None],
     };
     let settings = ChainSettings {
         lr: s.lr,

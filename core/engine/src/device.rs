@@ -57,3 +57,15 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, EngineError> {
     tracing::info!(?choice, ?device, "device");
     Ok(device)
 }
+
+/// cuDNN's autotuner (`cudnn.benchmark`): on a GPU it times the convolution algorithms for each
+/// new shape once and keeps the fastest. Without it cuDNN's heuristic picks slow kernels for the
+/// grouped convolutions of batched chains. `ABLATE_CUDNN_BENCHMARK=0` turns it off (then cuDNN's
+/// choice does not depend on timings).
+pub fn configure_cuda(device: Device) {
+    if device.is_cuda() {
+        let on = std::env::var("ABLATE_CUDNN_BENCHMARK").map_or(true, |v| v != "0");
+        tch::Cuda::cudnn_set_benchmark(on);
+        tracing::debug!(cudnn_benchmark = on, "cuDNN");
+    }
+}

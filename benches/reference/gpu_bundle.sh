@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Bundle the GPU benchmark into one folder that a GPU machine can run without Rust:
+# the epoch bench binary (built against the CPU libtorch cache; on the GPU machine the CUDA
+# libtorch of the same 2.11.0 build replaces it through LD_LIBRARY_PATH), the built-in plugins,
+# MNIST and Fashion-MNIST (gzip), the PyTorch reference scripts and gpu_run.sh as run.sh.
+#
+#   benches/reference/gpu_bundle.sh [DIR]        (default .devbench; ~46 MB)
+#   # then, on a machine with a GPU and `pip install torch==2.11.0`:
+#   OUT=results/ bash DIR/run.sh                 (≈ 3 minutes on an H200)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+dir=${1:-.devbench}
+cache=${ABLATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ablate}
+cargo build --release --quiet -p ablate-plugin-integrators -p ablate-plugin-priors -p ablate-plugin-likelihoods -p ablate-plugin-noise
+bench=$(cargo bench --no-run -p ablate-engine --bench epoch 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+rm -rf "$dir" && mkdir -p "$dir/plugins" "$dir/mnist" "$dir/fashion"
+cp "$bench" "$dir/epoch"
+cp target/release/libablate_plugin_{integrators,priors,likelihoods,noise}.so "$dir/plugins/"
+strip "$dir/epoch" "$dir"/plugins/*.so
+for name in mnist:mnist fashion-mnist:fashion; do
+  src=$cache/data/${name%%:*}
+  [[ -d $src ]] || { echo "$src missing: run \`ablate data fetch ${name%%:*}\` first" >&2; exit 1; }
+  for f in "$src"/*ubyte*; do
+    case $f in *.gz) cp "$f" "$dir/${name##*:}/" ;; *) gzip -c "$f" > "$dir/${name##*:}/$(basename "$f").gz" ;; esac
+  done
+done
+cp benches/reference/sgmcmc_reference.py benches/reference/cifar_shaped.py "$dir/"
+cp benches/reference/gpu_run.sh "$dir/run.sh"
+du -sh "$dir"
