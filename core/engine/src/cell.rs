@@ -163,7 +163,18 @@ impl Loss {
             Some(prior) => {
                 let grad = flatten(Tensor::run_backward(&[nll], leaves, false, false));
                 let _guard = tch::no_grad_guard();
-                crate::fused::axpy(&grad, -1.0 / self.n, &flatten(prior)).map_err(EngineError::Config)?;
+                if chains == 1 {
+                    // Into contiguous slices of the flat gradient, tensor by tensor: no `cat`.
+                    let mut at = 0;
+                    for p in &prior {
+                        let len = p.numel() as i64;
+                        let part = grad.narrow(0, at, len).view(p.size().as_slice());
+                        crate::fused::axpy(&part, -1.0 / self.n, p).map_err(EngineError::Config)?;
+                        at += len;
+                    }
+                } else {
+                    crate::fused::axpy(&grad, -1.0 / self.n, &flatten(prior)).map_err(EngineError::Config)?;
+                }
                 Ok(grad)
             }
             None => {

@@ -261,6 +261,9 @@ impl Mass {
 /// Whether `t` holds a NaN or an infinity: its sum (accumulated in f64, one reduction, no
 /// temporary mask) is then not finite. A finite f32 tensor cannot overflow an f64 sum.
 pub(crate) fn nonfinite(t: &Tensor) -> bool {
+    if let Some(rows) = crate::fused::rows_finite(&t.detach(), 1) {
+        return !rows[0];
+    }
     !f64::try_from(t.detach().sum(Kind::Double)).is_ok_and(f64::is_finite)
 }
 
@@ -269,6 +272,9 @@ pub(crate) fn nonfinite(t: &Tensor) -> bool {
 fn nonfinite_rows(t: &Tensor, chains: usize) -> Vec<bool> {
     if chains == 1 {
         return vec![nonfinite(t)];
+    }
+    if let Some(rows) = crate::fused::rows_finite(&t.detach(), chains) {
+        return rows.into_iter().map(|finite| !finite).collect();
     }
     let sums = Vec::<f64>::try_from(t.detach().sum_dim_intlist(-1, false, Kind::Double).to_device(Device::Cpu))
         .unwrap_or_default();

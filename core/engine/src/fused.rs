@@ -71,6 +71,7 @@ impl NoiseStream {
 /// tests of the paper.
 pub struct Normals {
     rng: SmallRng,
+    t: &'static ZigguratTables,
 }
 
 struct ZigguratTables {
@@ -108,8 +109,32 @@ fn tables() -> &'static ZigguratTables {
 
 impl Normals {
     pub fn new(seed: u64) -> Self {
-        tables();
-        Self { rng: SmallRng::seed_from_u64(seed) }
+        Self { rng: SmallRng::seed_from_u64(seed), t: tables() }
+    }
+
+    /// Fill `out` with N(0, 1) draws, two per 64-bit generator output (both halves of
+    /// xoshiro256++ are full-quality bits), which halves the generator's share of the cost.
+    pub fn fill(&mut self, out: &mut [f32]) {
+        let mut pairs = out.chunks_exact_mut(2);
+        for pair in &mut pairs {
+            let r = rand::RngCore::next_u64(&mut self.rng);
+            pair[0] = self.from_bits(r as u32);
+            pair[1] = self.from_bits((r >> 32) as u32);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = self.draw();
+        }
+    }
+
+    /// The ziggurat's fast path for 32 random bits (≈ 99% of draws), else its exact fix-up.
+    #[inline(always)]
+    fn from_bits(&mut self, bits: u32) -> f32 {
+        let hz = bits as i32;
+        let iz = (hz & 127) as usize;
+        if hz.unsigned_abs() < self.t.k[iz] {
+            return hz as f32 * self.t.w[iz];
+        }
+        self.fix(hz, iz)
     }
 
     #[inline]
@@ -125,19 +150,14 @@ impl Normals {
     /// One N(0, 1) draw.
     #[inline]
     pub fn draw(&mut self) -> f32 {
-        let t = tables();
-        let hz = self.bits() as i32;
-        let iz = (hz & 127) as usize;
-        if hz.unsigned_abs() < t.k[iz] {
-            return hz as f32 * t.w[iz];
-        }
-        self.fix(hz, iz)
+        let bits = self.bits();
+        self.from_bits(bits)
     }
 
     #[cold]
     fn fix(&mut self, mut hz: i32, mut iz: usize) -> f32 {
         const R: f64 = 3.442620;
-        let t = tables();
+        let t = self.t;
         loop {
             let x = f64::from(hz) * f64::from(t.w[iz]);
             if iz == 0 {
@@ -250,9 +270,7 @@ fn ou_block(m: &mut [f32], g: Option<&[f32]>, s: &[f32], beta: f32, a: f32, nois
         let len = mc.len();
         let sc = &s[at..at + len];
         if let Some(rng) = rng.as_mut() {
-            for x in xi[..len].iter_mut() {
-                *x = rng.draw();
-            }
+            rng.fill(&mut xi[..len]);
         }
         match g {
             Some(g) => {
@@ -268,6 +286,57 @@ fn ou_block(m: &mut [f32], g: Option<&[f32]>, s: &[f32], beta: f32, a: f32, nois
             }
         }
     }
+}
+
+/// mul·x + add into a new tensor in one pass (CPU, contiguous f32, outside autograd); `None`
+/// where the caller must use libtorch kernels.
+pub fn affine(x: &Tensor, mul: f64, add: f64) -> Option<Tensor> {
+    let cpu_f32 = x.device() == Device::Cpu && x.kind() == Kind::Float && x.is_contiguous();
+    if disabled() || !cpu_f32 || x.requires_grad() {
+        return None;
+    }
+    let n = x.numel();
+    let y = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
+    // SAFETY: x is a live contiguous f32 CPU tensor of n elements; y was just allocated with n.
+    let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };
+    let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
+    let (mul, add) = (mul as f32, add as f32);
+    let block = |(yb, xb): (&mut [f32], &[f32])| {
+        for (yi, xi) in yb.iter_mut().zip(xb) {
+            *yi = mul * xi + add;
+        }
+    };
+    if parallel(n) {
+        ys.par_chunks_mut(BLOCK).zip(xs.par_chunks(BLOCK)).for_each(block);
+    } else {
+        ys.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)).for_each(block);
+    }
+    Some(y)
+}
+
+/// Per row of `t` ([rows, cols] or flat as one row), whether every element is finite: one
+/// read-only pass on the CPU (contiguous f32), `None` elsewhere.
+pub fn rows_finite(t: &Tensor, rows: usize) -> Option<Vec<bool>> {
+    let cpu_f32 = t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+    let n = t.numel();
+    if disabled() || !cpu_f32 || rows == 0 || !n.is_multiple_of(rows) {
+        return None;
+    }
+    // SAFETY: a live contiguous f32 CPU tensor of n elements, only read.
+    let xs = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) };
+    // x·0 is 0 for finite x and NaN for ±inf and NaN; sixteen lanes so that the sum vectorises.
+    let finite = |row: &[f32]| {
+        let mut lanes = [0f32; 16];
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += v * 0.0;
+            }
+        }
+        let tail: f32 = chunks.remainder().iter().map(|v| v * 0.0).sum();
+        (lanes.iter().sum::<f32>() + tail) == 0.0
+    };
+    Some(xs.chunks(n / rows).map(finite).collect())
 }
 
 /// y ← y + a·x in place: one pass on the CPU (contiguous f32), else libtorch kernels.
@@ -373,10 +442,26 @@ mod tests {
 
     #[test]
     fn ziggurat_draws_are_standard_normal_including_the_tails() {
-        // 4M draws; every check at 5 standard errors of its estimate.
+        // 4M draws one at a time and 4M through `fill` (two per generator output); every check
+        // at 5 standard errors of its estimate.
         let n = 4_000_000usize;
         let mut g = Normals::new(12345);
-        let z: Vec<f64> = (0..n).map(|_| f64::from(g.draw())).collect();
+        let one_by_one: Vec<f64> = (0..n).map(|_| f64::from(g.draw())).collect();
+        let mut filled = vec![0f32; n];
+        filled.chunks_mut(255).for_each(|c| g.fill(c)); // odd lengths: the remainder path too
+        let filled: Vec<f64> = filled.into_iter().map(f64::from).collect();
+        // The two halves of one output are independent: lag-1 correlation of the pairs.
+        let pairs = (n / 255) * 127;
+        let r =
+            filled.chunks_exact(255).flat_map(|c| c[..254].chunks(2).map(|p| p[0] * p[1])).sum::<f64>() / pairs as f64;
+        assert!(r.abs() < 5.0 / (pairs as f64).sqrt(), "correlation of paired draws {r}");
+        for z in [one_by_one, filled] {
+            check_standard_normal(&z);
+        }
+    }
+
+    fn check_standard_normal(z: &[f64]) {
+        let n = z.len();
         let nf = n as f64;
         let mean = z.iter().sum::<f64>() / nf;
         let m2 = z.iter().map(|x| x * x).sum::<f64>() / nf;
@@ -392,6 +477,30 @@ mod tests {
         let p = 4.652_581_580_710_3e-4;
         let q = z.iter().filter(|v| v.abs() > 3.5).count() as f64 / nf;
         assert!((q - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(), "P(|z| > 3.5) = {q}, expected {p}");
+    }
+
+    #[test]
+    fn affine_is_libtorchs_multiply_then_add_exactly() {
+        let x = Tensor::randn([3, 70_001], (Kind::Float, Device::Cpu)) * 50.0;
+        let fused = affine(&x, -0.37, 1.25).unwrap();
+        let reference = x.f_mul_scalar(-0.37).unwrap().f_add_scalar(1.25).unwrap();
+        assert_eq!(f64::try_from((&fused - &reference).abs().max()).unwrap(), 0.0);
+        // Autograd inputs and other layouts are left to libtorch.
+        assert!(affine(&x.copy().set_requires_grad(true), 2.0, 0.0).is_none());
+        assert!(affine(&x.tr(), 2.0, 0.0).is_none());
+    }
+
+    #[test]
+    fn rows_finite_finds_each_kind_of_non_finite_value_in_its_row() {
+        let t = Tensor::zeros([5, 1001], (Kind::Float, Device::Cpu));
+        let _ = t.get(0).get(1000).fill_(3.0e38); // finite, huge
+        let _ = t.get(1).get(3).fill_(f64::NAN);
+        let _ = t.get(2).get(1000).fill_(f64::INFINITY); // in the tail after the 16-lane chunks
+        let _ = t.get(3).get(500).fill_(f64::NEG_INFINITY);
+        assert_eq!(rows_finite(&t, 5).unwrap(), vec![true, false, false, false, true]);
+        assert_eq!(rows_finite(&t, 1).unwrap(), vec![false]);
+        assert_eq!(rows_finite(&t.get(4), 1).unwrap(), vec![true]);
+        assert!(rows_finite(&t, 3).is_none()); // 5005 elements do not split into 3 rows
     }
 
     #[test]

@@ -197,7 +197,11 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId {
-        self.unary_op("affine", x, |t| t.f_mul_scalar(mul).and_then(|t| t.f_add_scalar(add)))
+        self.unary_op("affine", x, |t| match crate::fused::affine(t, mul, add) {
+            Some(y) => Ok(y),
+            None if add == 0.0 => t.f_mul_scalar(mul),
+            None => t.f_mul_scalar(mul).and_then(|t| t.f_add_scalar(add)),
+        })
     }
 
     fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId {
