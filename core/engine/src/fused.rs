@@ -118,8 +118,8 @@ impl Normals {
         let mut pairs = out.chunks_exact_mut(2);
         for pair in &mut pairs {
             let r = rand::RngCore::next_u64(&mut self.rng);
-            pair[0] = self.from_bits(r as u32);
-            pair[1] = self.from_bits((r >> 32) as u32);
+            pair[0] = self.normal_of(r as u32);
+            pair[1] = self.normal_of((r >> 32) as u32);
         }
         if let [last] = pairs.into_remainder() {
             *last = self.draw();
@@ -128,7 +128,7 @@ impl Normals {
 
     /// The ziggurat's fast path for 32 random bits (≈ 99% of draws), else its exact fix-up.
     #[inline(always)]
-    fn from_bits(&mut self, bits: u32) -> f32 {
+    fn normal_of(&mut self, bits: u32) -> f32 {
         let hz = bits as i32;
         let iz = (hz & 127) as usize;
         if hz.unsigned_abs() < self.t.k[iz] {
@@ -151,7 +151,7 @@ impl Normals {
     #[inline]
     pub fn draw(&mut self) -> f32 {
         let bits = self.bits();
-        self.from_bits(bits)
+        self.normal_of(bits)
     }
 
     #[cold]
