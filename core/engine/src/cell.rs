@@ -538,7 +538,7 @@ impl Network {
                 count,
             });
         }
-        let picked = logits.log_softmax(-1, Kind::Float).gather(-1, &labels.unsqueeze(-1), false);
+        let picked = crate::host::log_softmax(&logits, -1)?.gather(-1, &labels.unsqueeze(-1), false);
         Ok(Gradient {
             grad,
             loss_sum: -picked.sum_dim_intlist([1, 2].as_slice(), false, Kind::Double),

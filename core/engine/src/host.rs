@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use ablate_sdk::abi::{BinaryOp, HostRef, OuStep, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Computes U(θ) and ∇U(θ) for integrators that need energies (HMC, Metropolis–Hastings).
 pub type PotentialFn<'a> = dyn FnMut(&Tensor, bool) -> Result<(Tensor, Tensor), String> + 'a;
@@ -136,6 +136,24 @@ impl<'a> TchHost<'a> {
     }
 }
 
+/// log-softmax along `dim`. libtorch's CPU kernel vectorises along that dimension, which is
+/// slow when it is short (10 classes: ≈ 16 ns per element); moved to the front it vectorises
+/// across rows instead: the same values to float rounding (a few 1e-7), 3–5× faster for hundreds
+/// of rows of 10 classes. The result is a strided view.
+pub fn log_softmax(t: &Tensor, dim: i64) -> Result<Tensor, tch::TchError> {
+    let size = t.size();
+    let d = if dim < 0 { dim + size.len() as i64 } else { dim };
+    let short = size.len() >= 2 && (0..size.len() as i64).contains(&d) && size[d as usize] <= 32;
+    if t.device() == Device::Cpu && short && t.numel() as i64 >= 64 * size[d as usize] {
+        return t
+            .f_movedim([d].as_slice(), [0].as_slice())?
+            .f_contiguous()?
+            .f_log_softmax(0, t.kind())?
+            .f_movedim([0].as_slice(), [d].as_slice());
+    }
+    t.f_log_softmax(dim, t.kind())
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_owned()
 }
@@ -241,7 +259,7 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn log_softmax(&mut self, x: TensorId, dim: i64) -> TensorId {
-        self.unary_op("log_softmax", x, |t| t.f_log_softmax(dim, t.kind()))
+        self.unary_op("log_softmax", x, |t| log_softmax(t, dim))
     }
 
     fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId {
@@ -366,5 +384,27 @@ impl TensorHost for TchHost<'_> {
 
     fn error(&self) -> ROption<RString> {
         self.error.clone().map(RString::from).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_over_a_short_dimension_equals_libtorchs_values_and_gradients() {
+        // [17, 50, 10] (batched chains' logits), [850, 10], and a short dimension in the middle.
+        for (shape, dim) in [(vec![17i64, 50, 10], -1i64), (vec![850, 10], 1), (vec![100, 10, 7], 1)] {
+            let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let w = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+            let ours = log_softmax(&x, dim).unwrap();
+            let reference = x.log_softmax(dim, Kind::Float);
+            let err = f64::try_from((&ours - &reference).abs().max()).unwrap();
+            assert!(err < 2e-6, "values of {shape:?} differ by {err}");
+            let g_ours = Tensor::run_backward(&[(&ours * &w).sum(Kind::Float)], &[&x], false, false).remove(0);
+            let g_ref = Tensor::run_backward(&[(&reference * &w).sum(Kind::Float)], &[&x], false, false).remove(0);
+            let err = f64::try_from((&g_ours - &g_ref).abs().max()).unwrap();
+            assert!(err < 1e-6, "gradients of {shape:?} differ by {err}");
+        }
     }
 }
