@@ -161,21 +161,13 @@ impl Loss {
         };
         match self.prior_grad(host, leaves)? {
             Some(prior) => {
-                let grad = flatten(Tensor::run_backward(&[nll], leaves, false, false));
+                // −(1/n)·∇log p added tensor by tensor before the one flattening copy.
+                let grads = Tensor::run_backward(&[nll], leaves, false, false);
                 let _guard = tch::no_grad_guard();
-                if chains == 1 {
-                    // Into contiguous slices of the flat gradient, tensor by tensor: no `cat`.
-                    let mut at = 0;
-                    for p in &prior {
-                        let len = p.numel() as i64;
-                        let part = grad.narrow(0, at, len).view(p.size().as_slice());
-                        crate::fused::axpy(&part, -1.0 / self.n, p).map_err(EngineError::Config)?;
-                        at += len;
-                    }
-                } else {
-                    crate::fused::axpy(&grad, -1.0 / self.n, &flatten(prior)).map_err(EngineError::Config)?;
+                for (g, p) in grads.iter().zip(&prior) {
+                    crate::fused::axpy(g, -1.0 / self.n, p).map_err(EngineError::Config)?;
                 }
-                Ok(grad)
+                Ok(flatten(grads))
             }
             None => {
                 let total = nll - self.log_prior_of(host, leaves, theta)? / self.n;

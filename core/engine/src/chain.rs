@@ -299,9 +299,12 @@ fn gradient_moments(
     let mut m2 = theta.zeros_like();
     for i in 1..=count {
         let g = objective.gradient(host, theta, batch, false)?.grad;
-        let delta = &g - &mean;
-        mean += &delta / i as f64;
-        m2 += &delta * (&g - &mean);
+        let _guard = tch::no_grad_guard();
+        if !crate::fused::welford(&mut mean, &mut m2, &g, i) {
+            let delta = &g - &mean;
+            mean += &delta / i as f64;
+            m2 += &delta * (&g - &mean);
+        }
     }
     Ok((mean, m2 / count.max(1) as f64))
 }

@@ -339,6 +339,34 @@ pub fn rows_finite(t: &Tensor, rows: usize) -> Option<Vec<bool>> {
     Some(xs.chunks(n / rows).map(finite).collect())
 }
 
+/// One Welford step for the i-th sample `g` (i from 1): δ = g − mean, mean += δ/i,
+/// m2 += δ·(g − mean), in one pass (CPU, contiguous f32). `false`: not done, use libtorch.
+pub fn welford(mean: &mut Tensor, m2: &mut Tensor, g: &Tensor, i: usize) -> bool {
+    if !fusable(mean, &[g]) || !fusable(m2, &[g]) || mean.data_ptr() == m2.data_ptr() {
+        return false;
+    }
+    let n = g.numel();
+    // SAFETY: three live contiguous f32 CPU tensors of n elements, mean and m2 distinct and
+    // aliasing neither g (checked above).
+    let ms = unsafe { std::slice::from_raw_parts_mut(mean.data_ptr() as *mut f32, n) };
+    let vs = unsafe { std::slice::from_raw_parts_mut(m2.data_ptr() as *mut f32, n) };
+    let gs = unsafe { std::slice::from_raw_parts(g.data_ptr() as *const f32, n) };
+    let inv = 1.0 / i as f32;
+    let block = |((mb, vb), gb): ((&mut [f32], &mut [f32]), &[f32])| {
+        for ((m, v), &x) in mb.iter_mut().zip(vb.iter_mut()).zip(gb) {
+            let delta = x - *m;
+            *m += delta * inv;
+            *v += delta * (x - *m);
+        }
+    };
+    if parallel(n) {
+        ms.par_chunks_mut(BLOCK).zip(vs.par_chunks_mut(BLOCK)).zip(gs.par_chunks(BLOCK)).for_each(block);
+    } else {
+        ms.chunks_mut(BLOCK).zip(vs.chunks_mut(BLOCK)).zip(gs.chunks(BLOCK)).for_each(block);
+    }
+    true
+}
+
 /// y ← y + a·x in place: one pass on the CPU (contiguous f32), else libtorch kernels.
 pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<(), String> {
     let n = y.numel();
@@ -501,6 +529,20 @@ mod tests {
         assert_eq!(rows_finite(&t, 1).unwrap(), vec![false]);
         assert_eq!(rows_finite(&t.get(4), 1).unwrap(), vec![true]);
         assert!(rows_finite(&t, 3).is_none()); // 5005 elements do not split into 3 rows
+    }
+
+    #[test]
+    fn welford_steps_give_the_mean_and_biased_variance_of_the_samples() {
+        let samples: Vec<Tensor> = (0..32).map(|_| Tensor::randn([3, 5000], (Kind::Float, Device::Cpu))).collect();
+        let (mut mean, mut m2) = (samples[0].zeros_like(), samples[0].zeros_like());
+        for (i, g) in samples.iter().enumerate() {
+            assert!(welford(&mut mean, &mut m2, g, i + 1));
+        }
+        let stacked = Tensor::stack(&samples, 0);
+        let want_mean = stacked.mean_dim([0].as_slice(), false, Kind::Float);
+        let want_var = stacked.var_dim([0].as_slice(), false, false);
+        assert!(f64::try_from((&mean - &want_mean).abs().max()).unwrap() < 1e-5);
+        assert!(f64::try_from((m2 / 32.0 - &want_var).abs().max()).unwrap() < 1e-5);
     }
 
     #[test]
