@@ -161,13 +161,21 @@ impl Loss {
         };
         match self.prior_grad(host, leaves)? {
             Some(prior) => {
-                // −(1/n)·∇log p added tensor by tensor before the one flattening copy.
                 let grads = Tensor::run_backward(&[nll], leaves, false, false);
                 let _guard = tch::no_grad_guard();
-                for (g, p) in grads.iter().zip(&prior) {
-                    crate::fused::axpy(g, -1.0 / self.n, p).map_err(EngineError::Config)?;
+                if theta.device() == Device::Cpu {
+                    // −(1/n)·∇log p added tensor by tensor (fused loops) before the one
+                    // flattening copy.
+                    for (g, p) in grads.iter().zip(&prior) {
+                        crate::fused::axpy(g, -1.0 / self.n, p).map_err(EngineError::Config)?;
+                    }
+                    Ok(flatten(grads))
+                } else {
+                    // On a GPU one flat update launches fewer kernels than one per tensor.
+                    let grad = flatten(grads);
+                    crate::fused::axpy(&grad, -1.0 / self.n, &flatten(prior)).map_err(EngineError::Config)?;
+                    Ok(grad)
                 }
-                Ok(flatten(grads))
             }
             None => {
                 let total = nll - self.log_prior_of(host, leaves, theta)? / self.n;
