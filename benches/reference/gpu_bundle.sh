@@ -26,4 +26,5 @@ for name in mnist:mnist fashion-mnist:fashion; do
 done
 cp benches/reference/sgmcmc_reference.py benches/reference/cifar_shaped.py "$dir/"
 cp benches/reference/gpu_run.sh "$dir/run.sh"
+cp benches/reference/gpu_quick.sh "$dir/quick.sh"
 du -sh "$dir"

@@ -11,7 +11,9 @@
 //! `ABLATE_BENCH_FASHION` (folder of the Fashion-MNIST IDX files; default: the cache),
 //! `ABLATE_BENCH_CIFAR` (a folder of CIFAR-10 binary batches, real or CIFAR-shaped random ones from
 //! `benches/reference/cifar_shaped.py`: adds the ResNet-20 + batch norm workload),
-//! `ABLATE_BENCH_WORKLOADS` (comma-separated names to run; default all available).
+//! `ABLATE_BENCH_WORKLOADS` (comma-separated names to run; default all available). With MNIST it
+//! also prints `mnist-mlp-floor`: libtorch's forward + backward of the same epoch alone, no
+//! sampler, the practical floor under the FLOP bound.
 //! Prints one JSON line per workload and K; `benches/reference/compare.sh` reads them. On a GPU
 //! each line also holds the device memory the process holds (nvidia-smi; libtorch's caching
 //! allocator keeps its peak, so run one K per process for per-K figures).
@@ -62,6 +64,42 @@ fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+}
+
+/// The floor under the MNIST MLP epoch: libtorch's forward and backward of the 784-100-100-10
+/// MLP and the copy that flattens the gradient, for the 132 batches of 100 of one epoch, with no
+/// sampler, prior or preconditioner work; median seconds of 6 epochs after one warm-up.
+fn autograd_floor(data: &ablate_data::Dataset, device: Device) -> f64 {
+    let n = data.train.len() as i64;
+    let x = Tensor::from_slice(&data.train.images).reshape([n, -1]).to_device(device);
+    let y = Tensor::from_slice(&data.train.labels).to_device(device);
+    let sizes = [x.size()[1], 100, 100, 10];
+    let params: Vec<Tensor> = (0..3)
+        .flat_map(|i| {
+            let w = (Tensor::randn([sizes[i + 1], sizes[i]], (Kind::Float, device)) * 0.05).set_requires_grad(true);
+            [w, Tensor::zeros([sizes[i + 1]], (Kind::Float, device)).set_requires_grad(true)]
+        })
+        .collect();
+    let perm = Tensor::randperm(n, (Kind::Int64, device));
+    let times: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for b in 0..132 {
+                let idx = perm.narrow(0, (b * 100) % (n - 100), 100);
+                let (xb, yb) = (x.index_select(0, &idx), y.index_select(0, &idx));
+                let h = xb.linear(&params[0], Some(&params[1])).relu();
+                let h = h.linear(&params[2], Some(&params[3])).relu();
+                let loss = h.linear(&params[4], Some(&params[5])).cross_entropy_for_logits(&yb);
+                let grads = Tensor::run_backward(&[loss], &params, false, false);
+                let flat = Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
+                if device.is_cuda() && b == 131 {
+                    let _ = flat.sum(Kind::Float).double_value(&[]);
+                }
+            }
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(times[1..].to_vec())
 }
 
 /// Device memory this process holds (MiB, CUDA context included), from `nvidia-smi`; the GPU's
@@ -160,9 +198,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .filter_map(|k| k.trim().parse().ok())
         .collect();
+    let floor_wanted =
+        std::env::var("ABLATE_BENCH_WORKLOADS").map_or(true, |w| w.split(',').any(|n| n.trim() == "mnist-mlp-floor"));
     for (name, value, flops) in workloads {
         let base: CellConfig = serde_json::from_value(value)?;
         let data = load_data(&base.data)?;
+        if name == "mnist-mlp" && floor_wanted {
+            let m = autograd_floor(&data, device);
+            println!(
+                "{}",
+                json!({"workload": "mnist-mlp-floor", "threads": threads, "chains": 1, "device": format!("{device:?}"),
+                       "median_epoch_seconds": m, "gemm_gflops": rate / 1e9, "flop_bound_seconds": flops / rate,
+                       "ratio_to_flop_bound": m / (flops / rate),
+                       "what": "forward + backward + flattening of the gradient alone, 132 batches of 100, no sampler"})
+            );
+        }
         let mut single = None;
         for &k in &ks {
             // K chains at temperatures spread over 1e-3..1 (the usual grid), one seed each.
