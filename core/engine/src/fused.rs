@@ -301,17 +301,22 @@ pub fn affine(x: &Tensor, mul: f64, add: f64) -> Option<Tensor> {
     let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };
     let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
     let (mul, add) = (mul as f32, add as f32);
+    each_pair(ys, xs, |yi, xi| *yi = mul * xi + add);
+    Some(y)
+}
+
+/// `f(y[i], x[i])` for every i, in blocks of [`BLOCK`] spread over rayon's threads when worth it.
+fn each_pair(ys: &mut [f32], xs: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
     let block = |(yb, xb): (&mut [f32], &[f32])| {
-        for (yi, xi) in yb.iter_mut().zip(xb) {
-            *yi = mul * xi + add;
+        for (yi, &xi) in yb.iter_mut().zip(xb) {
+            f(yi, xi);
         }
     };
-    if parallel(n) {
+    if parallel(ys.len()) {
         ys.par_chunks_mut(BLOCK).zip(xs.par_chunks(BLOCK)).for_each(block);
     } else {
         ys.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)).for_each(block);
     }
-    Some(y)
 }
 
 /// Per row of `t` ([rows, cols] or flat as one row), whether every element is finite: one
@@ -375,16 +380,7 @@ pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<(), String> {
         let ys = unsafe { std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n) };
         let xs = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n) };
         let a = a as f32;
-        let block = |(yb, xb): (&mut [f32], &[f32])| {
-            for (yi, xi) in yb.iter_mut().zip(xb) {
-                *yi += a * xi;
-            }
-        };
-        if parallel(n) {
-            ys.par_chunks_mut(BLOCK).zip(xs.par_chunks(BLOCK)).for_each(block);
-        } else {
-            ys.chunks_mut(BLOCK).zip(xs.chunks(BLOCK)).for_each(block);
-        }
+        each_pair(ys, xs, |yi, xi| *yi += a * xi);
         return Ok(());
     }
     let mut y = y.shallow_clone();
