@@ -20,10 +20,14 @@ fn disabled() -> bool {
     *OFF.get_or_init(|| std::env::var("ABLATE_UNFUSED").is_ok_and(|v| v == "1"))
 }
 
+/// A contiguous f32 tensor on the CPU: what the loops of this module read and write.
+fn cpu_f32(t: &Tensor) -> bool {
+    t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()
+}
+
 /// Whether a one-pass CPU loop may write `y` while reading `inputs`: all contiguous f32 CPU
 /// tensors of y's shape, none sharing y's memory, y outside autograd, fusion not switched off.
 fn fusable(y: &Tensor, inputs: &[&Tensor]) -> bool {
-    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
     !disabled()
         && cpu_f32(y)
         && !y.requires_grad()
@@ -291,8 +295,7 @@ fn ou_block(m: &mut [f32], g: Option<&[f32]>, s: &[f32], beta: f32, a: f32, nois
 /// mul·x + add into a new tensor in one pass (CPU, contiguous f32, outside autograd); `None`
 /// where the caller must use libtorch kernels.
 pub fn affine(x: &Tensor, mul: f64, add: f64) -> Option<Tensor> {
-    let cpu_f32 = x.device() == Device::Cpu && x.kind() == Kind::Float && x.is_contiguous();
-    if disabled() || !cpu_f32 || x.requires_grad() {
+    if disabled() || !cpu_f32(x) || x.requires_grad() {
         return None;
     }
     let n = x.numel();
@@ -322,9 +325,8 @@ fn each_pair(ys: &mut [f32], xs: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
 /// Per row of `t` ([rows, cols] or flat as one row), whether every element is finite: one
 /// read-only pass on the CPU (contiguous f32), `None` elsewhere.
 pub fn rows_finite(t: &Tensor, rows: usize) -> Option<Vec<bool>> {
-    let cpu_f32 = t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
     let n = t.numel();
-    if disabled() || !cpu_f32 || rows == 0 || !n.is_multiple_of(rows) {
+    if disabled() || !cpu_f32(t) || rows == 0 || !n.is_multiple_of(rows) {
         return None;
     }
     // SAFETY: a live contiguous f32 CPU tensor of n elements, only read.
