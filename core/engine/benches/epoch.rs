@@ -102,6 +102,15 @@ fn autograd_floor(data: &ablate_data::Dataset, device: Device) -> f64 {
     median(times[1..].to_vec())
 }
 
+/// A dataset folder: `$var` if set, else the `ablate data fetch` cache entry; `None` if absent.
+fn data_dir(var: &str, dataset: &str) -> Option<PathBuf> {
+    std::env::var(var)
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data").join(dataset)))
+        .filter(|p| p.is_dir())
+}
+
 /// Device memory this process holds (MiB, CUDA context included), from `nvidia-smi`; the GPU's
 /// whole used memory when the process is not listed (a container's own PID namespace).
 fn device_memory_mib() -> Option<f64> {
@@ -129,11 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => Device::Cpu,
     };
     let rate = gemm_rate(device);
-    let mnist = std::env::var("ABLATE_BENCH_MNIST")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data/mnist")))
-        .filter(|p| p.is_dir());
+    let mnist = data_dir("ABLATE_BENCH_MNIST", "mnist");
     // T = 1 from the first step (no ramp) so that every step does the full work, as the reference.
     let sampler = |epochs: usize, batch: usize| {
         json!({"epochs": epochs, "batch_size": batch, "lr": 0.1, "momentum_decay": 0.98, "cycle_length": 1,
@@ -160,11 +165,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The dirty-likelihood grid's CNN (16 and 32 channels) with batch norm on 5k Fashion-MNIST
     // images, if cached (`ablate data fetch fashion-mnist`); opt out with ABLATE_BENCH_CNN=0.
-    let fashion = std::env::var("ABLATE_BENCH_FASHION")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data/fashion-mnist")))
-        .filter(|p| p.is_dir());
+    let fashion = data_dir("ABLATE_BENCH_FASHION", "fashion-mnist");
     if let Some(dir) = fashion.filter(|_| std::env::var("ABLATE_BENCH_CNN").map_or(true, |v| v != "0")) {
         workloads.push((
             "fashion-cnn-bn",
@@ -189,21 +190,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             110.0 * 128.0 * 6.0 * 40.8e6,
         ));
     }
-    if let Ok(only) = std::env::var("ABLATE_BENCH_WORKLOADS") {
-        let names: Vec<&str> = only.split(',').map(str::trim).collect();
-        workloads.retain(|(name, _, _)| names.contains(name));
-    }
+    // `ABLATE_BENCH_WORKLOADS`: the names to run (default all available).
+    let only = std::env::var("ABLATE_BENCH_WORKLOADS").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|n| n.trim() == name));
+    workloads.retain(|(name, _, _)| wanted(name));
     let ks: Vec<usize> = std::env::var("ABLATE_BENCH_CHAINS")
         .unwrap_or_else(|_| "1,4,17".into())
         .split(',')
         .filter_map(|k| k.trim().parse().ok())
         .collect();
-    let floor_wanted =
-        std::env::var("ABLATE_BENCH_WORKLOADS").map_or(true, |w| w.split(',').any(|n| n.trim() == "mnist-mlp-floor"));
     for (name, value, flops) in workloads {
         let base: CellConfig = serde_json::from_value(value)?;
         let data = load_data(&base.data)?;
-        if name == "mnist-mlp" && floor_wanted {
+        if name == "mnist-mlp" && wanted("mnist-mlp-floor") {
             let m = autograd_floor(&data, device);
             println!(
                 "{}",
