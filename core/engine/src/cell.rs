@@ -153,6 +153,7 @@ impl Loss {
         chains: i64,
     ) -> Result<Tensor, EngineError> {
         let flatten = |grads: Vec<Tensor>| -> Tensor {
+            let grads = defined_gradients(grads, leaves);
             if chains == 1 {
                 Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0)
             } else {
@@ -163,6 +164,7 @@ impl Loss {
             Some(prior) => {
                 let grads = Tensor::run_backward(&[nll], leaves, false, false);
                 let _guard = tch::no_grad_guard();
+                let grads = defined_gradients(grads, leaves);
                 if theta.device() == Device::Cpu {
                     // −(1/n)·∇log p added tensor by tensor (fused loops) before the one
                     // flattening copy.
@@ -230,6 +232,13 @@ impl Loss {
         let grad = Tensor::run_backward(&[&u], &[&theta], false, false).remove(0);
         Ok((u.detach(), grad))
     }
+}
+
+/// Autograd leaves no gradient (an undefined tensor) for a parameter the loss does not depend
+/// on (e.g. a threshold the network never reaches, or any tensor under a flat prior when the
+/// network skips it): its gradient is zero.
+fn defined_gradients(grads: Vec<Tensor>, leaves: &[Tensor]) -> Vec<Tensor> {
+    grads.into_iter().zip(leaves).map(|(g, leaf)| if g.defined() { g } else { leaf.detach().zeros_like() }).collect()
 }
 
 /// log p through the prior plugin for per-tensor `views` described by `infos`: a one-element

@@ -5,10 +5,14 @@
 //! handful of kernels, whatever the depth. Every parameter tensor carries its metadata
 //! ([`ParamInfo`]: layer, role, shape, fan-in/out, offset) for priors.
 //!
-//! Architectures: MLP (depth, width, activation), a small CNN, and ResNet-20 v1 (the Keras
-//! example the paper uses: 3 stages of 3 basic blocks with 16/32/64 filters, 1×1 projection
-//! shortcuts without normalisation, global average pooling, dense head). Normalisation (batch
-//! norm / FRN + TLU / none) and dropout come from the likelihood plugin's [`ModelToggles`].
+//! Architectures: MLP (depth, width, activation), a small CNN, and ResNet-20 v1 as the paper's
+//! code builds it (3 stages of 3 basic blocks with 16/32/64 filters; every convolution, the 1×1
+//! projection shortcuts included, is followed by its normalisation layer; ReLU after the stem
+//! and after each block's first layer; global average pooling, dense head). Normalisation
+//! (batch norm / FRN / none) and dropout come from the likelihood plugin's [`ModelToggles`].
+//! FRN is the paper's layer: max(γ·x/√(ν²+ε) + β, τ), its threshold τ included, so every FRN
+//! layer's τ enters the graph; with FRN the ReLU after each residual addition becomes a TLU
+//! max(x, τ) with its own τ, and the other ReLUs stay.
 //! Batch-norm running statistics are buffers outside θ ([`BnState`]): each ensemble member is
 //! evaluated with its own.
 
@@ -51,7 +55,8 @@ struct Block {
     norm1: Norm,
     conv2: Conv,
     norm2: Norm,
-    shortcut: Option<Conv>,
+    /// 1×1 projection and its normalisation (the first block of stages 2 and 3).
+    shortcut: Option<(Conv, Norm)>,
     /// TLU threshold after the residual addition (FRN models) instead of ReLU.
     tlu: Option<usize>,
 }
@@ -211,8 +216,10 @@ impl Model {
                         let norm1 = b.norm(&format!("{name}_norm1"), filters);
                         let conv2 = b.conv(&format!("{name}_conv2"), filters, filters, 3, 1, true);
                         let norm2 = b.norm(&format!("{name}_norm2"), filters);
-                        let shortcut = (stride != 1 || inp != filters)
-                            .then(|| b.conv(&format!("{name}_shortcut"), inp, filters, 1, stride, true));
+                        let shortcut = (stride != 1 || inp != filters).then(|| {
+                            let conv = b.conv(&format!("{name}_shortcut"), inp, filters, 1, stride, true);
+                            (conv, b.norm(&format!("{name}_shortcut_norm"), filters))
+                        });
                         let tlu = (toggles.norm == NormKind::Frn).then(|| {
                             b.param(&format!("{name}_tlu"), Role::Norm, "tau", vec![filters], filters, filters)
                         });
@@ -438,23 +445,23 @@ impl Model {
                 linear(&to_chains(h.f_flatten(1, -1)?)?, head)?
             }
             Arch::Resnet { stem, blocks, head } => {
-                let relu_or_tlu = |t: Tensor, norm: Norm| -> Result<Tensor, tch::TchError> {
-                    match norm {
-                        Norm::Frn { .. } => Ok(t), // FRN applies its own TLU
-                        _ => t.f_relu(),
+                // The paper's `resnet_layer`: convolution, normalisation (FRN with its own
+                // threshold τ), then ReLU where the layer has an activation.
+                let layer = |h: &Tensor, conv: &Conv, norm: Norm, bn: &mut BnState, relu: bool| {
+                    let y = apply_norm(apply_conv(h, conv, v, k)?, norm, v, bn, train)?;
+                    if relu {
+                        y.f_relu()
+                    } else {
+                        Ok(y)
                     }
                 };
                 let x = to_grouped(x)?;
-                let mut h = relu_or_tlu(apply_norm(apply_conv(&x, &stem.0, v, k)?, stem.1, v, bn, train)?, stem.1)?;
+                let mut h = layer(&x, &stem.0, stem.1, bn, true)?;
                 for blk in blocks {
-                    let y = relu_or_tlu(
-                        apply_norm(apply_conv(&h, &blk.conv1, v, k)?, blk.norm1, v, bn, train)?,
-                        blk.norm1,
-                    )?;
-                    let y = apply_norm_no_tlu(apply_conv(&y, &blk.conv2, v, k)?, blk.norm2, v, bn, train)?;
-                    let y = dropout(y)?;
+                    let y = layer(&h, &blk.conv1, blk.norm1, bn, true)?;
+                    let y = dropout(layer(&y, &blk.conv2, blk.norm2, bn, false)?)?;
                     let short = match &blk.shortcut {
-                        Some(conv) => apply_conv(&h, conv, v, k)?,
+                        Some((conv, norm)) => layer(&h, conv, *norm, bn, false)?,
                         None => h.shallow_clone(),
                     };
                     let sum = y.f_add(&short)?;
@@ -513,32 +520,26 @@ fn grouped_params(arch: &Arch, count: usize) -> Vec<bool> {
             conv(&stem.0, &mut mark);
             norm_params(stem.1).into_iter().for_each(&mut mark);
             for blk in blocks {
-                for c in [Some(&blk.conv1), Some(&blk.conv2), blk.shortcut.as_ref()].into_iter().flatten() {
+                let short = blk.shortcut.as_ref();
+                for c in [Some(&blk.conv1), Some(&blk.conv2), short.map(|s| &s.0)].into_iter().flatten() {
                     conv(c, &mut mark);
                 }
-                norm_params(blk.norm1).into_iter().chain(norm_params(blk.norm2)).chain(blk.tlu).for_each(&mut mark);
+                norm_params(blk.norm1)
+                    .into_iter()
+                    .chain(norm_params(blk.norm2))
+                    .chain(short.map_or_else(Vec::new, |s| norm_params(s.1)))
+                    .chain(blk.tlu)
+                    .for_each(&mut mark);
             }
         }
     }
     g
 }
 
+/// Batch norm (batch statistics in training, running statistics in inference), or FRN:
+/// max(γ·x/√(ν²+ε) + β, τ) with ν² the mean square over spatial positions per example and
+/// channel (the threshold is part of the paper's FRN layer).
 fn apply_norm(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool) -> Result<Tensor, tch::TchError> {
-    let y = apply_norm_no_tlu(x, norm, v, bn, train)?;
-    match norm {
-        Norm::Frn { tau, .. } => y.f_maximum(&v[tau].view([1, -1, 1, 1])),
-        _ => Ok(y),
-    }
-}
-
-/// Batch norm, or FRN without its TLU (the residual branch's last norm in ResNet).
-fn apply_norm_no_tlu(
-    x: Tensor,
-    norm: Norm,
-    v: &[Tensor],
-    bn: &mut BnState,
-    train: bool,
-) -> Result<Tensor, tch::TchError> {
     match norm {
         Norm::None => Ok(x),
         Norm::Batch { gamma, beta, slot } => {
@@ -555,10 +556,12 @@ fn apply_norm_no_tlu(
                 false,
             )
         }
-        Norm::Frn { gamma, beta, .. } => {
+        Norm::Frn { gamma, beta, tau } => {
             let nu2 = x.f_square()?.f_mean_dim([2, 3].as_slice(), true, Kind::Float)?;
             let xn = x.f_mul(&nu2.f_add_scalar(FRN_EPS)?.f_rsqrt()?)?;
-            xn.f_mul(&v[gamma].view([1, -1, 1, 1]))?.f_add(&v[beta].view([1, -1, 1, 1]))
+            xn.f_mul(&v[gamma].view([1, -1, 1, 1]))?
+                .f_add(&v[beta].view([1, -1, 1, 1]))?
+                .f_maximum(&v[tau].view([1, -1, 1, 1]))
         }
     }
 }
