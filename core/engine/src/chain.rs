@@ -258,6 +258,11 @@ impl Mass {
     }
 }
 
+/// A kinetic temperature above this many times max(T, 1) is flagged as unstable dynamics (a
+/// healthy chain stays within a few times T; at T = 0 it is of order lr-scaled gradient noise,
+/// below 1 in the runs of this project, while an lr too large for the likelihood reached 1e3–1e8).
+const KINETIC_ALARM: f64 = 1e3;
+
 /// Whether `t` holds a NaN or an infinity: its sum (accumulated in f64, one reduction, no
 /// temporary mask) is then not finite. A finite f32 tensor cannot overflow an f64 sum.
 pub(crate) fn nonfinite(t: &Tensor) -> bool {
@@ -333,6 +338,8 @@ struct ChainState {
     last_kinetic: Option<Kinetic>,
     last_ctemp: f64,
     steps: u64,
+    /// Warned once that the kinetic temperature is far above its target.
+    warned_hot: bool,
 }
 
 impl ChainState {
@@ -387,6 +394,7 @@ pub fn run_chains(
             last_kinetic: None,
             last_ctemp: f64::NAN,
             steps: 0,
+            warned_hot: false,
         })
         .collect();
     let mut acceptance = (0.0, 0u64);
@@ -478,6 +486,22 @@ pub fn run_chains(
                 }
                 other => other?,
             };
+            // A non-finite minibatch loss or gradient marks its chain diverged at this step
+            // (checked where θ is: every step on the CPU, at member steps on a GPU).
+            if device == Device::Cpu || protocol.is_member_step(k) {
+                let losses = per_chain(&g.loss_sum);
+                let bad_grad = nonfinite_rows(&g.grad, chains);
+                for (j, (s, bad)) in states.iter_mut().zip(bad_grad).enumerate() {
+                    let loss = losses.get(j).copied().unwrap_or(f64::NAN);
+                    if bad || !loss.is_finite() {
+                        let what = if bad { "gradient" } else { "training loss" };
+                        s.diverge(
+                            k,
+                            format!("the {what} became NaN/Inf at step {k} (epoch {epoch}); lower sampler.lr"),
+                        );
+                    }
+                }
+            }
             {
                 let _guard = tch::no_grad_guard();
                 loss_sum += g.loss_sum.to_kind(Kind::Double);
@@ -569,6 +593,23 @@ pub fn run_chains(
             let kinetic = kinetic_sums
                 .as_ref()
                 .map(|sums| diagnostics::kinetic(&segments.names, &segments.sizes, &sums[j], target));
+            if let Some(kin) = kinetic.as_ref().filter(|kin| !kin.overall.is_finite()) {
+                // Momenta so large that Σm²/M overflows: θ may still be finite, the chain is not.
+                s.diverge(k, format!("kinetic temperature became {} in epoch {epoch}", kin.overall));
+                continue;
+            }
+            if let Some(kin) = kinetic.as_ref().filter(|kin| kin.overall > KINETIC_ALARM * target.max(1.0)) {
+                if !s.warned_hot {
+                    s.warned_hot = true;
+                    tracing::warn!(
+                        epoch,
+                        kinetic_temperature = kin.overall,
+                        target,
+                        "kinetic temperature is orders of magnitude above its target: the dynamics are unstable at \
+                         this sampler.lr (the chain may sit at chance accuracy); lower sampler.lr"
+                    );
+                }
+            }
             let row = EpochRow {
                 epoch,
                 step: k,
