@@ -28,6 +28,32 @@ pub enum NCounting {
     Augmented,
 }
 
+/// `pad` = −1: the padding follows the image size ([`pad_for`]).
+pub const AUTO_PAD: i64 = -1;
+
+/// The padding of augmentation for images of `height` × `width`: `pad` as given, or for
+/// [`AUTO_PAD`] the reference's 4 px for 32 px images scaled to the smaller side
+/// (round(side/8), at least 1). A pad of half the smaller side or more shifts the image out of
+/// its own frame and is refused with a hint.
+pub fn pad_for(pad: i64, height: i64, width: i64) -> Result<i64, String> {
+    let side = height.min(width);
+    if pad == AUTO_PAD {
+        return Ok(((side as f64 / 8.0).round() as i64).max(1));
+    }
+    if pad < 0 {
+        return Err(format!("pad must be >= 0 or -1 (scale with the image), got {pad}"));
+    }
+    if 2 * pad >= side && pad > 0 {
+        return Err(format!(
+            "pad {pad} px shifts {height}x{width} images by up to half their size or more, which leaves \
+             little to learn; use pad < {} or leave pad unset (-1: {} px for this size)",
+            (side + 1) / 2,
+            ((side as f64 / 8.0).round() as i64).max(1)
+        ));
+    }
+    Ok(pad)
+}
+
 /// Resolved parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -61,11 +87,12 @@ impl Config {
             ),
             ParamSpec::int(
                 "pad",
-                4,
-                "zero padding in pixels before the random crop (4 = the reference's CIFAR \
-                 setting for 32 px images)",
+                AUTO_PAD,
+                "zero padding in pixels before the random crop; -1 (default) scales with the \
+                 images: round(side/8), at least 1 (4 px for 32 px images, the reference's \
+                 CIFAR setting; 4 for 28 px; 1 for 8 px)",
             )
-            .range(0.0, 64.0),
+            .range(AUTO_PAD as f64, 64.0),
             ParamSpec::bool("flip", true, "random horizontal flip (probability ½) when augmenting"),
             ParamSpec::string(
                 "n_counting",
@@ -187,7 +214,8 @@ impl<P: Preset> Likelihood for Classification<P> {
         if shape.len() != 4 {
             return Err(format!("augmentation needs images (N, C, H, W), got shape {shape:?}"));
         }
-        Ok(Some(ops.augment_crop_flip(images, self.config.pad, self.config.flip)))
+        let pad = pad_for(self.config.pad, shape[2], shape[3])?;
+        Ok(Some(ops.augment_crop_flip(images, pad, self.config.flip)))
     }
 
     fn nll<'o>(&self, ops: Ops<'o>, logits: &Tensor<'o>, labels: &Tensor<'o>) -> Result<Tensor<'o>, String> {

@@ -17,7 +17,7 @@
 //! | `batchnorm` | `norm = "batchnorm"` |
 //! | `frn` | `norm = "frn"` (filter response normalisation + TLU) |
 //! | `dropout` | `dropout = 0.1` |
-//! | `augmented` | `augment = true` (crop with `pad` = 4 zero pixels + horizontal `flip`) |
+//! | `augmented` | `augment = true` (crop with `pad` zero pixels, scaled to the image, + horizontal `flip`) |
 //! | `tempered` | — (`likelihood_temperature` is its sweep axis; see [`presets::TemperedPreset`]) |
 //! | `noisy-dirichlet` | the noisy Dirichlet NLL of Kapoor et al. 2022 instead of the softmax NLL |
 //!
@@ -25,8 +25,9 @@
 //!
 //! - `norm` ∈ {none, batchnorm, frn}: normalisation layers of the host model.
 //! - `dropout` ∈ [0, 0.95]: dropout rate of the host model (0 = none).
-//! - `augment` (bool), `pad` (int ≥ 0, default 4 = the reference's CIFAR setting for 32 px
-//!   images; e.g. 3–4 for 28 px), `flip` (bool, default true): random crop of the zero-padded
+//! - `augment` (bool), `pad` (int ≥ 0, or −1 = default: round(side/8) px, at least 1, i.e. the
+//!   reference's 4 px for 32 px CIFAR images, 4 px for 28 px, 1 px for 8 px digits; a pad of half
+//!   the image side or more is refused), `flip` (bool, default true): random crop of the zero-padded
 //!   image back to its size, then a random horizontal flip with probability ½, per example,
 //!   through the host's `augment_crop_flip` (the reference: `random_flip_left_right`, pad 4,
 //!   `random_crop`).
@@ -47,7 +48,7 @@ pub mod classification;
 pub mod noisy_dirichlet;
 pub mod presets;
 
-pub use classification::{Classification, Config, NCounting, Preset};
+pub use classification::{pad_for, Classification, Config, NCounting, Preset, AUTO_PAD};
 pub use presets::{Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered};
 
 ablate_sdk::export_plugin! {

@@ -1,7 +1,9 @@
 //! NLLs against hand computations, toggles, effective n and augmentation on the testkit's
 //! `CpuHost`.
 
-use ablate_plugin_likelihoods::{Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered};
+use ablate_plugin_likelihoods::{
+    pad_for, Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered, AUTO_PAD,
+};
 use ablate_sdk::testkit::{likelihood_box, CpuHost};
 use ablate_sdk::{Factory, Likelihood, ModelToggles, NormKind, Params};
 
@@ -261,4 +263,49 @@ fn every_preset_is_exported_with_its_params() {
         }
         assert!(json.iter().all(|s| !s.doc.is_empty()));
     }
+}
+
+#[test]
+fn default_padding_follows_the_image_size() {
+    // The reference's 4 px for 32 px CIFAR images, scaled to the smaller side, at least 1 px.
+    assert_eq!(new::<Augmented>("{}").config().pad, AUTO_PAD);
+    for (h, w, pad) in [(32, 32, 4), (28, 28, 4), (8, 8, 1), (6, 5, 1), (16, 64, 2), (3, 3, 1)] {
+        assert_eq!(pad_for(AUTO_PAD, h, w), Ok(pad), "{h}x{w}");
+    }
+    // An explicit pad is kept while it leaves the image inside its frame, refused with a hint
+    // at half the smaller side or more (pad 4 on 8x8 digits shifted them out of view).
+    assert_eq!(pad_for(4, 32, 32), Ok(4));
+    assert_eq!(pad_for(0, 8, 8), Ok(0));
+    assert_eq!(pad_for(3, 8, 8), Ok(3));
+    let err = pad_for(4, 8, 8).unwrap_err();
+    assert!(err.contains("pad 4") && err.contains("8x8") && err.contains("pad < 4") && err.contains("1 px"), "{err}");
+    assert!(pad_for(-2, 8, 8).is_err());
+}
+
+#[test]
+fn default_augmentation_of_8px_images_shifts_by_at_most_one_pixel() {
+    // 8x8 images with the default pad: every output is its input shifted by at most 1 px.
+    let (n, c, h, w) = (200usize, 1usize, 8usize, 8usize);
+    let data: Vec<f64> = (0..n * c * h * w).map(|i| 1.0 + i as f64).collect();
+    let mut host = CpuHost::new(5);
+    let images = host.insert(&[n as i64, c as i64, h as i64, w as i64], &data);
+    let mut lik = new::<Augmented>("{}");
+    let out = host
+        .with_ops(|ops| lik.augment(ops, &ops.borrow(images)).map(|o| o.map(|t| t.into_id())))
+        .unwrap()
+        .expect("augmented returns a new batch");
+    let out = host.get(out).to_vec();
+    let size = c * h * w;
+    let mut shifted = 0;
+    for i in 0..n {
+        let (src, dst) = (&data[i * size..(i + 1) * size], &out[i * size..(i + 1) * size]);
+        let t = find_transform(src, dst, c, h, w, 1, true).unwrap_or_else(|| panic!("image {i}: not within 1 px"));
+        shifted += usize::from(t.0 != 0 || t.1 != 0);
+    }
+    // Offsets uniform on {-1, 0, 1}²: 8/9 of 200 images shifted (SD 4.4).
+    assert!(shifted > 150, "{shifted} of {n} shifted");
+    // An explicit pad of half the side is refused at the first batch, with the hint.
+    let mut lik = new::<Augmented>(r#"{"pad": 4}"#);
+    let r = host.with_ops(|ops| lik.augment(ops, &ops.borrow(images)).map(|o| o.is_some()));
+    assert!(r.unwrap_err().contains("leave pad unset"));
 }
