@@ -181,10 +181,13 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     drop(registry);
 
     let mut counts = Counts::default();
-    let mut pending: VecDeque<Vec<&Cell>> = VecDeque::new();
+    // A batch with an unfinished cell runs whole: its finished cells run again as chains whose
+    // outputs are discarded, so every chain sees the batch it had the first time (plugins that
+    // draw from libtorch's generator, or grouped convolutions, make a chain depend on its mates).
+    let mut pending: VecDeque<Batch> = VecDeque::new();
     let mut to_run = 0;
     for group in &selected {
-        let mut unfinished = Vec::new();
+        let mut batch = Batch { cells: Vec::new(), discard: Vec::new() };
         for &i in group.iter() {
             let cell = &grid.cells[i];
             let finished = match run.existing_cell(&cell.id)? {
@@ -193,16 +196,18 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             };
             if finished {
                 counts.skipped += 1;
-            } else {
-                unfinished.push(cell);
+                batch.discard.push(cell.id.clone());
             }
+            batch.cells.push(cell);
         }
-        if !unfinished.is_empty() {
-            to_run += unfinished.len();
-            pending.push_back(unfinished);
+        let unfinished = batch.cells.len() - batch.discard.len();
+        if unfinished > 0 {
+            to_run += unfinished;
+            pending.push_back(batch);
         }
     }
     let selected_cells: usize = selected.iter().map(|g| g.len()).sum();
+    let batch_note = format!("{}{batch_note}", pending_note(&pending));
 
     let cores = common::cores();
     let jobs = match (args.jobs, args.threads) {
@@ -276,10 +281,14 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
 
     loop {
         while !signals::interrupted() && running.len() < jobs {
-            let Some(group) = pending.pop_front() else {
+            let Some(batch) = pending.pop_front() else {
                 break;
             };
-            let cell = group[0];
+            let group = &batch.cells;
+            let runs = |c: &Cell| !batch.discard.contains(&c.id);
+            let Some(&cell) = group.iter().find(|c| runs(c)) else {
+                continue;
+            };
             let gpu = if gpus > 0 && !pinned_gpu { free_gpus.pop() } else { None };
             let dev = match (gpu, device) {
                 (Some(g), _) => format!("cuda:{g}"),
@@ -291,6 +300,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
                 .arg("--run-dir")
                 .arg(run.path())
                 .args(group.iter().flat_map(|c| ["--cell", c.id.as_str()]))
+                .args(batch.discard.iter().flat_map(|id| ["--discard", id.as_str()]))
                 .arg("--device")
                 .arg(&dev)
                 .arg("--threads")
@@ -330,7 +340,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             running.insert(
                 pid,
                 Worker {
-                    cells: group.iter().map(|c| c.index).collect(),
+                    cells: group.iter().filter(|c| runs(c)).map(|c| c.index).collect(),
                     child,
                     bar,
                     started: Instant::now(),
@@ -428,7 +438,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             counts.diverged,
             counts.skipped,
             counts.interrupted,
-            pending.iter().map(Vec::len).sum::<usize>(),
+            pending.iter().map(|b| b.cells.len() - b.discard.len()).sum::<usize>(),
             ablate_store::command_line()
         );
         return Ok(ExitCode::from(130));
@@ -464,10 +474,34 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// One worker's batch of cells: `discard` lists those already finished, which run again as
+/// chains (so that the batch is the one they ran in) but whose outputs are thrown away.
+struct Batch<'g> {
+    cells: Vec<&'g Cell>,
+    discard: Vec<String>,
+}
+
+/// What the pending batches run, for the run's first line: how many cells run as batched
+/// chains and how many finished batch-mates run again (discarded) to re-form their batch.
+fn pending_note(pending: &VecDeque<Batch>) -> String {
+    let batched: Vec<&Batch> = pending.iter().filter(|b| b.cells.len() > 1).collect();
+    if batched.is_empty() {
+        return String::new();
+    }
+    let chains: usize = batched.iter().map(|b| b.cells.len() - b.discard.len()).sum();
+    let again: usize = batched.iter().map(|b| b.discard.len()).sum();
+    let mates = if again > 0 {
+        format!(", with {again} finished batch-mate(s) recomputed and discarded so that each batch is the one it was")
+    } else {
+        String::new()
+    };
+    format!(" ({chains} of them as {} batch(es) of chains{mates})", batched.len())
+}
+
 /// Cells of the grid in worker batches (indices into `cells`): cells that differ only in
 /// temperature and seed form batches of at most `max` chains when their plugins allow it
 /// ([`ablate_engine::batch_problem`]) and, for convolutional models, when `conv`; every other
-/// cell is a batch of one. Also a note for the run's first line.
+/// cell is a batch of one. Also a note for the run's first line (why cells were not batched).
 fn batch_groups(
     cells: &[Cell],
     max: usize,
@@ -496,13 +530,7 @@ fn batch_groups(
         }
     }
     groups.sort_by_key(|g| g[0]);
-    let batched = groups.iter().filter(|g| g.len() > 1).count();
-    let mut note = if batched > 0 {
-        let chains: usize = groups.iter().filter(|g| g.len() > 1).map(Vec::len).sum();
-        format!(" ({chains} of them as {batched} batch(es) of chains)")
-    } else {
-        String::new()
-    };
+    let mut note = String::new();
     if let Some(first) = refused.first() {
         tracing::info!(reasons = ?refused, "cells not batched");
         note.push_str(&format!(" [not batched: {first}]"));
