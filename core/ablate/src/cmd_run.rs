@@ -90,19 +90,59 @@ struct Worker {
     last: HashMap<String, (Option<f64>, Option<f64>)>,
 }
 
-/// The last lines a worker wrote to stderr.
+/// The last lines a worker wrote to stderr, and the first lines that say why it failed (a
+/// panic's message, a libtorch exception, an `error:` line), which a backtrace
+/// (`RUST_BACKTRACE=1`) would push out of the tail.
 #[derive(Default)]
 struct Tail {
     lines: VecDeque<String>,
+    cause: Vec<String>,
+    /// Still collecting the lines of a panic message into `cause`.
+    in_panic: bool,
 }
 
 impl Tail {
     const KEEP: usize = 40;
+    const CAUSE_LINES: usize = 6;
     fn push(&mut self, line: String) {
+        self.note_cause(&line);
         if self.lines.len() == Self::KEEP {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
+    }
+
+    fn note_cause(&mut self, line: &str) {
+        let t = line.trim();
+        if self.in_panic {
+            let backtrace = t.starts_with("stack backtrace:") || t.starts_with("note: ") || is_frame(t);
+            if backtrace || t.is_empty() || self.cause.len() >= Self::CAUSE_LINES {
+                self.in_panic = false;
+            } else {
+                self.cause.push(t.to_owned());
+            }
+            return;
+        }
+        if !self.cause.is_empty() {
+            return; // the first cause wins
+        }
+        if t.contains(" panicked at ") {
+            self.cause.push(t.to_owned());
+            self.in_panic = true;
+        } else if t.starts_with("what():") || t.starts_with("error:") || t.starts_with("Error:") {
+            self.cause.push(t.to_owned());
+        }
+    }
+
+    /// Why the worker failed, in a few lines: the recorded cause, else the last lines that are
+    /// not backtrace frames.
+    fn cause_text(&self, n: usize) -> String {
+        if !self.cause.is_empty() {
+            return self.cause.join("\n");
+        }
+        let kept: Vec<&String> = self.lines.iter().filter(|l| !is_frame(l.trim())).collect();
+        let skip = kept.len().saturating_sub(n);
+        kept.into_iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
     }
     fn text(&self, n: usize) -> String {
         let skip = self.lines.len().saturating_sub(n);
@@ -457,6 +497,14 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     if counts.failed > 0 {
         println!("  failed cells: see status.json (and worker.log) in their folders; fix the cause and rerun to retry them after deleting their status.json");
     }
+    if counts.interrupted > 0 {
+        println!(
+            "  {} cell(s) interrupted: their worker was killed from outside (the out-of-memory killer? see `dmesg`); \
+             the same command runs them again: {}",
+            counts.interrupted,
+            ablate_store::command_line()
+        );
+    }
     if args.no_report {
         println!("  report skipped (--no-report); merge with: ablate report {}", run.path().display());
     } else {
@@ -471,7 +519,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             println!("  missing cells (other shards or unfinished): {}", summary.missing.len());
         }
     }
-    Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if counts.failed > 0 || counts.interrupted > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// One worker's batch of cells: `discard` lists those already finished, which run again as
@@ -573,14 +621,36 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
             Ok(line)
         }
         _ => {
-            // The worker died before recording an outcome: a crash (signal) or an error it could
-            // not write down.
+            // The worker died before recording an outcome: killed from outside (the out-of-memory
+            // killer, `kill -9`: transient, the cell reruns next time), a crash (SIGABRT,
+            // SIGSEGV, a panic) or an error it could not write down.
+            if let Some(sig) = status.signal().filter(|&s| signals::is_external(s)) {
+                let message = format!(
+                    "interrupted: its worker process was killed by signal {sig} ({}) from outside \
+                     (the out-of-memory killer, `kill -9`); the next run of the grid runs it again",
+                    signals::name(sig)
+                );
+                dir.write_status(&CellStatus {
+                    status: CellState::Interrupted,
+                    message: Some(message),
+                    wall_seconds: wall,
+                    diverged_at_step: None,
+                    finished_at: None,
+                    batch: Vec::new(),
+                })?;
+                counts.interrupted += 1;
+                return Ok(format!(
+                    "{} {labels} INTERRUPTED: worker killed by {} (out of memory?); it reruns next time",
+                    cell.id,
+                    signals::name(sig)
+                ));
+            }
             let how = match (status.code(), status.signal()) {
                 (_, Some(sig)) => format!("worker process killed by signal {sig} ({})", signals::name(sig)),
                 (Some(code), _) => format!("worker process exited with status {code}"),
                 _ => "worker process ended".to_owned(),
             };
-            let tail = w.stderr_tail.lock().map(|t| t.text(12)).unwrap_or_default();
+            let tail = w.stderr_tail.lock().map(|t| t.cause_text(12)).unwrap_or_default();
             let message =
                 if tail.trim().is_empty() { how.clone() } else { format!("{how}; last stderr lines:\n{tail}") };
             if !tail.is_empty() {
@@ -620,6 +690,12 @@ fn stop_all(running: &mut HashMap<u32, Worker>) {
         }
         let _ = w.child.wait();
     }
+}
+
+/// A line of a Rust or libtorch backtrace (`  12: name`, `at src/x.rs:1:2`, `frame #3: ...`).
+fn is_frame(t: &str) -> bool {
+    let numbered = t.split_once(": ").is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    numbered || t.starts_with("at ") || t.starts_with("frame #") || t.starts_with("Exception raised from")
 }
 
 fn read_tail(mut err: impl Read, tail: &Mutex<Tail>) {

@@ -43,7 +43,8 @@ pub struct CellArgs {
 }
 
 /// Test hook: a worker for this cell id aborts (SIGABRT) right after marking itself running,
-/// standing in for a plugin that crashes the process.
+/// standing in for a plugin that crashes the process; `panic:<id>` panics instead, and
+/// `sleep:<id>` waits 60 s (to be killed from outside).
 const CRASH_FOR_TESTS: &str = "ABLATE_WORKER_CRASH_FOR_TESTS";
 
 pub fn run(args: CellArgs) -> Result<ExitCode> {
@@ -76,8 +77,15 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
         dir.write_json(CONFIG, &cell.config)?;
         dir.write_json(LABELS, &cell.labels)?;
         dir.write_status(&CellStatus::running())?;
-        if std::env::var(CRASH_FOR_TESTS).is_ok_and(|v| v == cell.id) {
-            std::process::abort();
+        match std::env::var(CRASH_FOR_TESTS) {
+            Ok(v) if v == cell.id => std::process::abort(),
+            Ok(v) if v.strip_prefix("panic:") == Some(cell.id.as_str()) => {
+                panic!("test panic in the worker of cell {}", cell.id)
+            }
+            Ok(v) if v.strip_prefix("sleep:") == Some(cell.id.as_str()) => {
+                std::thread::sleep(std::time::Duration::from_secs(60))
+            }
+            _ => {}
         }
         dirs.push(Some(dir));
     }

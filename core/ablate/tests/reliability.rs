@@ -203,3 +203,82 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its closing paren.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Item 6: a worker killed from outside (`kill -9`, as the out-of-memory killer does) leaves
+/// its cell `interrupted`, not `failed`, and the next run runs it.
+#[test]
+fn a_worker_killed_by_a_signal_is_interrupted_and_reruns() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "oom", 3, &[1.0, 0.1], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1", "--jobs", "1"];
+    let runner = command(&args, d)
+        .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("sleep:{}", ids[0]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = d.join("runs/oom/cells").join(&ids[0]).join("status.json");
+    wait_for("the first cell to start", Duration::from_secs(120), || status.exists());
+    let workers = children(runner.id());
+    assert_eq!(workers.len(), 1, "one worker expected: {workers:?}");
+    let killed = Command::new("kill").args(["-9", &workers[0].to_string()]).status().unwrap();
+    assert!(killed.success());
+    let o = runner.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "an interrupted cell makes the exit code non-zero: {out}");
+    assert!(out.contains("INTERRUPTED") && out.contains("1 cell(s) interrupted"), "{out}");
+    let st = read_json(&status);
+    assert_eq!(st["status"], "interrupted", "{st}");
+    assert!(st["message"].as_str().unwrap().contains("SIGKILL"), "{st}");
+    let other = read_json(&d.join("runs/oom/cells").join(&ids[1]).join("status.json"));
+    assert_eq!(other["status"], "done", "the other cell runs on: {other}");
+
+    let out = succeed(&args, d);
+    assert!(out.contains("1 finished (skipped), 1 to run"), "{out}");
+    assert_eq!(read_json(&status)["status"], "done");
+}
+
+/// Item 7: with RUST_BACKTRACE=1, a worker's panic is recorded by its message, not by the
+/// backtrace's last lines.
+#[test]
+fn a_worker_panic_keeps_its_message_under_rust_backtrace() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "panics", 2, &[1.0], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    for backtrace in ["1", "full"] {
+        let out_dir = format!("runs-{backtrace}");
+        let o = command(&["run", g, "--out", &out_dir, "--device", "cpu", "--no-report"], d)
+            .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("panic:{}", ids[0]))
+            .env("RUST_BACKTRACE", backtrace)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let st = read_json(&d.join(&out_dir).join("panics/cells").join(&ids[0]).join("status.json"));
+        assert_eq!(st["status"], "failed");
+        let msg = st["message"].as_str().unwrap();
+        assert!(msg.contains("panicked at") && msg.contains("test panic in the worker of cell"), "{msg}");
+        assert!(!msg.contains("stack backtrace") && !msg.contains("rust_begin_unwind"), "{msg}");
+    }
+}

@@ -12,7 +12,7 @@
 //!   cells/<cell_id>/
 //!      config.json  resolved cell config
 //!      labels.json  axis display name -> value (always temperature, seed)
-//!      status.json  {"status":"running"|"done"|"failed"|"diverged","message","wall_seconds",
+//!      status.json  {"status":"running"|"done"|"failed"|"diverged"|"interrupted","message","wall_seconds",
 //!                    "diverged_at_step","finished_at"}
 //!      epochs.csv   per-epoch metrics (written by the engine)
 //!      metrics.json final ensemble metrics (written by the engine)

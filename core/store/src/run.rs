@@ -62,6 +62,9 @@ pub enum CellState {
     Failed,
     /// The chain produced non-finite values; a result in itself (reported, not retried).
     Diverged,
+    /// The worker was killed from outside (the out-of-memory killer, `kill -9`): not finished,
+    /// run again by the next run of the grid.
+    Interrupted,
 }
 
 /// `status.json` of a cell.
@@ -93,9 +96,10 @@ impl CellStatus {
         }
     }
 
-    /// Done, failed and diverged cells are finished; running ones were interrupted.
+    /// Done, failed and diverged cells are finished; running ones were interrupted, and
+    /// interrupted ones run again.
     pub fn is_finished(&self) -> bool {
-        self.status != CellState::Running
+        !matches!(self.status, CellState::Running | CellState::Interrupted)
     }
 }
 
