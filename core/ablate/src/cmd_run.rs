@@ -211,13 +211,15 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     };
     let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;
-    let _lock = match shard {
-        // Shards of one grid share the folder and may run at once: each takes its own lock.
-        Some(s) if s.count > 1 => run
-            .lock_shard(s.index, s.count)
-            .with_context(|| format!("locking shard {s} of {}", run.path().display()))?,
-        _ => run.lock().with_context(|| format!("locking {}", run.path().display()))?,
+    // One scheme for whole runs and shards: the runner claims its cells; a live runner holding
+    // any of them refuses this one (shards of one split share the folder).
+    let what = match shard {
+        Some(s) if s.count > 1 => format!("shard {s}"),
+        _ => "whole grid".to_owned(),
     };
+    let mine: Vec<(usize, &str)> =
+        selected.iter().flat_map(|g| g.iter().map(|&i| (i, grid.cells[i].id.as_str()))).collect();
+    let _claim = run.claim(&what, &mine).with_context(|| format!("claiming the cells of {}", run.path().display()))?;
     drop(registry);
 
     let mut counts = Counts::default();
@@ -465,7 +467,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
         }
     }
     grid_bar.finish_and_clear();
-    drop(_lock);
+    drop(_claim);
 
     let elapsed = wall.elapsed().as_secs_f64();
     if signals::interrupted() {

@@ -282,3 +282,38 @@ fn a_worker_panic_keeps_its_message_under_rust_backtrace() {
         assert!(!msg.contains("stack backtrace") && !msg.contains("rust_begin_unwind"), "{msg}");
     }
 }
+
+/// Item 3: a whole run and `--shard 0/3` are refused while `--shard 0/2` runs (their cells
+/// overlap), `--shard 1/2` runs beside it, and once it is gone the whole run resumes.
+#[test]
+fn runners_whose_cells_overlap_exclude_each_other() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "shared", 2, &[1.0, 0.3, 0.1, 0.03], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let base = ["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1", "--jobs", "1"];
+    let mut shard0 = command(&[&base[..], &["--shard", "0/2"]].concat(), d)
+        .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("sleep:{}", ids[0]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = d.join("runs/shared/cells").join(&ids[0]).join("status.json");
+    wait_for("shard 0/2 to start its first cell", Duration::from_secs(120), || status.exists());
+
+    for other in [&[][..], &["--shard", "0/3"][..]] {
+        let o = ablate(&[&base[..], other].concat(), d);
+        let t = text(&o);
+        assert!(!o.status.success(), "{other:?} ran beside shard 0/2:\n{t}");
+        assert!(t.contains("are being run by another runner") && t.contains("shard 0/2"), "{t}");
+    }
+    let out = succeed(&[&base[..], &["--shard", "1/2"]].concat(), d);
+    assert!(out.contains("2 done"), "{out}");
+
+    shard0.kill().unwrap();
+    shard0.wait().unwrap();
+    let out = succeed(&base, d);
+    assert!(out.contains("2 finished (skipped), 2 to run"), "{out}");
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{is_temp_name, remove_temp_files, sync_dir, write_atomic};
+use crate::atomic::{is_temp_name, sync_dir, write_atomic};
 use crate::error::{Result, StoreError};
 use crate::lock::RunLock;
 use crate::machine::MachineInfo;
@@ -159,25 +159,10 @@ impl RunDir {
         write_json_file(&self.path.join(MANIFEST), manifest)
     }
 
-    /// Takes `shard-<index>-of-<count>.lock` for one shard of a grid. Shards share the run folder
-    /// and may run at the same time (a cluster job array), so each holds its own lock and none
-    /// removes temporary files (another shard may be writing them).
-    pub fn lock_shard(&self, index: usize, count: usize) -> Result<RunLock> {
-        RunLock::acquire(&self.path, &self.path.join(format!("shard-{index}-of-{count}.lock")))
-    }
-
-    /// Takes `run.lock` (see [`crate::lock`]) and, holding it, removes temporary files left
-    /// by crashed writers. Take it before starting workers; drop it when the run ends.
+    /// Takes `run.lock` (see [`crate::lock`]): exclusive among runners of this folder. Runners
+    /// hold it only while registering a claim ([`RunDir::claim`]); take a claim to run cells.
     pub fn lock(&self) -> Result<RunLock> {
-        let lock = RunLock::acquire(&self.path, &self.path.join(LOCK))?;
-        let mut removed = remove_temp_files(&self.path)?;
-        for cell in self.list_cells()? {
-            removed += remove_temp_files(cell.path())?;
-        }
-        if removed > 0 {
-            tracing::info!(dir = %self.path.display(), removed, "removed temporary files of an interrupted run");
-        }
-        Ok(lock)
+        RunLock::acquire(&self.path, &self.path.join(LOCK))
     }
 
     /// The folder of cell `id`, created if missing.
