@@ -366,11 +366,12 @@ fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
         Some("done") => Status::Done,
         Some("failed") => Status::Failed,
         Some("diverged") => Status::Diverged,
-        Some("running") => Status::Running,
+        // A worker killed from outside: unfinished, the next run of the grid runs it again.
+        Some("running") | Some("interrupted") => Status::Running,
         Some(other) => {
             return Err(ReportError::Invalid {
                 path: status_path,
-                message: format!("unknown status `{other}` (expected running, done, failed or diverged)"),
+                message: format!("unknown status `{other}` (expected running, done, failed, diverged or interrupted)"),
             })
         }
     };

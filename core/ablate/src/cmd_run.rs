@@ -90,19 +90,59 @@ struct Worker {
     last: HashMap<String, (Option<f64>, Option<f64>)>,
 }
 
-/// The last lines a worker wrote to stderr.
+/// The last lines a worker wrote to stderr, and the first lines that say why it failed (a
+/// panic's message, a libtorch exception, an `error:` line), which a backtrace
+/// (`RUST_BACKTRACE=1`) would push out of the tail.
 #[derive(Default)]
 struct Tail {
     lines: VecDeque<String>,
+    cause: Vec<String>,
+    /// Still collecting the lines of a panic message into `cause`.
+    in_panic: bool,
 }
 
 impl Tail {
     const KEEP: usize = 40;
+    const CAUSE_LINES: usize = 6;
     fn push(&mut self, line: String) {
+        self.note_cause(&line);
         if self.lines.len() == Self::KEEP {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
+    }
+
+    fn note_cause(&mut self, line: &str) {
+        let t = line.trim();
+        if self.in_panic {
+            let backtrace = t.starts_with("stack backtrace:") || t.starts_with("note: ") || is_frame(t);
+            if backtrace || t.is_empty() || self.cause.len() >= Self::CAUSE_LINES {
+                self.in_panic = false;
+            } else {
+                self.cause.push(t.to_owned());
+            }
+            return;
+        }
+        if !self.cause.is_empty() {
+            return; // the first cause wins
+        }
+        if t.contains(" panicked at ") {
+            self.cause.push(t.to_owned());
+            self.in_panic = true;
+        } else if t.starts_with("what():") || t.starts_with("error:") || t.starts_with("Error:") {
+            self.cause.push(t.to_owned());
+        }
+    }
+
+    /// Why the worker failed, in a few lines: the recorded cause, else the last lines that are
+    /// not backtrace frames.
+    fn cause_text(&self, n: usize) -> String {
+        if !self.cause.is_empty() {
+            return self.cause.join("\n");
+        }
+        let kept: Vec<&String> = self.lines.iter().filter(|l| !is_frame(l.trim())).collect();
+        let skip = kept.len().saturating_sub(n);
+        kept.into_iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
     }
     fn text(&self, n: usize) -> String {
         let skip = self.lines.len().saturating_sub(n);
@@ -171,20 +211,25 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     };
     let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;
-    let _lock = match shard {
-        // Shards of one grid share the folder and may run at once: each takes its own lock.
-        Some(s) if s.count > 1 => run
-            .lock_shard(s.index, s.count)
-            .with_context(|| format!("locking shard {s} of {}", run.path().display()))?,
-        _ => run.lock().with_context(|| format!("locking {}", run.path().display()))?,
+    // One scheme for whole runs and shards: the runner claims its cells; a live runner holding
+    // any of them refuses this one (shards of one split share the folder).
+    let what = match shard {
+        Some(s) if s.count > 1 => format!("shard {s}"),
+        _ => "whole grid".to_owned(),
     };
+    let mine: Vec<(usize, &str)> =
+        selected.iter().flat_map(|g| g.iter().map(|&i| (i, grid.cells[i].id.as_str()))).collect();
+    let _claim = run.claim(&what, &mine).with_context(|| format!("claiming the cells of {}", run.path().display()))?;
     drop(registry);
 
     let mut counts = Counts::default();
-    let mut pending: VecDeque<Vec<&Cell>> = VecDeque::new();
+    // A batch with an unfinished cell runs whole: its finished cells run again as chains whose
+    // outputs are discarded, so every chain sees the batch it had the first time (plugins that
+    // draw from libtorch's generator, or grouped convolutions, make a chain depend on its mates).
+    let mut pending: VecDeque<Batch> = VecDeque::new();
     let mut to_run = 0;
     for group in &selected {
-        let mut unfinished = Vec::new();
+        let mut batch = Batch { cells: Vec::new(), discard: Vec::new() };
         for &i in group.iter() {
             let cell = &grid.cells[i];
             let finished = match run.existing_cell(&cell.id)? {
@@ -193,16 +238,18 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             };
             if finished {
                 counts.skipped += 1;
-            } else {
-                unfinished.push(cell);
+                batch.discard.push(cell.id.clone());
             }
+            batch.cells.push(cell);
         }
-        if !unfinished.is_empty() {
-            to_run += unfinished.len();
-            pending.push_back(unfinished);
+        let unfinished = batch.cells.len() - batch.discard.len();
+        if unfinished > 0 {
+            to_run += unfinished;
+            pending.push_back(batch);
         }
     }
     let selected_cells: usize = selected.iter().map(|g| g.len()).sum();
+    let batch_note = format!("{}{batch_note}", pending_note(&pending));
 
     let cores = common::cores();
     let jobs = match (args.jobs, args.threads) {
@@ -276,10 +323,14 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
 
     loop {
         while !signals::interrupted() && running.len() < jobs {
-            let Some(group) = pending.pop_front() else {
+            let Some(batch) = pending.pop_front() else {
                 break;
             };
-            let cell = group[0];
+            let group = &batch.cells;
+            let runs = |c: &Cell| !batch.discard.contains(&c.id);
+            let Some(&cell) = group.iter().find(|c| runs(c)) else {
+                continue;
+            };
             let gpu = if gpus > 0 && !pinned_gpu { free_gpus.pop() } else { None };
             let dev = match (gpu, device) {
                 (Some(g), _) => format!("cuda:{g}"),
@@ -291,6 +342,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
                 .arg("--run-dir")
                 .arg(run.path())
                 .args(group.iter().flat_map(|c| ["--cell", c.id.as_str()]))
+                .args(batch.discard.iter().flat_map(|id| ["--discard", id.as_str()]))
                 .arg("--device")
                 .arg(&dev)
                 .arg("--threads")
@@ -330,7 +382,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             running.insert(
                 pid,
                 Worker {
-                    cells: group.iter().map(|c| c.index).collect(),
+                    cells: group.iter().filter(|c| runs(c)).map(|c| c.index).collect(),
                     child,
                     bar,
                     started: Instant::now(),
@@ -415,7 +467,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
         }
     }
     grid_bar.finish_and_clear();
-    drop(_lock);
+    drop(_claim);
 
     let elapsed = wall.elapsed().as_secs_f64();
     if signals::interrupted() {
@@ -428,7 +480,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             counts.diverged,
             counts.skipped,
             counts.interrupted,
-            pending.iter().map(Vec::len).sum::<usize>(),
+            pending.iter().map(|b| b.cells.len() - b.discard.len()).sum::<usize>(),
             ablate_store::command_line()
         );
         return Ok(ExitCode::from(130));
@@ -447,6 +499,14 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     if counts.failed > 0 {
         println!("  failed cells: see status.json (and worker.log) in their folders; fix the cause and rerun to retry them after deleting their status.json");
     }
+    if counts.interrupted > 0 {
+        println!(
+            "  {} cell(s) interrupted: their worker was killed from outside (the out-of-memory killer? see `dmesg`); \
+             the same command runs them again: {}",
+            counts.interrupted,
+            ablate_store::command_line()
+        );
+    }
     if args.no_report {
         println!("  report skipped (--no-report); merge with: ablate report {}", run.path().display());
     } else {
@@ -461,13 +521,37 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             println!("  missing cells (other shards or unfinished): {}", summary.missing.len());
         }
     }
-    Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if counts.failed > 0 || counts.interrupted > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// One worker's batch of cells: `discard` lists those already finished, which run again as
+/// chains (so that the batch is the one they ran in) but whose outputs are thrown away.
+struct Batch<'g> {
+    cells: Vec<&'g Cell>,
+    discard: Vec<String>,
+}
+
+/// What the pending batches run, for the run's first line: how many cells run as batched
+/// chains and how many finished batch-mates run again (discarded) to re-form their batch.
+fn pending_note(pending: &VecDeque<Batch>) -> String {
+    let batched: Vec<&Batch> = pending.iter().filter(|b| b.cells.len() > 1).collect();
+    if batched.is_empty() {
+        return String::new();
+    }
+    let chains: usize = batched.iter().map(|b| b.cells.len() - b.discard.len()).sum();
+    let again: usize = batched.iter().map(|b| b.discard.len()).sum();
+    let mates = if again > 0 {
+        format!(", with {again} finished batch-mate(s) recomputed and discarded so that each batch is the one it was")
+    } else {
+        String::new()
+    };
+    format!(" ({chains} of them as {} batch(es) of chains{mates})", batched.len())
 }
 
 /// Cells of the grid in worker batches (indices into `cells`): cells that differ only in
 /// temperature and seed form batches of at most `max` chains when their plugins allow it
 /// ([`ablate_engine::batch_problem`]) and, for convolutional models, when `conv`; every other
-/// cell is a batch of one. Also a note for the run's first line.
+/// cell is a batch of one. Also a note for the run's first line (why cells were not batched).
 fn batch_groups(
     cells: &[Cell],
     max: usize,
@@ -496,13 +580,7 @@ fn batch_groups(
         }
     }
     groups.sort_by_key(|g| g[0]);
-    let batched = groups.iter().filter(|g| g.len() > 1).count();
-    let mut note = if batched > 0 {
-        let chains: usize = groups.iter().filter(|g| g.len() > 1).map(Vec::len).sum();
-        format!(" ({chains} of them as {batched} batch(es) of chains)")
-    } else {
-        String::new()
-    };
+    let mut note = String::new();
     if let Some(first) = refused.first() {
         tracing::info!(reasons = ?refused, "cells not batched");
         note.push_str(&format!(" [not batched: {first}]"));
@@ -545,14 +623,36 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
             Ok(line)
         }
         _ => {
-            // The worker died before recording an outcome: a crash (signal) or an error it could
-            // not write down.
+            // The worker died before recording an outcome: killed from outside (the out-of-memory
+            // killer, `kill -9`: transient, the cell reruns next time), a crash (SIGABRT,
+            // SIGSEGV, a panic) or an error it could not write down.
+            if let Some(sig) = status.signal().filter(|&s| signals::is_external(s)) {
+                let message = format!(
+                    "interrupted: its worker process was killed by signal {sig} ({}) from outside \
+                     (the out-of-memory killer, `kill -9`); the next run of the grid runs it again",
+                    signals::name(sig)
+                );
+                dir.write_status(&CellStatus {
+                    status: CellState::Interrupted,
+                    message: Some(message),
+                    wall_seconds: wall,
+                    diverged_at_step: None,
+                    finished_at: None,
+                    batch: Vec::new(),
+                })?;
+                counts.interrupted += 1;
+                return Ok(format!(
+                    "{} {labels} INTERRUPTED: worker killed by {} (out of memory?); it reruns next time",
+                    cell.id,
+                    signals::name(sig)
+                ));
+            }
             let how = match (status.code(), status.signal()) {
                 (_, Some(sig)) => format!("worker process killed by signal {sig} ({})", signals::name(sig)),
                 (Some(code), _) => format!("worker process exited with status {code}"),
                 _ => "worker process ended".to_owned(),
             };
-            let tail = w.stderr_tail.lock().map(|t| t.text(12)).unwrap_or_default();
+            let tail = w.stderr_tail.lock().map(|t| t.cause_text(12)).unwrap_or_default();
             let message =
                 if tail.trim().is_empty() { how.clone() } else { format!("{how}; last stderr lines:\n{tail}") };
             if !tail.is_empty() {
@@ -592,6 +692,12 @@ fn stop_all(running: &mut HashMap<u32, Worker>) {
         }
         let _ = w.child.wait();
     }
+}
+
+/// A line of a Rust or libtorch backtrace (`  12: name`, `at src/x.rs:1:2`, `frame #3: ...`).
+fn is_frame(t: &str) -> bool {
+    let numbered = t.split_once(": ").is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    numbered || t.starts_with("at ") || t.starts_with("frame #") || t.starts_with("Exception raised from")
 }
 
 fn read_tail(mut err: impl Read, tail: &Mutex<Tail>) {

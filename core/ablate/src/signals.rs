@@ -56,6 +56,12 @@ pub fn send(pid: u32, sig: i32) {
     }
 }
 
+/// Signals that come from outside the process (a user, a scheduler, the out-of-memory killer)
+/// rather than from a fault in it (SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE).
+pub fn is_external(sig: i32) -> bool {
+    matches!(sig, 1 | SIGINT | 3 | SIGKILL | 13 | SIGTERM)
+}
+
 /// The usual name of a signal number.
 pub fn name(sig: i32) -> &'static str {
     match sig {

@@ -25,6 +25,10 @@ pub struct CellArgs {
     /// Id of the cell to run; several: run them as one batch of chains.
     #[arg(long, required = true)]
     cell: Vec<String>,
+    /// A cell of the batch that is already finished: it runs as a chain (so that the batch is
+    /// the one it ran in) but none of its files is written.
+    #[arg(long)]
+    discard: Vec<String>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -39,7 +43,8 @@ pub struct CellArgs {
 }
 
 /// Test hook: a worker for this cell id aborts (SIGABRT) right after marking itself running,
-/// standing in for a plugin that crashes the process.
+/// standing in for a plugin that crashes the process; `panic:<id>` panics instead, and
+/// `sleep:<id>` waits 60 s (to be killed from outside).
 const CRASH_FOR_TESTS: &str = "ABLATE_WORKER_CRASH_FOR_TESTS";
 
 pub fn run(args: CellArgs) -> Result<ExitCode> {
@@ -63,15 +68,26 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
             .iter()
             .find(|c| &c.id == id)
             .with_context(|| format!("cell {id} is not in {}", grid_path.display()))?;
+        cells.push(cell);
+        if args.discard.contains(id) {
+            dirs.push(None);
+            continue;
+        }
         let dir = run.cell(&cell.id)?;
         dir.write_json(CONFIG, &cell.config)?;
         dir.write_json(LABELS, &cell.labels)?;
         dir.write_status(&CellStatus::running())?;
-        if std::env::var(CRASH_FOR_TESTS).is_ok_and(|v| v == cell.id) {
-            std::process::abort();
+        match std::env::var(CRASH_FOR_TESTS) {
+            Ok(v) if v == cell.id => std::process::abort(),
+            Ok(v) if v.strip_prefix("panic:") == Some(cell.id.as_str()) => {
+                panic!("test panic in the worker of cell {}", cell.id)
+            }
+            Ok(v) if v.strip_prefix("sleep:") == Some(cell.id.as_str()) => {
+                std::thread::sleep(std::time::Duration::from_secs(60))
+            }
+            _ => {}
         }
-        cells.push(cell);
-        dirs.push(dir);
+        dirs.push(Some(dir));
     }
     let batch: Vec<String> = if cells.len() > 1 { cells.iter().map(|c| c.id.clone()).collect() } else { Vec::new() };
     let epochs = cells[0].config.sampler.epochs;
@@ -83,6 +99,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     match outcome {
         Ok(outcomes) => {
             for ((cell, dir), outcome) in cells.iter().zip(&dirs).zip(outcomes) {
+                let Some(dir) = dir else { continue };
                 write_epochs(dir, outcome.epochs.iter().map(EpochRow::csv_line))?;
                 if let Some(m) = &outcome.metrics {
                     dir.write_json(METRICS, m)?;
@@ -111,6 +128,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
         Err(e) => {
             let message = one_line(&format!("{e:#}"));
             for (cell, dir) in cells.iter().zip(&dirs) {
+                let Some(dir) = dir else { continue };
                 dir.write_status(&CellStatus {
                     status: CellState::Failed,
                     message: Some(message.clone()),
@@ -145,7 +163,8 @@ fn execute(
 }
 
 struct Progress<'a> {
-    dirs: &'a [CellDir],
+    /// `None`: a discarded chain (its cell is already finished).
+    dirs: &'a [Option<CellDir>],
     lines: Vec<Vec<String>>,
     epochs: usize,
 }
@@ -155,9 +174,11 @@ impl Observer for Progress<'_> {
         let (Some(dir), Some(lines)) = (self.dirs.get(chain), self.lines.get_mut(chain)) else {
             return;
         };
-        lines.push(row.csv_line());
-        if let Err(e) = write_epochs(dir, lines.iter().cloned()) {
-            tracing::warn!(error = %e, "could not write epochs.csv");
+        if let Some(dir) = dir {
+            lines.push(row.csv_line());
+            if let Err(e) = write_epochs(dir, lines.iter().cloned()) {
+                tracing::warn!(error = %e, "could not write epochs.csv");
+            }
         }
         if chain > 0 {
             return; // the progress bar follows the first chain

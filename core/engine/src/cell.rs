@@ -705,6 +705,9 @@ fn prior_additivity(model: &Model, prior: &Factor<PriorBox>) -> Result<Option<St
     }))
 }
 
+/// Distinguishes the prior-predictive check's seed from the chain's noise seed.
+const PRIOR_CHECK_STREAM: u64 = 0x9E10_C4EC_0000_0001;
+
 /// Run one cell. Seeds libtorch's generator from `cfg.seed` first.
 pub fn run_cell(
     cfg: &CellConfig,
@@ -718,8 +721,9 @@ pub fn run_cell(
 
 /// Run cells as one batch of chains (θ [K, d]; see [`batch_problem`] for what may be batched;
 /// one cell runs alone). Chain j starts from `cfgs[j].seed` (initial θ and data order as if it
-/// ran alone); the injected noise of all chains comes from one generator, so a batched chain is
-/// statistically, not bitwise, the same as the chain run alone.
+/// ran alone), and so does its injected noise (`ou_update` draws from a stream per chain seeded
+/// by the chain's cell seed), so a chain's numbers do not depend on its batch-mates wherever the
+/// batched arithmetic equals the single-chain one (MLP).
 pub fn run_cells(
     cfgs: &[CellConfig],
     data: &Dataset,
@@ -764,7 +768,7 @@ pub fn run_cells(
         )));
     }
 
-    // Each chain's initial θ from its own seed; the last seeding also starts the noise stream.
+    // Each chain's initial θ from its own seed (the noise streams are seeded per chain below).
     let mut inits = Vec::with_capacity(chains);
     for c in cfgs.iter().rev() {
         tch::manual_seed(c.seed as i64);
@@ -822,16 +826,21 @@ pub fn run_cells(
         precond_batches: s.precond_batches,
     };
     let mut host = TchHost::new();
+    host.seed_noise(cfgs.iter().map(|c| crate::fused::chain_noise_seed(c.seed)).collect());
     let outcomes =
         run_chains(&mut network, &theta, &mut integrator, &mut noise, &protocols, &settings, &mut host, observer)?;
 
     let labels = &data.test.labels;
     let mut results = Vec::with_capacity(chains);
     for (j, (chain, c)) in outcomes.into_iter().zip(cfgs).enumerate() {
-        // After the chain, so that the check does not change the chain's random stream.
+        // After the chain, so that the check does not change the chain's random stream; seeded
+        // from the cell's own seed, so that its draws do not depend on the batch-mates.
         let prior_check = match c.eval.prior_samples {
             0 => None,
-            k => Some(prior_predictive(&loss, s.init, k, device)?),
+            k => {
+                tch::manual_seed(crate::fused::chain_noise_seed(c.seed ^ PRIOR_CHECK_STREAM) as i64);
+                Some(prior_predictive(&loss, s.init, k, device)?)
+            }
         };
         let members = &network.members[j];
         let metrics = (!members.is_empty()).then(|| {

@@ -3,9 +3,10 @@
 //! five libtorch kernels and two temporaries of the composed form. Other devices and layouts use
 //! the composed form.
 //!
-//! The draws come from the host's [`NoiseStream`]: seeded once from libtorch's generator (so the
-//! cell seed fixes it), one sub-stream per call and per block of [`BLOCK`] elements, so the
-//! numbers do not depend on how many threads (`rayon`) share the work.
+//! The draws come from the host's [`NoiseStream`]: one stream per chain seeded from that chain's
+//! cell seed, one sub-stream per call and per block of [`BLOCK`] elements, so the numbers depend
+//! neither on how many threads (`rayon`) share the work nor on which other chains share the
+//! batch. The libtorch fallback draws the same numbers on the CPU.
 
 pub use ablate_sdk::abi::OuStep;
 use rand::rngs::SmallRng;
@@ -45,19 +46,32 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The host's stream of injected noise for fused updates.
+/// The host's stream of injected noise for the O-step: one sub-stream per chain, each seeded from
+/// that chain's cell seed ([`NoiseStream::per_chain`]), so a chain draws the same noise whether it
+/// runs alone or batched with any other chains. Each call advances every chain's stream by one.
 #[derive(Debug, Clone)]
 pub struct NoiseStream {
-    seed: u64,
+    /// One seed per chain (row of the [K, d] tensors); a single seed serves any number of rows.
+    seeds: Vec<u64>,
     calls: u64,
 }
 
 impl NoiseStream {
+    /// One stream for a single chain (or for rows derived from this one seed).
     pub fn with_seed(seed: u64) -> Self {
-        Self { seed, calls: 0 }
+        Self { seeds: vec![seed], calls: 0 }
     }
 
-    /// Seeded by one draw from libtorch's (cell-seeded) CPU generator.
+    /// One stream per chain, chain j seeded by `seeds[j]` (see [`chain_noise_seed`]).
+    pub fn per_chain(seeds: Vec<u64>) -> Self {
+        if seeds.is_empty() {
+            return Self::with_seed(0);
+        }
+        Self { seeds, calls: 0 }
+    }
+
+    /// Seeded by one draw from libtorch's (cell-seeded) CPU generator; for hosts that were not
+    /// given per-chain seeds.
     pub fn from_libtorch() -> Self {
         let draw = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
         Self::with_seed(draw as u64)
@@ -65,8 +79,27 @@ impl NoiseStream {
 
     fn next_call(&mut self) -> u64 {
         self.calls += 1;
-        mix(self.seed ^ mix(self.calls))
+        self.calls
     }
+
+    /// The seed of row `chain` of `chains` at call `call`: its own seed when the stream has one
+    /// per row, else rows derived from the single seed.
+    fn chain_key(&self, call: u64, chain: usize, chains: usize) -> u64 {
+        let seed = if self.seeds.len() == chains {
+            self.seeds[chain]
+        } else if chains == 1 {
+            self.seeds[0]
+        } else {
+            mix(self.seeds[0] ^ mix(!(chain as u64)))
+        };
+        mix(seed ^ mix(call))
+    }
+}
+
+/// The injected-noise seed of a chain whose cell seed is `cell_seed` (a stream of its own, apart
+/// from the streams of initial θ and data order).
+pub fn chain_noise_seed(cell_seed: u64) -> u64 {
+    mix(cell_seed ^ 0x0153_EA5E_D000_0000)
 }
 
 /// Standard normal f32 draws: the ziggurat method of Marsaglia & Tsang (J. Stat. Softw. 5(8),
@@ -215,13 +248,14 @@ pub fn ou_update(
             let ts = Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).map_err(|e| e.to_string())?;
             Some(ts.iter().map(|t| (step.coef * t).max(0.0).sqrt() as f32).collect())
         }
-        Some(_) => return composed(m, g, s, per_chain, step),
+        Some(_) => return composed(noise, m, g, s, per_chain, step),
     };
     let inputs: Vec<&Tensor> = std::iter::once(s).chain(g).collect();
     if !fusable(m, &inputs) {
-        return composed(m, g, s, per_chain, step);
+        return composed(noise, m, g, s, per_chain, step);
     }
     let call = noise.next_call();
+    let keys: Vec<u64> = (0..chains).map(|j| noise.chain_key(call, j, chains)).collect();
     let row = n / chains;
     // SAFETY: m, g and s are live, contiguous f32 CPU tensors of n elements (checked above); m
     // shares memory with neither g nor s, and nothing else touches them during this call.
@@ -229,15 +263,14 @@ pub fn ou_update(
     let gs = g.map(|g| unsafe { std::slice::from_raw_parts(g.data_ptr() as *const f32, n) });
     let ss = unsafe { std::slice::from_raw_parts(s.data_ptr() as *const f32, n) };
     let (beta, a) = (step.beta as f32, step.a as f32);
-    let blocks_per_row = row.div_ceil(BLOCK);
-    // Work items: (chain, block within the chain's row); each draws from its own sub-stream, so
-    // the result does not depend on how the items are spread over threads.
+    // Work items: (chain, block within the chain's row); each draws from its own sub-stream (of
+    // its chain's stream), so the result depends neither on how the items are spread over
+    // threads nor on the other chains.
     let item = |chain: usize, block: usize, mb: &mut [f32]| {
         let sigma = sigmas.as_ref().map(|s| s[chain.min(s.len() - 1)]);
         let start = chain * row + block * BLOCK;
         let range = start..start + mb.len();
-        let task = (chain * blocks_per_row + block) as u64;
-        let rng = sigma.map(|_| Normals::new(mix(call ^ mix(task))));
+        let rng = sigma.map(|_| Normals::new(block_seed(keys[chain], block)));
         ou_block(mb, gs.map(|g| &g[range.clone()]), &ss[range], beta, a, sigma.zip(rng));
     };
     if parallel(n) {
@@ -252,6 +285,36 @@ pub fn ou_update(
         }
     }
     Ok(())
+}
+
+/// The seed of block `block` of a chain's row, from the chain's key at this call.
+fn block_seed(key: u64, block: usize) -> u64 {
+    mix(key ^ mix(block as u64))
+}
+
+/// Standard normal draws shaped like `m` ([K, ...] rows = chains): on the CPU the very numbers
+/// the fused loop draws; on other devices from libtorch's generator reseeded per chain from the
+/// chain's key, so each row still depends on its own chain only.
+fn standard_normals(noise: &mut NoiseStream, m: &Tensor, chains: usize) -> Result<Tensor, tch::TchError> {
+    let call = noise.next_call();
+    let n = m.numel();
+    let row = n / chains.max(1);
+    if m.device() == Device::Cpu {
+        let mut xi = vec![0f32; n];
+        for (chain, xr) in xi.chunks_mut(row.max(1)).enumerate() {
+            let key = noise.chain_key(call, chain, chains);
+            for (block, xb) in xr.chunks_mut(BLOCK).enumerate() {
+                Normals::new(block_seed(key, block)).fill(xb);
+            }
+        }
+        return Tensor::from_slice(&xi).f_reshape(m.size())?.f_to_kind(m.kind());
+    }
+    let mut rows = Vec::with_capacity(chains);
+    for chain in 0..chains {
+        tch::manual_seed(noise.chain_key(call, chain, chains) as i64);
+        rows.push(Tensor::f_randn([row as i64], (m.kind(), m.device()))?);
+    }
+    Tensor::f_cat(&rows, 0)?.f_reshape(m.size())
 }
 
 /// Whether n elements are worth handing to rayon: below a few blocks, or with one thread, the
@@ -418,23 +481,26 @@ pub fn addcmul(y: &Tensor, a: f64, x: &Tensor, z: &Tensor) -> Result<(), String>
     run().map_err(|e| e.to_string())
 }
 
-/// The same update from libtorch kernels (any device; draws from libtorch's generator).
+/// The same update from libtorch kernels (any device), with the draws of [`standard_normals`].
 fn composed(
+    noise: &mut NoiseStream,
     m: &Tensor,
     g: Option<&Tensor>,
     s: &Tensor,
     per_chain: Option<&Tensor>,
     step: OuStep,
 ) -> Result<(), String> {
-    let run = || -> Result<(), tch::TchError> {
+    let chains = per_chain.map_or(1, Tensor::numel);
+    let mut run = || -> Result<(), tch::TchError> {
+        let xi = standard_normals(noise, m, chains)?;
         let mut m = m.shallow_clone();
         let _ = m.f_mul_scalar_(step.beta)?;
         if let Some(g) = g {
             let _ = m.f_add_(&g.f_mul_scalar(step.a)?)?;
         }
         let noise = match per_chain {
-            Some(t) => Some(m.f_randn_like()?.f_mul(&t.f_mul_scalar(step.coef)?.f_clamp_min(0.0)?.f_sqrt()?)?),
-            None if step.coef * step.t > 0.0 => Some(m.f_randn_like()?.f_mul_scalar((step.coef * step.t).sqrt())?),
+            Some(t) => Some(xi.f_mul(&t.f_mul_scalar(step.coef)?.f_clamp_min(0.0)?.f_sqrt()?)?),
+            None if step.coef * step.t > 0.0 => Some(xi.f_mul_scalar((step.coef * step.t).sqrt())?),
             None => None,
         };
         if let Some(noise) = noise {
@@ -589,6 +655,38 @@ mod tests {
         };
         assert!(run(1, 5).equal(&run(2, 5)));
         assert!(!run(1, 5).equal(&run(1, 6)));
+    }
+
+    #[test]
+    fn a_chains_noise_is_the_same_alone_and_in_any_batch() {
+        // m = 0, β = 0, no kick, T = 1/coef: m becomes s⊙ξ, the chain's own draws. Chain seeds
+        // 11, 22, 33 batched in two orders and chain 22 alone must give chain 22 the same row,
+        // several calls deep, and the libtorch fallback (`composed`) the same draws.
+        let d = 2 * BLOCK as i64 + 77; // two whole blocks and a partial one
+        let step = OuStep { beta: 0.0, a: 0.0, coef: 1.0, t: f64::NAN };
+        let draw = |seeds: &[u64], calls: usize, fused: bool| -> Tensor {
+            let k = seeds.len() as i64;
+            let mut stream = NoiseStream::per_chain(seeds.to_vec());
+            let temps = Tensor::ones([k, 1], (Kind::Float, Device::Cpu));
+            let s = Tensor::ones([k, d], (Kind::Float, Device::Cpu));
+            let m = Tensor::zeros([k, d], (Kind::Float, Device::Cpu));
+            for _ in 0..calls {
+                if fused {
+                    ou_update(&mut stream, &m, None, &s, Some(&temps), step).unwrap();
+                } else {
+                    composed(&mut stream, &m, None, &s, Some(&temps), step).unwrap();
+                }
+            }
+            m
+        };
+        let alone = draw(&[22], 3, true).get(0);
+        let batched = draw(&[11, 22, 33], 3, true);
+        let reordered = draw(&[33, 11, 22], 3, true);
+        assert!(batched.get(1).equal(&alone), "a batch of 3 changed chain 22's noise");
+        assert!(reordered.get(2).equal(&alone), "another batch order changed chain 22's noise");
+        assert!(draw(&[11, 22, 33], 3, false).equal(&batched), "the fallback draws other numbers");
+        assert!(!batched.get(0).equal(&alone), "two chains drew the same noise");
+        assert!(!draw(&[22], 2, true).get(0).equal(&alone), "a call did not advance the stream");
     }
 
     #[test]

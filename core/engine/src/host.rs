@@ -36,6 +36,13 @@ impl<'a> TchHost<'a> {
         Self { arena: HashMap::new(), next: 0, error: None, potential: None, noise: None }
     }
 
+    /// Seeds the injected noise of `ou_update`: one stream per chain (see
+    /// [`crate::fused::NoiseStream::per_chain`]). Without it the stream is seeded from libtorch's
+    /// generator at the first draw.
+    pub fn seed_noise(&mut self, seeds: Vec<u64>) {
+        self.noise = Some(crate::fused::NoiseStream::per_chain(seeds));
+    }
+
     /// Let integrators evaluate U and ∇U through [`TensorHost::potential`].
     pub fn set_potential(&mut self, f: Box<PotentialFn<'a>>) {
         self.potential = Some(f);

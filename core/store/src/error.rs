@@ -23,6 +23,10 @@ pub enum StoreError {
     )]
     Locked { dir: PathBuf, lock_file: PathBuf, pid: u32, hostname: String, started: String },
 
+    /// Another live runner runs some of the cells this runner would run.
+    #[error("{0}")]
+    Claimed(Box<ClaimConflict>),
+
     /// The run folder holds results of a different grid file.
     #[error(
         "run folder {} was created for another grid file (sha256 {existing}, now {new}); choose \
@@ -82,4 +86,26 @@ mod tests {
         let ro = StoreError::io("write", "/runs/x")(io::Error::from_raw_os_error(30));
         assert!(ro.to_string().contains("read-only"), "{ro}");
     }
+}
+
+/// Who holds the cells a runner wanted ([`StoreError::Claimed`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{shared} of these cells of run folder {} (e.g. cell {cell}) are being run by another runner: \
+     pid {pid} on host {hostname} ({what}, since {started}); wait for it to finish or run cells it \
+     does not run (another --shard of the same split); if that run is gone, delete {}",
+    dir.display(),
+    claim_file.display()
+)]
+pub struct ClaimConflict {
+    pub dir: PathBuf,
+    pub claim_file: PathBuf,
+    pub pid: u32,
+    pub hostname: String,
+    pub started: String,
+    pub what: String,
+    /// How many of the wanted cells the other runner holds.
+    pub shared: usize,
+    /// One of them.
+    pub cell: String,
 }

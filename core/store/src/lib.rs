@@ -8,18 +8,21 @@
 //!                    "device","plugins":[{"name","path","sha256"}],
 //!                    "machine":{"hostname","cpus","os"},"created","command"}
 //!   grid.json       copy of the grid file
-//!   run.lock        {"pid","hostname","started"} while a runner holds the folder
+//!   run.lock        {"pid","hostname","started"} while a runner registers its claim
+//!   claims/<host>-<pid>-<n>.json  {"pid","hostname","started","what","cells"}: the cells a live
+//!                   runner runs (grid positions); overlapping claims exclude each other
 //!   cells/<cell_id>/
 //!      config.json  resolved cell config
 //!      labels.json  axis display name -> value (always temperature, seed)
-//!      status.json  {"status":"running"|"done"|"failed"|"diverged","message","wall_seconds",
+//!      status.json  {"status":"running"|"done"|"failed"|"diverged"|"interrupted","message","wall_seconds",
 //!                    "diverged_at_step","finished_at"}
 //!      epochs.csv   per-epoch metrics (written by the engine)
 //!      metrics.json final ensemble metrics (written by the engine)
 //! ```
 //!
-//! - [`RunDir`] creates or opens a run folder; [`RunDir::lock`] makes sure one runner at a time
-//!   uses it, taking over locks of dead processes ([`lock`]).
+//! - [`RunDir`] creates or opens a run folder; [`RunDir::claim`] makes sure no two runners run
+//!   the same cell (whole runs and shards alike), taking over claims of dead processes
+//!   ([`claim`], [`lock`]).
 //! - [`CellDir`] reads and writes a cell's files. Every write is atomic ([`atomic`]): readers
 //!   (a concurrent `ablate report`) see whole files only, and `kill -9` leaves no truncated
 //!   file. A cell is finished when its `status.json` says done, failed or diverged, so a rerun
@@ -31,12 +34,14 @@
 //! a folder held by another runner).
 
 pub mod atomic;
+pub mod claim;
 pub mod error;
 pub mod lock;
 pub mod machine;
 pub mod run;
 
-pub use error::{Result, StoreError};
+pub use claim::{Claim, ClaimInfo, CLAIMS};
+pub use error::{ClaimConflict, Result, StoreError};
 pub use lock::{LockInfo, RunLock};
 pub use machine::{command_line, git_revision, hostname, now_rfc3339, sha256_bytes, sha256_file, MachineInfo};
 pub use run::{

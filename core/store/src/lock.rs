@@ -1,4 +1,5 @@
-//! The run lock: one runner per run folder at a time.
+//! The run lock: held for a moment by a runner registering its claim ([`crate::claim`]), so
+//! that registrations happen one at a time.
 //!
 //! `run.lock` (`{"pid", "hostname", "started"}`) is created with `O_EXCL`, so of two runners
 //! exactly one gets it. The other gets [`StoreError::Locked`] naming the holder. A lock whose
@@ -141,7 +142,7 @@ fn read_lock(path: &Path) -> Result<Holder> {
 }
 
 /// Is the holder of a lock gone? Only decidable for locks of this host.
-fn is_stale(held: &LockInfo, me: &LockInfo) -> bool {
+pub(crate) fn is_stale(held: &LockInfo, me: &LockInfo) -> bool {
     if held.hostname != me.hostname {
         return false;
     }

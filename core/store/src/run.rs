@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{is_temp_name, remove_temp_files, sync_dir, write_atomic};
+use crate::atomic::{is_temp_name, sync_dir, write_atomic};
 use crate::error::{Result, StoreError};
 use crate::lock::RunLock;
 use crate::machine::MachineInfo;
@@ -62,6 +62,9 @@ pub enum CellState {
     Failed,
     /// The chain produced non-finite values; a result in itself (reported, not retried).
     Diverged,
+    /// The worker was killed from outside (the out-of-memory killer, `kill -9`): not finished,
+    /// run again by the next run of the grid.
+    Interrupted,
 }
 
 /// `status.json` of a cell.
@@ -93,9 +96,10 @@ impl CellStatus {
         }
     }
 
-    /// Done, failed and diverged cells are finished; running ones were interrupted.
+    /// Done, failed and diverged cells are finished; running ones were interrupted, and
+    /// interrupted ones run again.
     pub fn is_finished(&self) -> bool {
-        self.status != CellState::Running
+        !matches!(self.status, CellState::Running | CellState::Interrupted)
     }
 }
 
@@ -155,25 +159,10 @@ impl RunDir {
         write_json_file(&self.path.join(MANIFEST), manifest)
     }
 
-    /// Takes `shard-<index>-of-<count>.lock` for one shard of a grid. Shards share the run folder
-    /// and may run at the same time (a cluster job array), so each holds its own lock and none
-    /// removes temporary files (another shard may be writing them).
-    pub fn lock_shard(&self, index: usize, count: usize) -> Result<RunLock> {
-        RunLock::acquire(&self.path, &self.path.join(format!("shard-{index}-of-{count}.lock")))
-    }
-
-    /// Takes `run.lock` (see [`crate::lock`]) and, holding it, removes temporary files left
-    /// by crashed writers. Take it before starting workers; drop it when the run ends.
+    /// Takes `run.lock` (see [`crate::lock`]): exclusive among runners of this folder. Runners
+    /// hold it only while registering a claim ([`RunDir::claim`]); take a claim to run cells.
     pub fn lock(&self) -> Result<RunLock> {
-        let lock = RunLock::acquire(&self.path, &self.path.join(LOCK))?;
-        let mut removed = remove_temp_files(&self.path)?;
-        for cell in self.list_cells()? {
-            removed += remove_temp_files(cell.path())?;
-        }
-        if removed > 0 {
-            tracing::info!(dir = %self.path.display(), removed, "removed temporary files of an interrupted run");
-        }
-        Ok(lock)
+        RunLock::acquire(&self.path, &self.path.join(LOCK))
     }
 
     /// The folder of cell `id`, created if missing.

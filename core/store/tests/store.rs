@@ -262,9 +262,62 @@ fn leftover_temp_files_are_ignored_and_cleaned() {
 
     assert_eq!(cell.read_text("metrics.json").unwrap().unwrap(), "{}");
     assert_eq!(run.list_cells().unwrap().len(), 1, "hidden entries are not cells");
-    let _lock = run.lock().unwrap();
-    assert!(!stray.exists() && !stray_top.exists(), "taking the lock removes leftovers");
+    let _claim = run.claim("whole grid", &[(0, "abc")]).unwrap();
+    assert!(!stray.exists() && !stray_top.exists(), "claiming the cell removes leftovers");
     assert!(cell.path().join("metrics.json").exists());
+}
+
+/// Item 3 of issue 15: one scheme for whole runs and shards. Runners whose cells overlap
+/// exclude each other (whole vs shard 0/2, shard 0/2 vs shard 0/3), disjoint shards share the
+/// folder, and a runner cleans leftovers only in its own cells' folders.
+#[test]
+fn overlapping_claims_exclude_each_other_and_cleanup_stays_in_owned_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(tmp.path());
+    let ids: Vec<String> = (0..12).map(|i| format!("cell{i:02}")).collect();
+    let pick = |f: &dyn Fn(usize) -> bool| -> Vec<(usize, &str)> {
+        (0..12).filter(|&i| f(i)).map(|i| (i, ids[i].as_str())).collect()
+    };
+    let whole = pick(&|_| true);
+    let (s0of2, s1of2, s0of3) = (pick(&|i| i % 2 == 0), pick(&|i| i % 2 == 1), pick(&|i| i % 3 == 0));
+
+    let first = run.claim("shard 0/2", &s0of2).unwrap();
+    let err = run.claim("whole grid", &whole).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(&err, StoreError::Claimed(c) if c.shared == 6), "{text}");
+    assert!(text.contains("shard 0/2") && text.contains("cell00") && text.contains("claims"), "{text}");
+    let err = run.claim("shard 0/3", &s0of3).unwrap_err();
+    assert!(matches!(&err, StoreError::Claimed(c) if c.shared == 2), "{err}");
+    let second = run.claim("shard 1/2", &s1of2).expect("disjoint shards share the folder");
+    assert_eq!(run.claims().unwrap().len(), 2);
+    drop(first);
+    assert!(run.claim("whole grid", &whole).is_err(), "shard 1/2 still runs");
+    let third = run.claim("shard 0/3", &s0of3).unwrap_err();
+    assert!(matches!(&third, StoreError::Claimed(c) if c.shared == 2), "{third}");
+    drop(second);
+    let all = run.claim("whole grid", &whole).expect("free again");
+    drop(all);
+    assert!(run.claims().unwrap().is_empty(), "dropping a claim removes its file");
+
+    // A claim of a dead process is stale: removed, not obeyed.
+    let dead = serde_json::json!({"pid": dead_pid(), "hostname": hostname(), "started": "2030-01-01T00:00:00Z",
+                                  "what": "whole grid", "cells": [[0, 12]]});
+    fs::write(run.path().join("claims/dead.json"), dead.to_string()).unwrap();
+    drop(run.claim("shard 0/2", &s0of2).expect("a dead runner's claim is taken over"));
+    assert!(!run.path().join("claims/dead.json").exists());
+
+    // Leftover temporary files: a live shard's cells and the run folder itself are left alone.
+    let _live = run.claim("shard 1/2", &s1of2).unwrap();
+    let theirs = run.cell(&ids[1]).unwrap().path().join(".metrics.json.1.0.tmp");
+    let ours = run.cell(&ids[0]).unwrap().path().join(".metrics.json.1.0.tmp");
+    let top = run.path().join(".manifest.json.1.0.tmp");
+    for f in [&theirs, &ours, &top] {
+        fs::write(f, "x").unwrap();
+    }
+    let _mine = run.claim("shard 0/2", &s0of2).unwrap();
+    assert!(!ours.exists(), "leftovers in the runner's own cells are removed");
+    assert!(theirs.exists(), "a live shard's temporary file was removed");
+    assert!(top.exists(), "the run folder's files were cleaned while another runner is live");
 }
 
 /// Not a test on its own: the body of the child process of `kill_9_leaves_no_truncated_file`.
@@ -357,14 +410,22 @@ fn write_errors_name_the_path() {
 }
 
 #[test]
-fn shards_lock_separately_and_a_shard_once() {
+fn shards_claim_separately_and_a_shard_once() {
     let tmp = tempfile::tempdir().unwrap();
     let run = new_run(tmp.path());
-    let first = run.lock_shard(0, 2).unwrap();
-    let second = run.lock_shard(1, 2).expect("another shard runs at the same time");
-    let again = run.lock_shard(0, 2).unwrap_err().to_string();
-    assert!(again.contains("shard-0-of-2.lock"), "{again}");
+    let first = run.claim("shard 0/2", &[(0, "a"), (2, "c")]).unwrap();
+    let second = run.claim("shard 1/2", &[(1, "b"), (3, "d")]).expect("another shard runs at the same time");
+    let again = run.claim("shard 0/2", &[(0, "a"), (2, "c")]).unwrap_err().to_string();
+    assert!(again.contains("shard 0/2") && again.contains(&first.path().display().to_string()), "{again}");
     drop(first);
-    run.lock_shard(0, 2).expect("free again once released");
+    drop(run.claim("shard 0/2", &[(0, "a"), (2, "c")]).expect("free again once released"));
     drop(second);
+}
+
+/// The pid of a process that has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
 }

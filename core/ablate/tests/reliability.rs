@@ -1,0 +1,319 @@
+//! Run folders you can trust: partial reruns of a batch, overlapping runners, damaged folders,
+//! killed workers. Each test drives the `ablate` binary on tiny grids of the embedded digits.
+//!
+//! The long soak (20 random `kill -9` of the runner) is `#[ignore]`d; run it with
+//! `cargo test -p ablate --test reliability -- --ignored --nocapture soak`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ablate");
+
+fn ablate(args: &[&str], cwd: &Path) -> Output {
+    command(args, cwd).output().expect("start ablate")
+}
+
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("ABLATE_PLUGIN_PATH")
+        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn succeed(args: &[&str], cwd: &Path) -> String {
+    let o = ablate(args, cwd);
+    let t = text(&o);
+    assert!(o.status.success(), "ablate {args:?} failed:\n{t}");
+    t
+}
+
+/// Build the built-in plugins (next to the binary) once per test process.
+fn plugins_built() {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let ok = *BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ablate-plugin-integrators", "-p", "ablate-plugin-priors"])
+            .args(["-p", "ablate-plugin-likelihoods", "-p", "ablate-plugin-noise"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        matches!(status, Ok(s) if s.success())
+    });
+    assert!(ok, "the built-in plugins do not build");
+}
+
+/// A grid of MLP cells on digits that differ in temperature (and seed): one batch of chains.
+fn grid_file(dir: &Path, name: &str, epochs: usize, temperatures: &[f64], seeds: &[u64]) -> PathBuf {
+    let grid = serde_json::json!({
+        "name": name,
+        "base": {
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 200},
+            "model": {"kind": "mlp", "hidden": [32]},
+            "sampler": {"epochs": epochs, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [{"path": "temperature", "values": temperatures}, {"path": "seed", "values": seeds}]
+    });
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    path
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Per cell: everything the report's numbers come from (metrics without wall times) and the
+/// per-epoch rows (without wall times).
+fn results(cells: &Path) -> Vec<(String, serde_json::Value, String)> {
+    let mut out: Vec<_> = std::fs::read_dir(cells)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let m = read_json(&p.join("metrics.json"));
+            // Every column but the last (wall seconds).
+            let epochs: String = std::fs::read_to_string(p.join("epochs.csv"))
+                .unwrap()
+                .lines()
+                .map(|l| format!("{}\n", l.rsplit_once(',').map_or(l, |(head, _)| head)))
+                .collect();
+            let id = p.file_name().unwrap().to_string_lossy().into_owned();
+            (
+                id,
+                serde_json::json!({"ensemble": m["ensemble"], "growth": m["growth"], "diagnostics": m["diagnostics"]}),
+                epochs,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn statuses(cells: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<_> = std::fs::read_dir(cells)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let id = p.file_name().unwrap().to_string_lossy().into_owned();
+            let s = p.join("status.json");
+            (id, if s.exists() { read_json(&s) } else { serde_json::Value::Null })
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn cell_ids(grid: &Path) -> Vec<String> {
+    ablate_grid::Grid::from_path(grid).unwrap().cells.into_iter().map(|c| c.id).collect()
+}
+
+/// Item 2: a batch of four chains interrupted after each of its cells wrote its outputs (the
+/// runner killed between two batch-mates' `done`), and a retry of one cell (its `status.json`
+/// deleted): each rerun gives every cell the numbers of the uninterrupted batch, and the first
+/// line says that finished batch-mates run again. With per-chain noise streams, an MLP chain
+/// run alone also repeats its batched numbers at T > 0.
+#[test]
+fn partial_reruns_of_a_batch_give_the_numbers_of_the_whole_batch() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "partial", 6, &[1.0, 0.3, 0.1, 0.03], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let base = ["run", g, "--device", "cpu", "--threads", "1", "--no-report"];
+    let out = succeed(&[&base[..], &["--out", "whole"]].concat(), d);
+    assert!(out.contains("4 of them as 1 batch(es) of chains)"), "{out}");
+    let whole = results(&d.join("whole/partial/cells"));
+    assert_eq!(whole.len(), 4);
+
+    // Batched = alone (MLP, noise streams per chain): with --batch-chains 1 every chain draws
+    // the same noise and repeats its batched run to float rounding (the batched products sum in
+    // another order: ~1e-8 here), far inside the 1e-5 bound; other noise would move the NLL by
+    // about 1e-2.
+    succeed(&[&base[..], &["--out", "alone", "--batch-chains", "1"]].concat(), d);
+    for ((id, a, _), (_, w, _)) in results(&d.join("alone/partial/cells")).iter().zip(&whole) {
+        let (na, nw) = (a["ensemble"]["nll"].as_f64().unwrap(), w["ensemble"]["nll"].as_f64().unwrap());
+        assert!((na - nw).abs() <= 1e-5 * nw, "{id}: alone nll {na} vs batched {nw}");
+        assert_eq!(a["ensemble"]["accuracy"], w["ensemble"]["accuracy"], "{id}");
+        for (ga, gw) in a["growth"].as_array().unwrap().iter().zip(w["growth"].as_array().unwrap()) {
+            let (x, y) = (ga["nll"].as_f64().unwrap(), gw["nll"].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5 * y, "{id}: growth nll alone {x} vs batched {y}");
+        }
+    }
+
+    // The worker wrote the outputs of the first `b` cells of the batch, then the runner died.
+    for b in 1..ids.len() {
+        let out_dir = format!("boundary-{b}");
+        copy_dir(&d.join("whole"), &d.join(&out_dir));
+        let cells = d.join(&out_dir).join("partial/cells");
+        for id in &ids[b..] {
+            std::fs::write(
+                cells.join(id).join("status.json"),
+                r#"{"status":"running","message":null,"wall_seconds":0.0,"diverged_at_step":null,"finished_at":null}"#,
+            )
+            .unwrap();
+            std::fs::remove_file(cells.join(id).join("metrics.json")).unwrap();
+        }
+        let finished_before: Vec<_> = statuses(&cells).into_iter().filter(|(id, _)| ids[..b].contains(id)).collect();
+        let out = succeed(&[&base[..], &["--out", &out_dir]].concat(), d);
+        assert!(
+            out.contains(&format!("{} to run ({} of them as 1 batch(es) of chains, with {b} finished batch-mate(s) recomputed and discarded", ids.len() - b, ids.len() - b)),
+            "boundary {b}: {out}"
+        );
+        assert_eq!(results(&cells), whole, "rerun after {b} of {} batch-mates finished differs", ids.len());
+        let finished_after: Vec<_> = statuses(&cells).into_iter().filter(|(id, _)| ids[..b].contains(id)).collect();
+        assert_eq!(finished_after, finished_before, "boundary {b}: a finished cell was rewritten");
+    }
+
+    // The documented retry: delete one cell's status.json.
+    copy_dir(&d.join("whole"), &d.join("retry"));
+    let cells = d.join("retry/partial/cells");
+    std::fs::remove_file(cells.join(&ids[2]).join("status.json")).unwrap();
+    let out = succeed(&[&base[..], &["--out", "retry"]].concat(), d);
+    assert!(out.contains("3 finished (skipped), 1 to run"), "{out}");
+    assert_eq!(results(&cells), whole, "retrying one cell changed the numbers");
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its closing paren.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Item 6: a worker killed from outside (`kill -9`, as the out-of-memory killer does) leaves
+/// its cell `interrupted`, not `failed`, and the next run runs it.
+#[test]
+fn a_worker_killed_by_a_signal_is_interrupted_and_reruns() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "oom", 3, &[1.0, 0.1], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1", "--jobs", "1"];
+    let runner = command(&args, d)
+        .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("sleep:{}", ids[0]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = d.join("runs/oom/cells").join(&ids[0]).join("status.json");
+    wait_for("the first cell to start", Duration::from_secs(120), || status.exists());
+    let workers = children(runner.id());
+    assert_eq!(workers.len(), 1, "one worker expected: {workers:?}");
+    let killed = Command::new("kill").args(["-9", &workers[0].to_string()]).status().unwrap();
+    assert!(killed.success());
+    let o = runner.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "an interrupted cell makes the exit code non-zero: {out}");
+    assert!(out.contains("INTERRUPTED") && out.contains("1 cell(s) interrupted"), "{out}");
+    let st = read_json(&status);
+    assert_eq!(st["status"], "interrupted", "{st}");
+    assert!(st["message"].as_str().unwrap().contains("SIGKILL"), "{st}");
+    let other = read_json(&d.join("runs/oom/cells").join(&ids[1]).join("status.json"));
+    assert_eq!(other["status"], "done", "the other cell runs on: {other}");
+
+    let out = succeed(&args, d);
+    assert!(out.contains("1 finished (skipped), 1 to run"), "{out}");
+    assert_eq!(read_json(&status)["status"], "done");
+}
+
+/// Item 7: with RUST_BACKTRACE=1, a worker's panic is recorded by its message, not by the
+/// backtrace's last lines.
+#[test]
+fn a_worker_panic_keeps_its_message_under_rust_backtrace() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "panics", 2, &[1.0], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    for backtrace in ["1", "full"] {
+        let out_dir = format!("runs-{backtrace}");
+        let o = command(&["run", g, "--out", &out_dir, "--device", "cpu", "--no-report"], d)
+            .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("panic:{}", ids[0]))
+            .env("RUST_BACKTRACE", backtrace)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let st = read_json(&d.join(&out_dir).join("panics/cells").join(&ids[0]).join("status.json"));
+        assert_eq!(st["status"], "failed");
+        let msg = st["message"].as_str().unwrap();
+        assert!(msg.contains("panicked at") && msg.contains("test panic in the worker of cell"), "{msg}");
+        assert!(!msg.contains("stack backtrace") && !msg.contains("rust_begin_unwind"), "{msg}");
+    }
+}
+
+/// Item 3: a whole run and `--shard 0/3` are refused while `--shard 0/2` runs (their cells
+/// overlap), `--shard 1/2` runs beside it, and once it is gone the whole run resumes.
+#[test]
+fn runners_whose_cells_overlap_exclude_each_other() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "shared", 2, &[1.0, 0.3, 0.1, 0.03], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let base = ["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1", "--jobs", "1"];
+    let mut shard0 = command(&[&base[..], &["--shard", "0/2"]].concat(), d)
+        .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("sleep:{}", ids[0]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = d.join("runs/shared/cells").join(&ids[0]).join("status.json");
+    wait_for("shard 0/2 to start its first cell", Duration::from_secs(120), || status.exists());
+
+    for other in [&[][..], &["--shard", "0/3"][..]] {
+        let o = ablate(&[&base[..], other].concat(), d);
+        let t = text(&o);
+        assert!(!o.status.success(), "{other:?} ran beside shard 0/2:\n{t}");
+        assert!(t.contains("are being run by another runner") && t.contains("shard 0/2"), "{t}");
+    }
+    let out = succeed(&[&base[..], &["--shard", "1/2"]].concat(), d);
+    assert!(out.contains("2 done"), "{out}");
+
+    shard0.kill().unwrap();
+    shard0.wait().unwrap();
+    let out = succeed(&base, d);
+    assert!(out.contains("2 finished (skipped), 2 to run"), "{out}");
+}
