@@ -42,6 +42,22 @@ impl<'a> TchHost<'a> {
         self.potential = Some(f);
     }
 
+    /// Remove the energy function (see [`Self::set_potential`]).
+    pub fn clear_potential(&mut self) {
+        self.potential = None;
+    }
+
+    /// The first error recorded since the last call, clearing it (between plugin calls made
+    /// outside [`Self::call`], e.g. by the conformance suite).
+    pub fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+
+    /// This host's table as plugins receive it, without [`Self::call`]'s error bookkeeping.
+    pub fn host_ref(&mut self) -> HostRef<'_> {
+        TensorHost_TO::from_ptr(abi_stable::sabi_types::RMut::new(self), TD_Opaque)
+    }
+
     /// Put a host tensor into the arena (shallow: shares storage with `t`).
     pub fn insert(&mut self, t: Tensor) -> TensorId {
         let id = self.next;
