@@ -29,7 +29,8 @@ pub enum PluginsCommand {
         #[command(flatten)]
         plugins: crate::PluginDirs,
     },
-    /// Load one plugin library alone, list its factories and build each with default parameters.
+    /// Load one plugin library alone and run the conformance suite on every factory it offers,
+    /// on the real (libtorch, float32) host; exits non-zero if any check fails.
     #[command(after_help = "Example:\n  ablate plugins check target/release/libmy_prior.so")]
     Check {
         /// The shared library (.so).
@@ -200,25 +201,34 @@ fn check(file: &Path) -> Result<ExitCode> {
     registry.add_library(file, "plugins check").with_context(|| format!("loading {}", file.display()))?;
     let lib = &registry.libraries()[0];
     println!("{}: ablate plugin [{}], sha256 {}", file.display(), lib.build, lib.sha256);
-    let mut failures = 0;
     let factories: Vec<_> = registry.factories().cloned().collect();
     if factories.is_empty() {
         println!("  offers no factories (export_plugin! lists are all empty)");
     }
+    let mut failed_checks = 0;
+    let mut failed_factors = Vec::new();
     for f in &factories {
-        match registry.validate(f.kind, &f.name, &serde_json::json!({})) {
-            Ok(()) => {
-                println!("  ok    {} `{}`: {} (builds with default parameters)", f.kind.as_str(), f.name, f.description)
-            }
-            Err(e) => {
-                failures += 1;
-                println!("  FAIL  {} `{}`: {e}", f.kind.as_str(), f.name);
-            }
+        println!("{} `{}`: {}", f.kind.as_str(), f.name, f.description);
+        let checks = ablate_engine::suite_host::run_suite(&registry, f, tch::Device::Cpu);
+        for c in &checks {
+            println!("  {c}");
+        }
+        let failed = checks.iter().filter(|c| c.failed()).count();
+        if failed > 0 {
+            failed_checks += failed;
+            failed_factors.push(format!("{} `{}`", f.kind.as_str(), f.name));
         }
     }
-    if failures > 0 {
-        bail!("{failures} factor(ies) of {} cannot be built with default parameters", file.display());
+    if failed_checks > 0 {
+        eprintln!(
+            "error: {failed_checks} check(s) failed in {}: {}; fix them before running grids with this library \
+             (each FAIL line says what was measured and what was expected)",
+            file.display(),
+            failed_factors.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
     }
+    println!("all checks passed for {} factor(ies)", factories.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -186,33 +186,34 @@ impl Loss {
         }
     }
 
-    /// ∇ log p(θ) per tensor from the prior's closed form, if it has one.
+    /// ∇ log p(θ) per tensor from the prior's closed form, if it has one. With output checks
+    /// on, a NaN/Inf in it at finite parameters is the prior's fault and fails the cell naming
+    /// it (not a divergence blamed on the sampler).
     fn prior_grad(&self, host: &mut TchHost<'_>, views: &[Tensor]) -> Result<Option<Vec<Tensor>>, EngineError> {
-        let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.detach())).collect();
-        let infos = self.model.infos();
-        let r = host.call(|h| self.prior.obj.grad_log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
-        ids.iter().for_each(|&id| host.remove(id));
-        let ROption::RSome(grads) = r.map_err(|e| self.prior.fail("grad_log_prob", e))? else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(grads.len());
-        for (id, view) in grads.iter().zip(views) {
-            let g =
-                host.take(*id).ok_or_else(|| self.prior.fail("grad_log_prob", "returned a released handle".into()))?;
-            if g.size() != view.size() {
-                return Err(self.prior.fail(
-                    "grad_log_prob",
-                    format!("returned shape {:?} for a tensor of shape {:?}", g.size(), view.size()),
-                ));
+        let grads = crate::plugin_call::call_grad_log_prob(&self.prior, host, views, self.model.infos())?;
+        if let Some(g) = &grads {
+            if self.check_outputs && views.first().is_some_and(|v| v.device() == Device::Cpu) {
+                if let Some((t, i, v)) = crate::plugin_call::first_nonfinite(g) {
+                    let theta = Tensor::cat(&views.iter().map(|v| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+                    if !crate::chain::nonfinite(&theta) {
+                        let name = self.model.infos().get(t).map_or("?", |info| info.name.as_str());
+                        return Err(match nonfinite_output(&self.prior, "grad_log_prob", &theta) {
+                            EngineError::PluginCall { kind, name: plugin, path, during, message } => {
+                                EngineError::PluginCall {
+                                    kind,
+                                    name: plugin,
+                                    path,
+                                    during,
+                                    message: format!("{message}: {v} at `{name}`[{i}]"),
+                                }
+                            }
+                            diverged => diverged,
+                        });
+                    }
+                }
             }
-            out.push(g);
         }
-        if out.len() != views.len() {
-            return Err(self
-                .prior
-                .fail("grad_log_prob", format!("returned {} tensors for {}", out.len(), views.len())));
-        }
-        Ok(Some(out))
+        Ok(grads)
     }
 
     /// U(θ) = n·(mean NLL over the training set) − log p(θ) and ∇U (inference mode).
@@ -243,7 +244,7 @@ fn defined_gradients(grads: Vec<Tensor>, leaves: &[Tensor]) -> Vec<Tensor> {
 
 /// log p through the prior plugin for per-tensor `views` described by `infos`: a one-element
 /// tensor (finiteness is the caller's business).
-fn call_log_prob(
+pub(crate) fn call_log_prob(
     prior: &Factor<PriorBox>,
     host: &mut TchHost<'_>,
     views: &[Tensor],
@@ -757,6 +758,7 @@ pub fn run_cells(
         return Err(likelihood.fail("effective_n", format!("returned {n}; it must be a positive number")));
     }
     let model = Model::new(&cfg.model, toggles, (shape[0], shape[1], shape[2]), data.num_classes as i64)?;
+    crate::plugin_call::prior_gradient_guard(&model, &prior, device)?;
     let steps_per_epoch = (n_train / s.batch_size as u64).max(1);
     let protocols: Vec<Protocol> = cfgs.iter().map(|c| Protocol::new(s, steps_per_epoch, c.temperature)).collect();
     let expected_members = protocols[0].expected_members();

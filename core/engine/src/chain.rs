@@ -511,11 +511,47 @@ pub fn run_chains(
                 }
                 seen += g.count;
             }
+            // On the CPU (where per-step checks are cheap) a NaN/Inf is attributed to the step
+            // that produced it: the loss gradient (likelihood and prior), the noise model's
+            // transform, or the integrator's step; parameters going in are finite (checked
+            // after the previous step).
+            let check_here = device == Device::Cpu;
+            let grad_bad = if check_here { nonfinite_rows(&g.grad, chains) } else { vec![false; chains] };
+            for (s, &bad) in states.iter_mut().zip(&grad_bad) {
+                if bad {
+                    s.diverge(
+                        k,
+                        format!(
+                            "the loss gradient (likelihood and prior) became NaN/Inf at step {k} (epoch {epoch}) at \
+                             finite parameters; lower sampler.lr, or check the likelihood and prior plugins"
+                        ),
+                    );
+                }
+            }
+            let grad_shadow = check_here.then(|| g.grad.shallow_clone());
             let grad_id = host.insert(g.grad);
             let r = host.call(|h| noise.obj.transform(h, &ctx, grad_id, &stats));
             if let Err(e) = r {
                 host.remove(grad_id);
                 return Err(noise.fail("transform", e));
+            }
+            if let Some(grad) = &grad_shadow {
+                for ((s, bad), was_bad) in states.iter_mut().zip(nonfinite_rows(grad, chains)).zip(&grad_bad) {
+                    if bad && !was_bad {
+                        s.diverge(
+                            k,
+                            format!(
+                                "the noise model `{}` turned a finite gradient into NaN/Inf at step {k} (epoch {epoch}); \
+                                 check the noise plugin ({})",
+                                noise.name, noise.path
+                            ),
+                        );
+                    }
+                }
+            }
+            if !states.iter().any(ChainState::alive) {
+                host.remove(grad_id);
+                break;
             }
             let tensors = StepTensors {
                 params: theta_id,
@@ -537,11 +573,22 @@ pub fn run_chains(
             // there it happens at members and epoch ends.
             if device == Device::Cpu || protocol.is_member_step(k) {
                 for (s, bad) in states.iter_mut().zip(nonfinite_rows(theta, chains)) {
-                    if bad {
+                    if bad && device == Device::Cpu {
+                        // Parameters and gradient going into this step were finite (checked above).
                         s.diverge(
                             k,
                             format!(
-                                "parameters became NaN/Inf at step {k} (epoch {epoch}); lower sampler.lr or check \
+                                "the integrator `{}` step made the parameters NaN/Inf at step {k} (epoch {epoch}) from \
+                                 finite parameters and a finite gradient; lower sampler.lr, or check the integrator \
+                                 plugin ({})",
+                                integrator.name, integrator.path
+                            ),
+                        );
+                    } else if bad {
+                        s.diverge(
+                            k,
+                            format!(
+                                "parameters became NaN/Inf by step {k} (epoch {epoch}); lower sampler.lr or check \
                                  the integrator"
                             ),
                         );

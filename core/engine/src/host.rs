@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use ablate_sdk::abi::{BinaryOp, HostRef, OuStep, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
+use ablate_sdk::range::{check_scalar, ScalarLimit, FLOAT32};
 use tch::{Device, Kind, Tensor};
 
 /// Computes U(θ) and ∇U(θ) for integrators that need energies (HMC, Metropolis–Hastings).
@@ -46,6 +47,22 @@ impl<'a> TchHost<'a> {
     /// Let integrators evaluate U and ∇U through [`TensorHost::potential`].
     pub fn set_potential(&mut self, f: Box<PotentialFn<'a>>) {
         self.potential = Some(f);
+    }
+
+    /// Remove the energy function (see [`Self::set_potential`]).
+    pub fn clear_potential(&mut self) {
+        self.potential = None;
+    }
+
+    /// The first error recorded since the last call, clearing it (between plugin calls made
+    /// outside [`Self::call`], e.g. by the conformance suite).
+    pub fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+
+    /// This host's table as plugins receive it, without [`Self::call`]'s error bookkeeping.
+    pub fn host_ref(&mut self) -> HostRef<'_> {
+        TensorHost_TO::from_ptr(abi_stable::sabi_types::RMut::new(self), TD_Opaque)
     }
 
     /// Put a host tensor into the arena (shallow: shares storage with `t`).
@@ -101,9 +118,9 @@ impl<'a> TchHost<'a> {
             Some(t) => Some(t.shallow_clone()),
             None => {
                 let what = if id == TensorId::INVALID {
-                    format!("{op}: input is the result of an earlier failed op")
+                    format!("host op `{op}`: input is the result of an earlier failed op")
                 } else {
-                    format!("{op}: unknown tensor handle {} (released or never created)", id.0)
+                    format!("host op `{op}`: unknown tensor handle {} (released or never created)", id.0)
                 };
                 self.fail(what);
                 None
@@ -123,7 +140,35 @@ impl<'a> TchHost<'a> {
     fn emit(&mut self, op: &str, r: Result<Tensor, tch::TchError>) -> TensorId {
         match r {
             Ok(t) => self.insert(t),
-            Err(e) => self.fail(format!("{op}: {}", first_line(&e.to_string()))),
+            Err(e) => self.fail(format!("host op `{op}`: {}", torch_message(&e.to_string()))),
+        }
+    }
+
+    /// Refuse a scalar argument that the dtype of tensor `x` cannot hold ([`ablate_sdk::range`]);
+    /// an unknown `x` is left to the op itself to report.
+    fn scalars_fit(&mut self, op: &str, x: TensorId, args: &[(&str, f64, bool)]) -> bool {
+        let Some(limit) = self.arena.get(&x.0).and_then(scalar_limit) else {
+            return true;
+        };
+        for &(arg, value, allow_nan) in args {
+            if let Err(e) = check_scalar(op, arg, value, limit, allow_nan) {
+                self.fail(e);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Run one op of the table with panics contained: a tch call that panics (a libtorch error
+    /// unwrapped inside tch) becomes this op's error, never an abort at the FFI boundary.
+    fn guard<R>(&mut self, op: &str, fallback: R, f: impl FnOnce(&mut Self) -> R) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(r) => r,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                self.fail(format!("host op `{op}`: {message}"));
+                fallback
+            }
         }
     }
 
@@ -161,16 +206,149 @@ pub fn log_softmax(t: &Tensor, dim: i64) -> Result<Tensor, tch::TchError> {
     t.f_log_softmax(dim, t.kind())
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_owned()
+/// The first line of a libtorch error, without tch's `Torch("...")` wrapping and the C++
+/// backtrace that follows it.
+fn torch_message(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s).trim();
+    let line = line.strip_prefix("Torch(\"").and_then(|l| l.strip_suffix("\")")).unwrap_or(line);
+    line.to_owned()
+}
+
+/// The message of a panic caught inside a host op (a tch call that unwrapped a libtorch error).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+    // tch's `unwrap()` of a libtorch error reads `called `Result::unwrap()` on an `Err` value: Torch("...")`.
+    match text.split_once("Torch(\"") {
+        Some((_, rest)) => rest.split_once("\")").map_or(rest, |(m, _)| m).to_owned(),
+        None => torch_message(&text),
+    }
+}
+
+/// The scalar limit of a tensor's dtype ([`ablate_sdk::range`]): float32 in a run.
+fn scalar_limit(t: &Tensor) -> Option<ScalarLimit> {
+    match t.f_kind().ok()? {
+        Kind::Float => Some(FLOAT32),
+        Kind::Half => Some(ScalarLimit { dtype: "float16", max: 65504.0 }),
+        Kind::BFloat16 => Some(ScalarLimit { dtype: "bfloat16", max: 3.389_531_389_251_535_5e38 }),
+        _ => None,
+    }
+}
+
+/// The op table's bodies; [`TensorHost`] runs each through [`TchHost::guard`].
+trait RawOps {
+    fn shape(&self, x: TensorId) -> RVec<i64>;
+    fn full_like(&mut self, x: TensorId, value: f64) -> TensorId;
+    fn randn_like(&mut self, x: TensorId) -> TensorId;
+    fn rand_like(&mut self, x: TensorId) -> TensorId;
+    fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId;
+    fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId;
+    fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId;
+    fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId;
+    fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId;
+    fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId;
+    fn reduce_dim(&mut self, op: ReduceOp, x: TensorId, dim: i64, keepdim: bool) -> TensorId;
+    fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId;
+    fn log_softmax(&mut self, x: TensorId, dim: i64) -> TensorId;
+    fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId;
+    fn one_hot(&mut self, labels: TensorId, classes: i64) -> TensorId;
+    fn augment_crop_flip(&mut self, images: TensorId, pad: i64, flip: bool) -> TensorId;
+    fn assign(&mut self, dst: TensorId, src: TensorId);
+    fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64);
+    fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId);
+    fn ou_update(&mut self, m: TensorId, g: TensorId, s: TensorId, temperature: TensorId, step: OuStep);
+    fn item(&mut self, x: TensorId) -> f64;
+    fn potential(&mut self, at: TensorId, full_batch: bool) -> Potential;
 }
 
 impl TensorHost for TchHost<'_> {
+    fn shape(&self, x: TensorId) -> RVec<i64> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| RawOps::shape(self, x))).unwrap_or_default()
+    }
+    fn full_like(&mut self, x: TensorId, value: f64) -> TensorId {
+        self.guard("full_like", TensorId::INVALID, |h| RawOps::full_like(h, x, value))
+    }
+    fn randn_like(&mut self, x: TensorId) -> TensorId {
+        self.guard("randn_like", TensorId::INVALID, |h| RawOps::randn_like(h, x))
+    }
+    fn rand_like(&mut self, x: TensorId) -> TensorId {
+        self.guard("rand_like", TensorId::INVALID, |h| RawOps::rand_like(h, x))
+    }
+    fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId {
+        self.guard(op.name(), TensorId::INVALID, |h| RawOps::unary(h, op, x))
+    }
+    fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId {
+        self.guard(op.name(), TensorId::INVALID, |h| RawOps::binary(h, op, a, b))
+    }
+    fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId {
+        self.guard("affine", TensorId::INVALID, |h| RawOps::affine(h, x, mul, add))
+    }
+    fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId {
+        self.guard("pow_scalar", TensorId::INVALID, |h| RawOps::pow_scalar(h, x, exponent))
+    }
+    fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId {
+        self.guard("clamp", TensorId::INVALID, |h| RawOps::clamp(h, x, min, max))
+    }
+    fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId {
+        self.guard(op.name(), TensorId::INVALID, |h| RawOps::reduce(h, op, x))
+    }
+    fn reduce_dim(&mut self, op: ReduceOp, x: TensorId, dim: i64, keepdim: bool) -> TensorId {
+        self.guard(op.name(), TensorId::INVALID, |h| RawOps::reduce_dim(h, op, x, dim, keepdim))
+    }
+    fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId {
+        self.guard("select", TensorId::INVALID, |h| RawOps::select(h, cond, a, b))
+    }
+    fn log_softmax(&mut self, x: TensorId, dim: i64) -> TensorId {
+        self.guard("log_softmax", TensorId::INVALID, |h| RawOps::log_softmax(h, x, dim))
+    }
+    fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId {
+        self.guard("gather_rows", TensorId::INVALID, |h| RawOps::gather_rows(h, x, index))
+    }
+    fn one_hot(&mut self, labels: TensorId, classes: i64) -> TensorId {
+        self.guard("one_hot", TensorId::INVALID, |h| RawOps::one_hot(h, labels, classes))
+    }
+    fn augment_crop_flip(&mut self, images: TensorId, pad: i64, flip: bool) -> TensorId {
+        self.guard("augment_crop_flip", TensorId::INVALID, |h| RawOps::augment_crop_flip(h, images, pad, flip))
+    }
+    fn assign(&mut self, dst: TensorId, src: TensorId) {
+        self.guard("assign", (), |h| RawOps::assign(h, dst, src))
+    }
+    fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64) {
+        self.guard("axpby", (), |h| RawOps::axpby(h, y, a, x, b))
+    }
+    fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId) {
+        self.guard("addcmul", (), |h| RawOps::addcmul(h, y, a, x, z))
+    }
+    fn ou_update(&mut self, m: TensorId, g: TensorId, s: TensorId, temperature: TensorId, step: OuStep) {
+        self.guard("ou_update", (), |h| RawOps::ou_update(h, m, g, s, temperature, step))
+    }
+    fn item(&mut self, x: TensorId) -> f64 {
+        self.guard("item", f64::NAN, |h| RawOps::item(h, x))
+    }
+    fn potential(&mut self, at: TensorId, full_batch: bool) -> Potential {
+        let invalid = Potential { energy: TensorId::INVALID, grad: TensorId::INVALID };
+        self.guard("potential", invalid, |h| RawOps::potential(h, at, full_batch))
+    }
+    fn release(&mut self, x: TensorId) {
+        self.arena.remove(&x.0);
+    }
+    fn error(&self) -> ROption<RString> {
+        self.error.clone().map(RString::from).into()
+    }
+}
+
+impl RawOps for TchHost<'_> {
     fn shape(&self, x: TensorId) -> RVec<i64> {
         self.arena.get(&x.0).map(|t| t.size().into()).unwrap_or_default()
     }
 
     fn full_like(&mut self, x: TensorId, value: f64) -> TensorId {
+        if !self.scalars_fit("full_like", x, &[("value", value, true)]) {
+            return TensorId::INVALID;
+        }
         self.unary_op("full_like", x, |t| t.f_full_like(value))
     }
 
@@ -183,7 +361,7 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId {
-        self.unary_op("unary", x, |t| match op {
+        self.unary_op(op.name(), x, |t| match op {
             UnaryOp::Neg => t.f_neg(),
             UnaryOp::Abs => t.f_abs(),
             UnaryOp::Sign => t.f_sign(),
@@ -204,7 +382,7 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId {
-        let (Some(x), Some(y)) = (self.tensor(a, "binary"), self.tensor(b, "binary")) else {
+        let (Some(x), Some(y)) = (self.tensor(a, op.name()), self.tensor(b, op.name())) else {
             return TensorId::INVALID;
         };
         let r = match op {
@@ -218,10 +396,13 @@ impl TensorHost for TchHost<'_> {
             BinaryOp::Greater => x.f_gt_tensor(&y).and_then(|m| m.f_to_kind(x.kind())),
             BinaryOp::LogAddExp => x.f_logaddexp(&y),
         };
-        self.emit(&format!("{op:?}"), r)
+        self.emit(op.name(), r)
     }
 
     fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId {
+        if !self.scalars_fit("affine", x, &[("mul", mul, true), ("add", add, true)]) {
+            return TensorId::INVALID;
+        }
         self.unary_op("affine", x, |t| match crate::fused::affine(t, mul, add) {
             Some(y) => Ok(y),
             None if add == 0.0 => t.f_mul_scalar(mul),
@@ -230,15 +411,21 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId {
+        if !self.scalars_fit("pow_scalar", x, &[("exponent", exponent, false)]) {
+            return TensorId::INVALID;
+        }
         self.unary_op("pow_scalar", x, |t| t.f_pow_tensor_scalar(exponent))
     }
 
     fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId {
+        if !self.scalars_fit("clamp", x, &[("min", min, false), ("max", max, false)]) {
+            return TensorId::INVALID;
+        }
         self.unary_op("clamp", x, |t| t.f_clamp(min, max))
     }
 
     fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId {
-        self.unary_op("reduce", x, |t| match op {
+        self.unary_op(op.name(), x, |t| match op {
             ReduceOp::Sum => t.f_sum(t.kind()),
             ReduceOp::Mean => t.f_mean(t.kind()),
             ReduceOp::Max => t.f_max(),
@@ -247,7 +434,7 @@ impl TensorHost for TchHost<'_> {
     }
 
     fn reduce_dim(&mut self, op: ReduceOp, x: TensorId, dim: i64, keepdim: bool) -> TensorId {
-        self.unary_op("reduce_dim", x, |t| match op {
+        self.unary_op(op.name(), x, |t| match op {
             ReduceOp::Sum => t.f_sum_dim_intlist([dim].as_slice(), keepdim, t.kind()),
             ReduceOp::Mean => t.f_mean_dim([dim].as_slice(), keepdim, t.kind()),
             ReduceOp::Max => t.f_amax([dim].as_slice(), keepdim),
@@ -297,11 +484,14 @@ impl TensorHost for TchHost<'_> {
         };
         let _guard = tch::no_grad_guard();
         if let Err(e) = d.f_copy_(&s) {
-            self.fail(format!("assign: {}", first_line(&e.to_string())));
+            self.fail(format!("host op `assign`: {}", torch_message(&e.to_string())));
         }
     }
 
     fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64) {
+        if !self.scalars_fit("axpby", y, &[("a", a, false), ("b", b, false)]) {
+            return;
+        }
         let (Some(mut yt), Some(xt)) = (self.tensor(y, "axpby"), self.tensor(x, "axpby")) else {
             return;
         };
@@ -322,11 +512,14 @@ impl TensorHost for TchHost<'_> {
             Ok(())
         })();
         if let Err(e) = r {
-            self.fail(format!("axpby: {}", first_line(&e.to_string())));
+            self.fail(format!("host op `axpby`: {}", torch_message(&e.to_string())));
         }
     }
 
     fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId) {
+        if !self.scalars_fit("addcmul", y, &[("a", a, false)]) {
+            return;
+        }
         let (Some(yt), Some(xt), Some(zt)) =
             (self.tensor(y, "addcmul"), self.tensor(x, "addcmul"), self.tensor(z, "addcmul"))
         else {
@@ -334,7 +527,7 @@ impl TensorHost for TchHost<'_> {
         };
         let _guard = tch::no_grad_guard();
         if let Err(e) = crate::fused::addcmul(&yt, a, &xt, &zt) {
-            self.fail(format!("addcmul: {}", first_line(&e)));
+            self.fail(format!("host op `addcmul`: {}", torch_message(&e)));
         }
     }
 
@@ -350,15 +543,21 @@ impl TensorHost for TchHost<'_> {
         let _guard = tch::no_grad_guard();
         let noise = self.noise.get_or_insert_with(crate::fused::NoiseStream::from_libtorch);
         if let Err(e) = crate::fused::ou_update(noise, &mt, gt.as_ref(), &st, per_chain.as_ref(), step) {
-            self.fail(format!("ou_update: {e}"));
+            self.fail(format!("host op `ou_update`: {e}"));
         }
     }
 
     fn item(&mut self, x: TensorId) -> f64 {
         match self.tensor(x, "item") {
-            Some(t) if t.numel() == 1 => t.f_double_value(&[]).unwrap_or(f64::NAN),
+            Some(t) if t.numel() == 1 => match t.f_reshape([] as [i64; 0]).and_then(|s| s.f_double_value(&[])) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.fail(format!("host op `item`: {}", torch_message(&e.to_string())));
+                    f64::NAN
+                }
+            },
             Some(t) => {
-                self.fail(format!("item: expected a one-element tensor, got shape {:?}", t.size()));
+                self.fail(format!("host op `item`: expected a one-element tensor, got shape {:?}", t.size()));
                 f64::NAN
             }
             None => f64::NAN,
@@ -371,7 +570,7 @@ impl TensorHost for TchHost<'_> {
             return invalid;
         };
         let Some(mut f) = self.potential.take() else {
-            self.fail("potential: this engine context offers no energy evaluation".to_owned());
+            self.fail("host op `potential`: this engine context offers no energy evaluation".to_owned());
             return invalid;
         };
         let r = f(&theta, full_batch);
@@ -379,18 +578,10 @@ impl TensorHost for TchHost<'_> {
         match r {
             Ok((u, g)) => Potential { energy: self.insert(u), grad: self.insert(g) },
             Err(e) => {
-                self.fail(format!("potential: {e}"));
+                self.fail(format!("host op `potential`: {e}"));
                 invalid
             }
         }
-    }
-
-    fn release(&mut self, x: TensorId) {
-        self.arena.remove(&x.0);
-    }
-
-    fn error(&self) -> ROption<RString> {
-        self.error.clone().map(RString::from).into()
     }
 }
 

@@ -19,7 +19,9 @@ pub mod fused;
 pub mod host;
 pub mod metrics;
 pub mod model;
+pub mod plugin_call;
 pub mod schedule;
+pub mod suite_host;
 
 pub use cell::{batch_key, batch_problem, load_data, run_cell, run_cells, CellOutcome, FinalDiagnostics, FinalMetrics};
 pub use chain::{ChainStatus, EpochRow, Observer};

@@ -228,3 +228,28 @@ fn clashes_insecure_folders_and_foreign_libraries_are_refused() {
     let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
     assert!(msg.contains("libforeign.so") && msg.contains("not an ablate plugin"), "{msg}");
 }
+
+#[test]
+fn a_host_op_that_libtorch_rejects_fails_the_call_naming_plugin_and_op() {
+    // `clamp(1e-30, f64::MAX)` on float32: libtorch throws "value cannot be converted to type
+    // float without overflow"; that used to panic inside the host table and abort the worker.
+    let dir = plugin_folder(&[(&built("libfault_fixtures.so"), "libfault_fixtures.so")]);
+    let registry = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap();
+    let loss = small_loss(&registry, "host-op-overflow");
+    let leaves: Vec<Tensor> = loss
+        .model
+        .views(&Tensor::ones([loss.model.dim()], (Kind::Float, Device::Cpu)))
+        .iter()
+        .map(|v| v.detach().copy().set_requires_grad(true))
+        .collect();
+    let theta = Tensor::cat(&leaves.iter().map(|l| l.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+    let nll = leaves.iter().map(|l| l.sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
+    let mut host = TchHost::new();
+    let err = loss.loss_gradient(&mut host, &nll, &leaves, &theta, 1).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EngineError::PluginCall { .. }), "{msg}");
+    for part in ["host-op-overflow", "grad_log_prob", "clamp", "float32"] {
+        assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+    assert_eq!(host.live(), 0, "the failed call leaks no handles");
+}

@@ -34,6 +34,7 @@ pub mod abi;
 mod glue;
 pub mod math;
 pub mod params;
+pub mod range;
 pub mod tensor;
 #[cfg(feature = "testkit")]
 pub mod testkit;

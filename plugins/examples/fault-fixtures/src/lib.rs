@@ -1,6 +1,7 @@
-//! Faulty priors for the host's tests: one panics, one returns NaN, one returns a wrong shape,
-//! one returns a handle it released. The host must report each as an error for that use and
-//! carry on.
+//! Faulty priors for the host's tests and for `ablate plugins check`: one panics, one returns
+//! NaN, one returns a wrong shape, one returns a handle it released, one has a closed-form
+//! gradient off by a factor of 2, one calls a host op with a bound float32 cannot hold. The
+//! host must report each as an error for that use (naming the plugin) and carry on.
 
 use ablate_sdk::prelude::*;
 
@@ -65,8 +66,61 @@ impl Prior for Released {
     }
 }
 
+fixture!(
+    WrongGradient,
+    "wrong-gradient",
+    "N(0, 1) whose closed-form gradient is twice the true one (fails the gradient check)"
+);
+fixture!(
+    HostOpOverflow,
+    "host-op-overflow",
+    "|θ|^1.5 prior whose gradient clamps with f64::MAX, which float32 cannot hold (a host-op error)"
+);
+
+impl Prior for WrongGradient {
+    fn log_prob<'o>(&self, _: Ops<'o>, params: &[Tensor<'o>], _: &[ParamInfo]) -> Result<Tensor<'o>, String> {
+        sum_over(params, |p| (p.square() * -0.5 - ablate_sdk::math::HALF_LN_2PI).sum())
+    }
+    fn sample<'o>(&self, ops: Ops<'o>, _: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(Some(ops.randn_like(like)))
+    }
+    fn grad_log_prob<'o>(
+        &self,
+        _: Ops<'o>,
+        params: &[Tensor<'o>],
+        _: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        // The deliberate mistake: d/dθ (−θ²/2) is −θ, not −2θ.
+        Ok(Some(params.iter().map(|p| p * -2.0).collect()))
+    }
+}
+
+impl Prior for HostOpOverflow {
+    fn log_prob<'o>(&self, _: Ops<'o>, params: &[Tensor<'o>], _: &[ParamInfo]) -> Result<Tensor<'o>, String> {
+        // log p = Σ −|θ|^1.5 − log(2·Γ(5/3)), a generalised normal with shape 1.5.
+        let c = (2.0 * ablate_sdk::math::ln_gamma(5.0 / 3.0).exp()).ln();
+        sum_over(params, |p| (p.abs().powf(1.5) * -1.0 - c).sum())
+    }
+    fn sample<'o>(&self, _: Ops<'o>, _: &ParamInfo, _: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(None)
+    }
+    fn grad_log_prob<'o>(
+        &self,
+        _: Ops<'o>,
+        params: &[Tensor<'o>],
+        _: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        // The deliberate mistake: f64::MAX does not fit in float32 (use f64::INFINITY for "no bound").
+        Ok(Some(params.iter().map(|p| p.abs().clamp(1e-30, f64::MAX).powf(0.5) * p.sign() * -1.5).collect()))
+    }
+}
+
+fn sum_over<'o>(params: &[Tensor<'o>], f: impl Fn(&Tensor<'o>) -> Tensor<'o>) -> Result<Tensor<'o>, String> {
+    params.iter().map(f).reduce(|a, b| a + b).ok_or_else(|| "no parameter tensors".to_owned())
+}
+
 ablate_sdk::export_plugin! {
-    priors: [Panicking, NotANumber, WrongShape, Released],
+    priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, HostOpOverflow],
     likelihoods: [],
     integrators: [],
     noise: [],

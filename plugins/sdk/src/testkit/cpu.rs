@@ -254,6 +254,18 @@ impl CpuHost {
         TensorId(id)
     }
 
+    /// The libtorch host's scalar rule for float32 tensors ([`crate::range`]): this host
+    /// stands in for a run's float32 tensors, so it refuses what that host refuses.
+    fn scalars_fit(&mut self, op: &str, args: &[(&str, f64, bool)]) -> bool {
+        for &(arg, value, allow_nan) in args {
+            if let Err(e) = crate::range::check_scalar(op, arg, value, crate::range::FLOAT32, allow_nan) {
+                self.fail(e);
+                return false;
+            }
+        }
+        true
+    }
+
     fn fail(&mut self, msg: String) -> TensorId {
         if self.error.is_none() {
             self.error = Some(msg);
@@ -265,14 +277,14 @@ impl CpuHost {
     fn buf(&mut self, id: TensorId, what: &str) -> Option<Buf> {
         if id == TensorId::INVALID {
             if self.error.is_none() {
-                self.error = Some(format!("{what}: given an invalid tensor (an earlier op failed)"));
+                self.error = Some(format!("host op `{what}`: given an invalid tensor (an earlier op failed)"));
             }
             return None;
         }
         match self.slot(id) {
             Some(b) => Some(b.clone()),
             None => {
-                self.fail(format!("{what}: unknown tensor id {} (released?)", id.0));
+                self.fail(format!("host op `{what}`: unknown tensor id {} (released?)", id.0));
                 None
             }
         }
@@ -338,7 +350,7 @@ impl CpuHost {
             (bb.shape.clone(), bb.data.iter().map(|&y| f(x, y)).collect())
         } else {
             let Some(out) = broadcast_shape(&ba.shape, &bb.shape) else {
-                let msg = format!("{what}: shapes {:?} and {:?} do not broadcast", ba.shape, bb.shape);
+                let msg = format!("host op `{what}`: shapes {:?} and {:?} do not broadcast", ba.shape, bb.shape);
                 return self.fail(msg);
             };
             let oa = source_offsets(&ba.shape, &out);
@@ -361,9 +373,10 @@ impl CpuHost {
             Some(out) if out == shape => {
                 Ok(source_offsets(&src.shape, shape).into_iter().map(|i| src.data[i]).collect())
             }
-            _ => {
-                Err(format!("{what}: source shape {:?} does not broadcast to destination shape {:?}", src.shape, shape))
-            }
+            _ => Err(format!(
+                "host op `{what}`: source shape {:?} does not broadcast to destination shape {:?}",
+                src.shape, shape
+            )),
         }
     }
 
@@ -398,7 +411,7 @@ impl CpuHost {
         let r = rank as i64;
         let d = if dim < 0 { dim + r } else { dim };
         if d < 0 || d >= r.max(1) || (rank == 0 && d != 0) {
-            self.fail(format!("{what}: dim {dim} out of range for rank {rank}"));
+            self.fail(format!("host op `{what}`: dim {dim} out of range for rank {rank}"));
             return None;
         }
         Some(d as usize)
@@ -447,6 +460,9 @@ impl TensorHost for CpuHost {
     }
 
     fn full_like(&mut self, x: TensorId, value: f64) -> TensorId {
+        if !self.scalars_fit("full_like", &[("value", value, true)]) {
+            return TensorId::INVALID;
+        }
         self.map_unary(x, "full_like", |_| value)
     }
 
@@ -469,22 +485,31 @@ impl TensorHost for CpuHost {
     }
 
     fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId {
-        self.map_unary(x, "unary op", unary_fn(op))
+        self.map_unary(x, op.name(), unary_fn(op))
     }
 
     fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId {
-        self.broadcast2(a, b, "binary op", binary_fn(op))
+        self.broadcast2(a, b, op.name(), binary_fn(op))
     }
 
     fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId {
+        if !self.scalars_fit("affine", &[("mul", mul, true), ("add", add, true)]) {
+            return TensorId::INVALID;
+        }
         self.map_unary(x, "affine", |v| v * mul + add)
     }
 
     fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId {
+        if !self.scalars_fit("pow_scalar", &[("exponent", exponent, false)]) {
+            return TensorId::INVALID;
+        }
         self.map_unary(x, "pow_scalar", |v| v.powf(exponent))
     }
 
     fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId {
+        if !self.scalars_fit("clamp", &[("min", min, false), ("max", max, false)]) {
+            return TensorId::INVALID;
+        }
         self.map_unary(x, "clamp", |v| if v.is_nan() { v } else { v.max(min).min(max) })
     }
 
@@ -647,10 +672,16 @@ impl TensorHost for CpuHost {
     }
 
     fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64) {
+        if !self.scalars_fit("axpby", &[("a", a, false), ("b", b, false)]) {
+            return;
+        }
         self.in_place(y, x, "axpby", |yy, xx| a * xx + b * yy);
     }
 
     fn addcmul(&mut self, y: TensorId, a: f64, x: TensorId, z: TensorId) {
+        if !self.scalars_fit("addcmul", &[("a", a, false)]) {
+            return;
+        }
         let xz = self.binary(BinaryOp::Mul, x, z);
         self.in_place(y, xz, "addcmul", |yy, p| yy + a * p);
         self.release(xz);
@@ -767,6 +798,22 @@ mod tests {
         assert_eq!(h.unary(UnaryOp::Exp, TensorId::INVALID), TensorId::INVALID);
         let e = h.take_error().unwrap();
         assert!(e.contains("do not broadcast"), "{e}");
+    }
+
+    #[test]
+    fn scalars_outside_float32_fail_the_op_like_on_the_libtorch_host() {
+        let mut h = CpuHost::new(1);
+        let x = h.insert(&[3], &[-2.0, 1e-40, 5.0]);
+        let open = h.clamp(x, 1e-30, f64::INFINITY);
+        assert_eq!(h.get(open), &[1e-30, 1e-30, 5.0]);
+        assert!(h.take_error().is_none());
+        assert_eq!(h.clamp(x, 1e-30, f64::MAX), TensorId::INVALID);
+        let e = h.take_error().unwrap();
+        assert!(e.contains("`clamp`") && e.contains("max") && e.contains("float32"), "{e}");
+        assert_eq!(h.full_like(x, 1e300), TensorId::INVALID);
+        assert!(h.take_error().unwrap().contains("`full_like`"));
+        assert_eq!(h.affine(x, 1e39, 0.0), TensorId::INVALID);
+        assert!(h.take_error().unwrap().contains("`affine`: mul"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod cpu;
 pub mod harness;
+pub mod suite;
 
 pub use cpu::{CpuHost, PotentialFn};
 pub use harness::{
@@ -39,6 +40,11 @@ pub trait TestHost {
     fn set_potential(&mut self, f: Option<PotentialFn>);
     /// The first host error since the last call, clearing it.
     fn take_error(&mut self) -> Option<String>;
+    /// Whether the host computes in float32 (the libtorch host in a run); the suite's
+    /// tolerances follow. The CpuHost computes in f64.
+    fn float32(&self) -> bool {
+        false
+    }
 }
 
 impl TestHost for CpuHost {

@@ -1,0 +1,24 @@
+//! Every built-in likelihood passes the conformance suite on the test kit's f64 host
+//! (`core/engine/tests/suite.rs` runs it on the libtorch host).
+
+use ablate_plugin_likelihoods::*;
+use ablate_sdk::testkit::suite::{assert_all_pass, cpu_likelihood};
+
+#[test]
+fn every_builtin_likelihood_passes_the_suite() {
+    for (name, checks) in [
+        ("categorical", cpu_likelihood::<Categorical>("{}")),
+        ("batch-norm", cpu_likelihood::<BatchNorm>("{}")),
+        ("frn", cpu_likelihood::<Frn>("{}")),
+        ("dropout", cpu_likelihood::<Dropout>("{}")),
+        ("augmented", cpu_likelihood::<Augmented>("{}")),
+        ("tempered", cpu_likelihood::<Tempered>("{}")),
+        ("noisy-dirichlet", cpu_likelihood::<NoisyDirichlet>("{}")),
+    ] {
+        for c in &checks {
+            eprintln!("{name}: {c}");
+        }
+        assert_all_pass(name, &checks);
+        assert_eq!(checks.len(), 4, "{name}");
+    }
+}
