@@ -176,3 +176,34 @@ fn msgnht_with_noisy_dirichlet_on_a_three_layer_mlp_never_ends_done_with_non_fin
     }
     assert!(diverged.contains(&(0.0, 1)), "the T = 0 chain alone: {diverged:?}");
 }
+
+#[test]
+fn every_parameter_of_every_model_enters_the_graph() {
+    // The engine treats an undefined gradient as zero, so a parameter that the forward pass
+    // skips (as the FRN thresholds of ResNet-20's residual branches once were) would no longer
+    // panic: it would silently never move. Every tensor must get a gradient.
+    use ablate_engine::model::{Mode, Model};
+    use ablate_sdk::{ModelToggles, NormKind};
+    use tch::{Kind, Tensor};
+    tch::manual_seed(3);
+    for (name, json) in MODELS {
+        for norm in [NormKind::None, NormKind::BatchNorm, NormKind::Frn] {
+            if name == "mlp" && norm == NormKind::Frn {
+                continue;
+            }
+            let cfg: ablate_grid::config::ModelConfig = serde_json::from_str(json).unwrap();
+            let model = Model::new(&cfg, ModelToggles { norm, dropout: 0.0 }, (3, 8, 8), 10).unwrap();
+            let theta = model.init(ablate_grid::config::Init::HeNormal, Device::Cpu);
+            let leaves: Vec<Tensor> =
+                model.views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
+            let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
+            let mut bn = model.new_bn_state(Device::Cpu);
+            let logits = model.forward_views(&leaves, &x, Mode::Train, &mut bn).unwrap();
+            let loss = logits.log_softmax(-1, Kind::Float).select(1, 0).sum(Kind::Float);
+            let grads = Tensor::run_backward(&[&loss], &leaves, false, false);
+            for (g, info) in grads.iter().zip(model.infos()) {
+                assert!(g.defined(), "{name} with {norm:?}: {} gets no gradient", info.name);
+            }
+        }
+    }
+}
