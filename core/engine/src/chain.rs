@@ -486,22 +486,6 @@ pub fn run_chains(
                 }
                 other => other?,
             };
-            // A non-finite minibatch loss or gradient marks its chain diverged at this step
-            // (checked where θ is: every step on the CPU, at member steps on a GPU).
-            if device == Device::Cpu || protocol.is_member_step(k) {
-                let losses = per_chain(&g.loss_sum);
-                let bad_grad = nonfinite_rows(&g.grad, chains);
-                for (j, (s, bad)) in states.iter_mut().zip(bad_grad).enumerate() {
-                    let loss = losses.get(j).copied().unwrap_or(f64::NAN);
-                    if bad || !loss.is_finite() {
-                        let what = if bad { "gradient" } else { "training loss" };
-                        s.diverge(
-                            k,
-                            format!("the {what} became NaN/Inf at step {k} (epoch {epoch}); lower sampler.lr"),
-                        );
-                    }
-                }
-            }
             {
                 let _guard = tch::no_grad_guard();
                 loss_sum += g.loss_sum.to_kind(Kind::Double);
@@ -511,23 +495,35 @@ pub fn run_chains(
                 }
                 seen += g.count;
             }
-            // On the CPU (where per-step checks are cheap) a NaN/Inf is attributed to the step
-            // that produced it: the loss gradient (likelihood and prior), the noise model's
-            // transform, or the integrator's step; parameters going in are finite (checked
-            // after the previous step).
+            // A non-finite minibatch loss or gradient marks its chain diverged at this step. On the
+            // CPU (where per-step checks are cheap) it is attributed to the step that produced it:
+            // the loss gradient (likelihood and prior), the noise model's transform, or the
+            // integrator's step; parameters going in are finite (checked after the previous step).
+            // On a GPU a check would synchronise, so there it happens at member steps.
             let check_here = device == Device::Cpu;
-            let grad_bad = if check_here { nonfinite_rows(&g.grad, chains) } else { vec![false; chains] };
-            for (s, &bad) in states.iter_mut().zip(&grad_bad) {
-                if bad {
+            let grad_bad = if check_here || protocol.is_member_step(k) {
+                let losses = per_chain(&g.loss_sum);
+                let bad = nonfinite_rows(&g.grad, chains);
+                for (j, (s, &bad)) in states.iter_mut().zip(&bad).enumerate() {
+                    let loss_finite = losses.get(j).is_some_and(|l| l.is_finite());
+                    let what = match (bad, loss_finite) {
+                        (true, _) => "the loss gradient",
+                        (false, false) => "the training loss",
+                        (false, true) => continue,
+                    };
+                    let at = if check_here { " at finite parameters" } else { "" };
                     s.diverge(
                         k,
                         format!(
-                            "the loss gradient (likelihood and prior) became NaN/Inf at step {k} (epoch {epoch}) at \
-                             finite parameters; lower sampler.lr, or check the likelihood and prior plugins"
+                            "{what} became NaN/Inf at step {k} (epoch {epoch}){at}: the likelihood or the prior \
+                             produced it; lower sampler.lr, or check the likelihood and prior plugins"
                         ),
                     );
                 }
-            }
+                bad
+            } else {
+                vec![false; chains]
+            };
             let grad_shadow = check_here.then(|| g.grad.shallow_clone());
             let grad_id = host.insert(g.grad);
             let r = host.call(|h| noise.obj.transform(h, &ctx, grad_id, &stats));
