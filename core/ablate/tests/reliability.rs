@@ -375,7 +375,7 @@ fn live(pids: &[u32]) -> bool {
     })
 }
 
-/// The soak: 20 `kill -9` of the runner with default batching (24 cells in 3 batches of 8, one
+/// The soak: 20 `kill -9` of the runner with default batching (40 cells in 5 batches of 8, one
 /// worker at a time), half of them as soon as a batch-mate's `done` appears (so the worker dies
 /// between two batch-mates' outputs), half after a random delay; then a last run without kills.
 /// The summary must be byte-identical to the uninterrupted run's. Takes a few minutes; run with
@@ -393,7 +393,7 @@ fn soak_20_kills_across_batch_mate_boundaries_give_the_uninterrupted_summary() {
             "model": {"kind": "mlp", "hidden": [32]},
             "sampler": {"epochs": 8, "cycle_length": 1, "cycle_start_sampling": 2}
         },
-        "axes": [{"path": "sampler.lr", "values": [0.05, 0.1, 0.2]},
+        "axes": [{"path": "sampler.lr", "values": [0.03, 0.05, 0.1, 0.15, 0.2]},
                  {"path": "temperature", "values": [1.0, 0.3, 0.1, 0.03]}, {"path": "seed", "values": [1, 2]}]
     });
     let path = d.join("soak.json");
@@ -404,7 +404,7 @@ fn soak_20_kills_across_batch_mate_boundaries_give_the_uninterrupted_summary() {
     let t0 = Instant::now();
     let out = succeed(&args("whole"), d);
     let whole_wall = t0.elapsed();
-    assert!(out.contains("24 of them as 3 batch(es) of chains"), "{out}");
+    assert!(out.contains("40 of them as 5 batch(es) of chains"), "{out}");
     let whole = results(&d.join("whole/soak/cells"));
     let summary = |out: &str| std::fs::read(d.join(out).join("soak/report/summary.csv")).unwrap();
 
@@ -456,7 +456,7 @@ fn soak_20_kills_across_batch_mate_boundaries_give_the_uninterrupted_summary() {
             std::thread::sleep(Duration::from_millis(1));
         };
         if finished_alone {
-            if done() == 24 {
+            if done() == 40 {
                 break;
             }
             continue;
