@@ -7,7 +7,6 @@
 //! (`accuracy_se`, `nll_se` of `metrics.json`; none for brier and ece). Only `done` cells enter
 //! the summary; failed and diverged cells are counted.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -269,15 +268,17 @@ fn summarise_growth(growth: &DataFrame, factors: &[String]) -> PolarsResult<Data
 
 /// Write `df` as Parquet.
 pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<(), ReportError> {
-    let file = File::create(path).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
-    ParquetWriter::new(file).finish(&mut df.clone()).map_err(polars_err(path))?;
-    Ok(())
+    crate::atomic::write_with(path, |file| {
+        ParquetWriter::new(file).finish(&mut df.clone()).map_err(polars_err(path))?;
+        Ok(())
+    })
 }
 
 /// Write `df` as CSV with a header (nulls as empty fields).
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<(), ReportError> {
-    let file = File::create(path).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })?;
-    CsvWriter::new(file).include_header(true).finish(&mut df.clone()).map_err(polars_err(path))
+    crate::atomic::write_with(path, |file| {
+        CsvWriter::new(file).include_header(true).finish(&mut df.clone()).map_err(polars_err(path))
+    })
 }
 
 /// Mean and standard error of one metric.

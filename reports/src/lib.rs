@@ -36,6 +36,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod aggregate;
+pub mod atomic;
 pub mod load;
 pub mod markdown;
 pub mod plots;
@@ -157,7 +158,7 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         plots: &plots,
         out_dir: &out_dir,
     });
-    std::fs::write(&report_md, text).map_err(|source| ReportError::Write { path: report_md.clone(), source })?;
+    atomic::write_bytes(&report_md, text.as_bytes())?;
 
     let count = |s: load::Status| run.cells.iter().filter(|c| c.status == s).count();
     Ok(ReportSummary {

@@ -268,12 +268,14 @@ impl Run {
                 .map_err(|source| ReportError::Read { path: cells_dir.clone(), source })?;
             for entry in entries {
                 let entry = entry.map_err(|source| ReportError::Read { path: cells_dir.clone(), source })?;
-                if entry.path().is_dir() {
+                // Hidden entries (`.junk`, temporary folders) are not cells.
+                if entry.path().is_dir() && !entry.file_name().to_string_lossy().starts_with('.') {
                     cell_dirs.push(entry.path());
                 }
             }
         }
-        let mut cells = cell_dirs.par_iter().map(|p| read_cell(p)).collect::<Result<Vec<_>, _>>()?;
+        let mut cells: Vec<Cell> =
+            cell_dirs.par_iter().map(|p| read_cell(p)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
         cells.sort_by(|a, b| a.id.cmp(&b.id));
 
         let mut factors: Vec<String> = Vec::new();
@@ -344,10 +346,16 @@ fn read_grid(path: &Path) -> Result<GridInfo, ReportError> {
     Ok(GridInfo { name: text("name"), description: text("description"), axes })
 }
 
-fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
+/// One cell folder; `None` for a folder without `labels.json` and `status.json` (its worker
+/// died before writing them: the cell has not started, and an expected cell's absence is
+/// reported as missing).
+fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
     let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
 
     let labels_path = dir.join("labels.json");
+    if !labels_path.exists() && !dir.join("status.json").exists() {
+        return Ok(None);
+    }
     let labels: serde_json::Map<String, Value> = read_json(&labels_path)?;
     let number = |name: &str| -> Result<f64, ReportError> {
         labels.get(name).and_then(Value::as_f64).ok_or_else(|| ReportError::Invalid {
@@ -377,7 +385,27 @@ fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
     };
 
     let metrics_path = dir.join("metrics.json");
-    let metrics = if metrics_path.exists() { Some(read_json::<Metrics>(&metrics_path)?) } else { None };
+    const RECOMPUTE: &str = "run the grid again with `ablate run <grid file> --out <parent of this run folder>` \
+                             (the grid file is named in manifest.json): it recomputes cells marked done \
+                             without readable metrics";
+    let metrics = if metrics_path.exists() {
+        let m = read_json::<Metrics>(&metrics_path).map_err(|e| match (status, e) {
+            (Status::Done, ReportError::Json { path, source }) => {
+                ReportError::Invalid { path, message: format!("cannot be parsed ({source}); {RECOMPUTE}") }
+            }
+            (_, e) => e,
+        })?;
+        Some(m)
+    } else {
+        None
+    };
+    if status == Status::Done && metrics.is_none() {
+        // Counting it as done would silently take the mean over the other seeds.
+        return Err(ReportError::Invalid {
+            path: metrics_path,
+            message: format!("is missing, but the cell's status.json says done; {RECOMPUTE}"),
+        });
+    }
 
     let epochs_path = dir.join("epochs.csv");
     let epochs = if epochs_path.exists() { Some(parse_epochs(&read_text(&epochs_path)?, &epochs_path)?) } else { None };
@@ -386,7 +414,7 @@ fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
         Some(s) => (s.message, s.wall_seconds, s.diverged_at_step, s.finished_at),
         None => (None, None, None, None),
     };
-    Ok(Cell {
+    Ok(Some(Cell {
         id,
         labels,
         temperature,
@@ -398,7 +426,7 @@ fn read_cell(dir: &Path) -> Result<Cell, ReportError> {
         finished_at,
         metrics,
         epochs,
-    })
+    }))
 }
 
 /// A plain comma-separated file with a header and numeric (or boolean) fields.

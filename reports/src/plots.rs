@@ -58,7 +58,7 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 fn write_svg(path: &Path, draw: impl FnOnce(&mut String) -> DrawResult) -> Result<(), ReportError> {
     let mut svg = String::new();
     draw(&mut svg).map_err(|e| ReportError::Plot { path: path.to_path_buf(), message: e.to_string() })?;
-    std::fs::write(path, svg).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
+    crate::atomic::write_bytes(path, svg.as_bytes())
 }
 
 /// `(lo, hi)` padded by 5 % (or by a unit-ish amount when flat).

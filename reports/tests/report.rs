@@ -462,6 +462,11 @@ fn a_missing_labels_file_is_an_error_naming_the_file() {
     let run = tmp.path();
     write_run_files(run, "broken");
     fs::create_dir_all(run.join("cells").join("bad")).unwrap();
+    // Without labels.json nor status.json the cell never started and is skipped (a worker
+    // killed right after writing config.json); with a status it is damaged.
+    fs::write(run.join("cells/bad/config.json"), "{}").unwrap();
+    write_report(run, &ReportOptions::default()).expect("a folder with only config.json is a cell not started");
+    fs::write(run.join("cells/bad/status.json"), r#"{"status": "done"}"#).unwrap();
     let err = write_report(run, &ReportOptions::default()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("labels.json"), "{text}");

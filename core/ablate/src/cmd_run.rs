@@ -228,14 +228,20 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     // draw from libtorch's generator, or grouped convolutions, make a chain depend on its mates).
     let mut pending: VecDeque<Batch> = VecDeque::new();
     let mut to_run = 0;
+    let mut damaged_cells = 0;
     for group in &selected {
         let mut batch = Batch { cells: Vec::new(), discard: Vec::new() };
         for &i in group.iter() {
             let cell = &grid.cells[i];
-            let finished = match run.existing_cell(&cell.id)? {
-                Some(dir) => dir.is_finished()?,
-                None => false,
+            // Finished with intact results: a `done` cell without readable metrics runs again.
+            let (finished, damaged) = match run.existing_cell(&cell.id)? {
+                Some(dir) => {
+                    let complete = dir.is_complete()?;
+                    (complete, !complete && dir.is_finished().unwrap_or(false))
+                }
+                None => (false, false),
             };
+            damaged_cells += usize::from(damaged);
             if finished {
                 counts.skipped += 1;
                 batch.discard.push(cell.id.clone());
@@ -249,7 +255,11 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
         }
     }
     let selected_cells: usize = selected.iter().map(|g| g.len()).sum();
-    let batch_note = format!("{}{batch_note}", pending_note(&pending));
+    let mut batch_note = format!("{}{batch_note}", pending_note(&pending));
+    if damaged_cells > 0 {
+        batch_note
+            .push_str(&format!(" [{damaged_cells} cell(s) marked finished without a readable metrics.json run again]"));
+    }
 
     let cores = common::cores();
     let jobs = match (args.jobs, args.threads) {

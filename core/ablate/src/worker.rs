@@ -58,6 +58,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     }
     let started = Instant::now();
     let run = RunDir::open(&args.run_dir).with_context(|| format!("opening run folder {}", args.run_dir.display()))?;
+    run.check_grid_copy()?;
     let grid_path = run.path().join(ablate_store::GRID);
     let grid = crate::common::load_grid(&grid_path)?;
     let mut cells = Vec::new();

@@ -467,14 +467,15 @@ fn kill_9_of_the_runner_then_rerun_keeps_finished_cells() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // The orphaned worker notices its parent is gone and stops (it may write a batch-mate's
+    // outputs meanwhile): look at the folder once it has.
+    std::thread::sleep(Duration::from_millis(500));
     let before = statuses(&cells);
     let finished: Vec<_> = before.iter().filter(|(_, s)| s["status"] == "done").cloned().collect();
     assert!(!finished.is_empty(), "no cell finished in time: {before:?}");
     if finished.len() == 3 {
         return; // the machine was faster than the kill: nothing more to check
     }
-    // The orphaned worker notices its parent is gone and stops.
-    std::thread::sleep(Duration::from_millis(500));
 
     let o = ablate(&["run", g, "--out", "runs", "--device", "cpu", "--no-report"], dir.path());
     let (out, err) = text(&o);

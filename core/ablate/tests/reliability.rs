@@ -317,3 +317,190 @@ fn runners_whose_cells_overlap_exclude_each_other() {
     let out = succeed(&base, d);
     assert!(out.contains("2 finished (skipped), 2 to run"), "{out}");
 }
+
+/// Item 6: damaged run folders. A `done` cell whose metrics.json was deleted makes `ablate report`
+/// refuse (naming the file and the command that recomputes it) and the next run recompute it;
+/// a corrupt grid.json is restored from the grid file (its hash is checked against the
+/// manifest's); a cell folder holding only config.json does not break the report.
+#[test]
+fn damaged_run_folders_are_refused_or_repaired() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "damaged", 3, &[1.0, 0.1], &[1, 2]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--threads", "1"];
+    succeed(&args, d);
+    let run = d.join("runs/damaged");
+    let cells = run.join("cells");
+    let whole = results(&cells);
+    let summary = std::fs::read_to_string(run.join("report/summary.csv")).unwrap();
+
+    let metrics = cells.join(&ids[1]).join("metrics.json");
+    std::fs::remove_file(&metrics).unwrap();
+    let o = ablate(&["report", run.to_str().unwrap()], d);
+    let t = text(&o);
+    assert!(!o.status.success(), "a done cell without metrics was reported:\n{t}");
+    assert!(t.contains(&metrics.display().to_string()) && t.contains("ablate run"), "{t}");
+    std::fs::write(&metrics, "{\"ensemble\": ").unwrap(); // torn by hand
+    let t = text(&ablate(&["report", run.to_str().unwrap()], d));
+    assert!(t.contains("cannot be parsed") && t.contains("ablate run"), "{t}");
+
+    std::fs::write(run.join("grid.json"), "{\"name\": \"damaged\", \"base\": {").unwrap();
+    let out = succeed(&args, d);
+    assert!(
+        out.contains("1 to run") && out.contains("1 cell(s) marked finished without a readable metrics.json"),
+        "{out}"
+    );
+    assert_eq!(results(&cells), whole, "the recomputed cell differs");
+    assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
+    assert_eq!(std::fs::read(run.join("grid.json")).unwrap(), std::fs::read(&grid).unwrap(), "grid.json not restored");
+
+    let stray = cells.join("0123456789abcdef");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("config.json"), "{}").unwrap();
+    let o = ablate(&["report", run.to_str().unwrap()], d);
+    assert!(o.status.success(), "a folder with only config.json broke the report:\n{}", text(&o));
+    assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
+}
+
+/// Children of `pid` that are still alive (not zombies).
+fn live(pids: &[u32]) -> bool {
+    pids.iter().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    })
+}
+
+/// The soak: 20 `kill -9` of the runner with default batching (40 cells in 5 batches of 8, one
+/// worker at a time), half of them as soon as a batch-mate's `done` appears (so the worker dies
+/// between two batch-mates' outputs), half after a random delay; then a last run without kills.
+/// The summary must be byte-identical to the uninterrupted run's. Takes a few minutes; run with
+/// `cargo test -p ablate --test reliability -- --ignored --nocapture soak` (prints the figures).
+#[test]
+#[ignore]
+fn soak_20_kills_across_batch_mate_boundaries_give_the_uninterrupted_summary() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = serde_json::json!({
+        "name": "soak",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 200},
+            "model": {"kind": "mlp", "hidden": [32]},
+            "sampler": {"epochs": 8, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [{"path": "sampler.lr", "values": [0.03, 0.05, 0.1, 0.15, 0.2]},
+                 {"path": "temperature", "values": [1.0, 0.3, 0.1, 0.03]}, {"path": "seed", "values": [1, 2]}]
+    });
+    let path = d.join("soak.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    let g = path.to_str().unwrap();
+    let args = |out: &'static str| vec!["run", g, "--out", out, "--device", "cpu", "--jobs", "1", "--threads", "1"];
+
+    let t0 = Instant::now();
+    let out = succeed(&args("whole"), d);
+    let whole_wall = t0.elapsed();
+    assert!(out.contains("40 of them as 5 batch(es) of chains"), "{out}");
+    let whole = results(&d.join("whole/soak/cells"));
+    let summary = |out: &str| std::fs::read(d.join(out).join("soak/report/summary.csv")).unwrap();
+
+    let cells = d.join("killed/soak/cells");
+    let done =
+        || if cells.is_dir() { statuses(&cells).iter().filter(|(_, s)| s["status"] == "done").count() } else { 0 };
+    // A cheap, seeded generator for the delays (reproducible schedule).
+    let mut rng = 0x5EED_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut kills, mut boundary_kills, mut split_batches, mut runs) = (0, 0, 0, 0);
+    let mut banners = Vec::new();
+    let t0 = Instant::now();
+    while kills < 20 {
+        let before = done();
+        let log = d.join(format!("run-{runs}.log"));
+        let mut runner = command(&args("killed"), d)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(d.join(format!("run-{runs}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        runs += 1;
+        let at_boundary = kills % 2 == 0;
+        let delay = Duration::from_millis(200 + next() % 3000);
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        let mut polls = 0u64;
+        let finished_alone = loop {
+            if let Some(status) = runner.try_wait().unwrap() {
+                assert!(status.success(), "run {runs} failed: {}", std::fs::read_to_string(&log).unwrap());
+                break true;
+            }
+            polls += 1;
+            if polls % 20 == 1 {
+                for p in children(runner.id()) {
+                    if !workers.contains(&p) {
+                        workers.push(p);
+                    }
+                }
+            }
+            let now_done = done();
+            if (at_boundary && now_done > before) || (!at_boundary && started.elapsed() >= delay) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if finished_alone {
+            if done() == 40 {
+                break;
+            }
+            continue;
+        }
+        runner.kill().unwrap(); // SIGKILL
+        runner.wait().unwrap();
+        kills += 1;
+        boundary_kills += usize::from(at_boundary);
+        // Wait for the orphaned worker to notice and stop before the next runner starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while live(&workers) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Batches left with some but not all of their cells done (grid order: 8 per batch).
+        let st = statuses(&cells);
+        let ids = cell_ids(&path);
+        for batch in ids.chunks(8) {
+            let n = batch.iter().filter(|id| st.iter().any(|(i, s)| i == *id && s["status"] == "done")).count();
+            split_batches += usize::from(n > 0 && n < 8);
+        }
+        banners.push(std::fs::read_to_string(d.join(format!("run-{}.err", runs - 1))).unwrap_or_default());
+    }
+    let out = succeed(&args("killed"), d);
+    banners.push(out.clone());
+    let killed_wall = t0.elapsed();
+    let recomputed: usize = banners
+        .iter()
+        .filter_map(|b| {
+            let (_, rest) = b.split_once(" finished batch-mate(s) recomputed")?.0.rsplit_once("with ")?;
+            rest.parse::<usize>().ok()
+        })
+        .sum();
+    let same_results = results(&cells) == whole;
+    let same_summary = summary("killed") == summary("whole");
+    eprintln!(
+        "soak: {kills} kills of the runner ({boundary_kills} at a batch-mate's done, {} after a random delay), \
+         {split_batches} times a batch was left partly done, {runs} interrupted runs + 1 final run; \
+         {recomputed} finished cells recomputed as discarded batch-mates; wall {:.1} s (uninterrupted {:.1} s); \
+         results identical: {same_results}, summary.csv byte-identical: {same_summary}",
+        kills - boundary_kills,
+        killed_wall.as_secs_f64(),
+        whole_wall.as_secs_f64()
+    );
+    assert_eq!(kills, 20, "the grid finished before 20 kills");
+    assert!(same_results, "per-cell results differ from the uninterrupted run");
+    assert!(same_summary, "summary.csv differs from the uninterrupted run");
+}

@@ -77,6 +77,16 @@ impl NoiseStream {
         Self::with_seed(draw as u64)
     }
 
+    /// How many chains' rows a tensor of `n` elements holds: one per seed when it splits evenly.
+    fn rows(&self, n: usize) -> usize {
+        let k = self.seeds.len();
+        if k > 1 && n.is_multiple_of(k) {
+            k
+        } else {
+            1
+        }
+    }
+
     fn next_call(&mut self) -> u64 {
         self.calls += 1;
         self.calls
@@ -230,7 +240,9 @@ pub fn ou_update(
     step: OuStep,
 ) -> Result<(), String> {
     let n = m.numel();
-    let chains = per_chain.map_or(1, Tensor::numel);
+    // Rows = chains: from the per-chain temperatures, else (one temperature shared by the
+    // batch) from the stream's per-chain seeds, so each chain still draws its own noise.
+    let chains = per_chain.map_or_else(|| noise.rows(n), Tensor::numel);
     let same = |x: &Tensor| x.numel() == n && x.size() == m.size();
     if g.is_some_and(|g| !same(g)) || !same(s) || chains == 0 || !n.is_multiple_of(chains) {
         return Err(format!(
@@ -490,7 +502,7 @@ fn composed(
     per_chain: Option<&Tensor>,
     step: OuStep,
 ) -> Result<(), String> {
-    let chains = per_chain.map_or(1, Tensor::numel);
+    let chains = per_chain.map_or_else(|| noise.rows(m.numel()), Tensor::numel);
     let mut run = || -> Result<(), tch::TchError> {
         let xi = standard_normals(noise, m, chains)?;
         let mut m = m.shallow_clone();
@@ -687,6 +699,15 @@ mod tests {
         assert!(draw(&[11, 22, 33], 3, false).equal(&batched), "the fallback draws other numbers");
         assert!(!batched.get(0).equal(&alone), "two chains drew the same noise");
         assert!(!draw(&[22], 2, true).get(0).equal(&alone), "a call did not advance the stream");
+        // One temperature shared by the batch (no per-chain tensor): still the chain's own rows.
+        let mut stream = NoiseStream::per_chain(vec![11, 22, 33]);
+        let shared = OuStep { t: 1.0, ..step };
+        let (s3, m3) =
+            (Tensor::ones([3, d], (Kind::Float, Device::Cpu)), Tensor::zeros([3, d], (Kind::Float, Device::Cpu)));
+        for _ in 0..3 {
+            ou_update(&mut stream, &m3, None, &s3, None, shared).unwrap();
+        }
+        assert!(m3.get(1).equal(&alone), "a shared temperature mixed the chains' streams");
     }
 
     #[test]

@@ -35,6 +35,15 @@ pub enum StoreError {
     )]
     GridChanged { dir: PathBuf, existing: String, new: String },
 
+    /// `grid.json` of a run folder is missing or is not the grid the manifest was made for.
+    #[error(
+        "{} does not match the manifest's grid_sha256 ({expected}; it has {found}): the run folder's \
+         copy of the grid is damaged; run `ablate run <grid file>` again with the grid file named in \
+         manifest.json, which restores it",
+        path.display()
+    )]
+    GridCopyDamaged { path: PathBuf, expected: String, found: String },
+
     /// A name that cannot be used as a file or folder name inside the run folder.
     #[error("invalid {what} {name:?}: use letters, digits, '-', '_' and '.' only (no leading '.')")]
     BadName { what: &'static str, name: String },

@@ -131,7 +131,12 @@ impl RunDir {
                 run.write_manifest(manifest)?;
             }
         }
-        if !run.path.join(GRID).exists() {
+        // The copy the workers read must be the grid of the manifest: restore a missing or
+        // damaged one from the grid file (whose hash was just checked against the manifest).
+        if run.grid_copy_problem(&manifest.grid_sha256)?.is_some() {
+            if run.path.join(GRID).exists() {
+                tracing::warn!(path = %run.path.join(GRID).display(), "grid.json did not match the manifest's sha256; restored it from the grid file");
+            }
             write_atomic(&run.path.join(GRID), grid_text.as_bytes())?;
         }
         Ok(run)
@@ -148,6 +153,29 @@ impl RunDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Checks `grid.json` against the manifest's `grid_sha256` ([`StoreError::GridCopyDamaged`]
+    /// when it is missing or differs).
+    pub fn check_grid_copy(&self) -> Result<()> {
+        let expected = self.manifest()?.grid_sha256;
+        match self.grid_copy_problem(&expected)? {
+            None => Ok(()),
+            Some(found) => Err(StoreError::GridCopyDamaged { path: self.path.join(GRID), expected, found }),
+        }
+    }
+
+    /// `None` when `grid.json` has the sha256 `expected`; else what it has (`missing`).
+    fn grid_copy_problem(&self, expected: &str) -> Result<Option<String>> {
+        let path = self.path.join(GRID);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let found = crate::machine::sha256_bytes(&bytes);
+                Ok((found != expected).then_some(found))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some("missing".into())),
+            Err(e) => Err(StoreError::io("read", &path)(e)),
+        }
     }
 
     pub fn manifest(&self) -> Result<Manifest> {
@@ -262,6 +290,35 @@ impl CellDir {
     /// `status.json`, or `None` for a cell that never started.
     pub fn read_status(&self) -> Result<Option<CellStatus>> {
         self.read_json(STATUS)
+    }
+
+    /// Is this cell finished with its results intact? Like [`CellDir::is_finished`], but a
+    /// cell whose `status.json` cannot be parsed, or that says done without a readable
+    /// `metrics.json` (deleted, damaged), is to be run again.
+    pub fn is_complete(&self) -> Result<bool> {
+        let status = match self.read_status() {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(false),
+            Err(StoreError::Json { path, source }) => {
+                tracing::warn!(path = %path.display(), error = %source, "unreadable status.json: the cell runs again");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if !status.is_finished() {
+            return Ok(false);
+        }
+        if status.status == CellState::Done {
+            match self.read_json::<serde_json::Value>(METRICS) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(StoreError::Json { .. }) => {
+                    tracing::warn!(cell = %self.id, "marked done without a readable metrics.json: the cell runs again");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Has this cell finished (done, failed or diverged)? A cell without status, or still
