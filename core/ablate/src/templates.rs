@@ -119,7 +119,9 @@ impl Prior for __TYPE__ {
             if !Self::covers(info.role) {
                 continue;
             }
-            let m = info.numel as f64;
+            // The tensor's own element count (with a leading chain dimension in batched runs),
+            // not `info.numel` (one chain's), keeps log p a sum over chains.
+            let m = x.shape().iter().product::<i64>() as f64;
             total = total + x.square().sum().affine(-0.5 / (s * s), -m * (s.ln() + HALF_LN_2PI));
         }
         Ok(total)

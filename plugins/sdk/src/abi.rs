@@ -203,7 +203,8 @@ pub struct ParamInfo {
     pub fan_out: i64,
     /// Offset of the tensor in the flat parameter vector.
     pub offset: i64,
-    /// Number of elements (product of `shape`).
+    /// Number of elements of one chain's tensor (product of `shape`); in batched runs the
+    /// tensor handed over has K times as many.
     pub numel: i64,
     #[cfg(feature = "abi-mismatch-for-tests")]
     pub extra_field_for_tests: u64,

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod draws;
 mod glue;
 pub mod math;
 pub mod params;
