@@ -108,10 +108,18 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
         if let Some((t, i, v)) = first_nonfinite(&closed) {
             return Err(prior.fail("grad_log_prob", format!("returned {v} for `{}`[{i}] {where_}", infos[t].name)));
         }
-        let auto = Tensor::f_run_backward(&[lp.f_sum(Kind::Float)?], &leaves, false, false)?;
-        for ((c, a), info) in closed.iter().zip(&auto).zip(infos) {
+        // Tensors log_prob does not touch (roles the prior skips) get no autograd gradient: 0.
+        let auto = if lp.requires_grad() {
+            Tensor::f_run_backward(&[lp.f_sum(Kind::Float)?], &leaves, false, false)?
+        } else {
+            Vec::new()
+        };
+        for (j, (c, info)) in closed.iter().zip(infos).enumerate() {
             let c = Vec::<f64>::try_from(c.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
-            let a = Vec::<f64>::try_from(a.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
+            let a = match auto.get(j).filter(|a| a.defined()) {
+                Some(a) => Vec::<f64>::try_from(a.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?,
+                None => vec![0.0; c.len()],
+            };
             if let Some((i, (cv, av))) = c
                 .iter()
                 .zip(&a)
