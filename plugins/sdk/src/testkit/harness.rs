@@ -768,13 +768,13 @@ pub fn prior_log_prob<H: TestHost>(
             .map_err(|e| format!("log_prob: {}", e.into_string()))?;
         let mut h = host.host_ref();
         let shape = h.shape(id).into_vec();
+        if !shape.is_empty() {
+            h.release(id);
+            return Err(format!("log_prob returned shape {shape:?}, expected a 0-d tensor (end with .sum())"));
+        }
         let v = h.item(id);
         h.release(id);
-        if shape.is_empty() {
-            Ok(v)
-        } else {
-            Err(format!("log_prob returned shape {shape:?}, expected a 0-d tensor"))
-        }
+        Ok(v)
     })
 }
 
