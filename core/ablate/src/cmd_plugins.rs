@@ -133,10 +133,18 @@ fn show(name: &str, kind: Option<Kind>, dirs: &[PathBuf]) -> Result<ExitCode> {
         registry.factories().filter(|f| f.name == name && kind.is_none_or(|k| k.factor() == f.kind)).collect();
     if found.is_empty() {
         let names: Vec<String> = registry.factories().map(|f| format!("{} {}", f.kind.as_str(), f.name)).collect();
+        let hint = ablate_sdk::params::did_you_mean(
+            name,
+            registry.factories().filter(|f| kind.is_none_or(|k| k.factor() == f.kind)).map(|f| f.name.as_str()),
+        )
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default();
         bail!(
-            "no plugin named `{name}`{}; known: {}",
+            "no plugin named `{name}`{}{hint}; known: {}; searched {}; to add a folder, pass `--plugins DIR` or set \
+             ABLATE_PLUGIN_PATH=DIR1:DIR2",
             kind.map(|k| format!(" of kind {}", k.factor().as_str())).unwrap_or_default(),
-            if names.is_empty() { "(none loaded)".into() } else { names.join(", ") }
+            if names.is_empty() { "(none loaded)".into() } else { names.join(", ") },
+            registry.searched_text()
         );
     }
     for f in found {

@@ -119,7 +119,9 @@ impl Prior for __TYPE__ {
             if !Self::covers(info.role) {
                 continue;
             }
-            let m = info.numel as f64;
+            // The tensor's own element count (with a leading chain dimension in batched runs),
+            // not `info.numel` (one chain's), keeps log p a sum over chains.
+            let m = x.shape().iter().product::<i64>() as f64;
             total = total + x.square().sum().affine(-0.5 / (s * s), -m * (s.ln() + HALF_LN_2PI));
         }
         Ok(total)
@@ -137,6 +139,24 @@ impl Prior for __TYPE__ {
         // Randomness only from the host's seeded stream: runs stay reproducible.
         Ok(Some(ops.randn_like(like) * self.scale))
     }
+
+    /// ∇ log p in closed form: −x/scale² on covered tensors, 0 elsewhere. Optional (delete it
+    /// and the host differentiates `log_prob`), but faster; it must equal ∇ of `log_prob`,
+    /// which `cargo test` (the suite) and the host at run start both check.
+    fn grad_log_prob<'o>(
+        &self,
+        ops: Ops<'o>,
+        params: &[Tensor<'o>],
+        infos: &[ParamInfo],
+    ) -> Result<Option<Vec<Tensor<'o>>>, String> {
+        let s = self.scale;
+        let grads = params
+            .iter()
+            .zip(infos)
+            .map(|(x, info)| if Self::covers(info.role) { x * (-1.0 / (s * s)) } else { ops.zeros_like(x) })
+            .collect();
+        Ok(Some(grads))
+    }
 }
 
 ablate_sdk::export_plugin! {
@@ -150,10 +170,21 @@ ablate_sdk::export_plugin! {
 pub const PRIOR_TEST: &str = r##"//! Conformance of the `__NAME__` prior with the SDK test kit (pure-Rust host, no libtorch).
 
 use __LIBNAME__::__TYPE__;
+use ablate_sdk::testkit::suite::{assert_all_pass, cpu_prior};
 use ablate_sdk::testkit::{
-    finite_difference_log_prob_grad, param_info, prior_box, prior_logprob_check, prior_sample_moments, CpuHost,
+    finite_difference_log_prob_grad, param_info, prior_box, prior_grad_log_prob, prior_logprob_check,
+    prior_sample_moments, CpuHost,
 };
 use ablate_sdk::{ParamInfo, Role};
+
+/// The checks `ablate plugins check` runs (finite log_prob, additive over stacked chains,
+/// grad_log_prob vs finite differences, draws that follow log_prob), on the test kit's host.
+#[test]
+fn passes_the_conformance_suite() {
+    for params in ["{}", r#"{"scale": 0.3}"#] {
+        assert_all_pass("__NAME__", &cpu_prior::<__TYPE__>(params));
+    }
+}
 
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
@@ -181,17 +212,18 @@ fn log_prob_matches_closed_form() {
 }
 
 #[test]
-fn gradient_matches_finite_differences() {
-    let scale = 1.5;
+fn grad_log_prob_matches_finite_differences_of_log_prob() {
+    // The plugin's own closed form against the plugin's own log_prob: no hand formula.
     let prior = prior_box::<__TYPE__>(r#"{"scale": 1.5}"#).unwrap();
     let mut host = CpuHost::new(1);
+    let closed = prior_grad_log_prob(&mut host, &prior, &tensors()).unwrap().expect("has a closed form");
     let fd = finite_difference_log_prob_grad(&mut host, &prior, &tensors(), 1e-5).unwrap();
-    for ((info, data), grad) in tensors().iter().zip(&fd) {
-        for (x, g) in data.iter().zip(grad) {
-            let want = if info.role == Role::Norm { 0.0 } else { -x / (scale * scale) };
-            assert!((g - want).abs() < 1e-6, "{}: d/dx at {x}: {g} vs {want}", info.name);
+    for ((info, _), (c, f)) in tensors().iter().zip(closed.iter().zip(&fd)) {
+        for (i, (a, b)) in c.iter().zip(f).enumerate() {
+            assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{}[{i}]: grad_log_prob {a} vs finite differences {b}", info.name);
         }
     }
+    assert_eq!(host.live_tensors(), 0, "grad_log_prob leaked tensors");
 }
 
 #[test]
@@ -285,9 +317,16 @@ pub const INTEGRATOR_TEST: &str = r##"//! Conformance of the `__NAME__` integrat
 //! trajectory.
 
 use __LIBNAME__::__TYPE__;
+use ablate_sdk::testkit::suite::{assert_all_pass, cpu_integrator};
 use ablate_sdk::testkit::{
     determinism_check, gaussian_target_temperature, integrator_box, CpuHost, GaussianTarget, SamplerSettings,
 };
+
+/// The checks `ablate plugins check` runs (the Gaussian target at T = 1 and 0.1).
+#[test]
+fn passes_the_conformance_suite() {
+    assert_all_pass("__NAME__", &cpu_integrator::<__TYPE__>("{}"));
+}
 
 fn target() -> GaussianTarget {
     GaussianTarget { dim: 200, sigma_min: 0.3, sigma_max: 1.0, n: 10.0, groups: 2 }
@@ -373,10 +412,16 @@ ablate_sdk::export_plugin! {
 }
 "##;
 
-pub const NOISE_TEST: &str = r##"//! Checks of the `__NAME__` noise model. The SDK test kit has no statistical harness for noise
-//! models yet, so this drives the author trait on the kit's pure-Rust host directly.
+pub const NOISE_TEST: &str = r##"//! Checks of the `__NAME__` noise model: the conformance suite (what `ablate plugins check`
+//! runs), and the author trait driven on the test kit's pure-Rust host directly.
 
 use __LIBNAME__::__TYPE__;
+use ablate_sdk::testkit::suite::{assert_all_pass, cpu_noise};
+
+#[test]
+fn passes_the_conformance_suite() {
+    assert_all_pass("__NAME__", &cpu_noise::<__TYPE__>("{}"));
+}
 use ablate_sdk::testkit::{noise_box, CpuHost};
 use ablate_sdk::{Factory, NoiseModel, NoiseView, Params, StepCtx};
 
@@ -469,10 +514,17 @@ ablate_sdk::export_plugin! {
 }
 "##;
 
-pub const LIKELIHOOD_TEST: &str = r##"//! Checks of the `__NAME__` likelihood. The SDK test kit has no statistical harness for
-//! likelihoods yet, so this drives the author trait on the kit's pure-Rust host directly.
+pub const LIKELIHOOD_TEST: &str = r##"//! Checks of the `__NAME__` likelihood: the conformance suite (what `ablate plugins check`
+//! runs), and the author trait driven on the test kit's pure-Rust host directly.
 
 use __LIBNAME__::__TYPE__;
+use ablate_sdk::testkit::suite::{assert_all_pass, cpu_likelihood};
+
+/// The checks `ablate plugins check` runs (finite per-example-mean NLL, effective n, augment).
+#[test]
+fn passes_the_conformance_suite() {
+    assert_all_pass("__NAME__", &cpu_likelihood::<__TYPE__>("{}"));
+}
 use ablate_sdk::testkit::{likelihood_box, CpuHost};
 use ablate_sdk::{Factory, Likelihood, NormKind, Params};
 

@@ -177,7 +177,7 @@ fn plugin_problems_cite_cells_and_grid_source() {
     std::fs::write(
         &path,
         r#"{"name": "plug", "base": {"data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [8]},
-            "noise": {"name": "no-such-noise"}, "prior": {"name": "gaussian"}},
+            "noise": {"name": "minibach"}, "prior": {"name": "gaussian"}},
             "axes": [{"path": "prior.params.scale", "values": [1.0, -3.0]}]}"#,
     )
     .unwrap();
@@ -185,7 +185,10 @@ fn plugin_problems_cite_cells_and_grid_source() {
     no_panic(&o);
     let (_, err) = text(&o);
     assert!(!o.status.success());
-    assert!(err.contains("cells[0].noise") && err.contains("no-such-noise"), "{err}");
+    assert!(err.contains("cells[0].noise") && err.contains("minibach"), "{err}");
+    // Not found: the near miss, the folders searched and how to add one.
+    assert!(err.contains("did you mean `minibatch`?") && err.contains("(built-in)"), "{err}");
+    assert!(err.contains("--plugins DIR") && err.contains("ABLATE_PLUGIN_PATH"), "{err}");
     assert!(err.contains("cells[1].prior") && err.contains("axes[0].values[1]"), "{err}");
     assert!(err.contains("plug.json"), "{err}");
     assert!(!dir.path().join("runs").exists(), "nothing may run");
@@ -282,13 +285,18 @@ fn plugins_list_show_check() {
     let o = ablate(&["plugins", "show", "nope"], dir.path());
     no_panic(&o);
     assert!(!o.status.success());
+    let o = ablate(&["plugins", "show", "gausian"], dir.path());
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("did you mean `gaussian`?") && err.contains("searched") && err.contains("--plugins"), "{err}");
 
     let target = Path::new(BIN).parent().unwrap();
     let so = target.join("libablate_plugin_priors.so");
     let o = ablate(&["plugins", "check", so.to_str().unwrap()], dir.path());
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("ok    prior `gaussian`"), "{out}");
+    assert!(out.contains("prior `gaussian`") && out.contains("ok    grad_log_prob vs finite differences"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
     let o = ablate(&["plugins", "check", "/etc/hostname"], dir.path());
     no_panic(&o);
     assert!(!o.status.success());
@@ -306,7 +314,13 @@ fn plugins_new_writes_a_standalone_crate() {
         assert!(cargo.contains("[workspace]") && cargo.contains("cdylib") && cargo.contains("plugins/sdk"), "{cargo}");
         let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
         assert!(lib.contains("export_plugin!") && lib.contains(&format!("\"{name}\"")), "{lib}");
-        assert!(std::fs::read_to_string(root.join("tests/conformance.rs")).unwrap().contains("testkit"));
+        let tests = std::fs::read_to_string(root.join("tests/conformance.rs")).unwrap();
+        // The tests call the plugin through the conformance suite, not a hand formula.
+        assert!(tests.contains("testkit::suite") && tests.contains("assert_all_pass"), "{tests}");
+        if kind == "prior" {
+            assert!(lib.contains("fn grad_log_prob"), "{lib}");
+            assert!(tests.contains("prior_grad_log_prob"), "{tests}");
+        }
         assert!(root.join("README.md").is_file());
     }
     let o =
@@ -317,16 +331,144 @@ fn plugins_new_writes_a_standalone_crate() {
     assert!(!o.status.success());
 }
 
-/// Builds and tests a generated crate with cargo (slow: compiles abi_stable).
+/// The fault fixtures' library, copied into a private plugin folder (built once per process).
+fn fault_fixtures(dir: &Path) -> PathBuf {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let ok = *BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "ablate-fault-fixtures", "-p", "logistic-prior-example"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+        matches!(status, Ok(s) if s.success())
+    });
+    assert!(ok, "the fault fixtures do not build");
+    let folder = dir.join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    let so = folder.join("libfault_fixtures.so");
+    std::fs::copy(Path::new(BIN).parent().unwrap().join("libfault_fixtures.so"), &so).unwrap();
+    so
+}
+
 #[test]
-#[ignore = "slow: compiles a generated plugin crate and its dependencies (~1 min)"]
-fn plugins_new_crate_passes_its_conformance_tests() {
+fn plugins_check_fails_each_fault_fixture_on_the_check_its_fault_breaks() {
     let dir = tempfile::tempdir().unwrap();
-    let o =
-        ablate(&["plugins", "new", "gen-prior", "--kind", "prior", "--dir", dir.path().to_str().unwrap()], dir.path());
-    assert!(o.status.success());
-    let status = Command::new(env!("CARGO")).arg("test").current_dir(dir.path().join("gen-prior")).status().unwrap();
-    assert!(status.success());
+    let so = fault_fixtures(dir.path());
+    let o = ablate(&["plugins", "check", so.to_str().unwrap()], dir.path());
+    no_panic(&o);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    // The lines of one factor: from its header to the next header.
+    let section = |name: &str| -> String {
+        let start = out.find(&format!("prior `{name}`")).unwrap_or_else(|| panic!("{name} missing:\n{out}"));
+        let rest = &out[start..];
+        let end = rest[1..].find("\nprior `").map_or(rest.len(), |e| e + 1);
+        rest[..end].to_owned()
+    };
+    for (name, check, detail) in [
+        ("not-a-number", "FAIL  log_prob finite", "NaN"),
+        ("wrong-gradient", "FAIL  grad_log_prob vs finite differences", "finite differences"),
+        (
+            "host-op-overflow",
+            "FAIL  grad_log_prob vs finite differences",
+            "host op `clamp`: max = 1.7976931348623157e308 does not fit in float32",
+        ),
+        ("panicking", "FAIL  log_prob finite", "panicked"),
+    ] {
+        let s = section(name);
+        assert!(s.contains(check) && s.contains(detail), "{name}: expected `{check}` with `{detail}`:\n{s}");
+        assert_eq!(s.matches("FAIL").count(), 1, "{name} fails one check:\n{s}");
+    }
+    // The faults of the others do not leak into the healthy checks of these two.
+    assert!(section("wrong-gradient").contains("ok    samples follow log_prob"), "{out}");
+    assert!(section("host-op-overflow").contains("ok    log_prob finite"), "{out}");
+    assert!(err.contains("check(s) failed") && err.contains("prior `wrong-gradient`"), "{err}");
+
+    // The example plugin passes every check.
+    let example = dir.path().join("plugins/liblogistic_prior.so");
+    std::fs::copy(Path::new(BIN).parent().unwrap().join("liblogistic_prior.so"), &example).unwrap();
+    let o = ablate(&["plugins", "check", example.to_str().unwrap()], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(!out.contains("FAIL") && out.contains("all checks passed"), "{out}");
+}
+
+#[test]
+fn a_faulty_plugin_costs_only_its_own_cells() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fault_fixtures(dir.path());
+    let grid = serde_json::json!({
+        "name": "faults",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 200, "test_size": 100},
+            "model": {"kind": "mlp", "hidden": [16]},
+            "sampler": {"epochs": 3, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [
+            {"path": "prior.name", "values": ["gaussian", "host-op-overflow", "wrong-gradient", "not-a-number"]},
+            {"path": "temperature", "values": [1.0, 0.1]}
+        ]
+    });
+    let path = dir.path().join("faults.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    let o = ablate(
+        &["run", path.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--plugins", "plugins"],
+        dir.path(),
+    );
+    no_panic(&o);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "failed cells make the run fail:\n{out}\n{err}");
+    let cells = statuses(&dir.path().join("runs/faults/cells"));
+    assert_eq!(cells.len(), 8, "{cells:?}");
+    let mut by_prior = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
+    for (id, status) in &cells {
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("runs/faults/cells").join(id).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let prior = cfg["prior"]["name"].as_str().unwrap().to_owned();
+        let state = status["status"].as_str().unwrap_or("?").to_owned();
+        let message = status["message"].as_str().unwrap_or("").to_owned();
+        by_prior.entry(prior).or_default().push((state, message));
+    }
+    for (state, message) in &by_prior["gaussian"] {
+        assert_eq!(state, "done", "the healthy cells finish: {message}");
+    }
+    for (prior, must) in [
+        ("host-op-overflow", ["host-op-overflow", "grad_log_prob", "host op `clamp`"]),
+        ("wrong-gradient", ["wrong-gradient", "grad_log_prob", "disagrees with autograd"]),
+        ("not-a-number", ["not-a-number", "log_prob", "NaN"]),
+    ] {
+        for (state, message) in &by_prior[prior] {
+            assert_eq!(state, "failed", "{prior}: {message}");
+            for part in must {
+                assert!(message.contains(part), "{prior}: `{part}` missing from {message}");
+            }
+        }
+    }
+}
+
+/// Builds and tests a generated crate of every kind with cargo (slow: compiles abi_stable once,
+/// in a target folder the four crates share). Run with
+/// `cargo test -p ablate --test cli plugins_new_crates -- --ignored`.
+#[test]
+#[ignore = "slow: compiles four generated plugin crates and their dependencies (~3 min)"]
+fn plugins_new_crates_pass_their_conformance_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["prior", "integrator", "likelihood", "noise"] {
+        let name = format!("gen-{kind}");
+        let o = ablate(&["plugins", "new", &name, "--kind", kind, "--dir", dir.path().to_str().unwrap()], dir.path());
+        assert!(o.status.success());
+        let status = Command::new(env!("CARGO"))
+            .arg("test")
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .current_dir(dir.path().join(&name))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{kind}");
+    }
 }
 
 #[test]

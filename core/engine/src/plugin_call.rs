@@ -86,8 +86,8 @@ fn guard_point(dim: i64, scale: f64, phase: f64) -> Vec<f32> {
 }
 
 /// At run start: the prior's closed-form gradient against autograd of its `log_prob` at
-/// three fixed points (|θ| up to 0.1, 1 and 3). A prior without a closed form passes at once.
-/// A non-finite `log_prob` or gradient at these finite points, or a mismatch beyond
+/// three fixed points (|θ| up to 0.1, 1 and 3); without a closed form only `log_prob`'s
+/// finiteness is checked there. A non-finite `log_prob` or gradient at these finite points, or a mismatch beyond
 /// [`GRADIENT_TOLERANCE`], fails the cell with the plugin, the element and both values.
 pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Device) -> Result<(), EngineError> {
     let infos = model.infos();
@@ -96,22 +96,30 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
         let theta = Tensor::from_slice(&guard_point(model.dim(), scale, 0.17 * k as f64)).f_to_device(device)?;
         let leaves: Vec<Tensor> =
             model.views(&theta).iter().map(|v| v.detach().copy().set_requires_grad(true)).collect();
-        let Some(closed) = call_grad_log_prob(prior, &mut host, &leaves, infos)? else {
-            return Ok(());
-        };
         let where_ = format!("at run start, at fixed parameters with |θ| ≤ {scale}");
         let lp = crate::cell::call_log_prob(prior, &mut host, &leaves, infos)?;
         let lp_value = f64::try_from(lp.f_to_kind(Kind::Double)?.f_reshape([] as [i64; 0])?)?;
         if !lp_value.is_finite() {
-            return Err(prior.fail("log_prob", format!("returned {lp_value} {where_}")));
+            return Err(prior.fail("log_prob", format!("returned {lp_value} (NaN/Inf) {where_}")));
         }
+        let Some(closed) = call_grad_log_prob(prior, &mut host, &leaves, infos)? else {
+            continue;
+        };
         if let Some((t, i, v)) = first_nonfinite(&closed) {
             return Err(prior.fail("grad_log_prob", format!("returned {v} for `{}`[{i}] {where_}", infos[t].name)));
         }
-        let auto = Tensor::f_run_backward(&[lp.f_sum(Kind::Float)?], &leaves, false, false)?;
-        for ((c, a), info) in closed.iter().zip(&auto).zip(infos) {
+        // Tensors log_prob does not touch (roles the prior skips) get no autograd gradient: 0.
+        let auto = if lp.requires_grad() {
+            Tensor::f_run_backward(&[lp.f_sum(Kind::Float)?], &leaves, false, false)?
+        } else {
+            Vec::new()
+        };
+        for (j, (c, info)) in closed.iter().zip(infos).enumerate() {
             let c = Vec::<f64>::try_from(c.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
-            let a = Vec::<f64>::try_from(a.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
+            let a = match auto.get(j).filter(|a| a.defined()) {
+                Some(a) => Vec::<f64>::try_from(a.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?,
+                None => vec![0.0; c.len()],
+            };
             if let Some((i, (cv, av))) = c
                 .iter()
                 .zip(&a)

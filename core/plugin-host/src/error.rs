@@ -36,8 +36,11 @@ pub enum PluginError {
     )]
     NameClash { kind: &'static str, name: String, first: PathBuf, second: PathBuf },
 
-    #[error("no {kind} plugin named `{name}` (known {kind}s: {known}); see `ablate plugins list`")]
-    Unknown { kind: &'static str, name: String, known: String },
+    #[error(
+        "no {kind} plugin named `{name}`{hint} (known {kind}s: {known}); searched {searched}; to add a folder, pass \
+         `--plugins DIR` or set ABLATE_PLUGIN_PATH=DIR1:DIR2 (see `ablate plugins list`)"
+    )]
+    Unknown { kind: &'static str, name: String, known: String, hint: String, searched: String },
 
     #[error("{kind} `{name}` (from {path}) rejected its parameters: {message}")]
     Create { kind: &'static str, name: String, path: PathBuf, message: String },

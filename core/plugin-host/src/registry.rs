@@ -40,6 +40,8 @@ pub struct Registry {
     libraries: Vec<LoadedLibrary>,
     modules: Vec<PluginModule_Ref>,
     factories: BTreeMap<(FactorKind, String), Factory>,
+    /// The folders searched, with why each was (for not-found errors).
+    searched: Vec<(PathBuf, &'static str)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -52,7 +54,12 @@ impl Registry {
     /// Load every plugin on the search path. The first error stops the load: a grid must not run
     /// with a silently missing or suspicious plugin.
     pub fn load(search: &SearchPath) -> Result<Self, PluginError> {
-        let mut registry = Registry { libraries: Vec::new(), modules: Vec::new(), factories: BTreeMap::new() };
+        let mut registry = Registry {
+            libraries: Vec::new(),
+            modules: Vec::new(),
+            factories: BTreeMap::new(),
+            searched: search.dirs.clone(),
+        };
         let mut seen = std::collections::HashSet::new();
         for (dir, origin) in &search.dirs {
             for file in plugin_files_in(dir)? {
@@ -129,12 +136,33 @@ impl Registry {
     pub fn get(&self, kind: FactorKind, name: &str) -> Result<&Factory, PluginError> {
         self.factories.get(&(kind, name.to_owned())).ok_or_else(|| {
             let known: Vec<_> = self.factories.keys().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str()).collect();
+            let hint = ablate_sdk::params::did_you_mean(name, known.iter().copied())
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
             PluginError::Unknown {
                 kind: kind.as_str(),
                 name: name.to_owned(),
                 known: if known.is_empty() { "none loaded".to_owned() } else { known.join(", ") },
+                hint,
+                searched: self.searched_text(),
             }
         })
+    }
+
+    /// The searched folders as one line: `DIR (why), ...` (also the files given directly).
+    pub fn searched_text(&self) -> String {
+        let mut parts: Vec<String> = self.searched.iter().map(|(d, why)| format!("{} ({why})", d.display())).collect();
+        parts.extend(
+            self.libraries
+                .iter()
+                .filter(|l| !self.searched.iter().any(|(d, _)| l.path.starts_with(d)))
+                .map(|l| format!("{} ({})", l.path.display(), l.origin)),
+        );
+        if parts.is_empty() {
+            "no folder (no built-in plugin folder next to the binary, no ABLATE_PLUGIN_PATH, no --plugins)".to_owned()
+        } else {
+            parts.join(", ")
+        }
     }
 
     /// The library a factory comes from.

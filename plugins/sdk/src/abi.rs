@@ -33,37 +33,61 @@ impl TensorId {
     pub const INVALID: TensorId = TensorId(u64::MAX);
 }
 
+/// Elementwise one-input ops of [`TensorHost::unary`].
 #[repr(u8)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum UnaryOp {
+    /// −x.
     Neg,
+    /// |x|.
     Abs,
+    /// −1, 0 or 1 (NaN stays NaN).
     Sign,
+    /// x².
     Square,
+    /// √x.
     Sqrt,
+    /// 1/√x.
     Rsqrt,
+    /// eˣ.
     Exp,
+    /// ln(x).
     Log,
+    /// ln(1 + x).
     Log1p,
+    /// tanh(x).
     Tanh,
+    /// 1/x.
     Reciprocal,
+    /// max(x, 0).
     Relu,
+    /// sin(x).
     Sin,
+    /// cos(x).
     Cos,
+    /// ⌊x⌋.
     Floor,
     /// log(1 + exp(x)), numerically stable.
     Softplus,
 }
 
+/// Elementwise two-input ops of [`TensorHost::binary`] (broadcasting like PyTorch).
 #[repr(u8)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// a + b.
     Add,
+    /// a − b.
     Sub,
+    /// a·b.
     Mul,
+    /// a / b.
     Div,
+    /// aᵇ.
     Pow,
+    /// max(a, b) (NaN propagates).
     Maximum,
+    /// min(a, b) (NaN propagates).
     Minimum,
     /// 1.0 where a > b, else 0.0.
     Greater,
@@ -71,12 +95,17 @@ pub enum BinaryOp {
     LogAddExp,
 }
 
+/// Reductions of [`TensorHost::reduce`] and [`TensorHost::reduce_dim`].
 #[repr(u8)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
+    /// Sum.
     Sum,
+    /// Mean.
     Mean,
+    /// Maximum (NaN propagates).
     Max,
+    /// Minimum (NaN propagates).
     Min,
 }
 
@@ -137,13 +166,16 @@ impl ReduceOp {
 #[repr(u8)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// A weight matrix or convolution kernel.
     Weight,
+    /// A bias vector.
     Bias,
     /// Scale/shift of a normalisation layer (batch norm, FRN).
     Norm,
 }
 
 impl Role {
+    /// The lowercase name used in grid files and messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Weight => "weight",
@@ -157,13 +189,22 @@ impl Role {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct ParamInfo {
+    /// The name (tensor name such as `fc1.weight`, or factory name in grid files).
     pub name: RString,
+    /// Name of the layer the tensor belongs to (e.g. `fc1`).
     pub layer: RString,
+    /// What the tensor is (weight, bias, normalisation scale/shift).
     pub role: Role,
+    /// Shape of the tensor.
     pub shape: RVec<i64>,
+    /// Inputs per output unit of the layer (He/Glorot-style priors).
     pub fan_in: i64,
+    /// Outputs of the layer.
     pub fan_out: i64,
+    /// Offset of the tensor in the flat parameter vector.
     pub offset: i64,
+    /// Number of elements of one chain's tensor (product of `shape`); in batched runs the
+    /// tensor handed over has K times as many.
     pub numel: i64,
     #[cfg(feature = "abi-mismatch-for-tests")]
     pub extra_field_for_tests: u64,
@@ -191,8 +232,11 @@ impl ParamInfo {
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
 pub struct OuStep {
+    /// Momentum decay β.
     pub beta: f64,
+    /// Kick coefficient a (of the gradient g).
     pub a: f64,
+    /// Noise coefficient: the noise standard deviation is sqrt(coef·T).
     pub coef: f64,
     /// T for all chains (ignored when per-chain temperatures are given).
     pub t: f64,
@@ -214,26 +258,35 @@ pub struct Potential {
 /// first error; it is reported after the plugin call returns, so plugin math needs no `?`.
 #[sabi_trait]
 pub trait TensorHost {
+    /// Shape of a tensor (empty for an unknown handle).
     fn shape(&self, x: TensorId) -> RVec<i64>;
+    /// A tensor shaped like `x` filled with `value` (scalar rule of [`crate::range`]).
     fn full_like(&mut self, x: TensorId, value: f64) -> TensorId;
     /// Standard normal draws from the cell's seeded stream.
     fn randn_like(&mut self, x: TensorId) -> TensorId;
     /// Uniform [0, 1) draws from the cell's seeded stream.
     fn rand_like(&mut self, x: TensorId) -> TensorId;
+    /// An elementwise op (see [`UnaryOp`]).
     fn unary(&mut self, op: UnaryOp, x: TensorId) -> TensorId;
+    /// An elementwise op of two tensors (see [`BinaryOp`]).
     fn binary(&mut self, op: BinaryOp, a: TensorId, b: TensorId) -> TensorId;
     /// x·mul + add.
     fn affine(&mut self, x: TensorId, mul: f64, add: f64) -> TensorId;
+    /// xᵖ elementwise (the exponent obeys the scalar rule of [`crate::range`]).
     fn pow_scalar(&mut self, x: TensorId, exponent: f64) -> TensorId;
+    /// Elementwise clamp to [min, max]; bounds obey the scalar rule of [`crate::range`] (±∞ allowed, NaN not).
     fn clamp(&mut self, x: TensorId, min: f64, max: f64) -> TensorId;
     /// Reduce over all elements to a 0-d tensor (stays on the device: no synchronisation).
     fn reduce(&mut self, op: ReduceOp, x: TensorId) -> TensorId;
+    /// Reduce along `dim` (negative counts from the end), keeping it as size 1 if `keepdim`.
     fn reduce_dim(&mut self, op: ReduceOp, x: TensorId, dim: i64, keepdim: bool) -> TensorId;
     /// where(cond > 0, a, b).
     fn select(&mut self, cond: TensorId, a: TensorId, b: TensorId) -> TensorId;
+    /// log-softmax along `dim`.
     fn log_softmax(&mut self, x: TensorId, dim: i64) -> TensorId;
     /// Per-row value of `x[i, index[i]]` (index: integer class labels).
     fn gather_rows(&mut self, x: TensorId, index: TensorId) -> TensorId;
+    /// [N, classes] float one-hot rows of integer labels in [0, classes).
     fn one_hot(&mut self, labels: TensorId, classes: i64) -> TensorId;
     /// Random per-example crop of zero-padded images (N,C,H,W) and, if `flip`, a random
     /// horizontal flip: the standard CIFAR augmentation.
@@ -254,6 +307,7 @@ pub trait TensorHost {
     /// U and ∇U at `at` (same shape as the parameters) on the full training set (`full_batch`)
     /// or on the current minibatch.
     fn potential(&mut self, at: TensorId, full_batch: bool) -> Potential;
+    /// Release a handle (the host frees the tensor when no one else holds it).
     fn release(&mut self, x: TensorId);
     /// The first error since the plugin call started, if any.
     #[sabi(last_prefix_field)]
@@ -270,7 +324,9 @@ pub type HostRef<'a> = TensorHost_TO<'a, RMut<'a, ()>>;
 pub struct StepCtx {
     /// Global step, 1-based.
     pub step: u64,
+    /// Base learning rate ℓ (before the cyclical factor).
     pub lr: f64,
+    /// Base momentum decay β (before the cyclical factor).
     pub momentum_decay: f64,
     /// Cyclical factor C scaling the SDE step h.
     pub timestep_factor: f64,
@@ -279,6 +335,7 @@ pub struct StepCtx {
     pub temperature: f64,
     /// Effective training-set size n that enters U = n·G.
     pub n: f64,
+    /// The minibatch size the variances were measured at.
     pub batch_size: u64,
 }
 
@@ -286,13 +343,17 @@ pub struct StepCtx {
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug)]
 pub struct StepTensors {
+    /// Flat parameters θ ([d], or [K, d] for K batched chains); the integrator updates them in place.
     pub params: TensorId,
     /// ∇ of the per-example mean minibatch loss G̃ = mean NLL − (1/n)·log p(θ).
     pub grad: TensorId,
     /// Mass M (one value per parameter tensor, broadcast to elements) and its transforms.
     pub mass: TensorId,
+    /// M⁻¹, flat.
     pub mass_inv: TensorId,
+    /// M^{1/2}, flat.
     pub mass_sqrt: TensorId,
+    /// M^{-1/2}, flat.
     pub mass_inv_sqrt: TensorId,
     /// Per-chain temperatures shaped [K, 1] when the K chains of a batched run (parameters
     /// [K, d]) differ in temperature; [`TensorId::INVALID`] when every chain runs at
@@ -300,6 +361,7 @@ pub struct StepTensors {
     pub temperature: TensorId,
 }
 
+/// What an integrator step reports back to the host.
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
 pub struct StepReport {
@@ -323,13 +385,17 @@ pub struct NoiseStats {
     pub var_elementwise: TensorId,
     /// The same, averaged within each parameter tensor (broadcast to elements).
     pub var_per_tensor: TensorId,
+    /// The minibatch size the variances were measured at.
     pub batch_size: u64,
 }
 
+/// Normalisation layers a likelihood may ask the model for.
 #[repr(u8)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum NormKind {
+    /// No normalisation layer.
     None,
+    /// Batch normalisation.
     BatchNorm,
     /// Filter response normalisation with a TLU (Singh & Krishnan 2020).
     Frn,
@@ -339,22 +405,31 @@ pub enum NormKind {
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq)]
 pub struct ModelToggles {
+    /// The normalisation layers of the model.
     pub norm: NormKind,
+    /// Dropout probability (0 = none).
     pub dropout: f64,
 }
 
+/// The four kinds of factor a plugin can offer.
 #[repr(u8)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FactorKind {
+    /// A prior over the parameters.
     Prior,
+    /// A likelihood (and the model toggles it needs).
     Likelihood,
+    /// An SDE integrator.
     Integrator,
+    /// A gradient noise model.
     Noise,
 }
 
 impl FactorKind {
+    /// Every kind, in display order.
     pub const ALL: [FactorKind; 4] =
         [FactorKind::Prior, FactorKind::Likelihood, FactorKind::Integrator, FactorKind::Noise];
+    /// The lowercase name used in grid files and messages.
     pub fn as_str(self) -> &'static str {
         match self {
             FactorKind::Prior => "prior",
@@ -363,6 +438,7 @@ impl FactorKind {
             FactorKind::Noise => "noise",
         }
     }
+    /// The kind named `s` (`"prior"`, `"likelihood"`, `"integrator"`, `"noise"`), if any.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -372,13 +448,17 @@ impl FactorKind {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
 pub struct FactoryInfo {
+    /// The factor kind.
     pub kind: FactorKind,
+    /// The name (tensor name such as `fc1.weight`, or factory name in grid files).
     pub name: RString,
+    /// One line for `ablate plugins list`.
     pub description: RString,
     /// JSON array of parameter specs: `[{"name","type","default","min","max","doc"}]`.
     pub params_json: RString,
 }
 
+/// A prior as the host calls it (FFI-safe; authors implement [`crate::Prior`]).
 #[sabi_trait]
 pub trait PriorObj: Send {
     /// log p(θ) as a 0-d tensor, normalising constants included (autograd runs in the host).
@@ -403,6 +483,7 @@ pub trait PriorObj: Send {
     ) -> RResult<ROption<RVec<TensorId>>, RString>;
 }
 
+/// An integrator as the host calls it (authors implement [`crate::Integrator`]).
 #[sabi_trait]
 pub trait IntegratorObj: Send {
     /// Allocate the state (momenta, thermostats) for flat parameters `params`.
@@ -421,8 +502,10 @@ pub trait IntegratorObj: Send {
     fn batchable(&self) -> bool;
 }
 
+/// A noise model as the host calls it (authors implement [`crate::NoiseModel`]).
 #[sabi_trait]
 pub trait NoiseObj: Send {
+    /// Examples per gradient for a configured minibatch `config_batch` out of `n` (0 = full batch).
     fn plan(&self, config_batch: u64, n: u64) -> GradientPlan;
     /// Transform the gradient estimate in place.
     #[sabi(last_prefix_field)]
@@ -435,8 +518,10 @@ pub trait NoiseObj: Send {
     ) -> RResult<(), RString>;
 }
 
+/// A likelihood as the host calls it (authors implement [`crate::Likelihood`]).
 #[sabi_trait]
 pub trait LikelihoodObj: Send {
+    /// The model toggles (normalisation layers, dropout) this likelihood needs.
     fn model(&self) -> ModelToggles;
     /// The effective training-set size that enters U = n·G, given the number of examples.
     fn effective_n(&self, examples: u64) -> f64;
@@ -447,9 +532,13 @@ pub trait LikelihoodObj: Send {
     fn nll(&self, host: &mut HostRef<'_>, logits: TensorId, labels: TensorId) -> RResult<TensorId, RString>;
 }
 
+/// A prior object as a library exports it (boxed, FFI-safe).
 pub type PriorBox = PriorObj_TO<'static, RBox<()>>;
+/// An integrator object as a library exports it.
 pub type IntegratorBox = IntegratorObj_TO<'static, RBox<()>>;
+/// A noise-model object as a library exports it.
 pub type NoiseBox = NoiseObj_TO<'static, RBox<()>>;
+/// A likelihood object as a library exports it.
 pub type LikelihoodBox = LikelihoodObj_TO<'static, RBox<()>>;
 
 /// The root module of a plugin library: one per `.so`, many factories inside.
@@ -463,10 +552,15 @@ pub struct PluginModule {
     /// Build string: crate name and version, and the tch/libtorch build for a raw fast path
     /// ("" = the plugin does not link libtorch).
     pub build: extern "C" fn() -> RString,
+    /// Every factory the library offers.
     pub factories: extern "C" fn() -> RVec<FactoryInfo>,
+    /// Build the prior `name` from parameters as JSON (validated against its specs).
     pub new_prior: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<PriorBox, RString>,
+    /// Build the integrator `name` from parameters as JSON.
     pub new_integrator: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<IntegratorBox, RString>,
+    /// Build the noise model `name` from parameters as JSON.
     pub new_noise: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<NoiseBox, RString>,
+    /// Build the likelihood `name` from parameters as JSON.
     #[sabi(last_prefix_field)]
     pub new_likelihood: extern "C" fn(name: RStr<'_>, params_json: RStr<'_>) -> RResult<LikelihoodBox, RString>,
 }

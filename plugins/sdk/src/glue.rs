@@ -24,18 +24,54 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic with a non-string payload".to_owned())
 }
 
+thread_local! {
+    /// Whether this thread is inside a contained plugin call (its panics become errors).
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// `file:line` of the last contained panic.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A panic hook (in the plugin library's own std) that keeps contained panics quiet: their
+/// message and `file:line` become the call's error instead of lines on the host's stderr.
+/// Panics outside contained calls go to the previous hook.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINED.with(|c| c.get()) {
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Run `f` with panics contained; a panic becomes "plugin `name` panicked at FILE:LINE: MESSAGE".
+fn contain<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    install_panic_hook();
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(outer));
+    r.map_err(|payload| {
+        let at = PANIC_AT.with(|p| p.borrow_mut().take()).map(|at| format!(" at {at}")).unwrap_or_default();
+        format!("plugin `{name}` panicked{at}: {}", panic_message(&*payload))
+    })
+}
+
 /// Run plugin code with the host table, containing panics and collecting host errors.
 fn guarded<T>(name: &str, host: &mut HostRef<'_>, f: impl FnOnce(Ops<'_>) -> Result<T, String>) -> RResult<T, RString> {
     let cell = HostCell::new(host);
     let ops = cell.ops();
-    let result = catch_unwind(AssertUnwindSafe(|| f(ops)))
-        .unwrap_or_else(|payload| Err(format!("plugin `{name}` panicked: {}", panic_message(&*payload))));
-    finish(&ops, result.map_err(|e| format!("{name}: {e}")))
+    let result = contain(name, || f(ops)).and_then(|r| r.map_err(|e| format!("{name}: {e}")));
+    finish(&ops, result)
 }
 
 /// Plain calls (no host) with panic containment.
 fn contained<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| format!("plugin `{name}` panicked: {}", panic_message(&*p)))
+    contain(name, f)
 }
 
 fn construct<F: Factory>(params: RStr<'_>) -> Result<F, RString> {

@@ -30,7 +30,10 @@
 //! ```
 //! Every call is wrapped by the SDK glue: a panic becomes an error for that use, never an abort.
 
+#![warn(missing_docs)]
+
 pub mod abi;
+pub mod draws;
 mod glue;
 pub mod math;
 pub mod params;
@@ -97,13 +100,19 @@ pub trait Prior: Factory {
 /// In a batched run (see [`Integrator::batchable`]) every tensor has a leading chain dimension,
 /// [K, d], and `temperature` may differ per chain.
 pub struct StepView<'o> {
+    /// Flat parameters θ ([d], or [K, d] for K batched chains); the integrator updates them in place.
     pub params: Tensor<'o>,
     /// ∇ of the per-example mean loss G̃ = mean NLL − (1/n)·log p(θ); ∇U = n·grad.
     pub grad: Tensor<'o>,
+    /// Mass M (one value per parameter tensor, broadcast to elements).
     pub mass: Tensor<'o>,
+    /// M⁻¹, flat.
     pub mass_inv: Tensor<'o>,
+    /// M^{1/2}, flat.
     pub mass_sqrt: Tensor<'o>,
+    /// M^{-1/2}, flat.
     pub mass_inv_sqrt: Tensor<'o>,
+    /// The temperature of this step (per chain in batched runs).
     pub temperature: Temperature<'o>,
 }
 
@@ -111,7 +120,9 @@ pub struct StepView<'o> {
 /// against [K, d] parameters). Write noise and thermostat terms through it and an integrator
 /// works for single and batched chains alike.
 pub enum Temperature<'o> {
+    /// One temperature for every chain.
     Shared(f64),
+    /// One temperature per chain, [K, 1].
     PerChain(Tensor<'o>),
 }
 
@@ -154,6 +165,7 @@ pub trait Integrator: Factory {
 
 /// How the gradient is estimated (minibatch size) and transformed each step.
 pub trait NoiseModel: Factory {
+    /// Examples per gradient for a configured minibatch `config_batch` out of `n` (0 = full batch).
     fn plan(&self, config_batch: u64, n: u64) -> GradientPlan;
     /// Transform `grad` in place (e.g. add matched Gaussian noise); default: leave it.
     fn transform<'o>(
@@ -167,13 +179,17 @@ pub trait NoiseModel: Factory {
 
 /// Measured minibatch noise as plugin code sees it.
 pub struct NoiseView<'o> {
+    /// Per-element variance of a minibatch-mean gradient at `batch_size`.
     pub var_elementwise: Tensor<'o>,
+    /// The same, averaged within each parameter tensor (broadcast to elements).
     pub var_per_tensor: Tensor<'o>,
+    /// The minibatch size the variances were measured at.
     pub batch_size: u64,
 }
 
 /// The likelihood and the "dirty" parts of the model around it.
 pub trait Likelihood: Factory {
+    /// The model toggles (normalisation layers, dropout) this likelihood needs.
     fn model(&self) -> ModelToggles;
     /// n that enters U = n·G, given the number of training examples.
     fn effective_n(&self, examples: u64) -> f64;

@@ -5,9 +5,13 @@ use serde_json::{Map, Value};
 /// The type of a parameter value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
+    /// A float (JSON number).
     Float,
+    /// An integer.
     Int,
+    /// A boolean.
     Bool,
+    /// A string, optionally from a list of choices.
     String,
     /// A list of strings (e.g. the roles a prior applies to).
     StringList,
@@ -28,30 +32,40 @@ impl ParamType {
 /// Description of one parameter: what the host prints (`ablate plugins show`) and validates.
 #[derive(Debug, Clone)]
 pub struct ParamSpec {
+    /// The parameter name in grid files.
     pub name: &'static str,
+    /// Its type.
     pub ty: ParamType,
+    /// The default value.
     pub default: Value,
     /// Inclusive bounds for numbers.
     pub min: Option<f64>,
+    /// Upper bound (numbers), if any.
     pub max: Option<f64>,
     /// Allowed values for strings and string lists (empty = any).
     pub choices: &'static [&'static str],
+    /// One line for `ablate plugins show`.
     pub doc: &'static str,
 }
 
 impl ParamSpec {
+    /// A float parameter with a default.
     pub fn float(name: &'static str, default: f64, doc: &'static str) -> Self {
         Self { name, ty: ParamType::Float, default: default.into(), min: None, max: None, choices: &[], doc }
     }
+    /// An integer parameter with a default.
     pub fn int(name: &'static str, default: i64, doc: &'static str) -> Self {
         Self { name, ty: ParamType::Int, default: default.into(), min: None, max: None, choices: &[], doc }
     }
+    /// A boolean parameter with a default.
     pub fn bool(name: &'static str, default: bool, doc: &'static str) -> Self {
         Self { name, ty: ParamType::Bool, default: default.into(), min: None, max: None, choices: &[], doc }
     }
+    /// A string parameter; `choices` (may be empty) lists the allowed values.
     pub fn string(name: &'static str, default: &str, choices: &'static [&'static str], doc: &'static str) -> Self {
         Self { name, ty: ParamType::String, default: default.into(), min: None, max: None, choices, doc }
     }
+    /// A list-of-strings parameter; `choices` (may be empty) lists the allowed values.
     pub fn strings(name: &'static str, default: &[&str], choices: &'static [&'static str], doc: &'static str) -> Self {
         let default = Value::Array(default.iter().map(|s| Value::from(*s)).collect());
         Self { name, ty: ParamType::StringList, default, min: None, max: None, choices, doc }
@@ -68,6 +82,7 @@ impl ParamSpec {
         self
     }
 
+    /// The spec as published (`{"name","type","default","min","max","choices","doc"}`).
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "name": self.name,
@@ -149,7 +164,8 @@ impl Params {
         for name in given.keys() {
             if !specs.iter().any(|s| s.name == name) {
                 let known: Vec<_> = specs.iter().map(|s| s.name).collect();
-                problems.push(format!("unknown parameter `{name}` (known: {known:?})"));
+                let hint = did_you_mean(name, known.iter().copied()).map(|k| format!("; did you mean `{k}`?"));
+                problems.push(format!("unknown parameter `{name}` (known: {known:?}){}", hint.unwrap_or_default()));
             }
         }
         let mut values = Map::new();
@@ -172,18 +188,23 @@ impl Params {
     fn get(&self, name: &str) -> &Value {
         self.values.get(name).unwrap_or_else(|| panic!("parameter `{name}` is not declared in the plugin's specs"))
     }
+    /// A float parameter (validated; panics only for a name not in the specs, a plugin bug).
     pub fn f64(&self, name: &str) -> f64 {
         self.get(name).as_f64().unwrap_or(f64::NAN)
     }
+    /// An integer parameter.
     pub fn i64(&self, name: &str) -> i64 {
         self.get(name).as_i64().unwrap_or_default()
     }
+    /// A boolean parameter.
     pub fn bool(&self, name: &str) -> bool {
         self.get(name).as_bool().unwrap_or_default()
     }
+    /// A string parameter.
     pub fn str(&self, name: &str) -> &str {
         self.get(name).as_str().unwrap_or_default()
     }
+    /// A list-of-strings parameter.
     pub fn strings(&self, name: &str) -> Vec<String> {
         self.get(name)
             .as_array()
@@ -195,4 +216,49 @@ impl Params {
 /// JSON array of specs, as published in [`crate::abi::FactoryInfo::params_json`].
 pub fn specs_json(specs: &[ParamSpec]) -> String {
     Value::Array(specs.iter().map(ParamSpec::to_json).collect()).to_string()
+}
+
+/// The known name closest to `given` when it is a near miss: within edit distance 2 (1 for
+/// names of up to 4 characters). Used for "did you mean" hints on parameter and plugin names.
+///
+/// ```
+/// use ablate_sdk::params::did_you_mean;
+/// assert_eq!(did_you_mean("gausian", ["gaussian", "laplace"]), Some("gaussian"));
+/// assert_eq!(did_you_mean("weibull", ["gaussian", "laplace"]), None);
+/// ```
+pub fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = if given.chars().count() <= 4 { 1 } else { 2 };
+    known.into_iter().map(|k| (edit_distance(given, k), k)).filter(|(d, _)| *d <= limit).min().map(|(_, k)| k)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_parameter_gets_a_suggestion() {
+        let specs = vec![ParamSpec::float("scale", 1.0, "sd"), ParamSpec::float("df", 3.0, "degrees of freedom")];
+        let e = Params::parse(r#"{"scael": 2.0}"#, &specs).unwrap_err();
+        assert!(e.contains("unknown parameter `scael`") && e.contains("did you mean `scale`?"), "{e}");
+        let e = Params::parse(r#"{"location": 2.0}"#, &specs).unwrap_err();
+        assert!(!e.contains("did you mean"), "{e}");
+        assert_eq!(did_you_mean("dg", ["df", "scale"]), Some("df"));
+        assert_eq!(did_you_mean("xy", ["df", "scale"]), None);
+    }
 }

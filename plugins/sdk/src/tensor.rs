@@ -26,9 +26,11 @@ pub struct HostCell<'a, 'h> {
 }
 
 impl<'a, 'h> HostCell<'a, 'h> {
+    /// Wrap the host table for one plugin call (the SDK glue does this).
     pub fn new(host: &'a mut HostRef<'h>) -> Self {
         Self { host: RefCell::new(host) }
     }
+    /// The table as [`Ops`].
     pub fn ops(&self) -> Ops<'_> {
         Ops { inner: self }
     }
@@ -72,21 +74,27 @@ impl<'o> Ops<'o> {
         self.wrap(id)
     }
 
+    /// A tensor shaped like `x` filled with `value` (float32 range, see [`crate::range`]).
     pub fn full_like(&self, x: &Tensor, value: f64) -> Tensor<'o> {
         self.wrap(self.with(|h| h.full_like(x.id, value)))
     }
+    /// Zeros shaped like `x`.
     pub fn zeros_like(&self, x: &Tensor) -> Tensor<'o> {
         self.full_like(x, 0.0)
     }
+    /// N(0, 1) draws shaped like `x` from the cell's seeded stream.
     pub fn randn_like(&self, x: &Tensor) -> Tensor<'o> {
         self.wrap(self.with(|h| h.randn_like(x.id)))
     }
+    /// U[0, 1) draws shaped like `x` from the cell's seeded stream.
     pub fn rand_like(&self, x: &Tensor) -> Tensor<'o> {
         self.wrap(self.with(|h| h.rand_like(x.id)))
     }
+    /// [N, classes] float one-hot rows of integer labels.
     pub fn one_hot(&self, labels: &Tensor, classes: i64) -> Tensor<'o> {
         self.wrap(self.with(|h| h.one_hot(labels.id, classes)))
     }
+    /// Random crop of zero-padded (N, C, H, W) images by up to `pad` pixels, and a random horizontal flip if `flip`.
     pub fn augment_crop_flip(&self, images: &Tensor, pad: i64, flip: bool) -> Tensor<'o> {
         self.wrap(self.with(|h| h.augment_crop_flip(images.id, pad, flip)))
     }
@@ -139,6 +147,7 @@ impl Drop for Tensor<'_> {
 }
 
 impl<'o> Tensor<'o> {
+    /// The host handle.
     pub fn id(&self) -> TensorId {
         self.id
     }
@@ -147,6 +156,7 @@ impl<'o> Tensor<'o> {
         self.owned = false;
         self.id
     }
+    /// The shape (empty for a 0-d tensor or an invalid handle).
     pub fn shape(&self) -> Vec<i64> {
         self.ops.with(|h| h.shape(self.id)).into_vec()
     }
@@ -159,60 +169,79 @@ impl<'o> Tensor<'o> {
     fn red(&self, op: ReduceOp) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.reduce(op, self.id)))
     }
+    /// |x|.
     pub fn abs(&self) -> Tensor<'o> {
         self.un(UnaryOp::Abs)
     }
+    /// −1, 0 or 1.
     pub fn sign(&self) -> Tensor<'o> {
         self.un(UnaryOp::Sign)
     }
+    /// x².
     pub fn square(&self) -> Tensor<'o> {
         self.un(UnaryOp::Square)
     }
+    /// √x.
     pub fn sqrt(&self) -> Tensor<'o> {
         self.un(UnaryOp::Sqrt)
     }
+    /// 1/√x.
     pub fn rsqrt(&self) -> Tensor<'o> {
         self.un(UnaryOp::Rsqrt)
     }
+    /// eˣ (overflows to ∞ above ≈ 88.7 in float32).
     pub fn exp(&self) -> Tensor<'o> {
         self.un(UnaryOp::Exp)
     }
+    /// ln x (−∞ at 0, NaN below).
     pub fn ln(&self) -> Tensor<'o> {
         self.un(UnaryOp::Log)
     }
+    /// ln(1 + x), accurate near 0.
     pub fn ln_1p(&self) -> Tensor<'o> {
         self.un(UnaryOp::Log1p)
     }
+    /// tanh x.
     pub fn tanh(&self) -> Tensor<'o> {
         self.un(UnaryOp::Tanh)
     }
+    /// 1/x.
     pub fn recip(&self) -> Tensor<'o> {
         self.un(UnaryOp::Reciprocal)
     }
+    /// max(x, 0).
     pub fn relu(&self) -> Tensor<'o> {
         self.un(UnaryOp::Relu)
     }
+    /// sin x.
     pub fn sin(&self) -> Tensor<'o> {
         self.un(UnaryOp::Sin)
     }
+    /// cos x.
     pub fn cos(&self) -> Tensor<'o> {
         self.un(UnaryOp::Cos)
     }
+    /// ⌊x⌋.
     pub fn floor(&self) -> Tensor<'o> {
         self.un(UnaryOp::Floor)
     }
+    /// ln(1 + eˣ), numerically stable.
     pub fn softplus(&self) -> Tensor<'o> {
         self.un(UnaryOp::Softplus)
     }
+    /// xʸ elementwise (broadcasting).
     pub fn pow(&self, other: &Tensor) -> Tensor<'o> {
         self.bin(BinaryOp::Pow, other)
     }
+    /// xᵖ (exponent in float32 range).
     pub fn powf(&self, exponent: f64) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.pow_scalar(self.id, exponent)))
     }
+    /// max(x, y) elementwise (NaN propagates).
     pub fn maximum(&self, other: &Tensor) -> Tensor<'o> {
         self.bin(BinaryOp::Maximum, other)
     }
+    /// min(x, y) elementwise (NaN propagates).
     pub fn minimum(&self, other: &Tensor) -> Tensor<'o> {
         self.bin(BinaryOp::Minimum, other)
     }
@@ -220,6 +249,7 @@ impl<'o> Tensor<'o> {
     pub fn gt(&self, other: &Tensor) -> Tensor<'o> {
         self.bin(BinaryOp::Greater, other)
     }
+    /// ln(eˣ + eʸ), numerically stable.
     pub fn log_add_exp(&self, other: &Tensor) -> Tensor<'o> {
         self.bin(BinaryOp::LogAddExp, other)
     }
@@ -227,24 +257,31 @@ impl<'o> Tensor<'o> {
     pub fn affine(&self, mul: f64, add: f64) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.affine(self.id, mul, add)))
     }
+    /// Clamp to [min, max]; bounds in float32 range or ±∞ (`f64::INFINITY` for no upper bound), not NaN.
     pub fn clamp(&self, min: f64, max: f64) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.clamp(self.id, min, max)))
     }
+    /// Sum of all elements (0-d).
     pub fn sum(&self) -> Tensor<'o> {
         self.red(ReduceOp::Sum)
     }
+    /// Mean of all elements (0-d).
     pub fn mean(&self) -> Tensor<'o> {
         self.red(ReduceOp::Mean)
     }
+    /// Largest element (0-d).
     pub fn max(&self) -> Tensor<'o> {
         self.red(ReduceOp::Max)
     }
+    /// Smallest element (0-d).
     pub fn min(&self) -> Tensor<'o> {
         self.red(ReduceOp::Min)
     }
+    /// Sum along `dim`.
     pub fn sum_dim(&self, dim: i64, keepdim: bool) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.reduce_dim(ReduceOp::Sum, self.id, dim, keepdim)))
     }
+    /// Mean along `dim`.
     pub fn mean_dim(&self, dim: i64, keepdim: bool) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.reduce_dim(ReduceOp::Mean, self.id, dim, keepdim)))
     }
@@ -252,6 +289,7 @@ impl<'o> Tensor<'o> {
     pub fn select(&self, a: &Tensor, b: &Tensor) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.select(self.id, a.id, b.id)))
     }
+    /// log-softmax along `dim`.
     pub fn log_softmax(&self, dim: i64) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.log_softmax(self.id, dim)))
     }

@@ -47,8 +47,11 @@ use crate::abi::{
 /// A diagonal Gaussian target (see the module docs).
 #[derive(Clone, Debug)]
 pub struct GaussianTarget {
+    /// Number of coordinates d.
     pub dim: usize,
+    /// Smallest standard deviation σ.
     pub sigma_min: f64,
+    /// Largest standard deviation σ.
     pub sigma_max: f64,
     /// Training-set size n in U = n·G̃ (the integrator receives ∇U/n).
     pub n: f64,
@@ -90,9 +93,13 @@ impl GaussianTarget {
 pub struct SamplerSettings {
     /// T > 0 (the variance check divides by T).
     pub temperature: f64,
+    /// Base learning rate ℓ (before the cyclical factor).
     pub lr: f64,
+    /// Base momentum decay β (before the cyclical factor).
     pub momentum_decay: f64,
+    /// Cyclical factor C (1 = constant step).
     pub timestep_factor: f64,
+    /// Whether the mass Mᵢ = (σ_max/σᵢ)² is on (see the module docs).
     pub use_mass: bool,
     /// Steps before recording.
     pub burn_in: usize,
@@ -108,6 +115,7 @@ pub struct SamplerSettings {
 }
 
 impl SamplerSettings {
+    /// Settings with 500 burn-in steps, 4000 recorded steps, no thinning, 20 batches and no mass.
     pub fn new(temperature: f64, lr: f64, momentum_decay: f64) -> Self {
         Self {
             temperature,
@@ -127,19 +135,26 @@ impl SamplerSettings {
 /// Mean and standard error of a statistic for one range of σ.
 #[derive(Clone, Debug)]
 pub struct GroupStat {
+    /// Smallest σ of the group.
     pub sigma_lo: f64,
+    /// Largest σ of the group.
     pub sigma_hi: f64,
+    /// Mean of rᵢ = ⟨θᵢ²⟩/(Tσᵢ²) (1 for an exact sampler).
     pub var_ratio_mean: f64,
+    /// Its standard error.
     pub var_ratio_se: f64,
     /// Mean of mᵢ²/Mᵢ over the group (temperature units), if the integrator has momenta.
     pub kinetic_t: Option<f64>,
+    /// Standard error of the kinetic temperature.
     pub kinetic_t_se: Option<f64>,
 }
 
 /// Result of [`gaussian_target_temperature`] (statistics in the module docs).
 #[derive(Clone, Debug)]
 pub struct TemperatureCheck {
+    /// The label of the settings (for reports).
     pub label: String,
+    /// The temperature T of the run.
     pub temperature: f64,
     /// Recorded (thinned) steps.
     pub samples: usize,
@@ -147,14 +162,19 @@ pub struct TemperatureCheck {
     pub var_ratio_mean: f64,
     /// max(`var_ratio_se_batch`, `var_ratio_se_coords`).
     pub var_ratio_se: f64,
+    /// Standard error from batch means.
     pub var_ratio_se_batch: f64,
+    /// Standard error from the spread over coordinates.
     pub var_ratio_se_coords: f64,
+    /// The same statistics per range of σ.
     pub groups: Vec<GroupStat>,
     /// (1/d) Σ ⟨mᵢ²/Mᵢ⟩, `None` without momenta.
     pub kinetic_t: Option<f64>,
+    /// Standard error of the kinetic temperature.
     pub kinetic_t_se: Option<f64>,
     /// (1/d) Σ ⟨θᵢ ∂ᵢU⟩ = T·`var_ratio_mean` on this target.
     pub configurational_t: f64,
+    /// Its standard error.
     pub configurational_t_se: f64,
     /// Mean Metropolis–Hastings acceptance over recorded steps (`None` if always NaN).
     pub acceptance_mean: Option<f64>,
@@ -748,21 +768,24 @@ pub fn prior_log_prob<H: TestHost>(
             .map_err(|e| format!("log_prob: {}", e.into_string()))?;
         let mut h = host.host_ref();
         let shape = h.shape(id).into_vec();
+        if !shape.is_empty() {
+            h.release(id);
+            return Err(format!("log_prob returned shape {shape:?}, expected a 0-d tensor (end with .sum())"));
+        }
         let v = h.item(id);
         h.release(id);
-        if shape.is_empty() {
-            Ok(v)
-        } else {
-            Err(format!("log_prob returned shape {shape:?}, expected a 0-d tensor"))
-        }
+        Ok(v)
     })
 }
 
 /// Result of [`prior_logprob_check`].
 #[derive(Clone, Debug)]
 pub struct LogProbCheck {
+    /// log p as computed by the prior.
     pub value: f64,
+    /// The value it was compared with.
     pub expected: f64,
+    /// Kick coefficient a (of the gradient g).
     pub abs_err: f64,
 }
 
@@ -841,7 +864,9 @@ pub fn prior_grad_log_prob<H: TestHost>(
 /// Moments of pooled prior draws, with standard errors.
 #[derive(Clone, Debug)]
 pub struct SampleMoments {
+    /// Number of pooled elements.
     pub draws: usize,
+    /// Sample mean.
     pub mean: f64,
     /// Standard error of the mean: sqrt(var/N).
     pub mean_se: f64,
