@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::{CellConfig, PluginRef};
 use crate::problem::{join_index, join_key, show, type_name, GridError, Problem};
@@ -351,8 +350,8 @@ pub fn check_run_name(name: &str) -> Result<(), String> {
 /// The first 16 hex digits of the SHA-256 of the canonical JSON of `config`.
 pub fn cell_id(config: &CellConfig) -> String {
     let value = serde_json::to_value(config).unwrap_or(Value::Null);
-    let digest = Sha256::digest(canonical_json(&value).as_bytes());
-    hex::encode(digest)[..16].to_owned()
+    let digest = crate::sha256::sha256(canonical_json(&value).as_bytes());
+    hex::encode(&digest[..8])
 }
 
 /// JSON with object keys sorted (recursively) and no whitespace.
@@ -365,16 +364,16 @@ pub fn canonical_json(value: &Value) -> String {
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                write_json_str(k, out);
                 out.push(':');
-                write_canonical(&map[k], out);
+                write_canonical(v, out);
             }
             out.push('}');
         }
@@ -388,7 +387,19 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::String(s) => write_json_str(s, out),
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A JSON string literal, as `serde_json` writes it (plain ASCII is copied directly).
+fn write_json_str(s: &str, out: &mut String) {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
     }
 }
 

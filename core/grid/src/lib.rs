@@ -30,6 +30,7 @@ pub mod problem;
 pub mod schema;
 mod shape;
 pub mod shard;
+mod sha256;
 
 pub use config::CellConfig;
 pub use grid::{
