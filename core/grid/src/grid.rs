@@ -497,8 +497,8 @@ impl Problems {
 fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     let Some(root) = value.as_object() else {
         p.push(Problem::new(
-            "",
-            format!("a grid file is a JSON object, got {}", type_name(value)),
+            "$",
+            format!("the whole file: a grid file is a JSON object, got {}", type_name(value)),
             "`ablate grid schema` prints the schema",
         ));
         return None;

@@ -28,9 +28,9 @@ mod dupkeys;
 pub mod grid;
 pub mod problem;
 pub mod schema;
+mod sha256;
 mod shape;
 pub mod shard;
-mod sha256;
 
 pub use config::CellConfig;
 pub use grid::{
