@@ -129,3 +129,31 @@ fn the_batching_probe_does_not_allocate_the_grids_network() {
         .collect();
     assert_eq!(ablate_engine::batch_problem(&cnn, &registry), None);
 }
+
+/// The grid's static dataset facts match the loader (embedded digits), and its member count
+/// matches the engine's protocol for every small protocol, so `grid check` refuses exactly the
+/// protocols that collect no member at run time.
+#[test]
+fn grid_facts_agree_with_the_engine() {
+    let facts = ablate_grid::config::dataset_facts("digits").unwrap();
+    let ds = ablate_data::load(&ablate_data::DataRequest::new("digits")).unwrap();
+    assert_eq!((ds.train.len(), ds.test.len()), (facts.train, facts.test));
+    assert_eq!((ds.channels, ds.height, ds.width), facts.shape);
+    assert_eq!(ds.num_classes, facts.classes);
+    for epochs in 1..13 {
+        for cycle_length in 1..6 {
+            for cycle_start_sampling in cycle_length..13 {
+                let s = ablate_grid::config::SamplerConfig {
+                    epochs,
+                    cycle_length,
+                    cycle_start_sampling,
+                    ..Default::default()
+                };
+                for steps in [1, 3] {
+                    let engine = ablate_engine::schedule::Protocol::new(&s, steps, 1.0).expected_members();
+                    assert_eq!(ablate_grid::config::expected_members(&s), engine, "{s:?}, {steps} steps per epoch");
+                }
+            }
+        }
+    }
+}
