@@ -956,6 +956,9 @@ fn expand(
                 .collect()
         })
         .collect();
+    let plugin_axes = axes.iter().any(|a| {
+        PLUGIN_KINDS.iter().any(|k| a.path == *k || a.path.strip_prefix(k).is_some_and(|r| r.starts_with('.')))
+    });
     let mut cells = Vec::new();
     let mut index = 0usize;
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -980,7 +983,10 @@ fn expand(
                     by_id.insert(cell.id.clone(), index);
                 }
                 let c = &cell.config;
-                for (kind, r) in PLUGIN_KINDS.iter().zip([&c.integrator, &c.prior, &c.likelihood, &c.noise]) {
+                let refs = [&c.integrator, &c.prior, &c.likelihood, &c.noise];
+                // Without an axis on a plugin, every cell names the plugins of the first one.
+                let kinds = if plugin_axes || p.plugins.is_empty() { PLUGIN_KINDS } else { &[] };
+                for (kind, r) in kinds.iter().zip(refs) {
                     if !p.plugin_keys.contains(&(*kind, r.name.clone(), canonical_json(&r.params))) {
                         let source = source_of(&axis_paths, &cell.axis_values, kind);
                         p.note_plugin(PluginUse {
