@@ -36,8 +36,9 @@ pub fn run(cmd: GridCommand) -> Result<ExitCode> {
     match cmd {
         GridCommand::Expand { grid, json } => expand(&grid, json),
         GridCommand::Check { grid, plugins } => {
-            let (g, registry) = crate::common::load_checked(&grid, &plugins.dirs)?;
-            let mut used: Vec<String> = g.plugin_refs().into_iter().map(|u| format!("{} {}", u.kind, u.name)).collect();
+            let crate::grid_check::CheckedGrid { grid: g, registry, plugins: uses } =
+                crate::grid_check::check(&grid, &plugins.dirs)?;
+            let mut used: Vec<String> = uses.into_iter().map(|u| format!("{} {}", u.kind, u.name)).collect();
             used.sort();
             used.dedup();
             println!(

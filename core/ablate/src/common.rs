@@ -1,11 +1,9 @@
 //! Pieces shared by several subcommands: versions, grid loading with plugin checks, the manifest.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use ablate_grid::{Grid, GridError, Problem};
+use ablate_grid::Grid;
 use ablate_plugin_host::{Registry, SearchPath};
-use ablate_sdk::FactorKind;
 use anyhow::{Context, Result};
 
 /// The version of this binary.
@@ -64,60 +62,11 @@ pub fn load_registry(extra: &[PathBuf]) -> Result<Registry> {
     Ok(registry)
 }
 
-/// Check every plugin name and parameter set of every cell against the loaded plugins, before
-/// anything runs. Identical references are checked once; every failing cell is reported.
-pub fn validate_plugins(grid: &Grid, registry: &Registry, source: &Path) -> Result<(), GridError> {
-    let mut problems = Vec::new();
-    let mut checked: std::collections::HashMap<(String, String, String), Option<String>> = Default::default();
-    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
-    for u in grid.plugin_refs() {
-        let kind = FactorKind::parse(u.kind).unwrap_or(FactorKind::Prior);
-        let key = (u.kind.to_owned(), u.name.clone(), ablate_grid::canonical_json(&u.params));
-        let outcome = checked
-            .entry(key.clone())
-            .or_insert_with(|| registry.validate(kind, &u.name, &u.params).err().map(|e| e.to_string()))
-            .clone();
-        if let Some(message) = outcome {
-            // Report each distinct (source place, problem) once, naming the first cell.
-            // Where in the file: the plugin reference itself and any axis setting one of its
-            // parameters.
-            let mut sources = vec![u.source.clone()];
-            if let Some(params) = u.params.as_object() {
-                for key in params.keys() {
-                    let s = grid.source_of(u.cell, &format!("{}.params.{key}", u.kind));
-                    if !sources.contains(&s) {
-                        sources.push(s);
-                    }
-                }
-            }
-            let sources = sources.join(", ");
-            if reported.insert((sources.clone(), message.clone())) {
-                let help = if registry.get(kind, &u.name).is_ok() {
-                    format!("`ablate plugins show {}` lists its parameters", u.name)
-                } else {
-                    "`ablate plugins list` shows the plugins found".to_owned()
-                };
-                problems.push(Problem::new(
-                    u.path.clone(),
-                    message,
-                    format!("set in {sources} of {}; {help}", source.display()),
-                ));
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(GridError::new(problems).with_source(source.display().to_string()))
-    }
-}
-
-/// Grid plus registry, all checked.
+/// Grid plus registry, all checked (structure, plugins and run-time rules in one pass; see
+/// [`crate::grid_check`]).
 pub fn load_checked(grid_path: &Path, plugin_dirs: &[PathBuf]) -> Result<(Grid, Registry)> {
-    let grid = load_grid(grid_path)?;
-    let registry = load_registry(plugin_dirs)?;
-    validate_plugins(&grid, &registry, grid_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((grid, registry))
+    let checked = crate::grid_check::check(grid_path, plugin_dirs)?;
+    Ok((checked.grid, checked.registry))
 }
 
 /// Plugin libraries as the manifest records them.

@@ -17,6 +17,7 @@ mod cmd_report;
 mod cmd_run;
 mod cmd_slurm;
 mod common;
+mod grid_check;
 mod signals;
 mod templates;
 mod worker;

@@ -566,6 +566,8 @@ fn data_errors_fail_the_cell_with_one_line() {
         panic!("the built-in plugins do not build");
     }
     let dir = tempfile::tempdir().unwrap();
+    // An empty folder: it passes `grid check` (a missing one is refused there) and fails to load.
+    std::fs::create_dir(dir.path().join("nowhere")).unwrap();
     let grid = serde_json::json!({
         "name": "nodata",
         "base": {"data": {"dataset": "mnist", "path": dir.path().join("nowhere").to_str().unwrap(), "train_size": 100},

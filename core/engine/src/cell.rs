@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use abi_stable::std_types::{ROption, RSlice};
 use ablate_data::Dataset;
-use ablate_grid::config::{CellConfig, Init, Preconditioner};
+use ablate_grid::config::{CellConfig, Init, ModelConfig, Preconditioner};
 use ablate_plugin_host::Registry;
 use ablate_sdk::abi::{IntegratorBox, LikelihoodBox, NoiseBox, PriorBox};
 use ablate_sdk::{FactorKind, ParamInfo, TensorId};
@@ -675,13 +675,34 @@ pub fn batch_problem(cfgs: &[CellConfig], registry: &Registry) -> Option<String>
             return Ok(Some(format!("integrator `{}` is not batchable", plugins.integrator.name)));
         }
         let toggles = plugins.likelihood.obj.model();
-        // The answer does not depend on the input size: a small stand-in keeps the check cheap.
-        let model = Model::new(&first.model, toggles, (1, 32, 32), 3)?;
+        // The answer depends neither on the input size nor on the widths: a small stand-in of
+        // the same architecture keeps the check cheap whatever the grid asks for.
+        let model = Model::new(&probe_model(&first.model), toggles, (1, 32, 32), 3)?;
+        if model.dim() > PROBE_MAX_DIM {
+            return Ok(Some(format!("the probe model has {} parameters (at most {PROBE_MAX_DIM})", model.dim())));
+        }
         prior_additivity(&model, &plugins.prior)
     };
     match check() {
         Ok(problem) => problem,
         Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Largest stand-in network [`batch_problem`] builds (parameters; two chains are drawn).
+const PROBE_MAX_DIM: i64 = 1 << 20;
+
+/// The architecture of `model` with widths capped (MLP 64, CNN 16 channels, ResNet width 1), so
+/// that probing a grid's `"hidden": [100000000]` allocates kilobytes, not gigabytes.
+fn probe_model(model: &ModelConfig) -> ModelConfig {
+    match model {
+        ModelConfig::Mlp { hidden, activation } => {
+            ModelConfig::Mlp { hidden: hidden.iter().map(|&w| w.min(64)).collect(), activation: *activation }
+        }
+        ModelConfig::Cnn { channels, activation } => {
+            ModelConfig::Cnn { channels: channels.iter().map(|&c| c.min(16)).collect(), activation: *activation }
+        }
+        ModelConfig::Resnet20 { .. } => ModelConfig::Resnet20 { width: 1 },
     }
 }
 

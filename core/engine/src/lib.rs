@@ -13,6 +13,7 @@ pub mod augment;
 pub mod cell;
 pub mod chain;
 pub mod chi2;
+pub mod compat;
 pub mod device;
 pub mod diagnostics;
 pub mod fused;

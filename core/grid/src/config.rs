@@ -240,23 +240,162 @@ fn empty_object() -> Value {
 /// Datasets the engine knows (`data.dataset`).
 pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist", "cifar10"];
 
+/// What the grid knows about a built-in dataset without reading it: image shape and split sizes
+/// (of the standard files; a user-supplied `data.path` for `digits` may hold other sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatasetFacts {
+    pub name: &'static str,
+    /// (channels, height, width)
+    pub shape: (usize, usize, usize),
+    pub train: usize,
+    pub test: usize,
+    pub classes: usize,
+}
+
+/// The facts of every dataset in [`DATASETS`] (`ablate-data` documents the same numbers; a test
+/// keeps them in step for the embedded `digits`).
+pub const DATASET_FACTS: &[DatasetFacts] = &[
+    DatasetFacts { name: "digits", shape: (1, 8, 8), train: 1297, test: 500, classes: 10 },
+    DatasetFacts { name: "mnist", shape: (1, 28, 28), train: 60_000, test: 10_000, classes: 10 },
+    DatasetFacts { name: "fashion-mnist", shape: (1, 28, 28), train: 60_000, test: 10_000, classes: 10 },
+    DatasetFacts { name: "cifar10", shape: (3, 32, 32), train: 50_000, test: 10_000, classes: 10 },
+];
+
+/// The facts of `dataset`, if it is a known one.
+pub fn dataset_facts(dataset: &str) -> Option<&'static DatasetFacts> {
+    DATASET_FACTS.iter().find(|f| f.name == dataset)
+}
+
+/// Upper bounds of the numeric settings, checked by [`CellConfig::validate`] and documented in
+/// the schema (`ablate grid schema`). They keep a grid from asking for more memory or time than
+/// any machine has (a width of 1e8, 1e12 calibration bins); raise one here if a real protocol
+/// needs more. Seeds are free (any 64-bit integer).
+pub mod limits {
+    /// `temperature`.
+    pub const TEMPERATURE: f64 = 1e6;
+    /// `sampler.lr`.
+    pub const LR: f64 = 1e6;
+    /// `data.train_size`, `data.test_size` (also at most the dataset's own split size).
+    pub const EXAMPLES: u64 = 10_000_000;
+    /// Each MLP hidden width (`model.hidden[i]`).
+    pub const WIDTH: u64 = 65_536;
+    /// MLP hidden layers (`model.hidden` length).
+    pub const DEPTH: usize = 64;
+    /// Each CNN channel count (`model.channels[i]`).
+    pub const CHANNELS: u64 = 4_096;
+    /// CNN convolutions (`model.channels` length; also limited by the input size).
+    pub const CONV_LAYERS: usize = 16;
+    /// ResNet-20 width multiplier (`model.width`).
+    pub const RESNET_WIDTH: u64 = 64;
+    /// Parameters of the network (d), counted from the architecture and the dataset's shape.
+    pub const PARAMETERS: u64 = 200_000_000;
+    /// `sampler.epochs`, `sampler.cycle_length`, `sampler.cycle_start_sampling`.
+    pub const EPOCHS: u64 = 1_000_000;
+    /// `sampler.batch_size` (also at most the training set size).
+    pub const BATCH_SIZE: u64 = 1_000_000;
+    /// `sampler.precond_batches`.
+    pub const PRECOND_BATCHES: u64 = 10_000;
+    /// Ensemble members a protocol collects (each keeps its test-set predictions in memory).
+    pub const MEMBERS: u64 = 10_000;
+    /// `eval.ece_bins`.
+    pub const ECE_BINS: u64 = 10_000;
+    /// `eval.batch_size`.
+    pub const EVAL_BATCH_SIZE: u64 = 100_000;
+    /// `eval.prior_samples`.
+    pub const PRIOR_SAMPLES: u64 = 100_000;
+}
+
 /// One out-of-range value or inconsistent pair in a [`CellConfig`], found by
 /// [`CellConfig::validate`]. `path` is relative to the config (`sampler.lr`).
 pub type ConfigProblem = crate::problem::Problem;
 
+/// Ensemble members the cyclical protocol collects: cycle ends m·`cycle_length` (m ≥ 1) that lie
+/// in [`cycle_start_sampling`, `epochs`] (whatever the steps per epoch).
+pub fn expected_members(s: &SamplerConfig) -> u64 {
+    let (epochs, cycle, start) = (s.epochs as u64, s.cycle_length as u64, s.cycle_start_sampling as u64);
+    if cycle == 0 {
+        return 0;
+    }
+    let last = epochs / cycle;
+    let first = start.div_ceil(cycle).max(1);
+    last.saturating_sub(first.saturating_sub(1))
+}
+
+/// Parameters of the network `model` builds for `input` images and `classes` outputs, counting
+/// the normalisation parameters a likelihood may add (an upper bound); saturates.
+pub fn parameter_count(model: &ModelConfig, input: (usize, usize, usize), classes: usize) -> u64 {
+    let (c, h, w) = (input.0 as u64, input.1 as u64, input.2 as u64);
+    let classes = classes as u64;
+    let dense = |i: u64, o: u64| i.saturating_mul(o).saturating_add(o);
+    // 3x3 convolution with bias, plus norm parameters (gamma, beta, tau).
+    let conv =
+        |i: u64, o: u64, k: u64| i.saturating_mul(o).saturating_mul(k * k).saturating_add(o).saturating_add(3 * o);
+    match model {
+        ModelConfig::Mlp { hidden, .. } => {
+            let mut inp = c.saturating_mul(h).saturating_mul(w);
+            let mut total = 0u64;
+            for &width in hidden {
+                let width = width as u64;
+                total = total.saturating_add(dense(inp, width)).saturating_add(2 * width);
+                inp = width;
+            }
+            total.saturating_add(dense(inp, classes))
+        }
+        ModelConfig::Cnn { channels, .. } => {
+            let (mut inp, mut hh, mut ww) = (c, h, w);
+            let mut total = 0u64;
+            for &ch in channels {
+                let ch = ch as u64;
+                total = total.saturating_add(conv(inp, ch, 3));
+                inp = ch;
+                hh /= 2;
+                ww /= 2;
+            }
+            total.saturating_add(dense(inp.saturating_mul(hh.max(1)).saturating_mul(ww.max(1)), classes))
+        }
+        ModelConfig::Resnet20 { width } => {
+            let base = 16u64.saturating_mul(*width as u64);
+            let mut total = conv(c, base, 3);
+            let mut inp = base;
+            for stage in 0..3u32 {
+                let filters = base.saturating_mul(1 << stage);
+                for _ in 0..3 {
+                    total = total.saturating_add(conv(inp, filters, 3)).saturating_add(conv(filters, filters, 3));
+                    if inp != filters {
+                        total = total.saturating_add(conv(inp, filters, 1));
+                    }
+                    total = total.saturating_add(filters);
+                    inp = filters;
+                }
+            }
+            total.saturating_add(dense(inp, classes))
+        }
+    }
+}
+
 impl CellConfig {
     /// Checks ranges and cross-field rules that the types cannot express; returns every problem
-    /// (empty = valid). Plugin names and parameters are checked by the plugin host.
+    /// (empty = valid). Plugin names and parameters are checked by the plugin host; what needs
+    /// the plugins or the machine (a likelihood's model toggles, a cached dataset) by the engine.
     pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = self.validate_fields();
+        out.extend(self.validate_rules());
+        out
+    }
+
+    /// The checks of one setting at a time (ranges, upper bounds), each reported at that
+    /// setting's path. A grid's `base` gets these even where an axis overrides the value.
+    pub fn validate_fields(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let mut bad = |path: &str, message: String, hint: &str| {
             out.push(ConfigProblem::new(path, message, hint));
         };
+        let too_big = |v: u64, max: u64| v > max;
 
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0 && self.temperature <= limits::TEMPERATURE) {
             bad(
                 "temperature",
-                format!("temperature must be finite and >= 0, got {}", self.temperature),
+                format!("temperature must be finite, >= 0 and <= {:e}, got {}", limits::TEMPERATURE, self.temperature),
                 "T = 1 is the Bayes posterior, T < 1 a cold one, T = 0 SGD with momentum",
             );
         }
@@ -276,17 +415,39 @@ impl CellConfig {
                 "set it to the folder holding data_batch_1.bin ... test_batch.bin (cifar-10-batches-bin)",
             );
         }
+        if let Some(p) = &d.path {
+            if p.is_empty() || p.contains('\0') {
+                bad(
+                    "data.path",
+                    format!("{p:?} is not a usable folder path"),
+                    "give the dataset's folder, or leave it unset",
+                );
+            }
+        }
         for (key, size) in [("data.train_size", d.train_size), ("data.test_size", d.test_size)] {
-            if size == Some(0) {
-                bad(key, "must be >= 1 (or null for all examples)".into(), "");
+            match size {
+                Some(0) => bad(key, "must be >= 1 (or null for all examples)".into(), ""),
+                Some(n) if too_big(n as u64, limits::EXAMPLES) => {
+                    bad(key, format!("must be <= {}, got {n}", limits::EXAMPLES), "or null for all examples")
+                }
+                _ => {}
             }
         }
 
         match &self.model {
             ModelConfig::Mlp { hidden, .. } => {
+                if hidden.len() > limits::DEPTH {
+                    bad("model.hidden", format!("{} hidden layers; at most {}", hidden.len(), limits::DEPTH), "");
+                }
                 for (i, w) in hidden.iter().enumerate() {
                     if *w == 0 {
                         bad(&format!("model.hidden[{i}]"), "hidden width must be >= 1".into(), "");
+                    } else if too_big(*w as u64, limits::WIDTH) {
+                        bad(
+                            &format!("model.hidden[{i}]"),
+                            format!("hidden width must be <= {}, got {w}", limits::WIDTH),
+                            "",
+                        );
                     }
                 }
             }
@@ -294,34 +455,67 @@ impl CellConfig {
                 if channels.is_empty() {
                     bad("model.channels", "a CNN needs at least one convolution".into(), "e.g. [32, 64]");
                 }
+                if channels.len() > limits::CONV_LAYERS {
+                    bad(
+                        "model.channels",
+                        format!("{} convolutions; at most {}", channels.len(), limits::CONV_LAYERS),
+                        "",
+                    );
+                }
                 for (i, c) in channels.iter().enumerate() {
                     if *c == 0 {
                         bad(&format!("model.channels[{i}]"), "channel count must be >= 1".into(), "");
+                    } else if too_big(*c as u64, limits::CHANNELS) {
+                        bad(
+                            &format!("model.channels[{i}]"),
+                            format!("channel count must be <= {}, got {c}", limits::CHANNELS),
+                            "",
+                        );
                     }
                 }
             }
             ModelConfig::Resnet20 { width } => {
                 if *width == 0 {
                     bad("model.width", "width multiplier must be >= 1".into(), "1 = the paper's network");
+                } else if too_big(*width as u64, limits::RESNET_WIDTH) {
+                    bad(
+                        "model.width",
+                        format!("width multiplier must be <= {}, got {width}", limits::RESNET_WIDTH),
+                        "1 = the paper's network",
+                    );
                 }
             }
         }
 
         let s = &self.sampler;
-        for (key, v) in [
-            ("sampler.epochs", s.epochs),
-            ("sampler.batch_size", s.batch_size),
-            ("sampler.cycle_length", s.cycle_length),
-            ("sampler.precond_batches", s.precond_batches),
-            ("eval.ece_bins", self.eval.ece_bins),
-            ("eval.batch_size", self.eval.batch_size),
+        for (key, v, max) in [
+            ("sampler.epochs", s.epochs, limits::EPOCHS),
+            ("sampler.batch_size", s.batch_size, limits::BATCH_SIZE),
+            ("sampler.cycle_length", s.cycle_length, limits::EPOCHS),
+            ("sampler.precond_batches", s.precond_batches, limits::PRECOND_BATCHES),
+            ("eval.ece_bins", self.eval.ece_bins, limits::ECE_BINS),
+            ("eval.batch_size", self.eval.batch_size, limits::EVAL_BATCH_SIZE),
         ] {
             if v == 0 {
                 bad(key, "must be >= 1, got 0".into(), "");
+            } else if too_big(v as u64, max) {
+                bad(key, format!("must be <= {max}, got {v}"), "");
             }
         }
-        if !(s.lr.is_finite() && s.lr > 0.0) {
-            bad("sampler.lr", format!("lr must be finite and > 0, got {}", s.lr), "the paper uses 0.1");
+        for (key, v, max) in [
+            ("sampler.cycle_start_sampling", s.cycle_start_sampling, limits::EPOCHS),
+            ("eval.prior_samples", self.eval.prior_samples, limits::PRIOR_SAMPLES),
+        ] {
+            if too_big(v as u64, max) {
+                bad(key, format!("must be <= {max}, got {v}"), "");
+            }
+        }
+        if !(s.lr.is_finite() && s.lr > 0.0 && s.lr <= limits::LR) {
+            bad(
+                "sampler.lr",
+                format!("lr must be finite, > 0 and <= {:e}, got {}", limits::LR, s.lr),
+                "the paper uses 0.1",
+            );
         }
         if !(0.0..1.0).contains(&s.momentum_decay) {
             bad(
@@ -330,6 +524,28 @@ impl CellConfig {
                 "the paper uses 0.98 (beta = 1 - h*gamma)",
             );
         }
+
+        for (key, p) in [
+            ("integrator.name", &self.integrator),
+            ("prior.name", &self.prior),
+            ("likelihood.name", &self.likelihood),
+            ("noise.name", &self.noise),
+        ] {
+            if p.name.trim().is_empty() {
+                bad(key, "plugin name is empty".into(), "`ablate plugins` lists the names");
+            }
+        }
+        out
+    }
+
+    /// The rules that tie settings together (the protocol collects a member, sizes fit the
+    /// dataset, the network fits the input). Reported at the setting that is out of line.
+    pub fn validate_rules(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |path: &str, message: String, hint: &str| {
+            out.push(ConfigProblem::new(path, message, hint));
+        };
+        let s = &self.sampler;
         if s.cycle_length >= 1 && s.cycle_start_sampling < s.cycle_length {
             bad(
                 "sampler.cycle_start_sampling",
@@ -350,17 +566,93 @@ impl CellConfig {
                 ),
                 "raise epochs or lower cycle_start_sampling",
             );
+        } else if s.epochs >= 1 && s.cycle_length >= 1 && s.cycle_start_sampling >= s.cycle_length {
+            let members = expected_members(s);
+            if members == 0 {
+                bad(
+                    "sampler.epochs",
+                    format!(
+                        "no ensemble member would be collected: members are taken at the cycle ends \
+                         (multiples of cycle_length {}) from epoch cycle_start_sampling {} to epochs {}, and there is none",
+                        s.cycle_length, s.cycle_start_sampling, s.epochs
+                    ),
+                    "raise epochs to the next multiple of cycle_length, or shorten the cycle",
+                );
+            } else if members > limits::MEMBERS {
+                bad(
+                    "sampler.epochs",
+                    format!("the protocol collects {members} ensemble members; at most {}", limits::MEMBERS),
+                    "lengthen cycle_length or lower epochs",
+                );
+            }
         }
 
-        for (key, p) in [
-            ("integrator.name", &self.integrator),
-            ("prior.name", &self.prior),
-            ("likelihood.name", &self.likelihood),
-            ("noise.name", &self.noise),
-        ] {
-            if p.name.trim().is_empty() {
-                bad(key, "plugin name is empty".into(), "`ablate plugins` lists the names");
+        let Some(facts) = dataset_facts(&self.data.dataset) else {
+            return out;
+        };
+        // The split sizes are those of the standard files; a user-supplied `digits` file may
+        // differ, so its sizes are checked when it is read.
+        let sizes_known = self.data.path.is_none() || facts.name != "digits";
+        let train = match self.data.train_size {
+            Some(n) if sizes_known && n > facts.train => {
+                bad(
+                    "data.train_size",
+                    format!("{n} training examples asked for, but {} has {}", facts.name, facts.train),
+                    &format!("use at most {} (or null for all)", facts.train),
+                );
+                facts.train
             }
+            Some(n) => n,
+            None => facts.train,
+        };
+        if let Some(n) = self.data.test_size {
+            if sizes_known && n > facts.test {
+                bad(
+                    "data.test_size",
+                    format!("{n} test examples asked for, but {} has {}", facts.name, facts.test),
+                    &format!("use at most {} (or null for all)", facts.test),
+                );
+            }
+        }
+        if sizes_known && s.batch_size > train && train >= 1 {
+            bad(
+                "sampler.batch_size",
+                format!("batch_size {} is larger than the {train} training examples", s.batch_size),
+                &format!(
+                    "use at most {train}; a full batch is batch_size = {train} (or the `full-batch` noise plugin)"
+                ),
+            );
+        }
+        match &self.model {
+            ModelConfig::Cnn { channels, .. } if !channels.is_empty() => {
+                let (_, h, w) = facts.shape;
+                let stages = channels.len().min(64) as u32;
+                if (h >> stages) < 1 || (w >> stages) < 1 {
+                    let max = (h.min(w) as f64).log2().floor() as usize;
+                    bad(
+                        "model.channels",
+                        format!(
+                            "{} convolutions, each followed by 2x2 pooling, shrink {h}x{w} {} images below 1x1",
+                            channels.len(),
+                            facts.name
+                        ),
+                        &format!("use at most {max} entries for {}", facts.name),
+                    );
+                }
+            }
+            _ => {}
+        }
+        let params = parameter_count(&self.model, facts.shape, facts.classes);
+        if params > limits::PARAMETERS {
+            bad(
+                "model",
+                format!(
+                    "the network has about {params} parameters on {} inputs; at most {}",
+                    facts.name,
+                    limits::PARAMETERS
+                ),
+                "use narrower or fewer layers",
+            );
         }
         out
     }

@@ -24,14 +24,19 @@
 //! ```
 
 pub mod config;
+mod dupkeys;
 pub mod grid;
 pub mod problem;
 pub mod schema;
+mod sha256;
 mod shape;
 pub mod shard;
 
 pub use config::CellConfig;
-pub use grid::{canonical_json, cell_id, Axis, Cell, Grid, PluginUse, MAX_CELLS, PLUGIN_KINDS};
+pub use grid::{
+    canonical_json, cell_id, check_run_name, Axis, Cell, Checked, Grid, PluginUse, MAX_CELLS, MAX_EXCLUDE,
+    MAX_GRID_BYTES, MAX_NAME_LEN, PLUGIN_KINDS,
+};
 pub use problem::{GridError, Problem};
 pub use schema::schema;
 pub use shard::{shard, shard_from_env, shard_from_vars, Shard, ShardError};

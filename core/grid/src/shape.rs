@@ -13,6 +13,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::limits;
 use crate::problem::{join_index, join_key, show, type_name, Problem};
 
 /// The JSON shape of one config value.
@@ -24,19 +25,22 @@ pub(crate) enum Shape {
     Str,
     /// One of these strings.
     Enum(&'static [&'static str]),
-    /// A non-negative integer, at least `min`.
+    /// A non-negative integer, at least `min`, at most `max`.
     UInt {
         min: Option<u64>,
+        max: Option<u64>,
     },
-    /// A number with optional bounds (`min`, exclusive or not; `max_exclusive`).
+    /// A number with optional bounds (`min`, exclusive or not; `max_exclusive`; `max`).
     Float {
         min: Option<f64>,
         min_exclusive: bool,
         max_exclusive: Option<f64>,
+        max: Option<f64>,
     },
     /// The inner shape or `null`.
     Nullable(Box<Shape>),
-    Array(Box<Shape>),
+    /// Items of the inner shape, at most `max_items` of them.
+    Array(Box<Shape>, Option<usize>),
     Object(Vec<Field>),
     /// An object whose `tag` key picks the set of other keys (serde's internally tagged enum).
     Tagged {
@@ -62,8 +66,8 @@ fn required(name: &'static str, shape: Shape, doc: &'static str) -> Field {
     Field { name, shape, required: true, doc }
 }
 
-fn uint(min: u64) -> Shape {
-    Shape::UInt { min: Some(min) }
+fn uint(min: u64, max: u64) -> Shape {
+    Shape::UInt { min: Some(min), max: Some(max) }
 }
 
 /// Names of the activations, initialisations, schedules and preconditioners (serde names).
@@ -83,21 +87,30 @@ fn plugin_ref() -> Shape {
 /// (the tests deserialize what this accepts).
 pub(crate) fn cell_config() -> Shape {
     let activation = || field("activation", Shape::Enum(ACTIVATIONS), "Activation function.");
+    let seed = || Shape::UInt { min: None, max: None };
     Shape::Object(vec![
         field(
             "temperature",
-            Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None },
+            Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None, max: Some(limits::TEMPERATURE) },
             "Posterior temperature T >= 0 (0 = SGD with momentum).",
         ),
-        field("seed", Shape::UInt { min: None }, "Seed of everything random in the cell."),
+        field("seed", seed(), "Seed of everything random in the cell (any 64-bit integer)."),
         required(
             "data",
             Shape::Object(vec![
                 required("dataset", Shape::Str, "digits, mnist, fashion-mnist or cifar10."),
                 field("path", Shape::Nullable(Box::new(Shape::Str)), "Folder of the dataset files."),
-                field("train_size", Shape::Nullable(Box::new(uint(1))), "Training examples used."),
-                field("test_size", Shape::Nullable(Box::new(uint(1))), "Test examples used."),
-                field("subset_seed", Shape::UInt { min: None }, "Seed of the subset choice."),
+                field(
+                    "train_size",
+                    Shape::Nullable(Box::new(uint(1, limits::EXAMPLES))),
+                    "Training examples used (at most the dataset's training split).",
+                ),
+                field(
+                    "test_size",
+                    Shape::Nullable(Box::new(uint(1, limits::EXAMPLES))),
+                    "Test examples used (at most the dataset's test split).",
+                ),
+                field("subset_seed", seed(), "Seed of the subset choice (any 64-bit integer)."),
                 field("normalize", Shape::Bool, "Standardise each channel."),
             ]),
             "Which data and how much of it.",
@@ -107,15 +120,29 @@ pub(crate) fn cell_config() -> Shape {
             Shape::Tagged {
                 tag: "kind",
                 variants: vec![
-                    ("mlp", vec![required("hidden", Shape::Array(Box::new(uint(1))), "Hidden widths."), activation()]),
                     (
-                        "cnn",
+                        "mlp",
                         vec![
-                            required("channels", Shape::Array(Box::new(uint(1))), "Channels of the 3x3 convolutions."),
+                            required(
+                                "hidden",
+                                Shape::Array(Box::new(uint(1, limits::WIDTH)), Some(limits::DEPTH)),
+                                "Hidden widths (network: at most 2e8 parameters).",
+                            ),
                             activation(),
                         ],
                     ),
-                    ("resnet20", vec![field("width", uint(1), "Width multiplier of the filters.")]),
+                    (
+                        "cnn",
+                        vec![
+                            required(
+                                "channels",
+                                Shape::Array(Box::new(uint(1, limits::CHANNELS)), Some(limits::CONV_LAYERS)),
+                                "Channels of the 3x3 convolutions, each followed by 2x2 pooling (at most log2 of the image side).",
+                            ),
+                            activation(),
+                        ],
+                    ),
+                    ("resnet20", vec![field("width", uint(1, limits::RESNET_WIDTH), "Width multiplier of the filters.")]),
                 ],
             },
             "The network architecture.",
@@ -123,23 +150,31 @@ pub(crate) fn cell_config() -> Shape {
         field(
             "sampler",
             Shape::Object(vec![
-                field("epochs", uint(1), "Total epochs."),
-                field("batch_size", uint(1), "Minibatch size."),
+                field("epochs", uint(1, limits::EPOCHS), "Total epochs (the protocol must collect 1 to 10000 members)."),
+                field("batch_size", uint(1, limits::BATCH_SIZE), "Minibatch size (at most the training examples)."),
                 field(
                     "lr",
-                    Shape::Float { min: Some(0.0), min_exclusive: true, max_exclusive: None },
+                    Shape::Float { min: Some(0.0), min_exclusive: true, max_exclusive: None, max: Some(limits::LR) },
                     "Learning rate (> 0).",
                 ),
                 field(
                     "momentum_decay",
-                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: Some(1.0) },
+                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: Some(1.0), max: None },
                     "Momentum decay in [0, 1).",
                 ),
-                field("cycle_length", uint(1), "Cycle length in epochs."),
-                field("cycle_start_sampling", uint(1), "First epoch of the cyclical schedule (>= cycle_length)."),
+                field("cycle_length", uint(1, limits::EPOCHS), "Cycle length in epochs."),
+                field(
+                    "cycle_start_sampling",
+                    Shape::UInt { min: None, max: Some(limits::EPOCHS) },
+                    "First epoch of the cyclical schedule (>= cycle_length).",
+                ),
                 field("schedule", Shape::Enum(SCHEDULES), "Cyclical time-step schedule."),
                 field("preconditioner", Shape::Enum(PRECONDITIONERS), "Mass matrix."),
-                field("precond_batches", uint(1), "Minibatches for the preconditioner estimate."),
+                field(
+                    "precond_batches",
+                    uint(1, limits::PRECOND_BATCHES),
+                    "Minibatches for the preconditioner estimate.",
+                ),
                 field("temperature_ramp", Shape::Bool, "Ramp the temperature from 0."),
                 field("init", Shape::Enum(INITS), "Weight initialisation."),
             ]),
@@ -152,11 +187,11 @@ pub(crate) fn cell_config() -> Shape {
         field(
             "eval",
             Shape::Object(vec![
-                field("ece_bins", uint(1), "Bins of the expected calibration error."),
-                field("batch_size", uint(1), "Batch size of test-set evaluation."),
+                field("ece_bins", uint(1, limits::ECE_BINS), "Bins of the expected calibration error."),
+                field("batch_size", uint(1, limits::EVAL_BATCH_SIZE), "Batch size of test-set evaluation."),
                 field(
                     "prior_samples",
-                    uint(0),
+                    uint(0, limits::PRIOR_SAMPLES),
                     "Prior predictive check: prior draws whose predictions on training inputs are recorded (0 = off).",
                 ),
             ]),
@@ -193,7 +228,7 @@ pub(crate) fn prune(value: &Value, shape: &Shape) -> Option<Value> {
         }
         Shape::Nullable(_) if value.is_null() => Some(Value::Null),
         Shape::Nullable(inner) => prune(value, inner),
-        Shape::Array(inner) => {
+        Shape::Array(inner, _) => {
             value.as_array()?.iter().map(|v| prune(v, inner)).collect::<Option<Vec<_>>>().map(Value::Array)
         }
         _ => {
@@ -243,7 +278,7 @@ pub(crate) fn check(value: &Value, shape: &Shape, path: &str, partial: bool, out
                 check(value, inner, path, partial, out);
             }
         }
-        Shape::Array(inner) => match value.as_array() {
+        Shape::Array(inner, _) => match value.as_array() {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
                     check(item, inner, &join_index(path, i), partial, out);
@@ -354,8 +389,14 @@ pub(crate) fn to_schema(shape: &Shape, strict: bool) -> Value {
         Shape::Bool => json!({ "type": "boolean" }),
         Shape::Str => json!({ "type": "string" }),
         Shape::Enum(names) => json!({ "enum": names }),
-        Shape::UInt { min } => json!({ "type": "integer", "minimum": min.unwrap_or(0) }),
-        Shape::Float { min, min_exclusive, max_exclusive } => {
+        Shape::UInt { min, max } => {
+            let mut s = json!({ "type": "integer", "minimum": min.unwrap_or(0) });
+            if let Some(m) = max {
+                s["maximum"] = json!(m);
+            }
+            s
+        }
+        Shape::Float { min, min_exclusive, max_exclusive, max } => {
             let mut s = Map::new();
             s.insert("type".into(), json!("number"));
             if let Some(m) = min {
@@ -365,12 +406,21 @@ pub(crate) fn to_schema(shape: &Shape, strict: bool) -> Value {
             if let Some(m) = max_exclusive {
                 s.insert("exclusiveMaximum".into(), json!(m));
             }
+            if let Some(m) = max {
+                s.insert("maximum".into(), json!(m));
+            }
             Value::Object(s)
         }
         Shape::Nullable(inner) => {
             json!({ "anyOf": [to_schema(inner, strict), { "type": "null" }] })
         }
-        Shape::Array(inner) => json!({ "type": "array", "items": to_schema(inner, strict) }),
+        Shape::Array(inner, max_items) => {
+            let mut s = json!({ "type": "array", "items": to_schema(inner, strict) });
+            if let Some(m) = max_items {
+                s["maxItems"] = json!(m);
+            }
+            s
+        }
         Shape::Object(fields) => object_schema(fields, None, strict),
         Shape::Tagged { tag, variants } => {
             let one_of: Vec<Value> =
@@ -460,7 +510,7 @@ mod tests {
         let s = cell_config();
         assert!(matches!(shape_at(&s, &["temperature"]), Ok(Shape::Float { .. })));
         assert!(matches!(shape_at(&s, &["prior", "params", "scale"]), Ok(Shape::Any)));
-        assert!(matches!(shape_at(&s, &["model", "hidden"]), Ok(Shape::Array(_))));
+        assert!(matches!(shape_at(&s, &["model", "hidden"]), Ok(Shape::Array(..))));
         assert!(matches!(shape_at(&s, &["model", "kind"]), Ok(Shape::Str)));
         assert!(matches!(shape_at(&s, &["data", "train_size"]), Ok(Shape::Nullable(_))));
         assert_eq!(shape_at(&s, &["sampler", "lrr"]).unwrap_err().0, 1);
@@ -487,18 +537,30 @@ mod tests {
                     }
                 }
                 Shape::Nullable(inner) => walk(inner, path, out),
-                Shape::UInt { min: Some(m) } if *m > 0 => out.push((path, serde_json::json!(m - 1))),
-                Shape::Float { min: Some(m), min_exclusive, max_exclusive } => {
-                    out.push((path.clone(), serde_json::json!(if *min_exclusive { *m } else { m - 1.0 })));
+                Shape::UInt { min, max } => {
+                    if let Some(m) = min.filter(|m| *m > 0) {
+                        out.push((path.clone(), serde_json::json!(m - 1)));
+                    }
+                    if let Some(m) = max {
+                        out.push((path, serde_json::json!(m + 1)));
+                    }
+                }
+                Shape::Float { min, min_exclusive, max_exclusive, max } => {
+                    if let Some(m) = min {
+                        out.push((path.clone(), serde_json::json!(if *min_exclusive { *m } else { m - 1.0 })));
+                    }
                     if let Some(mx) = max_exclusive {
-                        out.push((path, serde_json::json!(mx)));
+                        out.push((path.clone(), serde_json::json!(mx)));
+                    }
+                    if let Some(mx) = max {
+                        out.push((path, serde_json::json!(mx * 2.0)));
                     }
                 }
                 _ => {}
             }
         }
         walk(&cell_config(), Vec::new(), &mut bounded);
-        assert!(bounded.len() >= 10, "{bounded:?}");
+        assert!(bounded.len() >= 24, "{bounded:?}");
         for (path, bad) in bounded {
             let mut v = valid.clone();
             let mut cur = &mut v;

@@ -242,7 +242,7 @@ fn structural_problems() {
             json!({ "name": "x", "base": base, "axes": [{ "path": "sampler.epochs", "values": [60, 60.0] }] }),
             "axes[0].values[1]",
         ),
-        (json!([1, 2]), ""),
+        (json!([1, 2]), "$"),
         (json!({ "base": base }), "name"),
     ];
     for (grid, path) in cases {

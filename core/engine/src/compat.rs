@@ -1,0 +1,178 @@
+//! Can a cell configuration run here, with these plugins? The rules that need the plugins or
+//! the machine, in one place: `ablate grid check` and `ablate run` both call [`cell_problems`]
+//! (through [`Compat`], which remembers answers), so a combination that cannot run is refused
+//! with its JSON path before anything runs.
+//!
+//! Checked, without allocating a tensor:
+//! - the likelihood's model toggles fit the model: FRN (filter response normalisation) needs a
+//!   convolutional model (`cnn`, `resnet20`), a dropout rate is in [0, 1), the effective n is a
+//!   positive number;
+//! - the noise plugin's gradient batch is at most the training set;
+//! - the dataset can be read: `mnist`/`fashion-mnist` are cached (or their `data.path` exists),
+//!   a `cifar10` folder holds the binary batches, a `digits` file exists.
+//!
+//! What [`CellConfig::validate`] checks (ranges, sizes against the dataset, network depth
+//! against the input) is not repeated here; plugin names and parameters are checked by the
+//! plugin host ([`Registry::validate`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ablate_grid::config::{dataset_facts, ModelConfig};
+use ablate_grid::{CellConfig, Problem};
+use ablate_plugin_host::Registry;
+use ablate_sdk::NormKind;
+
+/// Every reason `cfg` cannot run with `registry` on this machine (empty = none found). Paths are
+/// relative to the cell config (`likelihood.name`, `data.dataset`).
+pub fn cell_problems(cfg: &CellConfig, registry: &Registry) -> Vec<Problem> {
+    Compat::new(registry).cell_problems(cfg)
+}
+
+/// [`cell_problems`] with memory: each distinct (model, likelihood), (noise, batch) and data
+/// source is looked at once, so checking a million cells costs a few look-ups each.
+pub struct Compat<'r> {
+    registry: &'r Registry,
+    model: HashMap<String, Vec<Problem>>,
+    noise: HashMap<String, Vec<Problem>>,
+    data: HashMap<String, Vec<Problem>>,
+}
+
+impl<'r> Compat<'r> {
+    pub fn new(registry: &'r Registry) -> Self {
+        Self { registry, model: HashMap::new(), noise: HashMap::new(), data: HashMap::new() }
+    }
+
+    /// See [`cell_problems`].
+    pub fn cell_problems(&mut self, cfg: &CellConfig) -> Vec<Problem> {
+        let train = train_examples(cfg);
+        let registry = self.registry;
+        let mut out = Vec::new();
+
+        let k = key(&(&cfg.model, &cfg.likelihood, train));
+        out.extend(self.model.entry(k).or_insert_with(|| model_problems(cfg, train, registry)).iter().cloned());
+        let k = key(&(&cfg.noise, cfg.sampler.batch_size, train));
+        out.extend(self.noise.entry(k).or_insert_with(|| noise_problems(cfg, train, registry)).iter().cloned());
+        let k = key(&(&cfg.data.dataset, &cfg.data.path));
+        out.extend(self.data.entry(k).or_insert_with(|| data_problems(cfg)).iter().cloned());
+        out
+    }
+}
+
+fn key<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Training examples the cell uses, when known without reading the data.
+fn train_examples(cfg: &CellConfig) -> Option<u64> {
+    let facts = dataset_facts(&cfg.data.dataset)?;
+    match cfg.data.train_size {
+        Some(n) => Some(n as u64),
+        None if cfg.data.path.is_none() || facts.name != "digits" => Some(facts.train as u64),
+        None => None,
+    }
+}
+
+fn model_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> Vec<Problem> {
+    let mut out = Vec::new();
+    // A likelihood that cannot be built is reported by the plugin check.
+    let Ok(likelihood) = registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params) else {
+        return out;
+    };
+    let name = &cfg.likelihood.name;
+    let toggles = likelihood.model();
+    let conv = !matches!(cfg.model, ModelConfig::Mlp { .. });
+    if toggles.norm == NormKind::Frn && !conv {
+        out.push(Problem::new(
+            "likelihood.name",
+            format!(
+                "likelihood `{name}` uses filter response normalisation (FRN), which normalises over \
+                 spatial positions and needs a convolutional model; model.kind is mlp"
+            ),
+            "use model.kind cnn or resnet20 with FRN, or `batchnorm` / `categorical` with an MLP",
+        ));
+    }
+    if !(0.0..1.0).contains(&toggles.dropout) {
+        out.push(Problem::new(
+            "likelihood.params",
+            format!("likelihood `{name}` asks for dropout rate {}; it must be in [0, 1)", toggles.dropout),
+            format!("`ablate plugins show {name}` lists its parameters"),
+        ));
+    }
+    if let Some(n) = train {
+        let eff = likelihood.effective_n(n);
+        if !(eff.is_finite() && eff > 0.0) {
+            out.push(Problem::new(
+                "likelihood.params",
+                format!("likelihood `{name}` gives effective n = {eff} for {n} training examples; it must be a positive number"),
+                format!("`ablate plugins show {name}` lists its parameters"),
+            ));
+        }
+    }
+    out
+}
+
+fn noise_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> Vec<Problem> {
+    let (Some(n), Ok(noise)) = (train, registry.noise(&cfg.noise.name, &cfg.noise.params)) else {
+        return Vec::new();
+    };
+    let plan = noise.plan(cfg.sampler.batch_size as u64, n);
+    if plan.gradient_batch > n {
+        let name = &cfg.noise.name;
+        return vec![Problem::new(
+            "noise.params",
+            format!(
+                "noise `{name}` would take gradients over {} examples, but the cell has {n} training examples",
+                plan.gradient_batch
+            ),
+            format!("use a batch of at most {n} (`ablate plugins show {name}` lists its parameters)"),
+        )];
+    }
+    Vec::new()
+}
+
+fn data_problems(cfg: &CellConfig) -> Vec<Problem> {
+    let d = &cfg.data;
+    let name = d.dataset.as_str();
+    let missing = |path: &Path, what: &str, hint: String| {
+        vec![Problem::new(
+            if d.path.is_some() { "data.path" } else { "data.dataset" },
+            format!("dataset {name}: {what} ({})", path.display()),
+            hint,
+        )]
+    };
+    match (name, d.path.as_deref()) {
+        ("digits", None) => Vec::new(),
+        ("digits", Some(p)) if !Path::new(p).is_file() => missing(
+            Path::new(p),
+            "no such file",
+            "give a digits.csv or digits.csv.gz file, or leave data.path unset for the embedded copy".into(),
+        ),
+        ("mnist" | "fashion-mnist", None) => {
+            let dir = ablate_data::fetch::dataset_dir(name);
+            let cached = match (&dir, ablate_data::fetch::spec(name)) {
+                (Ok(dir), Some(spec)) => ablate_data::fetch::is_complete(dir, &spec),
+                _ => false,
+            };
+            if cached {
+                Vec::new()
+            } else {
+                let shown = dir.map(|d| d.display().to_string()).unwrap_or_else(|e| e.to_string());
+                vec![Problem::new(
+                    "data.dataset",
+                    format!("dataset {name} is not cached (looked in {shown})"),
+                    format!("fetch it first: `ablate data fetch {name}`; or set data.path to a folder that holds it"),
+                )]
+            }
+        }
+        ("mnist" | "fashion-mnist", Some(p)) if !Path::new(p).is_dir() => {
+            missing(Path::new(p), "no such folder", "set data.path to the folder holding the IDX files".into())
+        }
+        ("cifar10", Some(p)) if !ablate_data::cifar::is_complete(Path::new(p)) => missing(
+            Path::new(p),
+            "the folder does not hold the CIFAR-10 binary batches",
+            "set data.path to the folder with data_batch_1.bin ... test_batch.bin (cifar-10-batches-bin)".into(),
+        ),
+        _ => Vec::new(),
+    }
+}
