@@ -28,7 +28,6 @@ mod dupkeys;
 pub mod grid;
 pub mod problem;
 pub mod schema;
-mod sha256;
 mod shape;
 pub mod shard;
 
