@@ -170,7 +170,7 @@ ablate_sdk::export_plugin! {
 pub const PRIOR_TEST: &str = r##"//! Conformance of the `__NAME__` prior with the SDK test kit (pure-Rust host, no libtorch).
 
 use __LIBNAME__::__TYPE__;
-use ablate_sdk::testkit::suite::{assert_all_pass, cpu_prior};
+use ablate_sdk::testkit::suite::{assert_all_pass, cpu_prior, Outcome};
 use ablate_sdk::testkit::{
     finite_difference_log_prob_grad, param_info, prior_box, prior_grad_log_prob, prior_logprob_check,
     prior_sample_moments, CpuHost,
@@ -209,6 +209,15 @@ fn log_prob_matches_closed_form() {
     let mut host = CpuHost::new(1);
     prior_logprob_check(&mut host, &prior, &tensors(), want, 1e-12).unwrap();
     assert_eq!(host.live_tensors(), 0, "log_prob leaked tensors");
+}
+
+/// log p of two chains stacked along a leading dimension is the sum of each, so cells with this
+/// prior can run as batched chains (otherwise they run one chain at a time).
+#[test]
+fn is_additive_over_stacked_chains() {
+    let checks = cpu_prior::<__TYPE__>("{}");
+    let c = checks.iter().find(|c| c.name == "log_prob additive over stacked chains").unwrap();
+    assert!(matches!(c.outcome, Outcome::Pass(_)), "{c}");
 }
 
 #[test]
