@@ -117,7 +117,8 @@ fn noise_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> 
         return Vec::new();
     };
     let plan = noise.plan(cfg.sampler.batch_size as u64, n);
-    if plan.gradient_batch > n {
+    // The configured batch itself is checked against the data by `CellConfig::validate`.
+    if plan.gradient_batch > n && plan.gradient_batch != cfg.sampler.batch_size as u64 {
         let name = &cfg.noise.name;
         return vec![Problem::new(
             "noise.params",

@@ -653,6 +653,15 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                 ));
                 Vec::new()
             }
+            Some(Value::Array(v)) if v.len() > MAX_CELLS => {
+                // Over the cell limit on its own: refused before looking at each value.
+                p.push(Problem::new(
+                    join_key(&at, "values"),
+                    format!("{} values; a grid has at most {MAX_CELLS} cells", v.len()),
+                    "split it into several grid files, or use fewer values",
+                ));
+                Vec::new()
+            }
             Some(Value::Array(v)) => {
                 let mut first: HashMap<String, usize> = HashMap::with_capacity(v.len());
                 for (j, x) in v.iter().enumerate() {
