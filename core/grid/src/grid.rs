@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
-use sha2::Digest as _;
 
 use crate::config::{CellConfig, PluginRef};
 use crate::problem::{join_index, join_key, show, type_name, GridError, Problem};
@@ -351,7 +350,7 @@ pub fn check_run_name(name: &str) -> Result<(), String> {
 /// The first 16 hex digits of the SHA-256 of the canonical JSON of `config`.
 pub fn cell_id(config: &CellConfig) -> String {
     let value = serde_json::to_value(config).unwrap_or(Value::Null);
-    let digest = sha2::Sha256::digest(canonical_json(&value).as_bytes());
+    let digest = crate::sha256::sha256(canonical_json(&value).as_bytes());
     hex::encode(&digest[..8])
 }
 

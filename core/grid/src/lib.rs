@@ -28,6 +28,7 @@ mod dupkeys;
 pub mod grid;
 pub mod problem;
 pub mod schema;
+mod sha256;
 mod shape;
 pub mod shard;
 
