@@ -2,7 +2,7 @@
 //!
 //! torch-sys links `torch_cpu`, `torch` and `c10` but puts no run path into dependents, and the
 //! linker's default `--as-needed` drops `libtorch.so` (the library that pulls in
-//! `libtorch_cuda.so`), which silently turns CUDA off on a GPU machine. See DESIGN.md, "libtorch".
+//! `libtorch_cuda.so`), which silently turns CUDA off on a GPU machine.
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {

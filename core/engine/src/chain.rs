@@ -1,4 +1,4 @@
-//! The SG-MCMC loop over any [`Objective`]: the paper's protocol (reference §1, §8).
+//! The SG-MCMC loop over any [`Objective`]: the paper's protocol (as the paper's reference code runs it).
 //!
 //! Per step k (global, 1-based), with C = timestep factor and T_k = ramped temperature:
 //! 1. the objective returns ∇G̃ on a minibatch (size from the noise plugin's plan; 0 = the full

@@ -1,4 +1,4 @@
-//! Sampler diagnostics per epoch (reference §2).
+//! Sampler diagnostics per epoch (as the paper's reference code computes them).
 //!
 //! - Kinetic temperature per parameter tensor, T̂_K = (1/d_t) Σ m⊙M⁻¹m, and overall; at
 //!   equilibrium d_t·T̂_K/T ~ χ²_{d_t}, so each tensor has a central 99% band

@@ -1,5 +1,5 @@
 //! Metrics of the ensemble predictive p̄(y|x) = (1/M) Σ_m p(y|x, θ_m) (mean of member
-//! probabilities, reference §5), and the same metrics as the ensemble grows 1..M members.
+//! probabilities, as the paper's reference code does), and the same metrics as the ensemble grows 1..M members.
 //!
 //! Definitions (N test examples, K classes, o_i the one-hot label):
 //! - accuracy: mean 1[argmax p̄ = y]; NLL: mean −log p̄_y; SE of both: sqrt(var/(N−1)) with the

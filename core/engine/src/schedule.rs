@@ -1,5 +1,5 @@
 //! Cyclical time stepping and the temperature ramp, exactly as the reference code runs them
-//! (`cyclical_rate`, `CyclicSamplerCallback`, `TemperatureRampScheduler`; reference §1.6).
+//! (`cyclical_rate`, `CyclicSamplerCallback`, `TemperatureRampScheduler`).
 //!
 //! Steps `k` are global and 1-based. With `L = cycle_length·steps_per_epoch` and the sampling
 //! phase starting at (1-based) epoch `S = cycle_start_sampling`:

@@ -162,7 +162,7 @@ fn samples_the_analytic_tempered_posterior_at_t0_1() {
 }
 
 /// T = 0: the paper's integrator must be SGD with heavy-ball momentum, v ← βv − ℓ∇G̃,
-/// θ ← θ + v, on the same minibatches (velocity form; reference §1.3).
+/// θ ← θ + v, on the same minibatches (velocity form, as the reference code writes it).
 #[test]
 fn zero_temperature_is_sgd_with_momentum() {
     let (lr, beta, b) = (0.05, 0.9, 20u64);

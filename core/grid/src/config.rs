@@ -2,7 +2,8 @@
 //!
 //! A grid file (see [`crate::grid`]) has a `base` of this shape and axes that override paths
 //! inside it. Every struct rejects unknown keys; defaults follow the paper's protocol
-//! (`shared/reference/cold_posterior_bnn.md` §1.7), scaled down where noted.
+//! (Wenzel et al. 2020 and its reference code, google-research/cold_posterior_bnn), scaled down
+//! where noted.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

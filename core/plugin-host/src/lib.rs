@@ -1,6 +1,6 @@
 //! Plugin discovery and loading for the `ablate` host.
 //!
-//! Plugins are found in three places, in this order (DESIGN.md, "Plugins: the contract"):
+//! Plugins are found in three places, in this order:
 //! 1. the built-in folder next to the binary: `<exe dir>/plugins/*.so`, and in a cargo build
 //!    tree the workspace's own `<exe dir>/libablate_plugin_*.so`;
 //! 2. every folder of `$ABLATE_PLUGIN_PATH` (colon-separated);

@@ -1,7 +1,7 @@
 //! Everything that crosses the `.so` boundary: FFI-safe types, the host's tensor-operation
 //! table, the four factor interfaces and the root module a plugin library exports.
 //!
-//! Rules of the boundary (DESIGN.md, "Plugins: the contract"):
+//! Rules of the boundary:
 //! - tensors never cross: plugins hold opaque [`TensorId`] handles into the host's arena and
 //!   compute through [`TensorHost`], so tensors stay on their device and autograd, RNG and
 //!   devices stay in the host;
