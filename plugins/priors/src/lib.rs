@@ -40,6 +40,7 @@
 use ablate_sdk::prelude::*;
 
 pub mod cauchy;
+pub mod empirical_bayes;
 pub mod flat;
 pub mod gaussian;
 pub mod he_gaussian;
@@ -48,6 +49,7 @@ pub mod spike_slab;
 pub mod student_t;
 
 pub use cauchy::Cauchy;
+pub use empirical_bayes::EmpiricalBayes;
 pub use flat::Flat;
 pub use gaussian::Gaussian;
 pub use he_gaussian::HeGaussian;
@@ -56,7 +58,7 @@ pub use spike_slab::SpikeSlab;
 pub use student_t::StudentT;
 
 ablate_sdk::export_plugin! {
-    priors: [Gaussian, HeGaussian, Laplace, StudentT, Cauchy, SpikeSlab, Flat],
+    priors: [Gaussian, HeGaussian, Laplace, StudentT, Cauchy, SpikeSlab, Flat, EmpiricalBayes],
     likelihoods: [],
     integrators: [],
     noise: [],
