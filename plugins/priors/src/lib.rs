@@ -20,6 +20,10 @@
 //! | `spike-slab` | `scale_spike` 0.001, `scale_slab` 0.4, `mass_spike` 0.5 | π N(0,s₁²) + (1−π) N(0,s₂²) |
 //! | `flat` | — | improper constant: log p = 0, no draws |
 //!
+//! The exception is `empirical-bayes` (`scale` 1, `min_scale` 0.01): N(0, σ̂²) per tensor with
+//! σ̂² = mean(x²) re-estimated from the current parameters at every evaluation, which is not a
+//! fixed (nor a proper) prior; see [`empirical_bayes`].
+//!
 //! **Roles.** Every proper prior has a `roles` parameter (a list among `weight`, `bias`, `norm`;
 //! default `["weight", "bias"]`, which is the reference's `GaussianPriorFactory`: conv/dense
 //! kernels and biases, while batch-norm / FRN scales and shifts get no prior). A tensor whose
