@@ -16,8 +16,9 @@
 //! theorem): the value is the profile log-likelihood −(m/2)(1 + ln 2πσ̂²), i.e. p(x) ∝ ‖x‖^(−m)
 //! per tensor, which is not normalisable (improper), and its scale follows the parameters
 //! instead of being fixed before the data. Hence "not a proper prior": there is nothing to draw
-//! from, and the conformance suite's Stein check (draws against log p) fails by design. "Per
-//! layer" here means per parameter tensor: a layer's weight and bias get their own σ̂².
+//! from, so `sample` returns `None` (as `flat` does: the host keeps the initial values, and
+//! the prior predictive check has no draws). "Per layer" here means per parameter tensor: a
+//! layer's weight and bias get their own σ̂².
 //!
 //! **Batched chains.** The engine passes each tensor as [K, ...shape] with the unstacked
 //! description, and σ̂² is estimated per chain, so log p is a sum over chains (tested).
@@ -25,16 +26,12 @@
 //! `min_scale` floors σ̂ (default 0.01) so that a tensor at zero (biases at initialisation) does
 //! not get an infinitely narrow prior; the floor still pins zero-initialised biases near zero,
 //! so `roles: ["weight"]` is a sensible choice.
-//!
-//! Draw (prior predictive, initial values): N(0, `scale`²), since without parameters there is
-//! nothing to estimate σ̂ from.
 
 use ablate_sdk::prelude::*;
 
 use crate::{grad_covered, numel, sum_covered, Roles, HALF_LN_2PI};
 
 pub struct EmpiricalBayes {
-    scale: f64,
     min_scale: f64,
     roles: Roles,
 }
@@ -75,15 +72,11 @@ impl Factory for EmpiricalBayes {
         "Gaussian with per-tensor variance re-estimated from the current parameters each step (not a proper prior)";
 
     fn params() -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::float("scale", 1.0, "σ of the draws (prior predictive, initial values)").at_least(1e-12),
-            ParamSpec::float("min_scale", 0.01, "floor of the estimated σ̂").at_least(1e-12),
-            Roles::spec(),
-        ]
+        vec![ParamSpec::float("min_scale", 0.01, "floor of the estimated σ̂").at_least(1e-12), Roles::spec()]
     }
 
     fn new(p: &Params) -> Result<Self, String> {
-        Ok(Self { scale: p.f64("scale"), min_scale: p.f64("min_scale"), roles: Roles::from_params(p)? })
+        Ok(Self { min_scale: p.f64("min_scale"), roles: Roles::from_params(p)? })
     }
 }
 
@@ -111,10 +104,8 @@ impl Prior for EmpiricalBayes {
         })
     }
 
-    fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
-        if !self.roles.covers(info.role) {
-            return Ok(None);
-        }
-        Ok(Some(ops.randn_like(like) * self.scale))
+    /// No draws: an improper prior that depends on the parameters has no distribution to draw from.
+    fn sample<'o>(&self, _ops: Ops<'o>, _info: &ParamInfo, _like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(None)
     }
 }

@@ -20,7 +20,7 @@
 //! | `spike-slab` | `scale_spike` 0.001, `scale_slab` 0.4, `mass_spike` 0.5 | π N(0,s₁²) + (1−π) N(0,s₂²) |
 //! | `flat` | — | improper constant: log p = 0, no draws |
 //!
-//! The exception is `empirical-bayes` (`scale` 1, `min_scale` 0.01): N(0, σ̂²) per tensor with
+//! The exception is `empirical-bayes` (`min_scale` 0.01, no draws): N(0, σ̂²) per tensor with
 //! σ̂² = mean(x²) re-estimated from the current parameters at every evaluation, which is not a
 //! fixed (nor a proper) prior; see [`empirical_bayes`].
 //!

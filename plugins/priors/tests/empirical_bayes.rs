@@ -1,6 +1,6 @@
 //! `empirical-bayes`: log p and ∇ log p against the closed form with the re-estimated variance
-//! held constant, per tensor and per chain; draws; the conformance suite's verdicts (its Stein
-//! check must fail: the prior is improper and moves with the parameters).
+//! held constant, per tensor and per chain; no draws (improper); the conformance suite passes with
+//! notes (its stacked-chain check stacks the descriptions too, which this prior cannot see).
 
 use ablate_plugin_priors::EmpiricalBayes;
 use ablate_sdk::testkit::suite::cpu_prior;
@@ -83,15 +83,12 @@ fn stacked_log_prob(host: &mut CpuHost, prior: &EmpiricalBayes, info: &ParamInfo
 }
 
 #[test]
-fn draws_follow_the_scale() {
-    let prior = prior_box::<EmpiricalBayes>(r#"{"scale": 0.5}"#).unwrap();
+fn there_are_no_draws() {
+    // Improper and parameter-dependent: nothing to draw from, for any role.
+    let prior = prior_box::<EmpiricalBayes>("{}").unwrap();
     let mut host = CpuHost::new(7);
-    let m = prior_sample_moments(&mut host, &prior, &w(&[200, 250]), 2).unwrap().expect("weights are covered");
-    assert!(m.shape_ok);
-    assert!(m.mean.abs() < 5.0 * m.mean_se, "{m:?}");
-    assert!((m.var - 0.25).abs() < 5.0 * m.var_se, "{m:?}");
-    let p = prior_box::<EmpiricalBayes>(r#"{"roles": ["weight"]}"#).unwrap();
-    assert!(prior_sample_moments(&mut host, &p, &b(&[5]), 1).unwrap().is_none());
+    assert!(prior_sample_moments(&mut host, &prior, &w(&[20, 25]), 1).unwrap().is_none());
+    assert!(prior_sample_moments(&mut host, &prior, &b(&[5]), 1).unwrap().is_none());
 }
 
 #[test]
@@ -106,6 +103,7 @@ fn suite_verdicts_state_that_it_is_not_a_proper_prior() {
     assert!(!failed("log_prob additive over stacked chains"));
     // −x/σ̂² with σ̂² held fixed is also the derivative of the value (σ̂² maximises it over σ²).
     assert!(!failed("grad_log_prob vs finite differences"));
-    // There is no distribution to draw from: draws at `scale` do not follow the improper p.
-    assert!(failed("samples follow log_prob"));
+    // No draws, so the Stein check has nothing to test (a note, not a failure).
+    assert!(!failed("samples follow log_prob"));
+    assert!(checks.iter().all(|c| !c.failed()), "`ablate plugins check` must pass the priors library");
 }
