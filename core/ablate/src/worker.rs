@@ -159,7 +159,7 @@ fn execute(
     let choice: DeviceChoice = args.device.parse()?;
     let device = ablate_engine::device::resolve(choice)?;
     let registry = crate::common::load_registry(&args.plugins.dirs)?;
-    let data = ablate_engine::load_data(&cfgs[0].data)?;
+    let data = ablate_engine::load_cell_data(&cfgs[0])?;
     Ok(ablate_engine::run_cells(cfgs, &data, &registry, device, observer)?)
 }
 

@@ -127,6 +127,8 @@ pub struct DataRequest {
     pub test_size: Option<usize>,
     /// Seed of the subsets; the same seed gives the same subsets.
     pub subset_seed: u64,
+    /// How subsets are chosen: seeded random (default) or the first `n` of the file.
+    pub subset: subset::SubsetMode,
     /// Standardise each channel with the training mean and standard deviation.
     pub normalize: bool,
 }
@@ -146,6 +148,7 @@ impl DataRequest {
             train_size: None,
             test_size: None,
             subset_seed: 0,
+            subset: subset::SubsetMode::Random,
             normalize: false,
         }
     }
@@ -153,8 +156,8 @@ impl DataRequest {
 
 /// Load the dataset `req` asks for: read it, subset it, standardise it.
 ///
-/// Subsets: see [`subset`] (sorted first-`n` of a seeded ChaCha8 permutation; train and test
-/// use separate streams). Standardisation uses the statistics of the (subsetted) training split
+/// Subsets: see [`subset`] (by default the sorted first-`n` of a seeded ChaCha8 permutation;
+/// train and test use separate streams; `subset: First` takes the first `n` of the file). Standardisation uses the statistics of the (subsetted) training split
 /// and is applied to both splits.
 pub fn load(req: &DataRequest) -> Result<Dataset, DataError> {
     let mut ds = read(&req.dataset, req.path.as_deref())?;
@@ -166,18 +169,20 @@ pub fn load(req: &DataRequest) -> Result<Dataset, DataError> {
         }
     }
     if let Some(n) = req.train_size {
-        ds.train = subset::subset(
+        ds.train = subset::subset_by(
             &ds.train,
             n,
+            req.subset,
             req.subset_seed,
             subset::TRAIN_STREAM,
             &format!("{} training (train_size)", ds.name),
         )?;
     }
     if let Some(n) = req.test_size {
-        ds.test = subset::subset(
+        ds.test = subset::subset_by(
             &ds.test,
             n,
+            req.subset,
             req.subset_seed,
             subset::TEST_STREAM,
             &format!("{} test (test_size)", ds.name),

@@ -85,6 +85,85 @@ pub fn subset(split: &Split, size: usize, seed: u64, stream: u64, what: &str) ->
     Ok(gather(split, &keep))
 }
 
+/// How a subset of `n` examples is chosen (`data.subset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubsetMode {
+    /// Sorted first `n` of a seeded permutation ([`subset`]); the default.
+    #[default]
+    Random,
+    /// The first `n` examples in file order ([`first`]), as reference code takes them.
+    First,
+}
+
+/// The first `size` examples of `split`, in file order (no seed involved). `what` names the
+/// split in the error when `size` exceeds its length.
+pub fn first(split: &Split, size: usize, what: &str) -> Result<Split, DataError> {
+    if size > split.len() {
+        return Err(DataError::InvalidRequest(format!(
+            "{what} size {size} exceeds the {} examples available; ask for at most {}",
+            split.len(),
+            split.len()
+        )));
+    }
+    let keep: Vec<usize> = (0..size).collect();
+    Ok(gather(split, &keep))
+}
+
+/// A subset of `size` examples chosen by `mode`: [`subset`] for [`SubsetMode::Random`],
+/// [`first`] for [`SubsetMode::First`] (which ignores `seed` and `stream`).
+pub fn subset_by(
+    split: &Split,
+    size: usize,
+    mode: SubsetMode,
+    seed: u64,
+    stream: u64,
+    what: &str,
+) -> Result<Split, DataError> {
+    match mode {
+        SubsetMode::Random => subset(split, size, seed, stream, what),
+        SubsetMode::First => first(split, size, what),
+    }
+}
+
+/// ChaCha stream of the label-noise draws ([`label_noise`]).
+pub const LABEL_NOISE_STREAM: u64 = 2;
+
+/// Replace a fraction of the labels of `split` by labels drawn uniformly at random over
+/// `0..num_classes`; returns how many examples were chosen for replacement.
+///
+/// Exactly `round(fraction * n)` examples are chosen (the sorted first of a ChaCha8
+/// permutation seeded with `seed` on stream [`LABEL_NOISE_STREAM`]), and each chosen
+/// example gets a label drawn uniformly from **all** `num_classes` classes, so the new label
+/// may equal the true one (with probability `1/num_classes`): the expected fraction of
+/// changed labels is `fraction * (1 - 1/num_classes)`. This is the symmetric noise model of
+/// Kapoor et al. (2022). Same seed, same labels on every machine (raw ChaCha8 output mapped by
+/// rejection, as [`permutation`]). `fraction` outside `[0, 1]` or `num_classes == 0` is an error.
+pub fn label_noise(split: &mut Split, fraction: f64, num_classes: usize, seed: u64) -> Result<usize, DataError> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(DataError::InvalidRequest(format!(
+            "label_noise {fraction} is not a fraction; use a value in [0, 1]"
+        )));
+    }
+    if num_classes == 0 {
+        return Err(DataError::InvalidRequest("label_noise needs at least one class".into()));
+    }
+    let n = split.len();
+    let count = ((fraction * n as f64).round() as usize).min(n);
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut chosen = permutation(n, seed, LABEL_NOISE_STREAM);
+    chosen.truncate(count);
+    chosen.sort_unstable();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(LABEL_NOISE_STREAM + 1);
+    for i in chosen {
+        split.labels[i] = uniform_below(&mut rng, num_classes as u64) as i64;
+    }
+    Ok(count)
+}
+
 /// Per-channel statistics of the training images, as used by [`standardize`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelStats {

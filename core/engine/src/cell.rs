@@ -618,16 +618,36 @@ pub fn load_data(d: &ablate_grid::config::DataConfig) -> Result<Dataset, EngineE
     req.train_size = d.train_size;
     req.test_size = d.test_size;
     req.subset_seed = d.subset_seed;
+    req.subset = match d.subset {
+        ablate_grid::config::SubsetMode::Random => ablate_data::subset::SubsetMode::Random,
+        ablate_grid::config::SubsetMode::First => ablate_data::subset::SubsetMode::First,
+    };
     req.normalize = d.normalize;
     Ok(ablate_data::load(&req)?)
 }
 
+/// Load the dataset of a cell: [`load_data`], then `data.label_noise` applied to the training
+/// labels with the cell's `seed` (see `ablate_data::subset::label_noise`). Cells with label
+/// noise batch only with cells of the same seed ([`batch_key`]), so one load serves a batch.
+pub fn load_cell_data(cfg: &CellConfig) -> Result<Dataset, EngineError> {
+    let mut ds = load_data(&cfg.data)?;
+    if cfg.data.label_noise > 0.0 {
+        let classes = ds.num_classes;
+        let count = ablate_data::subset::label_noise(&mut ds.train, cfg.data.label_noise, classes, cfg.seed)?;
+        tracing::info!(fraction = cfg.data.label_noise, replaced = count, seed = cfg.seed, "label noise");
+    }
+    Ok(ds)
+}
+
 /// Cells that may run as one batch of chains share this key: everything but the temperature
-/// and the seed.
+/// and the seed (the seed too when `data.label_noise > 0`: it chooses the noisy labels, which
+/// the chains of a batch share).
 pub fn batch_key(cfg: &CellConfig) -> Option<String> {
     let mut c = cfg.clone();
     c.temperature = 0.0;
-    c.seed = 0;
+    if c.data.label_noise == 0.0 {
+        c.seed = 0;
+    }
     serde_json::to_string(&c).ok()
 }
 

@@ -24,7 +24,10 @@ pub mod plugin_call;
 pub mod schedule;
 pub mod suite_host;
 
-pub use cell::{batch_key, batch_problem, load_data, run_cell, run_cells, CellOutcome, FinalDiagnostics, FinalMetrics};
+pub use cell::{
+    batch_key, batch_problem, load_cell_data, load_data, run_cell, run_cells, CellOutcome, FinalDiagnostics,
+    FinalMetrics,
+};
 pub use chain::{ChainStatus, EpochRow, Observer};
 pub use device::{parse_device, DeviceChoice};
 pub use tch;

@@ -56,6 +56,38 @@ pub struct DataConfig {
     /// Standardise each channel with the training mean and std (the paper does not).
     #[serde(default)]
     pub normalize: bool,
+    /// How `train_size`/`test_size` examples are chosen: `random` (seeded by `subset_seed`,
+    /// the default) or `first` (the first n examples of the file, as reference code takes them).
+    /// Left out of the serialised form when `random`, so existing cell ids do not change.
+    #[serde(default, skip_serializing_if = "SubsetMode::is_random")]
+    pub subset: SubsetMode,
+    /// Fraction in [0, 1] of training labels replaced by a label drawn uniformly over all
+    /// classes (it may equal the true label), seeded by the cell `seed`. Left out of the
+    /// serialised form when 0, so existing cell ids do not change.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub label_noise: f64,
+}
+
+/// How a data subset is chosen (`data.subset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubsetMode {
+    /// Sorted first n of a permutation seeded by `subset_seed`.
+    #[default]
+    Random,
+    /// The first n examples of the file.
+    First,
+}
+
+impl SubsetMode {
+    /// Whether this is the default, `random`.
+    pub fn is_random(&self) -> bool {
+        *self == SubsetMode::Random
+    }
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The network architecture. Normalisation layers and dropout are decided by the likelihood
@@ -433,6 +465,13 @@ impl CellConfig {
                 }
                 _ => {}
             }
+        }
+        if !(0.0..=1.0).contains(&d.label_noise) {
+            bad(
+                "data.label_noise",
+                format!("label_noise must be a fraction in [0, 1], got {}", d.label_noise),
+                "0 = clean labels, 0.2 = a fifth of the training labels redrawn uniformly",
+            );
         }
 
         match &self.model {

@@ -73,6 +73,7 @@ fn uint(min: u64, max: u64) -> Shape {
 /// Names of the activations, initialisations, schedules and preconditioners (serde names).
 pub(crate) const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu"];
 const INITS: &[&str] = &["glorot-uniform", "he-normal"];
+const SUBSETS: &[&str] = &["random", "first"];
 const SCHEDULES: &[&str] = &["cosine", "glide", "flat"];
 const PRECONDITIONERS: &[&str] = &["layerwise", "identity"];
 
@@ -112,6 +113,12 @@ pub(crate) fn cell_config() -> Shape {
                 ),
                 field("subset_seed", seed(), "Seed of the subset choice (any 64-bit integer)."),
                 field("normalize", Shape::Bool, "Standardise each channel."),
+                field("subset", Shape::Enum(SUBSETS), "random (seeded, default) or first (the first n of the file)."),
+                field(
+                    "label_noise",
+                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None },
+                    "Fraction in [0, 1] of training labels redrawn uniformly over the classes (seeded by seed).",
+                ),
             ]),
             "Which data and how much of it.",
         ),

@@ -21,6 +21,9 @@
 //! | `tempered` | — (`likelihood_temperature` is its sweep axis; see [`presets::TemperedPreset`]) |
 //! | `noisy-dirichlet` | the noisy Dirichlet NLL of Kapoor et al. 2022 instead of the softmax NLL |
 //!
+//! `curated` (its own type, [`Curated`], parameter `annotators` = S ≥ 1 only) is Aitchison's
+//! (2021) dataset-curation likelihood p(y|x)^S: NLL × S (see [`curated`]).
+//!
 //! Parameters (all presets):
 //!
 //! - `norm` ∈ {none, batchnorm, frn}: normalisation layers of the host model.
@@ -45,15 +48,17 @@
 //! integer classes. See [`noisy_dirichlet`] for the Dirichlet variant.
 
 pub mod classification;
+pub mod curated;
 pub mod noisy_dirichlet;
 pub mod presets;
 
 pub use classification::{pad_for, Classification, Config, NCounting, Preset, AUTO_PAD};
+pub use curated::Curated;
 pub use presets::{Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered};
 
 ablate_sdk::export_plugin! {
     priors: [],
-    likelihoods: [Categorical, BatchNorm, Frn, Dropout, Augmented, Tempered, NoisyDirichlet],
+    likelihoods: [Categorical, BatchNorm, Frn, Dropout, Augmented, Tempered, NoisyDirichlet, Curated],
     integrators: [],
     noise: [],
 }

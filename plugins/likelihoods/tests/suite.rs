@@ -14,6 +14,8 @@ fn every_builtin_likelihood_passes_the_suite() {
         ("augmented", cpu_likelihood::<Augmented>("{}")),
         ("tempered", cpu_likelihood::<Tempered>("{}")),
         ("noisy-dirichlet", cpu_likelihood::<NoisyDirichlet>("{}")),
+        ("curated", cpu_likelihood::<Curated>("{}")),
+        ("curated S=3", cpu_likelihood::<Curated>(r#"{"annotators": 3}"#)),
     ] {
         for c in &checks {
             eprintln!("{name}: {c}");

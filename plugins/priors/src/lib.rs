@@ -20,6 +20,10 @@
 //! | `spike-slab` | `scale_spike` 0.001, `scale_slab` 0.4, `mass_spike` 0.5 | π N(0,s₁²) + (1−π) N(0,s₂²) |
 //! | `flat` | — | improper constant: log p = 0, no draws |
 //!
+//! The exception is `empirical-bayes` (`min_scale` 0.01, no draws): N(0, σ̂²) per tensor with
+//! σ̂² = mean(x²) re-estimated from the current parameters at every evaluation, which is not a
+//! fixed (nor a proper) prior; see [`empirical_bayes`].
+//!
 //! **Roles.** Every proper prior has a `roles` parameter (a list among `weight`, `bias`, `norm`;
 //! default `["weight", "bias"]`, which is the reference's `GaussianPriorFactory`: conv/dense
 //! kernels and biases, while batch-norm / FRN scales and shifts get no prior). A tensor whose
@@ -40,6 +44,7 @@
 use ablate_sdk::prelude::*;
 
 pub mod cauchy;
+pub mod empirical_bayes;
 pub mod flat;
 pub mod gaussian;
 pub mod he_gaussian;
@@ -48,6 +53,7 @@ pub mod spike_slab;
 pub mod student_t;
 
 pub use cauchy::Cauchy;
+pub use empirical_bayes::EmpiricalBayes;
 pub use flat::Flat;
 pub use gaussian::Gaussian;
 pub use he_gaussian::HeGaussian;
@@ -56,7 +62,7 @@ pub use spike_slab::SpikeSlab;
 pub use student_t::StudentT;
 
 ablate_sdk::export_plugin! {
-    priors: [Gaussian, HeGaussian, Laplace, StudentT, Cauchy, SpikeSlab, Flat],
+    priors: [Gaussian, HeGaussian, Laplace, StudentT, Cauchy, SpikeSlab, Flat, EmpiricalBayes],
     likelihoods: [],
     integrators: [],
     noise: [],
