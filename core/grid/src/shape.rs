@@ -116,7 +116,7 @@ pub(crate) fn cell_config() -> Shape {
                 field("subset", Shape::Enum(SUBSETS), "random (seeded, default) or first (the first n of the file)."),
                 field(
                     "label_noise",
-                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None },
+                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None, max: Some(1.0) },
                     "Fraction in [0, 1] of training labels redrawn uniformly over the classes (seeded by seed).",
                 ),
             ]),
