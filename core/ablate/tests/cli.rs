@@ -5,18 +5,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ablate");
-
-fn ablate(args: &[&str], cwd: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("ABLATE_PLUGIN_PATH")
-        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS")
-        .output()
-        .expect("start ablate")
-}
+mod common;
+use common::{ablate, plugins_built, BIN};
 
 /// Whether libtorch sees a GPU here (as `ablate doctor` says).
 fn has_cuda() -> bool {
@@ -31,28 +21,6 @@ fn text(o: &Output) -> (String, String) {
 fn no_panic(o: &Output) {
     let (out, err) = text(o);
     assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic:\n{out}\n{err}");
-}
-
-/// Build the built-in plugins (next to the binary) once per test process.
-fn plugins_built() -> bool {
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    *BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "ablate-plugin-integrators",
-                "-p",
-                "ablate-plugin-priors",
-                "-p",
-                "ablate-plugin-likelihoods",
-                "-p",
-                "ablate-plugin-noise",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        matches!(status, Ok(s) if s.success())
-    })
 }
 
 fn tiny_grid(dir: &Path, name: &str, epochs: usize, temperatures: &[f64]) -> PathBuf {

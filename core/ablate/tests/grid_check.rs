@@ -2,27 +2,18 @@
 //! with its JSON path (or line/column), no panic, and nothing written outside `--out`.
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 use std::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ablate");
+mod common;
+use common::{ablate, command, require_plugins as plugins_built};
 
 fn ablate_env(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("ABLATE_PLUGIN_PATH")
-        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS");
+    let mut cmd = command(args, cwd);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().expect("start ablate")
-}
-
-fn ablate(args: &[&str], cwd: &Path) -> Output {
-    ablate_env(args, cwd, &[])
 }
 
 fn stderr(o: &Output) -> String {
@@ -34,19 +25,6 @@ fn refused(o: &Output) -> String {
     assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic:\n{err}");
     assert_eq!(o.status.code(), Some(1), "expected a clean refusal:\n{err}");
     err
-}
-
-fn plugins_built() {
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let ok = *BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ablate-plugin-integrators", "-p", "ablate-plugin-priors"])
-            .args(["-p", "ablate-plugin-likelihoods", "-p", "ablate-plugin-noise"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        matches!(status, Ok(s) if s.success())
-    });
-    assert!(ok, "the built-in plugins do not build");
 }
 
 fn write(dir: &Path, file: &str, grid: &serde_json::Value) -> String {

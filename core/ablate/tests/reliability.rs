@@ -6,25 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ablate");
-
-fn ablate(args: &[&str], cwd: &Path) -> Output {
-    command(args, cwd).output().expect("start ablate")
-}
-
-fn command(args: &[&str], cwd: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("ABLATE_PLUGIN_PATH")
-        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS");
-    c
-}
+mod common;
+use common::{ablate, command, require_plugins as plugins_built};
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -35,20 +20,6 @@ fn succeed(args: &[&str], cwd: &Path) -> String {
     let t = text(&o);
     assert!(o.status.success(), "ablate {args:?} failed:\n{t}");
     t
-}
-
-/// Build the built-in plugins (next to the binary) once per test process.
-fn plugins_built() {
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let ok = *BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ablate-plugin-integrators", "-p", "ablate-plugin-priors"])
-            .args(["-p", "ablate-plugin-likelihoods", "-p", "ablate-plugin-noise"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        matches!(status, Ok(s) if s.success())
-    });
-    assert!(ok, "the built-in plugins do not build");
 }
 
 /// A grid of MLP cells on digits that differ in temperature (and seed): one batch of chains.
