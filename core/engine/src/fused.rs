@@ -504,16 +504,25 @@ fn composed(
 ) -> Result<(), String> {
     let chains = per_chain.map_or_else(|| noise.rows(m.numel()), Tensor::numel);
     let mut run = || -> Result<(), tch::TchError> {
-        let xi = standard_normals(noise, m, chains)?;
         let mut m = m.shallow_clone();
         let _ = m.f_mul_scalar_(step.beta)?;
         if let Some(g) = g {
             let _ = m.f_add_(&g.f_mul_scalar(step.a)?)?;
         }
+        // Draw only when some noise is injected (as the fused loop does); a call without draws
+        // still advances the stream, so both paths stay on the same call count.
         let noise = match per_chain {
-            Some(t) => Some(xi.f_mul(&t.f_mul_scalar(step.coef)?.f_clamp_min(0.0)?.f_sqrt()?)?),
-            None if step.coef * step.t > 0.0 => Some(xi.f_mul_scalar((step.coef * step.t).sqrt())?),
-            None => None,
+            Some(t) => {
+                let xi = standard_normals(noise, &m, chains)?;
+                Some(xi.f_mul(&t.f_mul_scalar(step.coef)?.f_clamp_min(0.0)?.f_sqrt()?)?)
+            }
+            None if step.coef * step.t > 0.0 => {
+                Some(standard_normals(noise, &m, chains)?.f_mul_scalar((step.coef * step.t).sqrt())?)
+            }
+            None => {
+                noise.next_call();
+                None
+            }
         };
         if let Some(noise) = noise {
             let _ = m.f_addcmul_(&noise, s)?;
