@@ -153,7 +153,6 @@ impl Loss {
         chains: i64,
     ) -> Result<Tensor, EngineError> {
         let flatten = |grads: Vec<Tensor>| -> Tensor {
-            let grads = defined_gradients(grads, leaves);
             if chains == 1 {
                 Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0)
             } else {
@@ -181,7 +180,7 @@ impl Loss {
             }
             None => {
                 let total = nll - self.log_prior_of(host, leaves, theta)? / self.n;
-                Ok(flatten(Tensor::run_backward(&[&total], leaves, false, false)))
+                Ok(flatten(defined_gradients(Tensor::run_backward(&[&total], leaves, false, false), leaves)))
             }
         }
     }
