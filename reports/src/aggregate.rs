@@ -13,6 +13,8 @@ use std::sync::Arc;
 use polars::frame::PivotColumnNaming;
 use polars::prelude::*;
 
+use ablate_records::float::present;
+
 use crate::load::{Cell, Run, Status};
 use crate::verdict::Point;
 use crate::ReportError;
@@ -100,16 +102,16 @@ fn cell_metrics(cell: &Cell) -> Vec<(&'static str, f64, Option<f64>)> {
     if let Some(m) = &cell.metrics {
         let e = &m.ensemble;
         out.extend([
-            ("accuracy", e.accuracy, e.accuracy_se),
-            ("nll", e.nll, e.nll_se),
-            ("brier", e.brier, None),
-            ("ece", e.ece, None),
-            ("gibbs_accuracy", e.gibbs_accuracy, None),
-            ("gibbs_nll", e.gibbs_nll, None),
-            ("brier_reliability", e.brier_reliability, None),
-            ("brier_resolution", e.brier_resolution, None),
-            ("brier_uncertainty", e.brier_uncertainty, None),
-            ("members", m.members.map(|x| x as f64), None),
+            ("accuracy", present(e.accuracy), present(e.accuracy_se)),
+            ("nll", present(e.nll), present(e.nll_se)),
+            ("brier", present(e.brier), None),
+            ("ece", present(e.ece), None),
+            ("gibbs_accuracy", present(e.gibbs_accuracy), None),
+            ("gibbs_nll", present(e.gibbs_nll), None),
+            ("brier_reliability", present(e.brier_reliability), None),
+            ("brier_resolution", present(e.brier_resolution), None),
+            ("brier_uncertainty", present(e.brier_uncertainty), None),
+            ("members", Some(m.members as f64), None),
         ]);
     }
     let d = cell.diagnostics();
@@ -152,7 +154,7 @@ impl Tables {
             let Some(m) = &cell.metrics else { continue };
             for g in &m.growth {
                 for (name, v) in [("accuracy", g.accuracy), ("nll", g.nll), ("brier", g.brier), ("ece", g.ece)] {
-                    if let Some(v) = v {
+                    if let Some(v) = present(v) {
                         keys.push(cell, &run.factors);
                         members.push(g.members as i64);
                         metric.push(name);

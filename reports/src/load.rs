@@ -4,69 +4,16 @@
 //! `status.json` is reported as not started, `metrics.json` is read when present (done cells, and
 //! diverged cells that kept their last finite metrics), `epochs.csv` when present.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ablate_records::float::present;
+use ablate_records::{parse_epochs_csv, CellState, CellStatus, CELLS, EPOCHS, GRID, LABELS, MANIFEST, METRICS, STATUS};
 use rayon::prelude::*;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::ReportError;
 
-/// `manifest.json`: what ran, where, with which versions. Every field is optional so that a
-/// report can still be written for an older or partial manifest.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Manifest {
-    pub grid_file: Option<String>,
-    pub grid_sha256: Option<String>,
-    pub ablate_version: Option<String>,
-    pub git_revision: Option<String>,
-    pub libtorch_version: Option<String>,
-    pub device: Option<String>,
-    pub plugins: Vec<Plugin>,
-    pub machine: Option<Machine>,
-    pub created: Option<String>,
-    /// A string or an argv array.
-    pub command: Value,
-}
-
-impl Manifest {
-    /// The command line as one string (an argv array is joined with spaces).
-    pub fn command_line(&self) -> Option<String> {
-        match &self.command {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            Value::Array(parts) => Some(
-                parts
-                    .iter()
-                    .map(|p| match p {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            other => Some(other.to_string()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Plugin {
-    pub name: String,
-    pub path: String,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Machine {
-    pub hostname: Option<String>,
-    pub cpus: Option<u64>,
-    pub os: Option<String>,
-}
+pub use ablate_records::{EpochRow, FinalMetrics, Manifest, PriorPredictive};
 
 /// The parts of `grid.json` the report shows.
 #[derive(Debug, Clone, Default)]
@@ -104,93 +51,35 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct StatusFile {
-    status: String,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    wall_seconds: Option<f64>,
-    #[serde(default)]
-    diverged_at_step: Option<u64>,
-    #[serde(default)]
-    finished_at: Option<String>,
+impl From<CellState> for Status {
+    fn from(state: CellState) -> Status {
+        match state {
+            CellState::Done => Status::Done,
+            CellState::Failed => Status::Failed,
+            CellState::Diverged => Status::Diverged,
+            // A worker killed from outside: unfinished, the next run of the grid runs it again.
+            CellState::Running | CellState::Interrupted => Status::Running,
+        }
+    }
 }
 
-/// `metrics.json` of a cell. Values are optional because a diverged cell may have lost some.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Metrics {
-    pub members: Option<u64>,
-    pub ensemble: Ensemble,
-    pub growth: Vec<GrowthPoint>,
-    pub diagnostics: Diagnostics,
-    /// The prior predictive check, when the cell ran it (`eval.prior_samples`).
-    pub prior_predictive: Option<PriorPredictive>,
-}
-
-/// Share of inputs that prior draws assign to their most frequent class.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct PriorPredictive {
-    pub samples: u64,
-    pub inputs: u64,
-    pub top_class_fraction: f64,
-    pub top_class_fraction_se: f64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Ensemble {
-    pub accuracy: Option<f64>,
-    pub accuracy_se: Option<f64>,
-    pub nll: Option<f64>,
-    pub nll_se: Option<f64>,
-    pub gibbs_accuracy: Option<f64>,
-    pub gibbs_nll: Option<f64>,
-    pub brier: Option<f64>,
-    pub brier_reliability: Option<f64>,
-    pub brier_resolution: Option<f64>,
-    pub brier_uncertainty: Option<f64>,
-    pub ece: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct GrowthPoint {
-    pub members: u64,
-    pub accuracy: Option<f64>,
-    pub nll: Option<f64>,
-    pub brier: Option<f64>,
-    pub ece: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+/// End-of-run thermometers of a cell, each when known.
+#[derive(Debug, Clone, Default)]
 pub struct Diagnostics {
     pub kinetic_in_band_fraction: Option<f64>,
     pub kinetic_temperature: Option<f64>,
     pub configurational_temperature: Option<f64>,
 }
 
-/// `epochs.csv` as columns of numbers (`true`/`false` read as 1/0, unparsable as NaN).
-#[derive(Debug, Clone, Default)]
-pub struct Epochs {
-    pub columns: BTreeMap<String, Vec<f64>>,
-    pub rows: usize,
+/// Mean of the finite values of one column of `epochs.csv`.
+fn epochs_mean(rows: &[EpochRow], column: impl Fn(&EpochRow) -> f64) -> Option<f64> {
+    let v: Vec<f64> = rows.iter().map(column).filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-impl Epochs {
-    /// The value of `column` in the last epoch.
-    pub fn last(&self, column: &str) -> Option<f64> {
-        self.columns.get(column).and_then(|v| v.last().copied())
-    }
-
-    /// Mean of the finite values of `column` over all epochs.
-    pub fn mean(&self, column: &str) -> Option<f64> {
-        let v: Vec<f64> = self.columns.get(column)?.iter().copied().filter(|x| x.is_finite()).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    }
+/// One column of the last epoch of `epochs.csv` (`None` when NaN or no epoch).
+fn epochs_last(rows: &[EpochRow], column: impl Fn(&EpochRow) -> f64) -> Option<f64> {
+    rows.last().map(column).and_then(present)
 }
 
 /// One cell folder.
@@ -206,8 +95,8 @@ pub struct Cell {
     pub wall_seconds: Option<f64>,
     pub diverged_at_step: Option<u64>,
     pub finished_at: Option<String>,
-    pub metrics: Option<Metrics>,
-    pub epochs: Option<Epochs>,
+    pub metrics: Option<FinalMetrics>,
+    pub epochs: Option<Vec<EpochRow>>,
 }
 
 impl Cell {
@@ -219,18 +108,17 @@ impl Cell {
     /// End-of-run thermometers: from `metrics.json` diagnostics, else from `epochs.csv`
     /// (last epoch; in-band fraction = mean of `kinetic_in_band` over epochs).
     pub fn diagnostics(&self) -> Diagnostics {
-        let from_metrics = self.metrics.as_ref().map(|m| m.diagnostics.clone()).unwrap_or_default();
-        let ep = self.epochs.as_ref();
+        let from_metrics = |f: fn(&ablate_records::FinalDiagnostics) -> f64| {
+            self.metrics.as_ref().and_then(|m| present(f(&m.diagnostics)))
+        };
+        let ep = self.epochs.as_deref();
         Diagnostics {
-            kinetic_in_band_fraction: from_metrics
-                .kinetic_in_band_fraction
-                .or_else(|| ep.and_then(|e| e.mean("kinetic_in_band"))),
-            kinetic_temperature: from_metrics
-                .kinetic_temperature
-                .or_else(|| ep.and_then(|e| e.last("kinetic_temperature"))),
-            configurational_temperature: from_metrics
-                .configurational_temperature
-                .or_else(|| ep.and_then(|e| e.last("configurational_temperature"))),
+            kinetic_in_band_fraction: from_metrics(|d| d.kinetic_in_band_fraction)
+                .or_else(|| ep.and_then(|e| epochs_mean(e, |r| r.kinetic_in_band))),
+            kinetic_temperature: from_metrics(|d| d.kinetic_temperature)
+                .or_else(|| ep.and_then(|e| epochs_last(e, |r| r.kinetic_temperature))),
+            configurational_temperature: from_metrics(|d| d.configurational_temperature)
+                .or_else(|| ep.and_then(|e| epochs_last(e, |r| r.configurational_temperature))),
         }
     }
 }
@@ -258,10 +146,10 @@ pub struct Run {
 
 impl Run {
     pub fn read(dir: &Path) -> Result<Run, ReportError> {
-        let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
-        let grid = read_grid(&dir.join("grid.json"))?;
+        let manifest: Manifest = read_json(&dir.join(MANIFEST))?;
+        let grid = read_grid(&dir.join(GRID))?;
 
-        let cells_dir = dir.join("cells");
+        let cells_dir = dir.join(CELLS);
         let mut cell_dirs = Vec::new();
         if cells_dir.exists() {
             let entries = std::fs::read_dir(&cells_dir)
@@ -352,8 +240,8 @@ fn read_grid(path: &Path) -> Result<GridInfo, ReportError> {
 fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
     let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
 
-    let labels_path = dir.join("labels.json");
-    if !labels_path.exists() && !dir.join("status.json").exists() {
+    let labels_path = dir.join(LABELS);
+    if !labels_path.exists() && !dir.join(STATUS).exists() {
         return Ok(None);
     }
     let labels: serde_json::Map<String, Value> = read_json(&labels_path)?;
@@ -367,29 +255,16 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
     let seed = number("seed")?.round() as i64;
     let labels: Vec<(String, Value)> = labels.into_iter().collect();
 
-    let status_path = dir.join("status.json");
-    let status_file: Option<StatusFile> = if status_path.exists() { Some(read_json(&status_path)?) } else { None };
-    let status = match status_file.as_ref().map(|s| s.status.as_str()) {
-        None => Status::NotStarted,
-        Some("done") => Status::Done,
-        Some("failed") => Status::Failed,
-        Some("diverged") => Status::Diverged,
-        // A worker killed from outside: unfinished, the next run of the grid runs it again.
-        Some("running") | Some("interrupted") => Status::Running,
-        Some(other) => {
-            return Err(ReportError::Invalid {
-                path: status_path,
-                message: format!("unknown status `{other}` (expected running, done, failed, diverged or interrupted)"),
-            })
-        }
-    };
+    let status_path = dir.join(STATUS);
+    let status_file: Option<CellStatus> = if status_path.exists() { Some(read_json(&status_path)?) } else { None };
+    let status = status_file.as_ref().map_or(Status::NotStarted, |s| s.status.into());
 
-    let metrics_path = dir.join("metrics.json");
+    let metrics_path = dir.join(METRICS);
     const RECOMPUTE: &str = "run the grid again with `ablate run <grid file> --out <parent of this run folder>` \
                              (the grid file is named in manifest.json): it recomputes cells marked done \
                              without readable metrics";
     let metrics = if metrics_path.exists() {
-        let m = read_json::<Metrics>(&metrics_path).map_err(|e| match (status, e) {
+        let m = read_json::<FinalMetrics>(&metrics_path).map_err(|e| match (status, e) {
             (Status::Done, ReportError::Json { path, source }) => {
                 ReportError::Invalid { path, message: format!("cannot be parsed ({source}); {RECOMPUTE}") }
             }
@@ -407,11 +282,17 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         });
     }
 
-    let epochs_path = dir.join("epochs.csv");
-    let epochs = if epochs_path.exists() { Some(parse_epochs(&read_text(&epochs_path)?, &epochs_path)?) } else { None };
+    let epochs_path = dir.join(EPOCHS);
+    let epochs = if epochs_path.exists() {
+        let rows = parse_epochs_csv(&read_text(&epochs_path)?)
+            .map_err(|e| ReportError::Invalid { path: epochs_path.clone(), message: e.to_string() })?;
+        Some(rows)
+    } else {
+        None
+    };
 
     let (message, wall_seconds, diverged_at_step, finished_at) = match status_file {
-        Some(s) => (s.message, s.wall_seconds, s.diverged_at_step, s.finished_at),
+        Some(s) => (s.message, Some(s.wall_seconds), s.diverged_at_step, s.finished_at),
         None => (None, None, None, None),
     };
     Ok(Some(Cell {
@@ -427,35 +308,4 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         metrics,
         epochs,
     }))
-}
-
-/// A plain comma-separated file with a header and numeric (or boolean) fields.
-fn parse_epochs(text: &str, path: &Path) -> Result<Epochs, ReportError> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let Some(header) = lines.next() else {
-        return Ok(Epochs::default());
-    };
-    let names: Vec<String> = header.split(',').map(|s| s.trim().to_string()).collect();
-    let mut columns: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let mut rows = 0;
-    for (i, line) in lines.enumerate() {
-        let fields: Vec<&str> = line.split(',').collect();
-        if fields.len() != names.len() {
-            return Err(ReportError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("line {}: {} fields, the header has {}", i + 2, fields.len(), names.len()),
-            });
-        }
-        for (col, field) in columns.iter_mut().zip(fields) {
-            let f = field.trim();
-            let v = match f {
-                "true" | "True" => 1.0,
-                "false" | "False" => 0.0,
-                _ => f.parse::<f64>().unwrap_or(f64::NAN),
-            };
-            col.push(v);
-        }
-        rows += 1;
-    }
-    Ok(Epochs { columns: names.into_iter().zip(columns).collect(), rows })
 }

@@ -122,30 +122,15 @@ fn header(md: &mut String, input: &Input) {
         let _ = writeln!(md, "| {k} | {} |", cell(v.as_deref().unwrap_or("(not recorded)")));
     };
     fact("run folder", Some(format!("`{}`", run.dir.display())));
-    fact("command", m.command_line().map(|c| format!("`{c}`")));
-    fact(
-        "grid file",
-        m.grid_file.as_ref().map(|g| match &m.grid_sha256 {
-            Some(sha) => format!("`{g}` (sha256 `{sha}`)"),
-            None => format!("`{g}`"),
-        }),
-    );
-    fact("created", m.created.clone());
-    fact("ablate version", m.ablate_version.clone());
+    fact("command", Some(format!("`{}`", m.command)));
+    fact("grid file", Some(format!("`{}` (sha256 `{}`)", m.grid_file, m.grid_sha256)));
+    fact("created", Some(m.created.clone()));
+    fact("ablate version", Some(m.ablate_version.clone()));
     fact("git revision", m.git_revision.as_ref().map(|g| format!("`{g}`")));
     fact("libtorch", m.libtorch_version.clone());
-    fact("device", m.device.clone());
-    fact(
-        "machine",
-        m.machine.as_ref().map(|mc| {
-            format!(
-                "{}, {} CPUs, {}",
-                mc.hostname.as_deref().unwrap_or("?"),
-                mc.cpus.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-                mc.os.as_deref().unwrap_or("?")
-            )
-        }),
-    );
+    fact("device", Some(m.device.clone()));
+    let mc = &m.machine;
+    fact("machine", Some(format!("{}, {} CPUs, {}", mc.hostname, mc.cpus, mc.os)));
     let wall = run.total_wall_seconds();
     fact("wall time (sum over cells)", Some(format!("{wall:.1} s ({:.2} h)", wall / 3600.0)));
     let count = |s: Status| run.cells.iter().filter(|c| c.status == s).count();
@@ -314,7 +299,7 @@ fn prior_predictive(md: &mut String, input: &Input) {
          draws of the level's cells ± its standard error.\n\n| level | cells | draws | inputs | top-class share |\n| --- | --- | --- | --- | --- |"
     );
     for (key, pps) in &levels {
-        let draws: u64 = pps.iter().map(|p| p.samples).sum();
+        let draws: usize = pps.iter().map(|p| p.samples).sum();
         let mean = pps.iter().map(|p| p.top_class_fraction * p.samples as f64).sum::<f64>() / draws.max(1) as f64;
         // Pooled SE of a mean of cell means weighted by draws.
         let var = pps.iter().map(|p| (p.top_class_fraction_se * p.samples as f64).powi(2)).sum::<f64>();

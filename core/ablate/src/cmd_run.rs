@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ablate_engine::DeviceChoice;
 use ablate_grid::{Cell, Shard};
+use ablate_records::Event;
 use ablate_store::{CellState, CellStatus, MachineInfo, Manifest, RunDir};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -52,29 +53,6 @@ pub struct RunArgs {
     /// machine grouped convolutions made a batch slower than its chains run one by one.
     #[arg(long)]
     batch_conv: bool,
-}
-
-/// What the parent learns from a worker's stdout.
-#[derive(Debug, serde::Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase")]
-enum Event {
-    Start {
-        epochs: u64,
-    },
-    Epoch {
-        epoch: u64,
-        epochs: u64,
-        temperature: f64,
-        train_nll: f64,
-    },
-    End {
-        #[serde(default)]
-        cell: Option<String>,
-        #[serde(default)]
-        accuracy: Option<f64>,
-        #[serde(default)]
-        nll: Option<f64>,
-    },
 }
 
 struct Worker {
@@ -376,7 +354,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
                 readers.push(std::thread::spawn(move || {
                     for line in BufReader::new(out).lines() {
                         let Ok(line) = line else { break };
-                        if let Ok(ev) = serde_json::from_str::<Event>(&line) {
+                        if let Some(ev) = Event::from_line(&line) {
                             let _ = tx.send((pid, ev));
                         }
                     }
@@ -413,14 +391,14 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             Ok((pid, ev)) => {
                 if let Some(w) = running.get_mut(&pid) {
                     match ev {
-                        Event::Start { epochs } => w.bar.set_length(epochs),
-                        Event::Epoch { epoch, epochs, temperature, train_nll } => {
+                        Event::Start { epochs, .. } => w.bar.set_length(epochs),
+                        Event::Epoch { epoch, epochs, temperature, train_nll, .. } => {
                             w.bar.set_length(epochs);
                             w.bar.set_position(epoch);
                             w.bar.set_message(format!("loss {train_nll:.4} T {temperature:.3e}"));
                         }
-                        Event::End { cell, accuracy, nll } => {
-                            w.last.insert(cell.unwrap_or_default(), (accuracy, nll));
+                        Event::End { cell, accuracy, nll, .. } => {
+                            w.last.insert(cell, (accuracy, nll));
                         }
                     }
                 }
@@ -452,8 +430,8 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             }
             // Events still queued for this worker (its final line).
             while let Ok((p, ev)) = rx.try_recv() {
-                if let (true, Event::End { cell, accuracy, nll }) = (p == pid, ev) {
-                    w.last.insert(cell.unwrap_or_default(), (accuracy, nll));
+                if let (true, Event::End { cell, accuracy, nll, .. }) = (p == pid, ev) {
+                    w.last.insert(cell, (accuracy, nll));
                 }
             }
             if let Some(g) = w.gpu {

@@ -4,7 +4,7 @@
 //! Writes into each `cells/<id>/`: `config.json`, `labels.json`, `status.json` = running, then
 //! `epochs.csv` after every epoch (atomically rewritten), then `metrics.json` and the final
 //! status (done, diverged, or failed with a one-line message). Progress goes to stdout as JSON
-//! lines for the parent: `{"event":"start",...}`, `{"event":"epoch",...}`, `{"event":"end",...}`.
+//! lines for the parent ([`ablate_records::Event`]: start, epoch, end).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ablate_engine::{ChainStatus as EngineStatus, DeviceChoice, EpochRow, Observer};
+use ablate_records::{epochs_csv, Event};
 use ablate_store::{CellDir, CellState, CellStatus, RunDir, CONFIG, EPOCHS, LABELS, METRICS};
 use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::json;
 
 #[derive(Debug, Args)]
 pub struct CellArgs {
@@ -92,8 +92,8 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     }
     let batch: Vec<String> = if cells.len() > 1 { cells.iter().map(|c| c.id.clone()).collect() } else { Vec::new() };
     let epochs = cells[0].config.sampler.epochs;
-    emit(&json!({"event": "start", "cell": cells[0].id, "epochs": epochs, "temperature": cells[0].config.temperature}));
-    let mut observer = Progress { dirs: &dirs, lines: vec![Vec::new(); dirs.len()], epochs };
+    emit(&Event::Start { cell: cells[0].id.clone(), epochs: epochs as u64, temperature: cells[0].config.temperature });
+    let mut observer = Progress { dirs: &dirs, rows: vec![Vec::new(); dirs.len()], epochs };
     let configs: Vec<ablate_grid::CellConfig> = cells.iter().map(|c| c.config.clone()).collect();
     let outcome = execute(&args, &configs, &mut observer);
     let wall = started.elapsed().as_secs_f64();
@@ -101,7 +101,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
         Ok(outcomes) => {
             for ((cell, dir), outcome) in cells.iter().zip(&dirs).zip(outcomes) {
                 let Some(dir) = dir else { continue };
-                write_epochs(dir, outcome.epochs.iter().map(EpochRow::csv_line))?;
+                dir.write_text(EPOCHS, &epochs_csv(&outcome.epochs))?;
                 if let Some(m) = &outcome.metrics {
                     dir.write_json(METRICS, m)?;
                 }
@@ -121,8 +121,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
                 })?;
                 let accuracy = outcome.metrics.as_ref().map(|m| m.ensemble.accuracy);
                 let nll = outcome.metrics.as_ref().map(|m| m.ensemble.nll);
-                emit(&json!({"event": "end", "cell": cell.id, "status": status, "message": message,
-                    "accuracy": accuracy, "nll": nll, "wall_seconds": wall}));
+                emit(&Event::End { cell: cell.id.clone(), status, message, accuracy, nll, wall_seconds: wall });
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -138,9 +137,14 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
                     finished_at: Some(ablate_store::now_rfc3339()),
                     batch: batch.clone(),
                 })?;
-                emit(
-                    &json!({"event": "end", "cell": cell.id, "status": "failed", "message": message, "wall_seconds": wall}),
-                );
+                emit(&Event::End {
+                    cell: cell.id.clone(),
+                    status: CellState::Failed,
+                    message: Some(message.clone()),
+                    accuracy: None,
+                    nll: None,
+                    wall_seconds: wall,
+                });
                 eprintln!("error: cell {}: {message}", cell.id);
             }
             Ok(ExitCode::from(1))
@@ -166,51 +170,39 @@ fn execute(
 struct Progress<'a> {
     /// `None`: a discarded chain (its cell is already finished).
     dirs: &'a [Option<CellDir>],
-    lines: Vec<Vec<String>>,
+    rows: Vec<Vec<EpochRow>>,
     epochs: usize,
 }
 
 impl Observer for Progress<'_> {
     fn chain_epoch(&mut self, chain: usize, row: &EpochRow) {
-        let (Some(dir), Some(lines)) = (self.dirs.get(chain), self.lines.get_mut(chain)) else {
+        let (Some(dir), Some(rows)) = (self.dirs.get(chain), self.rows.get_mut(chain)) else {
             return;
         };
         if let Some(dir) = dir {
-            lines.push(row.csv_line());
-            if let Err(e) = write_epochs(dir, lines.iter().cloned()) {
+            rows.push(row.clone());
+            if let Err(e) = dir.write_text(EPOCHS, &epochs_csv(rows.iter())) {
                 tracing::warn!(error = %e, "could not write epochs.csv");
             }
         }
         if chain > 0 {
             return; // the progress bar follows the first chain
         }
-        emit(&json!({
-            "event": "epoch",
-            "epoch": row.epoch,
-            "epochs": self.epochs,
-            "temperature": row.temperature,
-            "train_nll": row.train_nll,
-            "train_accuracy": row.train_accuracy,
-            "members": row.members,
-        }));
+        emit(&Event::Epoch {
+            epoch: row.epoch,
+            epochs: self.epochs as u64,
+            temperature: row.temperature,
+            train_nll: row.train_nll,
+            train_accuracy: row.train_accuracy,
+            members: row.members,
+        });
     }
-}
-
-fn write_epochs(dir: &CellDir, lines: impl Iterator<Item = String>) -> Result<()> {
-    let mut text = String::from(EpochRow::CSV_HEADER);
-    text.push('\n');
-    for l in lines {
-        text.push_str(&l);
-        text.push('\n');
-    }
-    dir.write_text(EPOCHS, &text)?;
-    Ok(())
 }
 
 /// One progress line on stdout for the parent (ignored when nobody reads it).
-fn emit(v: &serde_json::Value) {
+fn emit(event: &Event) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
+    let _ = writeln!(out, "{}", event.to_line());
     let _ = out.flush();
 }
 

@@ -9,55 +9,15 @@ use ablate_grid::config::{CellConfig, Init, ModelConfig, Preconditioner};
 use ablate_plugin_host::Registry;
 use ablate_sdk::abi::{IntegratorBox, LikelihoodBox, NoiseBox, PriorBox};
 use ablate_sdk::{FactorKind, ParamInfo, TensorId};
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::chain::{run_chains, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
-use crate::diagnostics::TensorKinetic;
 use crate::host::{PotentialFn, TchHost};
-use crate::metrics::{ensemble_metrics, growth_curve, EnsembleMetrics, GrowthPoint, MemberProbs};
+use crate::metrics::{ensemble_metrics, growth_curve, MemberProbs};
 use crate::model::{BnState, Mode, Model};
 use crate::schedule::Protocol;
 use crate::EngineError;
-
-/// Final results of a cell (`metrics.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinalMetrics {
-    pub members: usize,
-    pub ensemble: EnsembleMetrics,
-    pub growth: Vec<GrowthPoint>,
-    pub diagnostics: FinalDiagnostics,
-    /// Mean Metropolis–Hastings acceptance (integrators that have one).
-    pub acceptance: Option<f64>,
-    pub dim: i64,
-    pub n_effective: f64,
-    pub steps: u64,
-    /// The prior predictive check (`eval.prior_samples` > 0).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub prior_predictive: Option<PriorPredictive>,
-}
-
-/// Class distribution of the predictions of prior draws on training inputs (the paper's check
-/// that typical N(0, I) draws of a deep net predict almost every input as one class).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PriorPredictive {
-    pub samples: usize,
-    pub inputs: i64,
-    /// Mean over draws of the share of inputs given the draw's most frequent class
-    /// (1/classes for a uniform spread, 1 for a constant predictor), and its standard error.
-    pub top_class_fraction: f64,
-    pub top_class_fraction_se: f64,
-    /// Predicted-class counts summed over draws.
-    pub class_counts: Vec<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinalDiagnostics {
-    pub kinetic_in_band_fraction: f64,
-    pub kinetic_temperature: f64,
-    pub configurational_temperature: f64,
-    pub kinetic_per_tensor: Vec<TensorKinetic>,
-}
+pub use ablate_records::{FinalDiagnostics, FinalMetrics, PriorPredictive};
 
 #[derive(Debug, Clone)]
 pub struct CellOutcome {

@@ -24,48 +24,12 @@ use ablate_sdk::abi::{IntegratorBox, NoiseBox};
 use ablate_sdk::{NoiseStats, ParamInfo, StepCtx, StepTensors, TensorId};
 use tch::{Device, Kind, Tensor};
 
+pub use ablate_records::EpochRow;
+
 use crate::diagnostics::{self, Kinetic};
 use crate::host::{PotentialFn, TchHost};
 use crate::schedule::Protocol;
 use crate::EngineError;
-
-/// One row of `epochs.csv`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochRow {
-    pub epoch: u64,
-    pub step: u64,
-    pub temperature: f64,
-    pub timestep_factor: f64,
-    pub train_nll: f64,
-    pub train_accuracy: f64,
-    pub kinetic_temperature: f64,
-    pub kinetic_in_band: f64,
-    pub configurational_temperature: f64,
-    pub members: u64,
-    pub wall_seconds: f64,
-}
-
-impl EpochRow {
-    pub const CSV_HEADER: &'static str = "epoch,step,temperature,timestep_factor,train_nll,train_accuracy,\
-kinetic_temperature,kinetic_in_band,configurational_temperature,members,wall_seconds";
-
-    pub fn csv_line(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.3}",
-            self.epoch,
-            self.step,
-            self.temperature,
-            self.timestep_factor,
-            self.train_nll,
-            self.train_accuracy,
-            self.kinetic_temperature,
-            self.kinetic_in_band,
-            self.configurational_temperature,
-            self.members,
-            self.wall_seconds
-        )
-    }
-}
 
 /// Receives progress while a chain runs (progress bars, incremental `epochs.csv`).
 pub trait Observer {

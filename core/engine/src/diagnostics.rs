@@ -13,14 +13,7 @@ use crate::chi2;
 /// Level of the per-tensor kinetic band (the reference's `hpd_level`).
 pub const BAND_LEVEL: f64 = 0.99;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TensorKinetic {
-    pub name: String,
-    pub dof: i64,
-    pub temperature: f64,
-    pub band: (f64, f64),
-    pub inside: bool,
-}
+pub use ablate_records::TensorKinetic;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Kinetic {

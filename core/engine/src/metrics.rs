@@ -13,37 +13,13 @@
 //!   within bins and approximately otherwise;
 //! - ECE: Σ_b (n_b/N)|acc_b − conf_b| over `bins` equal-width bins of the confidence max p̄.
 
-use serde::{Deserialize, Serialize};
-
 /// Predicted class probabilities of one member on the test set, row-major N×K.
 #[derive(Debug, Clone)]
 pub struct MemberProbs {
     pub probs: Vec<f32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnsembleMetrics {
-    pub accuracy: f64,
-    pub accuracy_se: f64,
-    pub nll: f64,
-    pub nll_se: f64,
-    pub gibbs_accuracy: f64,
-    pub gibbs_nll: f64,
-    pub brier: f64,
-    pub brier_reliability: f64,
-    pub brier_resolution: f64,
-    pub brier_uncertainty: f64,
-    pub ece: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GrowthPoint {
-    pub members: usize,
-    pub accuracy: f64,
-    pub nll: f64,
-    pub brier: f64,
-    pub ece: f64,
-}
+pub use ablate_records::{EnsembleMetrics, GrowthPoint};
 
 const PROB_FLOOR: f64 = 1e-30;
 

@@ -1,6 +1,8 @@
 //! Run folders of `ablate`: where a grid's results live on disk.
 //!
-//! The layout is a contract shared by the runner, the workers and `ablate report`:
+//! The layout is a contract shared by the runner, the workers and `ablate report`; the records
+//! themselves (manifest, status, metrics, epoch rows) and the file names are defined once in
+//! `ablate_records` and re-exported here:
 //!
 //! ```text
 //! runs/<name>/

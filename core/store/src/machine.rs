@@ -6,52 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError};
 
-/// The machine a run was made on (`manifest.json` → `machine`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MachineInfo {
-    pub hostname: String,
-    /// Logical CPUs available to this process.
-    pub cpus: usize,
-    /// `PRETTY_NAME` of /etc/os-release, or the OS family.
-    pub os: String,
-}
-
-impl MachineInfo {
-    pub fn current() -> MachineInfo {
-        MachineInfo {
-            hostname: hostname(),
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            os: os_name(),
-        }
-    }
-}
-
-/// The host name (from /proc/sys/kernel/hostname, else `$HOSTNAME`, else "unknown").
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn os_name() -> String {
-    std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| std::env::consts::OS.to_owned())
-}
+pub use ablate_records::{hostname, MachineInfo};
 
 /// Hex SHA-256 of a file's contents.
 pub fn sha256_file(path: &Path) -> Result<String> {

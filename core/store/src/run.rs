@@ -5,103 +5,15 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::atomic::{is_temp_name, sync_dir, write_atomic};
 use crate::error::{Result, StoreError};
 use crate::lock::RunLock;
-use crate::machine::MachineInfo;
 
-pub const MANIFEST: &str = "manifest.json";
-pub const GRID: &str = "grid.json";
-pub const LOCK: &str = "run.lock";
-pub const CELLS: &str = "cells";
-pub const CONFIG: &str = "config.json";
-pub const LABELS: &str = "labels.json";
-pub const STATUS: &str = "status.json";
-pub const EPOCHS: &str = "epochs.csv";
-pub const METRICS: &str = "metrics.json";
-
-/// `manifest.json`: how, where and with what a run was made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The grid file as given on the command line.
-    pub grid_file: String,
-    /// Hex SHA-256 of the grid file's bytes.
-    pub grid_sha256: String,
-    pub ablate_version: String,
-    /// `git rev-parse HEAD` of the source tree, when known.
-    pub git_revision: Option<String>,
-    pub libtorch_version: Option<String>,
-    /// `cpu`, `cuda:0`, ...
-    pub device: String,
-    pub plugins: Vec<PluginInfo>,
-    pub machine: MachineInfo,
-    /// RFC 3339 UTC.
-    pub created: String,
-    /// The command line that made the run.
-    pub command: String,
-}
-
-/// A plugin library loaded by a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginInfo {
-    pub name: String,
-    pub path: String,
-    pub sha256: String,
-}
-
-/// The state of a cell (`status.json` → `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CellState {
-    /// Started and not finished; found at startup, it means the run was interrupted.
-    Running,
-    Done,
-    /// Failed for good (an error in the config or a plugin); not retried automatically.
-    Failed,
-    /// The chain produced non-finite values; a result in itself (reported, not retried).
-    Diverged,
-    /// The worker was killed from outside (the out-of-memory killer, `kill -9`): not finished,
-    /// run again by the next run of the grid.
-    Interrupted,
-}
-
-/// `status.json` of a cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CellStatus {
-    pub status: CellState,
-    pub message: Option<String>,
-    pub wall_seconds: f64,
-    pub diverged_at_step: Option<u64>,
-    /// RFC 3339 UTC; `null` while running.
-    pub finished_at: Option<String>,
-    /// Ids of the cells whose chains ran batched with this one (itself included), in chain
-    /// order; empty when it ran alone. Batch-mates share the injected-noise stream, so this is
-    /// part of what reproduces the numbers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub batch: Vec<String>,
-}
-
-impl CellStatus {
-    /// A cell that has just started.
-    pub fn running() -> CellStatus {
-        CellStatus {
-            status: CellState::Running,
-            message: None,
-            wall_seconds: 0.0,
-            diverged_at_step: None,
-            finished_at: None,
-            batch: Vec::new(),
-        }
-    }
-
-    /// Done, failed and diverged cells are finished; running ones were interrupted, and
-    /// interrupted ones run again.
-    pub fn is_finished(&self) -> bool {
-        !matches!(self.status, CellState::Running | CellState::Interrupted)
-    }
-}
+pub use ablate_records::{
+    CellState, CellStatus, Manifest, PluginInfo, CELLS, CONFIG, EPOCHS, GRID, LABELS, LOCK, MANIFEST, METRICS, STATUS,
+};
 
 /// A run folder (`runs/<name>/`).
 #[derive(Debug, Clone)]

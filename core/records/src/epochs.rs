@@ -1,0 +1,196 @@
+//! `epochs.csv`: one [`EpochRow`] per epoch, a header of [`EPOCH_COLUMNS`].
+//!
+//! The column names, their order and the formatting of each value are defined here once:
+//! [`EpochRow::values`] and [`EpochRow::from_values`] both go through [`EPOCH_COLUMNS`] by
+//! position, so the writer and the reader cannot disagree.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// The columns of `epochs.csv`, in file order.
+pub const EPOCH_COLUMNS: [&str; 11] = [
+    "epoch",
+    "step",
+    "temperature",
+    "timestep_factor",
+    "train_nll",
+    "train_accuracy",
+    "kinetic_temperature",
+    "kinetic_in_band",
+    "configurational_temperature",
+    "members",
+    "wall_seconds",
+];
+
+/// One row of `epochs.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: u64,
+    pub step: u64,
+    pub temperature: f64,
+    pub timestep_factor: f64,
+    pub train_nll: f64,
+    pub train_accuracy: f64,
+    pub kinetic_temperature: f64,
+    /// Fraction of parameter tensors whose kinetic temperature is inside its χ² band.
+    pub kinetic_in_band: f64,
+    pub configurational_temperature: f64,
+    pub members: u64,
+    pub wall_seconds: f64,
+}
+
+/// A damaged `epochs.csv`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EpochsError {
+    #[error("line {line}: {found} fields, the header has {expected}")]
+    FieldCount { line: usize, found: usize, expected: usize },
+}
+
+impl EpochRow {
+    /// The header line (no newline).
+    pub fn csv_header() -> String {
+        EPOCH_COLUMNS.join(",")
+    }
+
+    /// The values as written, in [`EPOCH_COLUMNS`] order.
+    pub fn values(&self) -> [String; 11] {
+        [
+            self.epoch.to_string(),
+            self.step.to_string(),
+            self.temperature.to_string(),
+            self.timestep_factor.to_string(),
+            self.train_nll.to_string(),
+            self.train_accuracy.to_string(),
+            self.kinetic_temperature.to_string(),
+            self.kinetic_in_band.to_string(),
+            self.configurational_temperature.to_string(),
+            self.members.to_string(),
+            format!("{:.3}", self.wall_seconds),
+        ]
+    }
+
+    /// A row from numbers in [`EPOCH_COLUMNS`] order (NaN for a missing or unreadable value;
+    /// integer columns read NaN as 0).
+    pub fn from_values(v: [f64; 11]) -> EpochRow {
+        let int = |x: f64| if x.is_finite() && x >= 0.0 { x.round() as u64 } else { 0 };
+        EpochRow {
+            epoch: int(v[0]),
+            step: int(v[1]),
+            temperature: v[2],
+            timestep_factor: v[3],
+            train_nll: v[4],
+            train_accuracy: v[5],
+            kinetic_temperature: v[6],
+            kinetic_in_band: v[7],
+            configurational_temperature: v[8],
+            members: int(v[9]),
+            wall_seconds: v[10],
+        }
+    }
+
+    /// The row as one CSV line (no newline).
+    pub fn csv_line(&self) -> String {
+        self.values().join(",")
+    }
+}
+
+/// The whole file: header and one line per row, each ending in a newline.
+pub fn epochs_csv<'a>(rows: impl IntoIterator<Item = &'a EpochRow>) -> String {
+    let mut text = EpochRow::csv_header();
+    text.push('\n');
+    for row in rows {
+        let _ = writeln!(text, "{}", row.csv_line());
+    }
+    text
+}
+
+/// Reads `epochs.csv` by column name: columns may be in any order, unknown ones are ignored, a
+/// missing column or an unparsable value reads as NaN (0 for integer columns); `true`/`false`
+/// (older files' `kinetic_in_band`) read as 1/0. A line with the wrong number of fields is an
+/// error.
+pub fn parse_epochs_csv(text: &str) -> Result<Vec<EpochRow>, EpochsError> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    let position: Vec<Option<usize>> = EPOCH_COLUMNS.iter().map(|c| names.iter().position(|n| n == c)).collect();
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != names.len() {
+            return Err(EpochsError::FieldCount { line: i + 2, found: fields.len(), expected: names.len() });
+        }
+        let mut values = [f64::NAN; 11];
+        for (value, pos) in values.iter_mut().zip(&position) {
+            if let Some(&p) = pos.as_ref() {
+                *value = number(fields[p]);
+            }
+        }
+        rows.push(EpochRow::from_values(values));
+    }
+    Ok(rows)
+}
+
+fn number(field: &str) -> f64 {
+    match field {
+        "true" | "True" => 1.0,
+        "false" | "False" => 0.0,
+        _ => field.parse::<f64>().unwrap_or(f64::NAN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(e: u64) -> EpochRow {
+        EpochRow {
+            epoch: e,
+            step: 7 * e,
+            temperature: 0.001,
+            timestep_factor: 0.5,
+            train_nll: 1.0 / 3.0,
+            train_accuracy: 0.25,
+            kinetic_temperature: f64::NAN,
+            kinetic_in_band: 1.0,
+            configurational_temperature: -2.5,
+            members: e / 2,
+            wall_seconds: 1.23456,
+        }
+    }
+
+    #[test]
+    fn the_file_is_formatted_as_before() {
+        // The format of every earlier run folder: f64 Display, wall time with 3 decimals.
+        let text = epochs_csv(&[row(3)]);
+        assert_eq!(
+            text,
+            "epoch,step,temperature,timestep_factor,train_nll,train_accuracy,kinetic_temperature,\
+             kinetic_in_band,configurational_temperature,members,wall_seconds\n\
+             3,21,0.001,0.5,0.3333333333333333,0.25,NaN,1,-2.5,1,1.235\n"
+        );
+    }
+
+    #[test]
+    fn rows_read_back_by_column_name() {
+        let rows: Vec<EpochRow> = (0..4).map(row).collect();
+        let back = parse_epochs_csv(&epochs_csv(&rows)).unwrap();
+        assert_eq!(back.len(), 4);
+        for (a, b) in rows.iter().zip(&back) {
+            assert_eq!((a.epoch, a.step, a.members, a.train_nll), (b.epoch, b.step, b.members, b.train_nll));
+            assert!(b.kinetic_temperature.is_nan());
+            assert_eq!(b.wall_seconds, 1.235);
+        }
+        // Columns in another order, an unknown column: read by name.
+        let shuffled = "members,zzz,epoch\n4,x,9\n";
+        let r = &parse_epochs_csv(shuffled).unwrap()[0];
+        assert_eq!((r.members, r.epoch), (4, 9));
+        assert!(r.train_nll.is_nan());
+        assert_eq!(
+            parse_epochs_csv("epoch,step\n1\n"),
+            Err(EpochsError::FieldCount { line: 2, found: 1, expected: 2 })
+        );
+    }
+}

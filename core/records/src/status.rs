@@ -1,0 +1,68 @@
+//! `status.json` of a cell.
+
+use serde::{Deserialize, Serialize};
+
+/// The state of a cell (`status.json` → `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellState {
+    /// Started and not finished; found at startup, it means the run was interrupted.
+    Running,
+    Done,
+    /// Failed for good (an error in the config or a plugin); not retried automatically.
+    Failed,
+    /// The chain produced non-finite values; a result in itself (reported, not retried).
+    Diverged,
+    /// The worker was killed from outside (the out-of-memory killer, `kill -9`): not finished,
+    /// run again by the next run of the grid.
+    Interrupted,
+}
+
+impl CellState {
+    /// As written in `status.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellState::Running => "running",
+            CellState::Done => "done",
+            CellState::Failed => "failed",
+            CellState::Diverged => "diverged",
+            CellState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// `status.json` of a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellStatus {
+    pub status: CellState,
+    pub message: Option<String>,
+    pub wall_seconds: f64,
+    pub diverged_at_step: Option<u64>,
+    /// RFC 3339 UTC; `null` while running.
+    pub finished_at: Option<String>,
+    /// Ids of the cells whose chains ran batched with this one (itself included), in chain
+    /// order; empty when it ran alone. Batch-mates share the injected-noise stream, so this is
+    /// part of what reproduces the numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<String>,
+}
+
+impl CellStatus {
+    /// A cell that has just started.
+    pub fn running() -> CellStatus {
+        CellStatus {
+            status: CellState::Running,
+            message: None,
+            wall_seconds: 0.0,
+            diverged_at_step: None,
+            finished_at: None,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Done, failed and diverged cells are finished; running ones were interrupted, and
+    /// interrupted ones run again.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.status, CellState::Running | CellState::Interrupted)
+    }
+}

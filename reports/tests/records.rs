@@ -1,0 +1,178 @@
+//! Every record of a run folder, written through its writer (the store and `ablate_records`)
+//! and read back through the reports loader: the same values come back.
+
+use ablate_records::{
+    epochs_csv, CellState, CellStatus, EnsembleMetrics, EpochRow, FinalDiagnostics, FinalMetrics, GrowthPoint,
+    MachineInfo, Manifest, PluginInfo, PriorPredictive, TensorKinetic, EPOCHS, LABELS, METRICS,
+};
+use ablate_reports::load::{Run, Status};
+use ablate_store::RunDir;
+use serde_json::json;
+
+const GRID_TEXT: &str = r#"{"name": "records", "base": {}, "axes": [{"path": "temperature", "values": [0.5]}, {"path": "seed", "values": [3]}]}"#;
+
+fn manifest() -> Manifest {
+    Manifest {
+        grid_file: "grids/records.json".into(),
+        grid_sha256: ablate_store::sha256_bytes(GRID_TEXT.as_bytes()),
+        ablate_version: "9.9.9".into(),
+        git_revision: Some("0123abcd".into()),
+        libtorch_version: None,
+        device: "cpu".into(),
+        plugins: vec![PluginInfo { name: "priors".into(), path: "/p/libpriors.so".into(), sha256: "ff".into() }],
+        machine: MachineInfo { hostname: "box".into(), cpus: 3, os: "Linux".into() },
+        created: "2026-01-02T03:04:05Z".into(),
+        command: "ablate run grids/records.json".into(),
+    }
+}
+
+fn rows() -> Vec<EpochRow> {
+    (0..3u64)
+        .map(|e| EpochRow {
+            epoch: e,
+            step: 10 * e,
+            temperature: 0.5,
+            timestep_factor: 1.0 / (e + 1) as f64,
+            train_nll: 0.25 + e as f64,
+            train_accuracy: 0.875,
+            kinetic_temperature: 0.5 + 0.125 * e as f64,
+            kinetic_in_band: if e == 1 { 0.0 } else { 1.0 },
+            configurational_temperature: 0.4375,
+            members: e,
+            // Written with 3 decimals: a value with 3 decimals comes back exactly.
+            wall_seconds: 1.5 * e as f64,
+        })
+        .collect()
+}
+
+fn metrics() -> FinalMetrics {
+    FinalMetrics {
+        members: 2,
+        ensemble: EnsembleMetrics {
+            accuracy: 0.75,
+            accuracy_se: 0.0625,
+            nll: 0.5,
+            // A non-finite value is written as null and read back as NaN (reported as absent).
+            nll_se: f64::NAN,
+            gibbs_accuracy: 0.625,
+            gibbs_nll: 0.75,
+            brier: 0.25,
+            brier_reliability: 0.015625,
+            brier_resolution: 0.03125,
+            brier_uncertainty: 0.875,
+            ece: 0.125,
+        },
+        growth: vec![GrowthPoint { members: 1, accuracy: 0.5, nll: 1.0, brier: 0.5, ece: 0.25 }],
+        diagnostics: FinalDiagnostics {
+            kinetic_in_band_fraction: 0.5,
+            kinetic_temperature: 0.625,
+            configurational_temperature: 0.375,
+            kinetic_per_tensor: vec![TensorKinetic {
+                name: "0.weight".into(),
+                dof: 4,
+                temperature: 0.5,
+                band: (0.25, 1.5),
+                inside: true,
+            }],
+        },
+        acceptance: Some(0.875),
+        dim: 42,
+        n_effective: 100.0,
+        steps: 30,
+        prior_predictive: Some(PriorPredictive {
+            samples: 4,
+            inputs: 10,
+            top_class_fraction: 0.75,
+            top_class_fraction_se: 0.125,
+            class_counts: vec![30, 10],
+        }),
+    }
+}
+
+#[test]
+fn every_record_written_by_its_writer_reads_back_through_the_reports_loader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = manifest();
+    let run = RunDir::create_or_open(tmp.path().join("records"), &manifest, GRID_TEXT).unwrap();
+    let cell = run.cell("c0ffee").unwrap();
+    cell.write_json(LABELS, &json!({"temperature": 0.5, "seed": 3})).unwrap();
+    let status = CellStatus {
+        status: CellState::Done,
+        message: Some("fine".into()),
+        wall_seconds: 12.25,
+        diverged_at_step: None,
+        finished_at: Some("2026-01-02T03:05:00Z".into()),
+        batch: vec!["c0ffee".into(), "beef".into()],
+    };
+    cell.write_status(&status).unwrap();
+    let metrics = metrics();
+    cell.write_json(METRICS, &metrics).unwrap();
+    let rows = rows();
+    cell.write_text(EPOCHS, &epochs_csv(&rows)).unwrap();
+
+    let loaded = Run::read(run.path()).unwrap();
+    assert_eq!(loaded.manifest, manifest);
+    assert_eq!(loaded.grid.name.as_deref(), Some("records"));
+    assert_eq!(loaded.cells.len(), 1);
+    let c = &loaded.cells[0];
+    assert_eq!(c.id, "c0ffee");
+    assert_eq!((c.temperature, c.seed), (0.5, 3));
+    assert_eq!(c.status, Status::Done);
+    assert_eq!(c.message.as_deref(), Some("fine"));
+    assert_eq!(c.wall_seconds, Some(12.25));
+    assert_eq!(c.finished_at, status.finished_at);
+    assert_eq!(c.epochs.as_ref(), Some(&rows));
+    let back = c.metrics.clone().expect("metrics.json read");
+    assert!(back.ensemble.nll_se.is_nan(), "null reads back as NaN");
+    let mut expected = metrics;
+    expected.ensemble.nll_se = 0.0;
+    let mut back = back;
+    back.ensemble.nll_se = 0.0;
+    assert_eq!(back, expected);
+    // The store reads the same status back.
+    assert_eq!(cell.read_status().unwrap(), Some(status));
+}
+
+#[test]
+fn an_older_run_folder_without_newer_fields_still_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut m = serde_json::to_value(manifest()).unwrap();
+    m["command"] = json!(["ablate", "run", "grids/records.json"]);
+    std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::write(dir.join("grid.json"), GRID_TEXT).unwrap();
+    let cell = dir.join("cells/old");
+    std::fs::create_dir_all(&cell).unwrap();
+    std::fs::write(cell.join("labels.json"), r#"{"temperature": 1.0, "seed": 1}"#).unwrap();
+    std::fs::write(
+        cell.join("status.json"),
+        r#"{"status": "done", "message": null, "wall_seconds": 2.0, "diverged_at_step": null, "finished_at": null}"#,
+    )
+    .unwrap();
+    // No acceptance, dim, n_effective, steps, per-tensor kinetics or prior predictive.
+    std::fs::write(
+        cell.join("metrics.json"),
+        r#"{"members": 1, "ensemble": {"accuracy": 0.5, "nll": null}, "growth": [],
+            "diagnostics": {"kinetic_in_band_fraction": 1.0, "kinetic_temperature": 1.0,
+                            "configurational_temperature": 1.0}}"#,
+    )
+    .unwrap();
+    // Older epochs.csv: booleans for kinetic_in_band, no wall_seconds column.
+    std::fs::write(
+        cell.join("epochs.csv"),
+        "epoch,step,temperature,timestep_factor,train_nll,train_accuracy,kinetic_temperature,\
+         kinetic_in_band,configurational_temperature,members\n0,5,1,1,0.5,0.5,1.1,true,0.9,0\n1,10,1,1,0.4,0.6,1.2,false,0.8,1\n",
+    )
+    .unwrap();
+    let run = Run::read(dir).unwrap();
+    assert_eq!(run.manifest.command, "ablate run grids/records.json");
+    let c = &run.cells[0];
+    let m = c.metrics.as_ref().unwrap();
+    assert_eq!(m.acceptance, None);
+    assert_eq!((m.dim, m.steps), (0, 0));
+    assert!(m.ensemble.nll.is_nan() && m.ensemble.brier.is_nan());
+    let e = c.epochs.as_ref().unwrap();
+    assert_eq!(e.iter().map(|r| r.kinetic_in_band).collect::<Vec<_>>(), vec![1.0, 0.0]);
+    assert_eq!(e.iter().map(|r| r.step).collect::<Vec<_>>(), vec![5, 10]);
+    assert!(e.iter().all(|r| r.wall_seconds.is_nan()));
+}
