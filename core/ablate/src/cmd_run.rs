@@ -34,7 +34,8 @@ pub struct RunArgs {
     device: String,
     #[command(flatten)]
     plugins: crate::PluginDirs,
-    /// Run only shard i of N (cells at positions i, i+N, ...); `env` takes it from
+    /// Run only shard i of N (the batches of chains are dealt to N shards, largest first to the
+    /// shard with the fewest chains; `ablate slurm` shows the split); `env` takes it from
     /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, `env/N` from JOB_COMPLETION_INDEX.
     #[arg(long, value_name = "i/N")]
     shard: Option<String>,
@@ -46,8 +47,8 @@ pub struct RunArgs {
     threads: Option<usize>,
     /// Most cells per worker run as batched chains (cells that differ only in temperature and
     /// seed, with a batchable integrator and prior); 1 runs every cell alone. Default: up to 32,
-    /// cut so that every shard gets a batch and, for compute-bound models on the CPU, every
-    /// worker (one per core) gets one. Give the K the run printed to reproduce its plan.
+    /// cut so that every worker gets a batch for compute-bound MLPs on the CPU (one per core)
+    /// and on CUDA (one per GPU). Give the K the run printed to reproduce its plan.
     #[arg(long, value_name = "K")]
     batch_chains: Option<usize>,
     /// Batch convolutional models on the CPU too (the default on CUDA). On this project's CPU
@@ -192,7 +193,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     let grid_text = std::fs::read_to_string(&args.grid).with_context(|| format!("reading {}", args.grid.display()))?;
     // Batches over the whole grid, so that shards and reruns form the same batches.
     let cores = common::cores();
-    let plan = plan_batches(&grid.cells, &args, shard, device, cores, gpus, &registry);
+    let plan = plan_batches(&grid.cells, &args, device, cores, gpus, &registry);
     let selected: Vec<&Vec<usize>> = match shard {
         Some(s) => plan.shard(s.index, s.count),
         None => plan.batches.iter().collect(),
@@ -578,19 +579,19 @@ fn pending_note(pending: &VecDeque<Batch>) -> String {
 }
 
 /// The plan of this run ([`ablate_engine::planner`]): `--batch-chains K` caps batches at K
-/// exactly; without it the cap (at most 32) leaves every shard a batch and, when the grid's
-/// chains are compute-bound on the CPU, every worker one (one single-threaded worker per core
-/// beats one batch on all threads there); on CUDA every GPU gets one.
+/// exactly; without it the cap (at most 32) leaves every worker a batch when the grid's chains
+/// are compute-bound on the CPU (one single-threaded worker per core beats one batch on all
+/// threads there) and every GPU one on CUDA. The plan does not depend on `--shard`, so a shard
+/// forms the batches of the whole run (`ablate slurm` writes the K that splits a grid for its
+/// array tasks into the script).
 fn plan_batches(
     cells: &[Cell],
     args: &RunArgs,
-    shard: Option<Shard>,
     device: tch::Device,
     cores: usize,
     gpus: usize,
     registry: &ablate_plugin_host::Registry,
 ) -> ablate_engine::planner::Plan {
-    let shards = shard.map_or(1, |s| s.count);
     let workers = if gpus > 0 {
         args.jobs.unwrap_or(gpus)
     } else if cells.iter().any(|c| ablate_engine::planner::compute_bound(&c.config)) {
@@ -601,7 +602,7 @@ fn plan_batches(
     let opts = ablate_engine::planner::PlanOptions {
         max_chains: args.batch_chains.unwrap_or(32),
         conv: args.batch_conv || device.is_cuda(),
-        min_batches: if args.batch_chains.is_some() { 1 } else { shards * workers.max(1) },
+        min_batches: if args.batch_chains.is_some() { 1 } else { workers.max(1) },
     };
     let plan = ablate_engine::planner::plan(cells, &opts, registry);
     tracing::info!(cap = plan.cap, batches = plan.batches.len(), "batch plan");
@@ -788,5 +789,22 @@ fn human_duration(s: f64) -> String {
         format!("{:.1} min", s / 60.0)
     } else {
         format!("{:.1} h", s / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_visible_gpu;
+
+    #[test]
+    fn each_worker_sees_its_own_gpu() {
+        // Slurm gave the task GPUs 3 and 5: worker 0 sees 3, worker 1 sees 5.
+        assert_eq!(worker_visible_gpu(Some("3,5"), 0), "3");
+        assert_eq!(worker_visible_gpu(Some("3,5"), 1), "5");
+        assert_eq!(worker_visible_gpu(Some(" 3, 5 "), 1), "5");
+        assert_eq!(worker_visible_gpu(Some("GPU-aaaa,GPU-bbbb"), 1), "GPU-bbbb");
+        // No list: the ordinals themselves.
+        assert_eq!(worker_visible_gpu(None, 2), "2");
+        assert_eq!(worker_visible_gpu(Some(""), 1), "1");
     }
 }

@@ -247,3 +247,71 @@ fn real_slurm_runs_the_grid_and_recovers_a_killed_task() {
         _ => panic!("scripts/slurm-test failed:\n{out}\n{err}"),
     }
 }
+
+/// Issue 16 item 4: the time-limit signal (USR1 to the batch shell, `--signal=B:USR1@120`)
+/// stops the runner cleanly and requeues the task; the interrupted cells stay unfinished (they
+/// run again from scratch) and no claim is left behind.
+#[test]
+fn the_time_limit_signal_stops_the_task_and_requeues_it() {
+    require_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("long.json");
+    let grid = serde_json::json!({
+        "name": "long",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 200},
+            "model": {"kind": "mlp", "hidden": [16]},
+            "sampler": {"epochs": 5000, "cycle_length": 50, "cycle_start_sampling": 100}
+        },
+        "axes": [{"path": "temperature", "values": [0.1, 1.0]}]
+    });
+    std::fs::write(&g, grid.to_string()).unwrap();
+    let o = ablate(&["slurm", g.to_str().unwrap(), "--shards", "1", "--out", "runs"], dir.path());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let run = dir.path().join("runs/long");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.path().join("scontrol.log");
+    std::fs::write(bin.join("scontrol"), format!("#!/bin/bash\necho \"$*\" >> {}\n", log.display())).unwrap();
+    Command::new("chmod").arg("+x").arg(bin.join("scontrol")).status().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut task = Command::new("bash")
+        .arg(run.join("slurm/array.sbatch"))
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("SLURM_ARRAY_JOB_ID", "41")
+        .env("SLURM_ARRAY_TASK_ID", "0")
+        .env_remove("SLURM_CPUS_PER_TASK")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let running = || {
+        std::fs::read_dir(run.join("cells"))
+            .map(|d| d.flatten().any(|e| e.path().join("epochs.csv").exists() || e.path().join("status.json").exists()))
+            .unwrap_or(false)
+    };
+    while !running() {
+        assert!(started.elapsed().as_secs() < 120, "the task never started a cell");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Command::new("kill").args(["-USR1", &task.id().to_string()]).status().unwrap();
+    let out = task.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("ablate: task 41_0 near its time limit: stopping and requeueing"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "requeue 41_0");
+    for e in std::fs::read_dir(run.join("cells")).unwrap().flatten() {
+        let status = std::fs::read_to_string(e.path().join("status.json")).unwrap_or_default();
+        assert!(!status.contains("\"done\""), "a cell cut off by the signal must not be done: {status}");
+    }
+    let claims = std::fs::read_dir(run.join("claims")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(claims, 0, "the stopped runner left its claim");
+    let o = ablate(&["status", run.to_str().unwrap()], dir.path());
+    let (st, _) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{st}");
+    assert!(st.contains("--array=0 "), "{st}");
+}

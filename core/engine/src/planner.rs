@@ -9,7 +9,8 @@
 //!    are bucketed unless `conv`. Every other cell runs alone.
 //! 2. **Batch size.** Buckets are cut into balanced batches of at most `cap` chains, where `cap`
 //!    is the largest size up to `max_chains` that still yields `min_batches` batches (when the
-//!    grid has that many cells): with `min_batches` = shards, no array task is left empty.
+//!    grid has that many cells): `ablate slurm` asks for one per array task (and per worker in
+//!    it), `ablate run` for one per worker when chains are compute-bound or on CUDA.
 //! 3. **Cost model.** [`compute_bound`] says whether one chain's step already keeps a core busy
 //!    (an MNIST-sized MLP) or is dominated by per-operation overhead (a digits MLP). Dispatch-bound
 //!    chains gain most from one large batch; compute-bound chains run faster as one batch per
@@ -69,8 +70,9 @@ impl Plan {
 /// processes).
 pub const COMPUTE_BOUND_WORK: f64 = 1.0e6;
 
-/// Does one chain of `cfg` keep a CPU core busy on its own ([`COMPUTE_BOUND_WORK`])?
-/// Convolutional networks always do.
+/// Does one MLP chain of `cfg` keep a CPU core busy on its own ([`COMPUTE_BOUND_WORK`])?
+/// Convolutional networks are not batched on the CPU unless asked (`--batch-conv`), and then
+/// as asked: the model answers `false` for them.
 pub fn compute_bound(cfg: &CellConfig) -> bool {
     match &cfg.model {
         ModelConfig::Mlp { hidden, .. } => {
@@ -87,7 +89,7 @@ pub fn compute_bound(cfg: &CellConfig) -> bool {
             }
             params as f64 * cfg.sampler.batch_size as f64 >= COMPUTE_BOUND_WORK
         }
-        _ => true,
+        _ => false,
     }
 }
 
