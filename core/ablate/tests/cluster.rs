@@ -275,7 +275,7 @@ fn the_time_limit_signal_stops_the_task_and_requeues_it() {
     std::fs::write(bin.join("scontrol"), format!("#!/bin/bash\necho \"$*\" >> {}\n", log.display())).unwrap();
     Command::new("chmod").arg("+x").arg(bin.join("scontrol")).status().unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let mut task = Command::new("bash")
+    let task = Command::new("bash")
         .arg(run.join("slurm/array.sbatch"))
         .current_dir(dir.path())
         .env("PATH", path)
