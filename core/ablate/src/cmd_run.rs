@@ -35,7 +35,8 @@ pub struct RunArgs {
     device: String,
     #[command(flatten)]
     plugins: crate::PluginDirs,
-    /// Run only shard i of N (cells at positions i, i+N, ...); `env` takes it from
+    /// Run only shard i of N (the batches of chains are dealt to N shards, largest first to the
+    /// shard with the fewest chains; `ablate slurm` shows the split); `env` takes it from
     /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, `env/N` from JOB_COMPLETION_INDEX.
     #[arg(long, value_name = "i/N")]
     shard: Option<String>,
@@ -46,9 +47,11 @@ pub struct RunArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Most cells per worker run as batched chains (cells that differ only in temperature and
-    /// seed, with a batchable integrator and prior); 1 runs every cell alone.
-    #[arg(long, default_value_t = 32, value_name = "K")]
-    batch_chains: usize,
+    /// seed, with a batchable integrator and prior); 1 runs every cell alone. Default: up to 32,
+    /// cut so that every worker gets a batch for compute-bound MLPs on the CPU (one per core)
+    /// and on CUDA (one per GPU). Give the K the run printed to reproduce its plan.
+    #[arg(long, value_name = "K")]
+    batch_chains: Option<usize>,
     /// Batch convolutional models on the CPU too (the default on CUDA). On this project's CPU
     /// machine grouped convolutions made a batch slower than its chains run one by one.
     #[arg(long)]
@@ -167,12 +170,13 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     let (grid, registry) = common::load_checked(&args.grid, &args.plugins.dirs)?;
     let grid_text = std::fs::read_to_string(&args.grid).with_context(|| format!("reading {}", args.grid.display()))?;
     // Batches over the whole grid, so that shards and reruns form the same batches.
-    let batch_conv = args.batch_conv || device.is_cuda();
-    let (groups, batch_note) = batch_groups(&grid.cells, args.batch_chains, batch_conv, &registry);
-    let mut selected: Vec<&Vec<usize>> = groups.iter().collect();
-    if let Some(s) = shard {
-        selected = s.select(&groups);
-    }
+    let cores = common::cores();
+    let plan = plan_batches(&grid.cells, &args, device, cores, gpus, &registry);
+    let selected: Vec<&Vec<usize>> = match shard {
+        Some(s) => plan.shard(s.index, s.count),
+        None => plan.batches.iter().collect(),
+    };
+    let batch_note = plan.note.clone();
 
     let run_path = args.out.join(&grid.name);
     let manifest = Manifest {
@@ -239,7 +243,6 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             .push_str(&format!(" [{damaged_cells} cell(s) marked finished without a readable metrics.json run again]"));
     }
 
-    let cores = common::cores();
     let jobs = match (args.jobs, args.threads) {
         (Some(j), _) => j.max(1),
         (None, _) if gpus > 0 => {
@@ -289,6 +292,18 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
         ),
     );
 
+    if plan.batches.iter().any(|b| b.len() > 1) {
+        say(
+            &mp,
+            format!(
+                "ablate: plan: {} batch(es) of at most {} chains over the grid (`--batch-chains {}` reproduces it)",
+                plan.batches.len(),
+                plan.cap,
+                plan.cap
+            ),
+        );
+    }
+
     let grid_bar = mp.add(ProgressBar::new(to_run as u64));
     grid_bar.set_style(
         ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} cells  {msg}  ETA {eta}")
@@ -321,11 +336,16 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
             };
             let gpu = if gpus > 0 && !pinned_gpu { free_gpus.pop() } else { None };
             let dev = match (gpu, device) {
-                (Some(g), _) => format!("cuda:{g}"),
+                (Some(_), _) => "cuda:0".to_owned(),
                 (None, tch::Device::Cuda(i)) => format!("cuda:{i}"),
                 _ => "cpu".to_owned(),
             };
             let mut cmd = Command::new(&exe);
+            if let Some(g) = gpu {
+                // Each worker sees its own GPU only (as device 0).
+                let parent = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+                cmd.env("CUDA_VISIBLE_DEVICES", worker_visible_gpu(parent.as_deref(), g));
+            }
             cmd.arg("__cell")
                 .arg("--run-dir")
                 .arg(run.path())
@@ -536,44 +556,47 @@ fn pending_note(pending: &VecDeque<Batch>) -> String {
     format!(" ({chains} of them as {} batch(es) of chains{mates})", batched.len())
 }
 
-/// Cells of the grid in worker batches (indices into `cells`): cells that differ only in
-/// temperature and seed form batches of at most `max` chains when their plugins allow it
-/// ([`ablate_engine::batch_problem`]) and, for convolutional models, when `conv`; every other
-/// cell is a batch of one. Also a note for the run's first line (why cells were not batched).
-fn batch_groups(
+/// The plan of this run ([`ablate_engine::planner`]): `--batch-chains K` caps batches at K
+/// exactly; without it the cap (at most 32) leaves every worker a batch when the grid's chains
+/// are compute-bound on the CPU (one single-threaded worker per core beats one batch on all
+/// threads there) and every GPU one on CUDA. The plan does not depend on `--shard`, so a shard
+/// forms the batches of the whole run (`ablate slurm` writes the K that splits a grid for its
+/// array tasks into the script).
+fn plan_batches(
     cells: &[Cell],
-    max: usize,
-    conv: bool,
+    args: &RunArgs,
+    device: tch::Device,
+    cores: usize,
+    gpus: usize,
     registry: &ablate_plugin_host::Registry,
-) -> (Vec<Vec<usize>>, String) {
-    let mut buckets: Vec<(Option<String>, Vec<usize>)> = Vec::new();
-    for (i, cell) in cells.iter().enumerate() {
-        let mlp = matches!(cell.config.model, ablate_grid::config::ModelConfig::Mlp { .. });
-        let key = if max > 1 && (mlp || conv) { ablate_engine::batch_key(&cell.config) } else { None };
-        match buckets.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
-            Some((_, members)) => members.push(i),
-            None => buckets.push((key, vec![i])),
-        }
+) -> ablate_engine::planner::Plan {
+    let workers = if gpus > 0 {
+        args.jobs.unwrap_or(gpus)
+    } else if cells.iter().any(|c| ablate_engine::planner::compute_bound(&c.config)) {
+        args.jobs.unwrap_or(cores / args.threads.unwrap_or(1).max(1))
+    } else {
+        1
+    };
+    let opts = ablate_engine::planner::PlanOptions {
+        max_chains: args.batch_chains.unwrap_or(32),
+        conv: args.batch_conv || device.is_cuda(),
+        min_batches: if args.batch_chains.is_some() { 1 } else { workers.max(1) },
+    };
+    let plan = ablate_engine::planner::plan(cells, &opts, registry);
+    tracing::info!(cap = plan.cap, batches = plan.batches.len(), "batch plan");
+    plan
+}
+
+/// `CUDA_VISIBLE_DEVICES` of the worker given GPU `g` (0-based among the GPUs this process
+/// sees): the `g`-th entry of the parent's list when it has one (Slurm sets it to the task's
+/// GPUs), else `g` itself.
+pub fn worker_visible_gpu(parent: Option<&str>, g: usize) -> String {
+    let listed: Vec<&str> =
+        parent.map(|p| p.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    match listed.get(g) {
+        Some(id) => (*id).to_owned(),
+        None => g.to_string(),
     }
-    let mut groups = Vec::new();
-    let mut refused = Vec::new();
-    for (_, members) in buckets {
-        let configs: Vec<ablate_grid::CellConfig> = members.iter().map(|&i| cells[i].config.clone()).collect();
-        match (members.len() > 1).then(|| ablate_engine::batch_problem(&configs, registry)).flatten() {
-            Some(problem) => {
-                refused.push(problem);
-                groups.extend(members.into_iter().map(|i| vec![i]));
-            }
-            None => groups.extend(members.chunks(max.max(1)).map(<[usize]>::to_vec)),
-        }
-    }
-    groups.sort_by_key(|g| g[0]);
-    let mut note = String::new();
-    if let Some(first) = refused.first() {
-        tracing::info!(reasons = ?refused, "cells not batched");
-        note.push_str(&format!(" [not batched: {first}]"));
-    }
-    (groups, note)
 }
 
 /// Record the outcome of a worker that exited; returns a one-line summary.
@@ -744,5 +767,22 @@ fn human_duration(s: f64) -> String {
         format!("{:.1} min", s / 60.0)
     } else {
         format!("{:.1} h", s / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_visible_gpu;
+
+    #[test]
+    fn each_worker_sees_its_own_gpu() {
+        // Slurm gave the task GPUs 3 and 5: worker 0 sees 3, worker 1 sees 5.
+        assert_eq!(worker_visible_gpu(Some("3,5"), 0), "3");
+        assert_eq!(worker_visible_gpu(Some("3,5"), 1), "5");
+        assert_eq!(worker_visible_gpu(Some(" 3, 5 "), 1), "5");
+        assert_eq!(worker_visible_gpu(Some("GPU-aaaa,GPU-bbbb"), 1), "GPU-bbbb");
+        // No list: the ordinals themselves.
+        assert_eq!(worker_visible_gpu(None, 2), "2");
+        assert_eq!(worker_visible_gpu(Some(""), 1), "1");
     }
 }

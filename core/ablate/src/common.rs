@@ -91,7 +91,35 @@ pub fn preview(items: &[String], max: usize) -> String {
     }
 }
 
-/// Number of CPUs this process may use.
+/// Number of CPUs this process may use: the CPUs of its affinity mask and cgroup quota
+/// (`available_parallelism` reads both on Linux; `taskset` and Slurm's task binding set them),
+/// capped by `SLURM_CPUS_PER_TASK` when Slurm grants fewer.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    cores_from(available, std::env::var("SLURM_CPUS_PER_TASK").ok().as_deref())
+}
+
+/// [`cores`] from its inputs: `available` CPUs and the value of `SLURM_CPUS_PER_TASK` (ignored
+/// when it is not a positive integer).
+pub fn cores_from(available: usize, slurm_cpus_per_task: Option<&str>) -> usize {
+    let granted = slurm_cpus_per_task.and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n > 0);
+    match granted {
+        Some(n) => n.min(available.max(1)),
+        None => available.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cores_from;
+
+    #[test]
+    fn cores_follow_the_slurm_allocation() {
+        assert_eq!(cores_from(16, None), 16);
+        assert_eq!(cores_from(16, Some("4")), 4);
+        assert_eq!(cores_from(2, Some("8")), 2, "the affinity mask wins when it is smaller");
+        assert_eq!(cores_from(16, Some("0")), 16);
+        assert_eq!(cores_from(16, Some("x")), 16);
+        assert_eq!(cores_from(0, None), 1);
+    }
 }

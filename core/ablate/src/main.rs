@@ -16,6 +16,7 @@ mod cmd_plugins;
 mod cmd_report;
 mod cmd_run;
 mod cmd_slurm;
+mod cmd_status;
 mod common;
 mod grid_check;
 mod signals;
@@ -70,12 +71,18 @@ enum Command {
     /// Inspect grid files: expand, check, print the JSON Schema.
     #[command(subcommand)]
     Grid(cmd_grid::GridCommand),
-    /// Write a Slurm job-array script that runs a grid in N shards.
+    /// Write (and with --submit, submit) a Slurm job array that runs a grid in N shards, and its
+    /// merge job.
     #[command(
-        after_help = "Examples:\n  ablate slurm grid.json --shards 16 --partition gpu --gpus 1 --time 04:00:00 --output job.sbatch\n  \
-                            sbatch job.sbatch"
+        after_help = "Examples:\n  ablate slurm grid.json --shards 16 --partition gpu --gpus 1 --time 04:00:00 --submit\n  \
+                            ablate status runs/<grid name>"
     )]
     Slurm(cmd_slurm::SlurmArgs),
+    /// Where a run stands, per shard and overall, and the command that finishes it.
+    #[command(
+        after_help = "Example:\n  ablate status runs/quickstart\n\nExit status: 0 when every cell is finished, 3 otherwise."
+    )]
+    Status(cmd_status::StatusArgs),
     /// List, inspect, check and create plugins.
     #[command(subcommand)]
     Plugins(cmd_plugins::PluginsCommand),
@@ -153,6 +160,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd_report::run(args),
         Command::Grid(c) => cmd_grid::run(c),
         Command::Slurm(args) => cmd_slurm::run(args),
+        Command::Status(args) => cmd_status::run(args),
         Command::Plugins(c) => cmd_plugins::run(c),
         Command::Data(c) => cmd_data::run(c),
         Command::Doctor(args) => cmd_doctor::run(args),

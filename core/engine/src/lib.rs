@@ -20,6 +20,7 @@ pub mod fused;
 pub mod host;
 pub mod metrics;
 pub mod model;
+pub mod planner;
 pub mod plugin_call;
 pub mod schedule;
 pub mod suite_host;

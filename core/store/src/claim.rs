@@ -48,6 +48,13 @@ impl ClaimInfo {
     fn holder(&self) -> LockInfo {
         LockInfo { pid: self.pid, hostname: self.hostname.clone(), started: self.started.clone() }
     }
+
+    /// Is the runner that wrote this claim known to be gone (a process of this host that no
+    /// longer exists)? Claims of other hosts are never known to be gone.
+    pub fn is_stale(&self) -> bool {
+        let me = LockInfo { pid: std::process::id(), hostname: hostname(), started: now_rfc3339() };
+        is_stale(&self.holder(), &me)
+    }
 }
 
 /// Holds a claim until dropped.

@@ -16,7 +16,8 @@ pub fn command(args: &[&str], cwd: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("RUST_BACKTRACE")
         .env_remove("ABLATE_PLUGIN_PATH")
-        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS");
+        .env_remove("ABLATE_WORKER_CRASH_FOR_TESTS")
+        .env_remove("SLURM_CPUS_PER_TASK");
     c
 }
 

@@ -1,0 +1,265 @@
+//! `ablate status RUN_DIR`: per shard and overall, which cells are done, running (and for how
+//! long), failed (with the message), interrupted or missing, and the commands that finish the
+//! run: the resubmission of exactly the unfinished array tasks (from `slurm/plan.json`, written
+//! by `ablate slurm`) or the `ablate run` that resumes a local run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use ablate_store::{CellState, ClaimInfo, RunDir};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::cmd_slurm::{quote, SlurmPlan, SLURM_DIR};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run folder (`runs/<grid name>`).
+    run_dir: PathBuf,
+}
+
+/// Where one cell stands.
+#[derive(Debug, Clone, PartialEq)]
+enum CellView {
+    Done,
+    Diverged,
+    Failed(String),
+    /// Claimed by a live runner (or one on another host): `(what, age in seconds)`.
+    Running(String, f64),
+    /// Started by a runner that is gone (killed, timed out, preempted): runs again from scratch.
+    Interrupted,
+    Missing,
+}
+
+impl CellView {
+    fn finished(&self) -> bool {
+        matches!(self, CellView::Done | CellView::Diverged)
+    }
+}
+
+/// The counts of one shard (or of the whole run).
+#[derive(Debug, Default)]
+struct Tally {
+    done: usize,
+    diverged: usize,
+    failed: usize,
+    running: usize,
+    interrupted: usize,
+    missing: usize,
+}
+
+impl Tally {
+    fn add(&mut self, v: &CellView) {
+        match v {
+            CellView::Done => self.done += 1,
+            CellView::Diverged => self.diverged += 1,
+            CellView::Failed(_) => self.failed += 1,
+            CellView::Running(..) => self.running += 1,
+            CellView::Interrupted => self.interrupted += 1,
+            CellView::Missing => self.missing += 1,
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut parts = vec![format!("{} done", self.done)];
+        for (n, what) in [
+            (self.diverged, "diverged"),
+            (self.failed, "failed"),
+            (self.running, "running"),
+            (self.interrupted, "interrupted"),
+            (self.missing, "missing"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+pub fn run(args: StatusArgs) -> Result<ExitCode> {
+    let dir = &args.run_dir;
+    let plan = SlurmPlan::read(dir)?;
+    let grid_path = if dir.join(ablate_store::GRID).is_file() {
+        dir.join(ablate_store::GRID)
+    } else if let Some(p) = &plan {
+        PathBuf::from(&p.grid_file)
+    } else {
+        bail!(
+            "{} is not a run folder (no grid.json and no slurm/plan.json); pass the folder `ablate run` or \
+             `ablate slurm` wrote, e.g. runs/<grid name>",
+            dir.display()
+        );
+    };
+    let grid = crate::common::load_grid(&grid_path)?;
+    let run = RunDir::open(dir).ok();
+    let claims: Vec<ClaimInfo> = match &run {
+        Some(r) => r.claims().with_context(|| format!("reading the claims of {}", dir.display()))?,
+        None => Vec::new(),
+    };
+    let views: Vec<(String, CellView)> = grid
+        .cells
+        .iter()
+        .map(|c| Ok((c.id.clone(), view(run.as_ref(), &c.id, c.index, &claims)?)))
+        .collect::<Result<_>>()?;
+    let shards: Vec<Vec<String>> = match &plan {
+        Some(p) => p.shard_cells.clone(),
+        None => vec![grid.cells.iter().map(|c| c.id.clone()).collect()],
+    };
+    let mut out = format!("ablate: run `{}` ({}): {} cells\n", grid.name, dir.display(), grid.cells.len());
+    let mut unfinished_tasks = Vec::new();
+    let mut failed_cells = Vec::new();
+    for (i, ids) in shards.iter().enumerate() {
+        let mine: Vec<&(String, CellView)> = views.iter().filter(|(id, _)| ids.contains(id)).collect();
+        let (line, task_unfinished) = shard_line(i, plan.is_some(), &mine, dir);
+        out.push_str(&line);
+        if task_unfinished {
+            unfinished_tasks.push(i);
+        }
+        failed_cells.extend(mine.iter().filter(|(_, v)| matches!(v, CellView::Failed(_))).map(|(id, _)| id.clone()));
+    }
+    let mut total = Tally::default();
+    views.iter().for_each(|(_, v)| total.add(v));
+    let _ = writeln!(out, "overall: {}", total.text());
+    let complete = views.iter().all(|(_, v)| v.finished());
+    if complete {
+        let _ =
+            writeln!(out, "every cell is finished; the report: ablate report {}", quote(&dir.display().to_string()));
+    } else {
+        out.push_str(&fix_commands(dir, plan.as_ref(), &unfinished_tasks, &failed_cells, run.as_ref()));
+    }
+    print!("{out}");
+    Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
+/// The state of one cell from its `status.json` and the live claims.
+fn view(run: Option<&RunDir>, id: &str, position: usize, claims: &[ClaimInfo]) -> Result<CellView> {
+    let claim = claims.iter().find(|c| c.cells.iter().any(|r| (r[0]..r[1]).contains(&position)) && !c.is_stale());
+    let status = match run.map(|r| r.existing_cell(id)).transpose()?.flatten() {
+        Some(dir) => dir.read_status().ok().flatten(),
+        None => None,
+    };
+    Ok(match status.map(|s| (s.status, s.message)) {
+        Some((CellState::Done, _)) => CellView::Done,
+        Some((CellState::Diverged, _)) => CellView::Diverged,
+        Some((CellState::Failed, m)) => CellView::Failed(m.unwrap_or_else(|| "(no message)".into())),
+        other => match claim {
+            Some(c) => {
+                let age = ablate_store::machine::parse_rfc3339(&c.started)
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .map_or(0.0, |d| d.as_secs_f64());
+                CellView::Running(format!("{} (pid {} on {})", c.what, c.pid, c.hostname), age)
+            }
+            None if other.is_some() => CellView::Interrupted,
+            None => CellView::Missing,
+        },
+    })
+}
+
+/// One shard's lines; and whether its task must be submitted again (something unfinished and
+/// nothing running).
+fn shard_line(i: usize, slurm: bool, cells: &[&(String, CellView)], dir: &Path) -> (String, bool) {
+    let mut tally = Tally::default();
+    cells.iter().for_each(|(_, v)| tally.add(v));
+    let name = if slurm { format!("shard {i}") } else { "cells".to_owned() };
+    let state = if cells.iter().all(|(_, v)| v.finished()) {
+        "done"
+    } else if tally.running > 0 {
+        "running"
+    } else if tally.failed > 0 {
+        "failed"
+    } else if tally.done + tally.diverged + tally.interrupted > 0 {
+        "stopped"
+    } else {
+        "missing"
+    };
+    let mut s = format!("{name}: {state}: {} cells: {}\n", cells.len(), tally.text());
+    if let Some((_, CellView::Running(who, age))) = cells.iter().find(|(_, v)| matches!(v, CellView::Running(..))) {
+        let _ = writeln!(s, "  running for {}: {who}", human_age(*age));
+    }
+    for (id, v) in cells {
+        if let CellView::Failed(m) = v {
+            let first = m.lines().next().unwrap_or("");
+            let _ = writeln!(s, "  failed {id}: {first}");
+        }
+    }
+    let needs_task = tally.running == 0 && !cells.iter().all(|(_, v)| v.finished());
+    if slurm && needs_task {
+        if let Some(line) = last_log_line(dir, i) {
+            let _ = writeln!(s, "  its last log line: {line}");
+        }
+    }
+    (s, needs_task)
+}
+
+/// The last non-empty line of the newest log of array task `i` (`slurm/logs/<job>_<i>.out`).
+fn last_log_line(dir: &Path, i: usize) -> Option<String> {
+    let logs = dir.join(SLURM_DIR).join("logs");
+    let suffix = format!("_{i}.out");
+    let newest = std::fs::read_dir(&logs)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())?;
+    let text = std::fs::read_to_string(newest.path()).ok()?;
+    text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!("{} ({})", l.trim(), newest.path().display()))
+}
+
+fn fix_commands(
+    dir: &Path,
+    plan: Option<&SlurmPlan>,
+    tasks: &[usize],
+    failed: &[String],
+    run: Option<&RunDir>,
+) -> String {
+    let mut s = String::new();
+    if !failed.is_empty() {
+        let files: Vec<String> = failed
+            .iter()
+            .map(|id| quote(&dir.join(ablate_store::CELLS).join(id).join(ablate_store::STATUS).display().to_string()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "failed cells keep their status until you retry them: fix the cause (see the messages above and \
+             worker.log in their folders), then:\n  rm {}",
+            files.join(" ")
+        );
+    }
+    match plan {
+        Some(p) if !tasks.is_empty() => {
+            let list: Vec<String> = tasks.iter().map(usize::to_string).collect();
+            let _ = writeln!(
+                s,
+                "resubmit the unfinished array tasks and the merge after them:\n  \
+                 jid=$(sbatch --parsable --array={} {}) && sbatch --dependency=afterany:${{jid%;*}} {}",
+                list.join(","),
+                quote(&p.array_script),
+                quote(&p.report_script)
+            );
+        }
+        Some(_) => {
+            let _ = writeln!(s, "the unfinished cells are running; check again later");
+        }
+        None => {
+            let command = run.and_then(|r| r.manifest().ok()).map(|m| m.command);
+            let _ = writeln!(
+                s,
+                "resume with the command that started the run (finished cells are skipped):\n  {}",
+                command.unwrap_or_else(|| "ablate run GRID_FILE".into())
+            );
+        }
+    }
+    s
+}
+
+fn human_age(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0}s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
