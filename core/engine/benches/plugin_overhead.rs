@@ -44,7 +44,7 @@ fn main() {
     .unwrap();
     let d = model.dim();
     let mut host = TchHost::new();
-    let theta = model.init(Default::default(), Device::Cpu).set_requires_grad(true);
+    let theta = model.init(Default::default(), Device::Cpu).unwrap().set_requires_grad(true);
     let ctx = StepCtx {
         step: 1,
         lr: 0.1,

@@ -3,15 +3,14 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use abi_stable::std_types::{ROption, RSlice};
 use ablate_data::Dataset;
 use ablate_grid::config::{CellConfig, Init, ModelConfig, Preconditioner};
 use ablate_plugin_host::Registry;
 use ablate_sdk::abi::{IntegratorBox, LikelihoodBox, NoiseBox, PriorBox};
-use ablate_sdk::{FactorKind, ParamInfo, TensorId};
+use ablate_sdk::{FactorKind, ParamInfo};
 use tch::{Device, Kind, Tensor};
 
-use crate::chain::{run_chains, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
+use crate::chain::{ChainRun, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, MemberProbs};
 use crate::model::{BnState, Mode, Model};
@@ -57,15 +56,7 @@ impl Loss {
     /// Mean NLL of `logits` through the likelihood plugin (0-d).
     pub fn nll(&self, host: &mut TchHost<'_>, logits: &Tensor, y: &Tensor) -> Result<Tensor, EngineError> {
         let lik = self.likelihood.borrow();
-        let (l, t) = (host.insert(logits.shallow_clone()), host.insert(y.shallow_clone()));
-        let r = host.call(|h| lik.obj.nll(h, l, t));
-        host.remove(l);
-        host.remove(t);
-        let id = r.map_err(|e| lik.fail("nll", e))?;
-        let nll = host.take(id).ok_or_else(|| lik.fail("nll", "returned a handle it had released".into()))?;
-        if nll.numel() != 1 {
-            return Err(lik.fail("nll", format!("returned a tensor of shape {:?}, expected a scalar", nll.size())));
-        }
+        let nll = crate::plugin_call::likelihood_nll(&lik, host, logits, y)?;
         // On the CPU a check is free; on a GPU it would synchronise every step, so there a
         // non-finite value surfaces as divergence at the next member or epoch end.
         if self.check_outputs
@@ -201,24 +192,7 @@ fn defined_gradients(grads: Vec<Tensor>, leaves: &[Tensor]) -> Vec<Tensor> {
     grads.into_iter().zip(leaves).map(|(g, leaf)| if g.defined() { g } else { leaf.detach().zeros_like() }).collect()
 }
 
-/// log p through the prior plugin for per-tensor `views` described by `infos`: a one-element
-/// tensor (finiteness is the caller's business).
-pub(crate) fn call_log_prob(
-    prior: &Factor<PriorBox>,
-    host: &mut TchHost<'_>,
-    views: &[Tensor],
-    infos: &[ParamInfo],
-) -> Result<Tensor, EngineError> {
-    let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
-    let r = host.call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
-    ids.iter().for_each(|&id| host.remove(id));
-    let id = r.map_err(|e| prior.fail("log_prob", e))?;
-    let lp = host.take(id).ok_or_else(|| prior.fail("log_prob", "returned a released handle".into()))?;
-    if lp.numel() != 1 {
-        return Err(prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
-    }
-    Ok(lp)
-}
+use crate::plugin_call::prior_log_prob as call_log_prob;
 
 /// A plugin returned NaN/Inf for finite inputs. With inputs of moderate size that is the
 /// plugin's fault; with huge ones (float overflow of θ², of logits) the chain has diverged.
@@ -407,16 +381,7 @@ impl Objective for Network {
         let loss = Rc::clone(&self.loss);
         if train {
             let mut lik = loss.likelihood.borrow_mut();
-            let xid = host.insert(x.shallow_clone());
-            let r = host.call(|h| lik.obj.augment(h, xid));
-            host.remove(xid);
-            if let ROption::RSome(id) = r.map_err(|e| lik.fail("augment", e))? {
-                let aug = host.take(id).ok_or_else(|| lik.fail("augment", "returned a released handle".into()))?;
-                if aug.size() != x.size() {
-                    return Err(
-                        lik.fail("augment", format!("changed the batch shape {:?} to {:?}", x.size(), aug.size()))
-                    );
-                }
+            if let Some(aug) = crate::plugin_call::likelihood_augment(&mut lik, host, &x)? {
                 x = aug;
             }
         }
@@ -533,21 +498,10 @@ fn prior_predictive(
     let mut fractions = Vec::with_capacity(samples);
     let mut counts = vec![0i64; model.classes as usize];
     for _ in 0..samples {
-        let theta = model.init(init, device);
+        let theta = model.init(init, device)?;
         for (info, view) in model.infos().iter().zip(model.views(&theta)) {
-            let like = host.insert(view.shallow_clone());
-            let r = host.call(|h| loss.prior.obj.sample(h, info, like));
-            host.remove(like);
-            if let ROption::RSome(id) = r.map_err(|e| loss.prior.fail("sample", e))? {
-                let draw =
-                    host.take(id).ok_or_else(|| loss.prior.fail("sample", "returned a released handle".into()))?;
-                if draw.size() != view.size() {
-                    return Err(loss.prior.fail(
-                        "sample",
-                        format!("drew shape {:?} for a tensor of shape {:?}", draw.size(), view.size()),
-                    ));
-                }
-                view.shallow_clone().copy_(&draw);
+            if let Some(draw) = crate::plugin_call::prior_sample(&loss.prior, &mut host, info, &view)? {
+                view.shallow_clone().f_copy_(&draw)?;
             }
         }
         let mut bn = model.new_bn_state(device);
@@ -690,7 +644,9 @@ fn probe_model(model: &ModelConfig) -> ModelConfig {
 fn prior_additivity(model: &Model, prior: &Factor<PriorBox>) -> Result<Option<String>, EngineError> {
     let _guard = tch::no_grad_guard();
     let mut host = TchHost::new();
-    let thetas: Vec<Tensor> = (0..2).map(|i| model.init(Init::HeNormal, Device::Cpu) * (0.5 + i as f64)).collect();
+    let thetas: Vec<Tensor> = (0..2)
+        .map(|i| model.init(Init::HeNormal, Device::Cpu).map(|t| t * (0.5 + i as f64)))
+        .collect::<Result<_, _>>()?;
     let stacked = Tensor::stack(&thetas, 0);
     let lp = |host: &mut TchHost<'_>, views: Vec<Tensor>| -> Result<f64, EngineError> {
         Ok(f64::try_from(call_log_prob(prior, host, &views, model.infos())?.to_kind(Kind::Double))?)
@@ -777,7 +733,7 @@ pub fn run_cells(
         if device.is_cuda() {
             tch::Cuda::manual_seed_all(c.seed);
         }
-        inits.push(model.init(s.init, device));
+        inits.push(model.init(s.init, device)?);
     }
     inits.reverse();
     let (theta, views) = if chains == 1 {
@@ -829,8 +785,16 @@ pub fn run_cells(
     };
     let mut host = TchHost::new();
     host.seed_noise(cfgs.iter().map(|c| crate::fused::chain_noise_seed(c.seed)).collect());
-    let outcomes =
-        run_chains(&mut network, &theta, &mut integrator, &mut noise, &protocols, &settings, &mut host, observer)?;
+    let outcomes = crate::chain::run(ChainRun {
+        objective: &mut network,
+        theta: &theta,
+        integrator: &mut integrator,
+        noise: &mut noise,
+        protocols: &protocols,
+        settings: &settings,
+        host: &mut host,
+        observer,
+    })?;
 
     let labels = &data.test.labels;
     let mut results = Vec::with_capacity(chains);

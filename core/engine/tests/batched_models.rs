@@ -21,7 +21,8 @@ fn check(cfg: ModelConfig, norm: NormKind, input: (i64, i64, i64)) {
     // Chains differ everywhere, normalisation parameters included.
     let thetas: Vec<Tensor> = (0..K)
         .map(|_| {
-            model.init(Init::HeNormal, Device::Cpu) + Tensor::randn([model.dim()], (Kind::Float, Device::Cpu)) * 0.1
+            model.init(Init::HeNormal, Device::Cpu).unwrap()
+                + Tensor::randn([model.dim()], (Kind::Float, Device::Cpu)) * 0.1
         })
         .collect();
     let stacked = Tensor::stack(&thetas, 0).set_requires_grad(true);

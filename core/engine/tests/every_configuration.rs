@@ -204,7 +204,7 @@ fn every_parameter_of_every_model_enters_the_graph() {
             }
             let cfg: ablate_grid::config::ModelConfig = serde_json::from_str(json).unwrap();
             let model = Model::new(&cfg, ModelToggles { norm, dropout: 0.0 }, (3, 8, 8), 10).unwrap();
-            let theta = model.init(ablate_grid::config::Init::HeNormal, Device::Cpu);
+            let theta = model.init(ablate_grid::config::Init::HeNormal, Device::Cpu).unwrap();
             let leaves: Vec<Tensor> =
                 model.views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
             let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
