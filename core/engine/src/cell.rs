@@ -92,7 +92,7 @@ impl Loss {
         Ok(lp.reshape([] as [i64; 0]))
     }
 
-    /// ∇ of G̃ = `nll` − (1/n)·log p(θ) with respect to the per-tensor leaves, flat ([d], or
+    /// ∇ of G̃ = `nll` − (1/n)·log p(θ) with respect to the per-tensor leaves, flat (\[d\], or
     /// [K, d] for K batched chains). A prior with a closed-form gradient skips autograd through
     /// its log-density (the prior's share of a step was 15–40% of a small MLP's).
     pub fn loss_gradient(
@@ -700,13 +700,8 @@ pub fn run_cells(
     let Plugins { prior, mut integrator, mut noise, likelihood } = Plugins::new(cfg, registry)?;
 
     let shape = [data.channels as i64, data.height as i64, data.width as i64];
-    let to_tensor = |split: &ablate_data::Split| -> (Tensor, Tensor) {
-        let n = split.len() as i64;
-        let x = Tensor::from_slice(&split.images).reshape([n, shape[0], shape[1], shape[2]]).to_device(device);
-        (x, Tensor::from_slice(&split.labels).to_device(device))
-    };
-    let (train_x, train_y) = to_tensor(&data.train);
-    let (test_x, _) = to_tensor(&data.test);
+    let (train_x, train_y) = split_tensors(&data.train, shape, device)?;
+    let (test_x, _) = split_tensors(&data.test, shape, device)?;
     let n_train = data.train.len() as u64;
     let toggles = likelihood.obj.model();
     let n = likelihood.obj.effective_n(n_train);
@@ -719,32 +714,9 @@ pub fn run_cells(
     let protocols: Vec<Protocol> = cfgs.iter().map(|c| Protocol::new(s, steps_per_epoch, c.temperature)).collect();
     let expected_members = protocols[0].expected_members();
     tracing::info!(dim = model.dim(), n, steps_per_epoch, members = expected_members, chains, "cells set up");
-    if expected_members == 0 {
-        return Err(EngineError::Config(format!(
-            "the protocol collects no ensemble member: {} epochs with cycle_start_sampling {} and cycle_length {}",
-            s.epochs, s.cycle_start_sampling, s.cycle_length
-        )));
-    }
+    check_collects_members(s, expected_members)?;
 
-    // Each chain's initial θ from its own seed (the noise streams are seeded per chain below).
-    let mut inits = Vec::with_capacity(chains);
-    for c in cfgs.iter().rev() {
-        tch::manual_seed(c.seed as i64);
-        if device.is_cuda() {
-            tch::Cuda::manual_seed_all(c.seed);
-        }
-        inits.push(model.init(s.init, device)?);
-    }
-    inits.reverse();
-    let (theta, views) = if chains == 1 {
-        let theta = inits.remove(0);
-        let views = model.views(&theta);
-        (theta, views)
-    } else {
-        let theta = Tensor::stack(&inits, 0);
-        let views = model.batched_views(&theta);
-        (theta, views)
-    };
+    let (theta, views) = initial_parameters(&model, cfgs, s.init, device)?;
     let leaves: Vec<Tensor> = views.into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
     let bn = model.new_bn_state_for(device, chains as i64);
     let loss = Rc::new(Loss {
@@ -776,13 +748,7 @@ pub fn run_cells(
         device,
         prefetched: [None, None],
     };
-    let settings = ChainSettings {
-        lr: s.lr,
-        momentum_decay: s.momentum_decay,
-        batch_size: s.batch_size as u64,
-        layerwise_mass: s.preconditioner == Preconditioner::Layerwise,
-        precond_batches: s.precond_batches,
-    };
+    let settings = chain_settings(s);
     let mut host = TchHost::new();
     host.seed_noise(cfgs.iter().map(|c| crate::fused::chain_noise_seed(c.seed)).collect());
     let outcomes = crate::chain::run(ChainRun {
@@ -809,26 +775,86 @@ pub fn run_cells(
             }
         };
         let members = &network.members[j];
-        let metrics = (!members.is_empty()).then(|| {
-            let kinetic = chain.last_kinetic.as_ref();
-            FinalMetrics {
-                members: members.len(),
-                ensemble: ensemble_metrics(members, labels, data.num_classes, c.eval.ece_bins),
-                growth: growth_curve(members, labels, data.num_classes, c.eval.ece_bins),
-                diagnostics: FinalDiagnostics {
-                    kinetic_in_band_fraction: kinetic.map_or(f64::NAN, |k| k.in_band_fraction),
-                    kinetic_temperature: kinetic.map_or(f64::NAN, |k| k.overall),
-                    configurational_temperature: chain.last_configurational,
-                    kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
-                },
-                acceptance: chain.acceptance,
-                dim: network.loss.model.dim(),
-                n_effective: n,
-                steps: chain.steps,
-                prior_predictive: prior_check,
-            }
+        let metrics = (!members.is_empty()).then(|| FinalMetrics {
+            members: members.len(),
+            ensemble: ensemble_metrics(members, labels, data.num_classes, c.eval.ece_bins),
+            growth: growth_curve(members, labels, data.num_classes, c.eval.ece_bins),
+            diagnostics: final_diagnostics(&chain),
+            acceptance: chain.acceptance,
+            dim: network.loss.model.dim(),
+            n_effective: n,
+            steps: chain.steps,
+            prior_predictive: prior_check,
         });
         results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics });
     }
     Ok(results)
+}
+
+/// Each chain's initial θ from its own seed (the noise streams are seeded per chain), all with
+/// the batch's `init`: flat [d] for one chain, [K, d] for K, with the per-tensor views.
+fn initial_parameters(
+    model: &Model,
+    cfgs: &[CellConfig],
+    init: Init,
+    device: Device,
+) -> Result<(Tensor, Vec<Tensor>), EngineError> {
+    let mut inits = Vec::with_capacity(cfgs.len());
+    for c in cfgs.iter().rev() {
+        tch::manual_seed(c.seed as i64);
+        if device.is_cuda() {
+            tch::Cuda::manual_seed_all(c.seed);
+        }
+        inits.push(model.init(init, device)?);
+    }
+    inits.reverse();
+    if inits.len() == 1 {
+        let theta = inits.remove(0);
+        let views = model.views(&theta);
+        Ok((theta, views))
+    } else {
+        let theta = Tensor::f_stack(&inits, 0)?;
+        let views = model.batched_views(&theta);
+        Ok((theta, views))
+    }
+}
+
+/// The end-of-run thermometers of a chain (`metrics.json` → `diagnostics`).
+fn final_diagnostics(chain: &crate::chain::ChainOutcome) -> FinalDiagnostics {
+    let kinetic = chain.last_kinetic.as_ref();
+    FinalDiagnostics {
+        kinetic_in_band_fraction: kinetic.map_or(f64::NAN, |k| k.in_band_fraction),
+        kinetic_temperature: kinetic.map_or(f64::NAN, |k| k.overall),
+        configurational_temperature: chain.last_configurational,
+        kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
+    }
+}
+
+/// Images [n, C, H, W] and labels [n] of a data split on `device`.
+fn split_tensors(split: &ablate_data::Split, shape: [i64; 3], device: Device) -> Result<(Tensor, Tensor), EngineError> {
+    let n = split.len() as i64;
+    let x = Tensor::f_from_slice(&split.images)?.f_reshape([n, shape[0], shape[1], shape[2]])?.f_to_device(device)?;
+    Ok((x, Tensor::f_from_slice(&split.labels)?.f_to_device(device)?))
+}
+
+/// What the chain loop needs of the cell's sampler settings.
+fn chain_settings(s: &ablate_grid::config::SamplerConfig) -> ChainSettings {
+    ChainSettings {
+        lr: s.lr,
+        momentum_decay: s.momentum_decay,
+        batch_size: s.batch_size as u64,
+        layerwise_mass: s.preconditioner == Preconditioner::Layerwise,
+        precond_batches: s.precond_batches,
+    }
+}
+
+/// A protocol that collects no ensemble member is a configuration error.
+fn check_collects_members(s: &ablate_grid::config::SamplerConfig, expected: u64) -> Result<(), EngineError> {
+    if expected == 0 {
+        return Err(EngineError::Config(format!(
+            "the protocol collects no ensemble member: {} epochs with cycle_start_sampling {} and cycle_length {}",
+            s.epochs, s.cycle_start_sampling, s.cycle_length
+        )));
+    }
+    Ok(())
 }

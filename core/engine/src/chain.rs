@@ -8,7 +8,7 @@
 //!    targets exp(−U/T) (prior and likelihood tempered together).
 //!
 //! At the start of every epoch, `precond_batches` fresh minibatches estimate the layerwise
-//! preconditioner (raw second moment E[g²], one scalar sqrt(mean E[g²] + 1e-7) per tensor,
+//! preconditioner (raw second moment E\[g²\], one scalar sqrt(mean E\[g²\] + 1e-7) per tensor,
 //! scaled so the smallest is 1; momenta rescaled by sqrt(M_new/M_old)), the configurational
 //! temperature (n/d)·Σθ·ḡ and the minibatch gradient noise handed to the noise plugin. At each
 //! cycle end from `cycle_start_sampling` on, the objective takes θ as an ensemble member. A
@@ -53,10 +53,10 @@ impl Observer for () {}
 pub struct Gradient {
     /// ∇G̃(θ), flat (per chain: [K, d] for batched chains).
     pub grad: Tensor,
-    /// Sum over the batch of the per-example loss (0-d; [K] for batched chains), for the
+    /// Sum over the batch of the per-example loss (0-d; \[K\] for batched chains), for the
     /// epoch's training NLL.
     pub loss_sum: Tensor,
-    /// Correct predictions in the batch (0-d; [K]), if the objective classifies.
+    /// Correct predictions in the batch (0-d; \[K\]), if the objective classifies.
     pub correct: Option<Tensor>,
     /// Examples per chain.
     pub count: i64,
@@ -64,7 +64,7 @@ pub struct Gradient {
 
 /// What the chain samples: parameters, the gradient of the per-example loss, members.
 pub trait Objective {
-    /// Chains sampled at once. 1: θ is flat, [d]. K > 1: θ is [K, d], one independent chain per
+    /// Chains sampled at once. 1: θ is flat, \[d\]. K > 1: θ is \[K, d\], one independent chain per
     /// row (batched chains), and gradients, members and statistics are per row.
     fn chains(&self) -> usize {
         1
@@ -242,7 +242,7 @@ impl ChainState {
     }
 }
 
-/// Run `protocols.len()` chains at once from `theta`: flat [d] for one chain, [K, d] for K
+/// Run `protocols.len()` chains at once from `theta`: flat \[d\] for one chain, \[K, d\] for K
 /// batched chains (one row each; `objective.chains()` must be K). The chains share the step
 /// schedule and sampler settings and may differ in temperature: the integrator then gets the
 /// per-chain temperatures as a [K, 1] tensor. A chain that diverges is marked and ignored from

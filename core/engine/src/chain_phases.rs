@@ -1,8 +1,9 @@
 //! The phases of [`crate::chain::run_chains`], one function each: setup ([`Sampler::setup`]),
-//! the epoch start (preconditioner, configurational temperature, noise statistics:
-//! [`Sampler::epoch_start`]), the sampling steps with their divergence checks and member
-//! collection ([`Sampler::sampling_steps`], [`Sampler::step`]), the epoch end (kinetic
-//! temperature, epoch rows: [`Sampler::epoch_end`]) and the outcomes ([`Sampler::finish`]).
+//! then per epoch ([`Sampler::run_epochs`]) the epoch start (preconditioner, configurational
+//! temperature, noise statistics: `Sampler::epoch_start`), the sampling steps with their
+//! divergence checks and member collection (`Sampler::sampling_steps`, `Sampler::step`), the
+//! epoch end (kinetic temperature, epoch rows: `Sampler::epoch_end`), and finally the outcomes
+//! ([`Sampler::finish`]).
 //!
 //! A [`Sampler`] owns the host handles of the run (θ, the mass, the per-chain temperatures,
 //! the noise statistics) and releases them when it drops, on every path.
@@ -27,7 +28,7 @@ use crate::EngineError;
 /// Everything a run of chains needs (the arguments of [`crate::chain::run_chains`]).
 pub struct ChainRun<'r, 'a> {
     pub objective: &'r mut dyn Objective,
-    /// Flat [d] for one chain, [K, d] for K batched chains; updated in place.
+    /// Flat \[d\] for one chain, \[K, d\] for K batched chains; updated in place.
     pub theta: &'r Tensor,
     pub integrator: &'r mut Factor<IntegratorBox>,
     pub noise: &'r mut Factor<NoiseBox>,

@@ -3,7 +3,7 @@
 //!
 //! From `precond_batches` fresh minibatch gradients g (Welford mean ḡ and biased variance v
 //! per element, [`gradient_moments`]), each tensor p gets the scalar
-//! `sqrt(mean_p(ḡ² + v) + 1e-7)`, the square root of the raw second moment E[g²]; the scalars
+//! `sqrt(mean_p(ḡ² + v) + 1e-7)`, the square root of the raw second moment E\[g²\]; the scalars
 //! are divided by the smallest one, so that the best-conditioned tensor has mass 1
 //! ([`layerwise_mass`]). When M changes, momenta are rescaled by sqrt(M_new/M_old)
 //! ([`Mass::rescale_factor`]) so that the kinetic temperature is unchanged. The integrators get
@@ -70,7 +70,7 @@ impl Segments {
         Ok(all.chunks(self.sizes.len().max(1)).take(chains).map(<[f64]>::to_vec).collect())
     }
 
-    /// Broadcast per-segment values ([P] or [K, P]) back to the flat layout.
+    /// Broadcast per-segment values (\[P\] or \[K, P\]) back to the flat layout.
     pub fn expand(&self, per_segment: &Tensor) -> Result<Tensor, TchError> {
         per_segment.f_repeat_interleave_self_tensor(&self.counts, -1, None)
     }

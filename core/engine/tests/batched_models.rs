@@ -2,6 +2,8 @@
 //! (linear layers as `baddbmm`, convolutions grouped by chain) gives each chain the logits, the
 //! batch-norm statistics and the gradients it gets alone. Deterministic, so the comparison is
 //! to float rounding (the grouped kernels sum in another order).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_engine::model::{Mode, Model};
 use ablate_grid::config::{Activation, Init, ModelConfig};

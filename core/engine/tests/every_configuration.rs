@@ -2,6 +2,8 @@
 //! epoch on tiny data, alone and as a batch of two chains, through `run_cells` (the path
 //! `ablate run` takes). None may panic; the combinations that cannot run must fail with a clear
 //! error, and exactly those listed in [`IMPOSSIBLE`].
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod builtins;
 

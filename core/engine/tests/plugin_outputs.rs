@@ -1,6 +1,8 @@
 //! Plugin outputs of the wrong shape fail the call with an error naming the plugin, the call
 //! and the tensor (they used to panic inside the engine), and the chain loop releases every
 //! host handle it lent, also when it stops on such an error.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 
