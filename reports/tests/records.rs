@@ -1,5 +1,7 @@
 //! Every record of a run folder, written through its writer (the store and `ablate_records`)
 //! and read back through the reports loader: the same values come back.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_records::{
     epochs_csv, CellState, CellStatus, EnsembleMetrics, EpochRow, FinalDiagnostics, FinalMetrics, GrowthPoint,

@@ -1,5 +1,7 @@
 //! End-to-end: a synthetic run folder → `write_report`, checked against an independent
 //! computation done here in plain Rust.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -46,6 +46,7 @@ pub enum PluginsCommand {
         #[arg(long, value_enum)]
         kind: Kind,
         /// Parent folder; the crate goes to <DIR>/<NAME>.
+        #[allow(rustdoc::invalid_html_tags)] // placeholders of the --help text
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },

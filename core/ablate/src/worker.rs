@@ -126,30 +126,36 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let message = one_line(&format!("{e:#}"));
-            for (cell, dir) in cells.iter().zip(&dirs) {
-                let Some(dir) = dir else { continue };
-                dir.write_status(&CellStatus {
-                    status: CellState::Failed,
-                    message: Some(message.clone()),
-                    wall_seconds: wall,
-                    diverged_at_step: None,
-                    finished_at: Some(ablate_store::now_rfc3339()),
-                    batch: batch.clone(),
-                })?;
-                emit(&Event::End {
-                    cell: cell.id.clone(),
-                    status: CellState::Failed,
-                    message: Some(message.clone()),
-                    accuracy: None,
-                    nll: None,
-                    wall_seconds: wall,
-                });
-                eprintln!("error: cell {}: {message}", cell.id);
-            }
+            let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+            record_failure(&ids, &dirs, &one_line(&format!("{e:#}")), wall, &batch)?;
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Every cell of the batch failed with `message`: status, end event, one stderr line each.
+fn record_failure(ids: &[&str], dirs: &[Option<CellDir>], message: &str, wall: f64, batch: &[String]) -> Result<()> {
+    for (id, dir) in ids.iter().zip(dirs) {
+        let Some(dir) = dir else { continue };
+        dir.write_status(&CellStatus {
+            status: CellState::Failed,
+            message: Some(message.to_owned()),
+            wall_seconds: wall,
+            diverged_at_step: None,
+            finished_at: Some(ablate_store::now_rfc3339()),
+            batch: batch.to_vec(),
+        })?;
+        emit(&Event::End {
+            cell: (*id).to_owned(),
+            status: CellState::Failed,
+            message: Some(message.to_owned()),
+            accuracy: None,
+            nll: None,
+            wall_seconds: wall,
+        });
+        eprintln!("error: cell {id}: {message}");
+    }
+    Ok(())
 }
 
 fn execute(

@@ -1,4 +1,6 @@
 //! The `ablate` binary, driven as a user would, on tiny inputs.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

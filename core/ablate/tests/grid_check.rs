@@ -1,5 +1,7 @@
 //! `ablate grid check` and `ablate run` on hostile grid files: every problem in one pass, each
 //! with its JSON path (or line/column), no panic, and nothing written outside `--out`.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::Path;
 use std::process::Output;

@@ -3,6 +3,8 @@
 //!
 //! The long soak (20 random `kill -9` of the runner) is `#[ignore]`d; run it with
 //! `cargo test -p ablate --test reliability -- --ignored --nocapture soak`.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,5 +1,7 @@
 //! Cache location, the not-cached error, and `list()`. These tests change environment
 //! variables, so this file holds a single test (its own process, no concurrent readers).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The real MNIST and Fashion-MNIST, loaded from the cache when they have been fetched
 //! (`ablate data fetch mnist`); skipped with a message otherwise. No network.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_data::fetch::{dataset_dir, fashion_mnist_spec, is_complete, mnist_spec, FetchSpec};
 use ablate_data::{load, DataRequest, Dataset};

@@ -1,4 +1,6 @@
 //! The CIFAR-10 binary reader, on batch files written by the test.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The embedded digits set.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_data::digits::{digits, digits_from_bytes, DIGITS_CSV_GZ, DIGITS_SHA256};
 use ablate_data::{DataError, DataRequest};

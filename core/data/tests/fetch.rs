@@ -1,6 +1,8 @@
 //! The fetch pipeline without the network: a fake downloader puts an archive in place, and the
 //! tests check refusal on a checksum mismatch (nothing cached, not even partly), a good
 //! install, idempotence, and repair of a damaged entry.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

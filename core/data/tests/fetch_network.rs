@@ -2,6 +2,8 @@
 //! not use the network; run them with
 //! `cargo test -p ablate-data --test fetch_network -- --ignored`.
 //! They fill the real cache (`ABLATE_CACHE` or `~/.cache/ablate`), and a second run is a no-op.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_data::fetch::{fashion_mnist_spec, is_complete, mnist_spec};
 use ablate_data::{fetch_fashion_mnist, fetch_mnist};

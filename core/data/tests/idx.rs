@@ -1,4 +1,6 @@
 //! The IDX reader: good files in every naming style and compression, and each kind of bad file.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

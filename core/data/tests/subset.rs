@@ -1,4 +1,6 @@
 //! Seeded subsets and standardisation.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_data::subset::{permutation, standardize, subset, TEST_STREAM, TRAIN_STREAM};
 use ablate_data::{load, DataRequest, Dataset, Split};

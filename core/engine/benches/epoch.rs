@@ -17,7 +17,10 @@
 //! Prints one JSON line per workload and K; `benches/reference/compare.sh` reads them. On a GPU
 //! each line also holds the device memory the process holds (nvidia-smi; libtorch's caching
 //! allocator keeps its peak, so run one K per process for per-K figures).
-#![allow(clippy::print_stdout)] // a benchmark's output is its report
+#![allow(clippy::print_stdout)]
+// a benchmark's output is its report
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::time::Instant;

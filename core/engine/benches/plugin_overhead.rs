@@ -6,7 +6,8 @@
 //! - one full training step (forward, backward, prior and likelihood through plugins, integrator).
 //!
 //! Reports medians of repeated timings and the plugin overhead as a share of a training step.
-
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
 
 use std::time::Instant;
@@ -44,7 +45,7 @@ fn main() {
     .unwrap();
     let d = model.dim();
     let mut host = TchHost::new();
-    let theta = model.init(Default::default(), Device::Cpu).set_requires_grad(true);
+    let theta = model.init(Default::default(), Device::Cpu).unwrap().set_requires_grad(true);
     let ctx = StepCtx {
         step: 1,
         lr: 0.1,

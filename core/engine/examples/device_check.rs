@@ -5,7 +5,10 @@
 //! cargo run --release -p ablate-engine --example device_check -- \
 //!     --device cuda --plugins target/release [--mnist DIR]
 //! ```
-#![allow(clippy::print_stdout)] // the example's output is its report
+#![allow(clippy::print_stdout)]
+// the example's output is its report
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -3,15 +3,14 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use abi_stable::std_types::{ROption, RSlice};
 use ablate_data::Dataset;
 use ablate_grid::config::{CellConfig, Init, ModelConfig, Preconditioner};
 use ablate_plugin_host::Registry;
 use ablate_sdk::abi::{IntegratorBox, LikelihoodBox, NoiseBox, PriorBox};
-use ablate_sdk::{FactorKind, ParamInfo, TensorId};
+use ablate_sdk::{FactorKind, ParamInfo};
 use tch::{Device, Kind, Tensor};
 
-use crate::chain::{run_chains, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
+use crate::chain::{ChainRun, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, MemberProbs};
 use crate::model::{BnState, Mode, Model};
@@ -57,15 +56,7 @@ impl Loss {
     /// Mean NLL of `logits` through the likelihood plugin (0-d).
     pub fn nll(&self, host: &mut TchHost<'_>, logits: &Tensor, y: &Tensor) -> Result<Tensor, EngineError> {
         let lik = self.likelihood.borrow();
-        let (l, t) = (host.insert(logits.shallow_clone()), host.insert(y.shallow_clone()));
-        let r = host.call(|h| lik.obj.nll(h, l, t));
-        host.remove(l);
-        host.remove(t);
-        let id = r.map_err(|e| lik.fail("nll", e))?;
-        let nll = host.take(id).ok_or_else(|| lik.fail("nll", "returned a handle it had released".into()))?;
-        if nll.numel() != 1 {
-            return Err(lik.fail("nll", format!("returned a tensor of shape {:?}, expected a scalar", nll.size())));
-        }
+        let nll = crate::plugin_call::likelihood_nll(&lik, host, logits, y)?;
         // On the CPU a check is free; on a GPU it would synchronise every step, so there a
         // non-finite value surfaces as divergence at the next member or epoch end.
         if self.check_outputs
@@ -101,7 +92,7 @@ impl Loss {
         Ok(lp.reshape([] as [i64; 0]))
     }
 
-    /// ∇ of G̃ = `nll` − (1/n)·log p(θ) with respect to the per-tensor leaves, flat ([d], or
+    /// ∇ of G̃ = `nll` − (1/n)·log p(θ) with respect to the per-tensor leaves, flat (\[d\], or
     /// [K, d] for K batched chains). A prior with a closed-form gradient skips autograd through
     /// its log-density (the prior's share of a step was 15–40% of a small MLP's).
     pub fn loss_gradient(
@@ -201,24 +192,7 @@ fn defined_gradients(grads: Vec<Tensor>, leaves: &[Tensor]) -> Vec<Tensor> {
     grads.into_iter().zip(leaves).map(|(g, leaf)| if g.defined() { g } else { leaf.detach().zeros_like() }).collect()
 }
 
-/// log p through the prior plugin for per-tensor `views` described by `infos`: a one-element
-/// tensor (finiteness is the caller's business).
-pub(crate) fn call_log_prob(
-    prior: &Factor<PriorBox>,
-    host: &mut TchHost<'_>,
-    views: &[Tensor],
-    infos: &[ParamInfo],
-) -> Result<Tensor, EngineError> {
-    let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.shallow_clone())).collect();
-    let r = host.call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
-    ids.iter().for_each(|&id| host.remove(id));
-    let id = r.map_err(|e| prior.fail("log_prob", e))?;
-    let lp = host.take(id).ok_or_else(|| prior.fail("log_prob", "returned a released handle".into()))?;
-    if lp.numel() != 1 {
-        return Err(prior.fail("log_prob", format!("returned shape {:?}, expected a scalar", lp.size())));
-    }
-    Ok(lp)
-}
+use crate::plugin_call::prior_log_prob as call_log_prob;
 
 /// A plugin returned NaN/Inf for finite inputs. With inputs of moderate size that is the
 /// plugin's fault; with huge ones (float overflow of θ², of logits) the chain has diverged.
@@ -407,16 +381,7 @@ impl Objective for Network {
         let loss = Rc::clone(&self.loss);
         if train {
             let mut lik = loss.likelihood.borrow_mut();
-            let xid = host.insert(x.shallow_clone());
-            let r = host.call(|h| lik.obj.augment(h, xid));
-            host.remove(xid);
-            if let ROption::RSome(id) = r.map_err(|e| lik.fail("augment", e))? {
-                let aug = host.take(id).ok_or_else(|| lik.fail("augment", "returned a released handle".into()))?;
-                if aug.size() != x.size() {
-                    return Err(
-                        lik.fail("augment", format!("changed the batch shape {:?} to {:?}", x.size(), aug.size()))
-                    );
-                }
+            if let Some(aug) = crate::plugin_call::likelihood_augment(&mut lik, host, &x)? {
                 x = aug;
             }
         }
@@ -533,21 +498,10 @@ fn prior_predictive(
     let mut fractions = Vec::with_capacity(samples);
     let mut counts = vec![0i64; model.classes as usize];
     for _ in 0..samples {
-        let theta = model.init(init, device);
+        let theta = model.init(init, device)?;
         for (info, view) in model.infos().iter().zip(model.views(&theta)) {
-            let like = host.insert(view.shallow_clone());
-            let r = host.call(|h| loss.prior.obj.sample(h, info, like));
-            host.remove(like);
-            if let ROption::RSome(id) = r.map_err(|e| loss.prior.fail("sample", e))? {
-                let draw =
-                    host.take(id).ok_or_else(|| loss.prior.fail("sample", "returned a released handle".into()))?;
-                if draw.size() != view.size() {
-                    return Err(loss.prior.fail(
-                        "sample",
-                        format!("drew shape {:?} for a tensor of shape {:?}", draw.size(), view.size()),
-                    ));
-                }
-                view.shallow_clone().copy_(&draw);
+            if let Some(draw) = crate::plugin_call::prior_sample(&loss.prior, &mut host, info, &view)? {
+                view.shallow_clone().f_copy_(&draw)?;
             }
         }
         let mut bn = model.new_bn_state(device);
@@ -690,7 +644,9 @@ fn probe_model(model: &ModelConfig) -> ModelConfig {
 fn prior_additivity(model: &Model, prior: &Factor<PriorBox>) -> Result<Option<String>, EngineError> {
     let _guard = tch::no_grad_guard();
     let mut host = TchHost::new();
-    let thetas: Vec<Tensor> = (0..2).map(|i| model.init(Init::HeNormal, Device::Cpu) * (0.5 + i as f64)).collect();
+    let thetas: Vec<Tensor> = (0..2)
+        .map(|i| model.init(Init::HeNormal, Device::Cpu).map(|t| t * (0.5 + i as f64)))
+        .collect::<Result<_, _>>()?;
     let stacked = Tensor::stack(&thetas, 0);
     let lp = |host: &mut TchHost<'_>, views: Vec<Tensor>| -> Result<f64, EngineError> {
         Ok(f64::try_from(call_log_prob(prior, host, &views, model.infos())?.to_kind(Kind::Double))?)
@@ -744,13 +700,8 @@ pub fn run_cells(
     let Plugins { prior, mut integrator, mut noise, likelihood } = Plugins::new(cfg, registry)?;
 
     let shape = [data.channels as i64, data.height as i64, data.width as i64];
-    let to_tensor = |split: &ablate_data::Split| -> (Tensor, Tensor) {
-        let n = split.len() as i64;
-        let x = Tensor::from_slice(&split.images).reshape([n, shape[0], shape[1], shape[2]]).to_device(device);
-        (x, Tensor::from_slice(&split.labels).to_device(device))
-    };
-    let (train_x, train_y) = to_tensor(&data.train);
-    let (test_x, _) = to_tensor(&data.test);
+    let (train_x, train_y) = split_tensors(&data.train, shape, device)?;
+    let (test_x, _) = split_tensors(&data.test, shape, device)?;
     let n_train = data.train.len() as u64;
     let toggles = likelihood.obj.model();
     let n = likelihood.obj.effective_n(n_train);
@@ -763,32 +714,9 @@ pub fn run_cells(
     let protocols: Vec<Protocol> = cfgs.iter().map(|c| Protocol::new(s, steps_per_epoch, c.temperature)).collect();
     let expected_members = protocols[0].expected_members();
     tracing::info!(dim = model.dim(), n, steps_per_epoch, members = expected_members, chains, "cells set up");
-    if expected_members == 0 {
-        return Err(EngineError::Config(format!(
-            "the protocol collects no ensemble member: {} epochs with cycle_start_sampling {} and cycle_length {}",
-            s.epochs, s.cycle_start_sampling, s.cycle_length
-        )));
-    }
+    check_collects_members(s, expected_members)?;
 
-    // Each chain's initial θ from its own seed (the noise streams are seeded per chain below).
-    let mut inits = Vec::with_capacity(chains);
-    for c in cfgs.iter().rev() {
-        tch::manual_seed(c.seed as i64);
-        if device.is_cuda() {
-            tch::Cuda::manual_seed_all(c.seed);
-        }
-        inits.push(model.init(s.init, device));
-    }
-    inits.reverse();
-    let (theta, views) = if chains == 1 {
-        let theta = inits.remove(0);
-        let views = model.views(&theta);
-        (theta, views)
-    } else {
-        let theta = Tensor::stack(&inits, 0);
-        let views = model.batched_views(&theta);
-        (theta, views)
-    };
+    let (theta, views) = initial_parameters(&model, cfgs, s.init, device)?;
     let leaves: Vec<Tensor> = views.into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
     let bn = model.new_bn_state_for(device, chains as i64);
     let loss = Rc::new(Loss {
@@ -820,17 +748,19 @@ pub fn run_cells(
         device,
         prefetched: [None, None],
     };
-    let settings = ChainSettings {
-        lr: s.lr,
-        momentum_decay: s.momentum_decay,
-        batch_size: s.batch_size as u64,
-        layerwise_mass: s.preconditioner == Preconditioner::Layerwise,
-        precond_batches: s.precond_batches,
-    };
+    let settings = chain_settings(s);
     let mut host = TchHost::new();
     host.seed_noise(cfgs.iter().map(|c| crate::fused::chain_noise_seed(c.seed)).collect());
-    let outcomes =
-        run_chains(&mut network, &theta, &mut integrator, &mut noise, &protocols, &settings, &mut host, observer)?;
+    let outcomes = crate::chain::run(ChainRun {
+        objective: &mut network,
+        theta: &theta,
+        integrator: &mut integrator,
+        noise: &mut noise,
+        protocols: &protocols,
+        settings: &settings,
+        host: &mut host,
+        observer,
+    })?;
 
     let labels = &data.test.labels;
     let mut results = Vec::with_capacity(chains);
@@ -845,26 +775,86 @@ pub fn run_cells(
             }
         };
         let members = &network.members[j];
-        let metrics = (!members.is_empty()).then(|| {
-            let kinetic = chain.last_kinetic.as_ref();
-            FinalMetrics {
-                members: members.len(),
-                ensemble: ensemble_metrics(members, labels, data.num_classes, c.eval.ece_bins),
-                growth: growth_curve(members, labels, data.num_classes, c.eval.ece_bins),
-                diagnostics: FinalDiagnostics {
-                    kinetic_in_band_fraction: kinetic.map_or(f64::NAN, |k| k.in_band_fraction),
-                    kinetic_temperature: kinetic.map_or(f64::NAN, |k| k.overall),
-                    configurational_temperature: chain.last_configurational,
-                    kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
-                },
-                acceptance: chain.acceptance,
-                dim: network.loss.model.dim(),
-                n_effective: n,
-                steps: chain.steps,
-                prior_predictive: prior_check,
-            }
+        let metrics = (!members.is_empty()).then(|| FinalMetrics {
+            members: members.len(),
+            ensemble: ensemble_metrics(members, labels, data.num_classes, c.eval.ece_bins),
+            growth: growth_curve(members, labels, data.num_classes, c.eval.ece_bins),
+            diagnostics: final_diagnostics(&chain),
+            acceptance: chain.acceptance,
+            dim: network.loss.model.dim(),
+            n_effective: n,
+            steps: chain.steps,
+            prior_predictive: prior_check,
         });
         results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics });
     }
     Ok(results)
+}
+
+/// Each chain's initial θ from its own seed (the noise streams are seeded per chain), all with
+/// the batch's `init`: flat [d] for one chain, [K, d] for K, with the per-tensor views.
+fn initial_parameters(
+    model: &Model,
+    cfgs: &[CellConfig],
+    init: Init,
+    device: Device,
+) -> Result<(Tensor, Vec<Tensor>), EngineError> {
+    let mut inits = Vec::with_capacity(cfgs.len());
+    for c in cfgs.iter().rev() {
+        tch::manual_seed(c.seed as i64);
+        if device.is_cuda() {
+            tch::Cuda::manual_seed_all(c.seed);
+        }
+        inits.push(model.init(init, device)?);
+    }
+    inits.reverse();
+    if inits.len() == 1 {
+        let theta = inits.remove(0);
+        let views = model.views(&theta);
+        Ok((theta, views))
+    } else {
+        let theta = Tensor::f_stack(&inits, 0)?;
+        let views = model.batched_views(&theta);
+        Ok((theta, views))
+    }
+}
+
+/// The end-of-run thermometers of a chain (`metrics.json` → `diagnostics`).
+fn final_diagnostics(chain: &crate::chain::ChainOutcome) -> FinalDiagnostics {
+    let kinetic = chain.last_kinetic.as_ref();
+    FinalDiagnostics {
+        kinetic_in_band_fraction: kinetic.map_or(f64::NAN, |k| k.in_band_fraction),
+        kinetic_temperature: kinetic.map_or(f64::NAN, |k| k.overall),
+        configurational_temperature: chain.last_configurational,
+        kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
+    }
+}
+
+/// Images [n, C, H, W] and labels [n] of a data split on `device`.
+fn split_tensors(split: &ablate_data::Split, shape: [i64; 3], device: Device) -> Result<(Tensor, Tensor), EngineError> {
+    let n = split.len() as i64;
+    let x = Tensor::f_from_slice(&split.images)?.f_reshape([n, shape[0], shape[1], shape[2]])?.f_to_device(device)?;
+    Ok((x, Tensor::f_from_slice(&split.labels)?.f_to_device(device)?))
+}
+
+/// What the chain loop needs of the cell's sampler settings.
+fn chain_settings(s: &ablate_grid::config::SamplerConfig) -> ChainSettings {
+    ChainSettings {
+        lr: s.lr,
+        momentum_decay: s.momentum_decay,
+        batch_size: s.batch_size as u64,
+        layerwise_mass: s.preconditioner == Preconditioner::Layerwise,
+        precond_batches: s.precond_batches,
+    }
+}
+
+/// A protocol that collects no ensemble member is a configuration error.
+fn check_collects_members(s: &ablate_grid::config::SamplerConfig, expected: u64) -> Result<(), EngineError> {
+    if expected == 0 {
+        return Err(EngineError::Config(format!(
+            "the protocol collects no ensemble member: {} epochs with cycle_start_sampling {} and cycle_length {}",
+            s.epochs, s.cycle_start_sampling, s.cycle_length
+        )));
+    }
+    Ok(())
 }

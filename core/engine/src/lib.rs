@@ -12,6 +12,7 @@
 pub mod augment;
 pub mod cell;
 pub mod chain;
+pub mod chain_phases;
 pub mod chi2;
 pub mod compat;
 pub mod device;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod planner;
 pub mod plugin_call;
+pub mod precond;
 pub mod schedule;
 pub mod suite_host;
 

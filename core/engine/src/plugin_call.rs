@@ -1,19 +1,253 @@
-//! Typed calls of prior plugins with their output checks, and the run-start guard on a prior's
-//! closed-form gradient.
+//! Typed calls of plugins: one wrapper per factor call, with its output checks, and the
+//! run-start guard on a prior's closed-form gradient.
+//!
+//! Every call lends its input tensors through a [`Lent`] guard, which releases the handles when
+//! it drops (on every return path, errors included), takes every returned handle out of the
+//! host, and checks the output's shape and dtype against what the call promises. A failure is
+//! an [`EngineError::PluginCall`] naming the plugin (kind, name, library path), the call and
+//! the tensor; the worker adds the cell.
 //!
 //! A prior that offers `grad_log_prob` replaces autograd through its `log_prob` on every step,
 //! so a wrong closed form would silently sample another posterior. [`prior_gradient_guard`]
 //! compares the two at run start (three fixed points, no random draws, so the cell's streams
 //! are untouched) and fails the cell naming the plugin when they differ.
 
+use std::ops::{Deref, DerefMut};
+
 use abi_stable::std_types::{ROption, RSlice};
-use ablate_sdk::abi::{ParamInfo, PriorBox, TensorId};
+use ablate_sdk::abi::{IntegratorBox, LikelihoodBox, NoiseBox, ParamInfo, PriorBox, TensorId};
+use ablate_sdk::{NoiseStats, StepCtx, StepReport, StepTensors};
 use tch::{Device, Kind, Tensor};
 
 use crate::chain::Factor;
 use crate::host::TchHost;
 use crate::model::Model;
 use crate::EngineError;
+
+/// Host handles lent to plugin calls; each is released when the guard drops. Derefs to the
+/// host, so calls go through it.
+pub struct Lent<'h, 'a> {
+    host: &'h mut TchHost<'a>,
+    ids: Vec<TensorId>,
+}
+
+impl<'h, 'a> Lent<'h, 'a> {
+    pub fn new(host: &'h mut TchHost<'a>) -> Self {
+        Self { host, ids: Vec::new() }
+    }
+
+    /// Puts `t` into the host (shallow) until the guard drops.
+    pub fn lend(&mut self, t: Tensor) -> TensorId {
+        let id = self.host.insert(t);
+        self.ids.push(id);
+        id
+    }
+}
+
+impl<'a> Deref for Lent<'_, 'a> {
+    type Target = TchHost<'a>;
+    fn deref(&self) -> &TchHost<'a> {
+        self.host
+    }
+}
+
+impl<'a> DerefMut for Lent<'_, 'a> {
+    fn deref_mut(&mut self) -> &mut TchHost<'a> {
+        self.host
+    }
+}
+
+impl Drop for Lent<'_, '_> {
+    fn drop(&mut self) {
+        for &id in &self.ids {
+            self.host.remove(id);
+        }
+    }
+}
+
+/// What a returned tensor must look like.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'s> {
+    /// Exactly this shape.
+    Shape(&'s [i64]),
+    /// One element, any shape (a scalar).
+    Scalar,
+}
+
+/// Takes the tensor a plugin returned (so that no handle stays in the host) and checks it is a
+/// floating-point tensor of the expected shape; errors name the plugin, the call and `tensor`.
+pub fn take_output<T>(
+    factor: &Factor<T>,
+    host: &mut TchHost<'_>,
+    during: &str,
+    tensor: &str,
+    id: TensorId,
+    expect: Expect<'_>,
+) -> Result<Tensor, EngineError> {
+    let t = host.take(id).ok_or_else(|| factor.fail(during, format!("returned a released handle for {tensor}")))?;
+    check_output(factor, during, tensor, &t, expect)?;
+    Ok(t)
+}
+
+/// Checks a plugin's output tensor: floating point, expected shape.
+pub fn check_output<T>(
+    factor: &Factor<T>,
+    during: &str,
+    tensor: &str,
+    t: &Tensor,
+    expect: Expect<'_>,
+) -> Result<(), EngineError> {
+    let kind = t.kind();
+    if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+        return Err(
+            factor.fail(during, format!("returned {tensor} of dtype {kind:?}, expected a floating-point tensor"))
+        );
+    }
+    let ok = match expect {
+        Expect::Shape(shape) => t.size() == shape,
+        Expect::Scalar => t.numel() == 1,
+    };
+    if !ok {
+        let want = match expect {
+            Expect::Shape(shape) => format!("{shape:?}"),
+            Expect::Scalar => "a scalar".to_owned(),
+        };
+        return Err(factor.fail(during, format!("returned {tensor} of shape {:?}, expected {want}", t.size())));
+    }
+    Ok(())
+}
+
+/// `integrator.init(θ)`: θ is the host's handle `params`, kept by the caller.
+pub fn integrator_init(
+    integrator: &mut Factor<IntegratorBox>,
+    host: &mut TchHost<'_>,
+    params: TensorId,
+) -> Result<(), EngineError> {
+    host.call(|h| integrator.obj.init(h, params)).map_err(|e| integrator.fail("init", e))
+}
+
+/// `integrator.rescale_momenta(factor)` with the factor lent for the call.
+pub fn integrator_rescale(
+    integrator: &mut Factor<IntegratorBox>,
+    host: &mut TchHost<'_>,
+    factor: Tensor,
+) -> Result<(), EngineError> {
+    let mut lent = Lent::new(host);
+    let id = lent.lend(factor);
+    lent.call(|h| integrator.obj.rescale_momenta(h, id)).map_err(|e| integrator.fail("rescale_momenta", e))
+}
+
+/// `integrator.step(ctx, tensors)`.
+pub fn integrator_step(
+    integrator: &mut Factor<IntegratorBox>,
+    host: &mut TchHost<'_>,
+    ctx: &StepCtx,
+    tensors: &StepTensors,
+) -> Result<StepReport, EngineError> {
+    host.call(|h| integrator.obj.step(h, ctx, tensors)).map_err(|e| integrator.fail("step", e))
+}
+
+/// `integrator.kinetic(M⁻¹)`: the elementwise m⊙M⁻¹m, shaped like θ (`theta_shape`), or
+/// `None` when the integrator has no momenta.
+pub fn integrator_kinetic(
+    integrator: &Factor<IntegratorBox>,
+    host: &mut TchHost<'_>,
+    mass_inv: TensorId,
+    theta_shape: &[i64],
+) -> Result<Option<Tensor>, EngineError> {
+    match host.call(|h| integrator.obj.kinetic(h, mass_inv)).map_err(|e| integrator.fail("kinetic", e))? {
+        ROption::RSome(id) => {
+            let t = take_output(
+                integrator,
+                host,
+                "kinetic",
+                "the kinetic energies m⊙M⁻¹m",
+                id,
+                Expect::Shape(theta_shape),
+            )?;
+            Ok(Some(t))
+        }
+        ROption::RNone => Ok(None),
+    }
+}
+
+/// `noise.transform(ctx, grad, stats)`: transforms `grad` in place (the host's tensor behind
+/// the handle); it must stay a floating-point tensor of the same shape.
+pub fn noise_transform(
+    noise: &mut Factor<NoiseBox>,
+    host: &mut TchHost<'_>,
+    ctx: &StepCtx,
+    grad: TensorId,
+    stats: &NoiseStats,
+) -> Result<(), EngineError> {
+    let shape = host.get(grad).map(Tensor::size).unwrap_or_default();
+    host.call(|h| noise.obj.transform(h, ctx, grad, stats)).map_err(|e| noise.fail("transform", e))?;
+    let t = host.get(grad).ok_or_else(|| noise.fail("transform", "released the gradient handle".into()))?;
+    check_output(noise, "transform", "the gradient", t, Expect::Shape(&shape))
+}
+
+/// `likelihood.nll(logits, labels)`: a scalar.
+pub fn likelihood_nll(
+    lik: &Factor<LikelihoodBox>,
+    host: &mut TchHost<'_>,
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<Tensor, EngineError> {
+    let mut lent = Lent::new(host);
+    let (l, t) = (lent.lend(logits.shallow_clone()), lent.lend(labels.shallow_clone()));
+    let id = lent.call(|h| lik.obj.nll(h, l, t)).map_err(|e| lik.fail("nll", e))?;
+    take_output(lik, &mut lent, "nll", "the NLL", id, Expect::Scalar)
+}
+
+/// `likelihood.augment(images)`: `None` (no augmentation) or images of the same shape.
+pub fn likelihood_augment(
+    lik: &mut Factor<LikelihoodBox>,
+    host: &mut TchHost<'_>,
+    images: &Tensor,
+) -> Result<Option<Tensor>, EngineError> {
+    let mut lent = Lent::new(host);
+    let id = lent.lend(images.shallow_clone());
+    match lent.call(|h| lik.obj.augment(h, id)).map_err(|e| lik.fail("augment", e))? {
+        ROption::RSome(out) => {
+            Ok(Some(take_output(lik, &mut lent, "augment", "the augmented batch", out, Expect::Shape(&images.size()))?))
+        }
+        ROption::RNone => Ok(None),
+    }
+}
+
+/// `prior.sample(info, like)`: `None` (the prior cannot draw) or a draw shaped like `like`.
+pub fn prior_sample(
+    prior: &Factor<PriorBox>,
+    host: &mut TchHost<'_>,
+    info: &ParamInfo,
+    like: &Tensor,
+) -> Result<Option<Tensor>, EngineError> {
+    let mut lent = Lent::new(host);
+    let id = lent.lend(like.shallow_clone());
+    let tensor = format!("the draw of `{}`", info.name);
+    match lent.call(|h| prior.obj.sample(h, info, id)).map_err(|e| prior.fail("sample", e))? {
+        ROption::RSome(out) => {
+            Ok(Some(take_output(prior, &mut lent, "sample", &tensor, out, Expect::Shape(&like.size()))?))
+        }
+        ROption::RNone => Ok(None),
+    }
+}
+
+/// log p through the prior plugin for per-tensor `views` described by `infos`: a one-element
+/// tensor (finiteness is the caller's business).
+pub fn prior_log_prob(
+    prior: &Factor<PriorBox>,
+    host: &mut TchHost<'_>,
+    views: &[Tensor],
+    infos: &[ParamInfo],
+) -> Result<Tensor, EngineError> {
+    let mut lent = Lent::new(host);
+    let ids: Vec<TensorId> = views.iter().map(|v| lent.lend(v.shallow_clone())).collect();
+    let id = lent
+        .call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)))
+        .map_err(|e| prior.fail("log_prob", e))?;
+    take_output(prior, &mut lent, "log_prob", "log p", id, Expect::Scalar)
+}
 
 /// Relative tolerance of the closed-form gradient against autograd in float32:
 /// |closed − autograd| ≤ `GRADIENT_TOLERANCE`·(1 + |autograd|) per element. Float32 rounding
@@ -28,26 +262,22 @@ pub fn call_grad_log_prob(
     views: &[Tensor],
     infos: &[ParamInfo],
 ) -> Result<Option<Vec<Tensor>>, EngineError> {
-    let ids: Vec<TensorId> = views.iter().map(|v| host.insert(v.detach())).collect();
-    let r = host.call(|h| prior.obj.grad_log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
-    ids.iter().for_each(|&id| host.remove(id));
+    let mut lent = Lent::new(host);
+    let ids: Vec<TensorId> = views.iter().map(|v| lent.lend(v.detach())).collect();
+    let r = lent.call(|h| prior.obj.grad_log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
     let ROption::RSome(grads) = r.map_err(|e| prior.fail("grad_log_prob", e))? else {
         return Ok(None);
     };
     // Take every returned handle first, so that none stays in the arena on an error.
-    let taken: Vec<Option<Tensor>> = grads.iter().map(|id| host.take(*id)).collect();
+    let taken: Vec<Option<Tensor>> = grads.iter().map(|id| lent.take(*id)).collect();
     if taken.len() != views.len() {
         return Err(prior.fail("grad_log_prob", format!("returned {} tensors for {}", taken.len(), views.len())));
     }
     let mut out = Vec::with_capacity(taken.len());
-    for (g, view) in taken.into_iter().zip(views) {
-        let g = g.ok_or_else(|| prior.fail("grad_log_prob", "returned a released handle".into()))?;
-        if g.size() != view.size() {
-            return Err(prior.fail(
-                "grad_log_prob",
-                format!("returned shape {:?} for a tensor of shape {:?}", g.size(), view.size()),
-            ));
-        }
+    for ((g, view), info) in taken.into_iter().zip(views).zip(infos) {
+        let tensor = format!("the gradient of `{}`", info.name);
+        let g = g.ok_or_else(|| prior.fail("grad_log_prob", format!("returned a released handle for {tensor}")))?;
+        check_output(prior, "grad_log_prob", &tensor, &g, Expect::Shape(&view.size()))?;
         out.push(g);
     }
     Ok(Some(out))
@@ -97,7 +327,7 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
         let leaves: Vec<Tensor> =
             model.views(&theta).iter().map(|v| v.detach().copy().set_requires_grad(true)).collect();
         let where_ = format!("at run start, at fixed parameters with |θ| ≤ {scale}");
-        let lp = crate::cell::call_log_prob(prior, &mut host, &leaves, infos)?;
+        let lp = prior_log_prob(prior, &mut host, &leaves, infos)?;
         let lp_value = f64::try_from(lp.f_to_kind(Kind::Double)?.f_reshape([] as [i64; 0])?)?;
         if !lp_value.is_finite() {
             return Err(prior.fail("log_prob", format!("returned {lp_value} (NaN/Inf) {where_}")));

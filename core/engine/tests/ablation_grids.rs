@@ -2,6 +2,8 @@
 //! expands with the grid parser, names built-in plugins with parameters they accept, builds its
 //! network, and collects ensemble members. Data is not loaded: the GPU grids read CIFAR-10 from
 //! a user folder.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod builtins;
 

@@ -6,6 +6,8 @@
 //! and the integrators elementwise, so per-coordinate variance ratios are independent with
 //! standard error sd/sqrt(d); bounds are 4.5 SE. A leak of one chain's temperature into another
 //! (the bug this guards against) moves a ratio by a factor of 3 to 100 here.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

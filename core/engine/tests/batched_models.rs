@@ -2,6 +2,8 @@
 //! (linear layers as `baddbmm`, convolutions grouped by chain) gives each chain the logits, the
 //! batch-norm statistics and the gradients it gets alone. Deterministic, so the comparison is
 //! to float rounding (the grouped kernels sum in another order).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_engine::model::{Mode, Model};
 use ablate_grid::config::{Activation, Init, ModelConfig};
@@ -21,7 +23,8 @@ fn check(cfg: ModelConfig, norm: NormKind, input: (i64, i64, i64)) {
     // Chains differ everywhere, normalisation parameters included.
     let thetas: Vec<Tensor> = (0..K)
         .map(|_| {
-            model.init(Init::HeNormal, Device::Cpu) + Tensor::randn([model.dim()], (Kind::Float, Device::Cpu)) * 0.1
+            model.init(Init::HeNormal, Device::Cpu).unwrap()
+                + Tensor::randn([model.dim()], (Kind::Float, Device::Cpu)) * 0.1
         })
         .collect();
     let stacked = Tensor::stack(&thetas, 0).set_requires_grad(true);

@@ -1,5 +1,7 @@
 //! The run-time compatibility rules (`ablate_engine::compat`) and the batching probe on grids
 //! that ask for huge networks, with the built-in plugin libraries.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::process::Command;

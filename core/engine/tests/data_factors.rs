@@ -1,4 +1,6 @@
 //! `data.subset` and `data.label_noise` as the engine loads them for a cell.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_engine::{batch_key, load_cell_data};
 use ablate_grid::CellConfig;

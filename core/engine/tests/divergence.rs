@@ -1,5 +1,7 @@
 //! A chain whose loss, gradient or kinetic temperature is NaN/Inf ends `diverged` at that step,
 //! never `done`, also while its parameters are still finite.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! epoch on tiny data, alone and as a batch of two chains, through `run_cells` (the path
 //! `ablate run` takes). None may panic; the combinations that cannot run must fail with a clear
 //! error, and exactly those listed in [`IMPOSSIBLE`].
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod builtins;
 
@@ -204,7 +206,7 @@ fn every_parameter_of_every_model_enters_the_graph() {
             }
             let cfg: ablate_grid::config::ModelConfig = serde_json::from_str(json).unwrap();
             let model = Model::new(&cfg, ModelToggles { norm, dropout: 0.0 }, (3, 8, 8), 10).unwrap();
-            let theta = model.init(ablate_grid::config::Init::HeNormal, Device::Cpu);
+            let theta = model.init(ablate_grid::config::Init::HeNormal, Device::Cpu).unwrap();
             let leaves: Vec<Tensor> =
                 model.views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
             let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));

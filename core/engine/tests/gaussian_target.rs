@@ -9,6 +9,8 @@
 //! d = 1000 coordinates); their SE comes from the spread over epochs. Bounds are 4.5 SE (a false
 //! alarm rate of ~1e-5 per check), plus the integrator's O(h²ω²) discretisation bias, which at
 //! h·ω_max = 0.05 is below 0.2% and is neglected.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

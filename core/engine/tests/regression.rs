@@ -8,6 +8,8 @@
 //! Statistics: samples are whitened, z = Lᵀ(w − μ)/sqrt(T) with Λ = LLᵀ, so z ~ N(0, I) under the
 //! target; E[z] = 0 and E[zzᵀ] = I are checked entry by entry with standard errors from 20
 //! batch means (each batch spans many autocorrelation times), at 4.5 SE.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

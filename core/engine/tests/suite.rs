@@ -1,5 +1,7 @@
 //! The conformance suite on the libtorch host (float32): every built-in plugin passes it, and
 //! each fault fixture fails the one check its fault breaks.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_engine::suite_host::{run_suite, SuiteHost};
 use ablate_plugin_host::{Registry, SearchPath};

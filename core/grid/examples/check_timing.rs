@@ -1,5 +1,7 @@
 //! Time `Grid::check_str` on a grid of N temperatures x 1 (default N = 100000):
 //! `cargo run -p ablate-grid --example check_timing -- 1000000`.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);

@@ -589,6 +589,8 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     Some(Grid { name, description, base, axes, zip, cells })
 }
 
+// TODO(split): longer than the workspace's too_many_lines threshold.
+#[allow(clippy::too_many_lines)]
 fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> Option<Vec<Axis>> {
     let items = match value {
         None | Some(Value::Null) => return Some(Vec::new()),

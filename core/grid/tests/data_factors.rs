@@ -1,4 +1,6 @@
 //! `data.subset` and `data.label_noise`: parsing, validation with JSON paths, stable cell ids.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_grid::config::SubsetMode;
 use ablate_grid::{cell_id, Grid};

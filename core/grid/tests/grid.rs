@@ -1,4 +1,6 @@
 //! Expansion, validation, robustness and sharding of grid files.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_grid::{cell_id, schema, shard, Grid, Shard};
 use rand::{Rng, SeedableRng};

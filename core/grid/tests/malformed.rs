@@ -2,6 +2,8 @@
 //! values), run in `cargo test` for a bounded time: no panic, no abort (an abort would end this
 //! test process), none slower than 20 s, and every problem located by a JSON path or a
 //! line/column. `ABLATE_FUZZ_GRIDS=N` runs N grids instead of 1000 (a longer soak).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::time::{Duration, Instant};
 

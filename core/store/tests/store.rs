@@ -1,4 +1,6 @@
 //! Run folders: the lock, atomic writes, statuses and the manifest.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::fs;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! θ ← θ + h·M⁻¹ m
 //! ```
 //!
-//! The thermostats start at their noise-free mean E[ξ] = (1 − β')/h = sqrt(n/ℓ')·(1 − β')
+//! The thermostats start at their noise-free mean E\[ξ\] = (1 − β')/h = sqrt(n/ℓ')·(1 − β')
 //! (evaluated at the first step, where ℓ and β are known), where h·ξ = 1 − β' reproduces the
 //! symplectic Euler friction. They then adapt the friction of each coordinate until its
 //! kinetic temperature mᵢ²/Mᵢ averages T, which also absorbs an unknown gradient-noise variance.

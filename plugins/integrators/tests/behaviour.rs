@@ -1,5 +1,7 @@
 //! Exact and qualitative properties: T = 0 is SGD with momentum, Metropolis acceptance versus
 //! step size, seed determinism, momentum rescaling, parameter and context validation.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_integrators::*;
 use ablate_sdk::abi::{IntegratorBox, StepTensors};

@@ -10,6 +10,8 @@
 //! Pass criterion: |z| ≤ 4 for the overall variance ratio, each of 4 σ groups, and the kinetic
 //! temperature against its expected value (T, or 2T/(1+β) for the naive symplectic Euler
 //! momentum). z uses the larger of the batch-means and coordinate-spread standard errors.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_integrators::*;
 use ablate_sdk::abi::IntegratorBox;

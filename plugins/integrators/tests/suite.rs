@@ -1,5 +1,7 @@
 //! Every built-in integrator passes the conformance suite's Gaussian-target checks on the test
 //! kit's f64 host (`core/engine/tests/suite.rs` runs them on the libtorch host).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_integrators::*;
 use ablate_sdk::testkit::suite::{assert_all_pass, cpu_integrator};

@@ -1,4 +1,6 @@
 //! `curated` (Aitchison 2021): S = 1 is `categorical` exactly; S = 2, 3 by hand.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_likelihoods::{Categorical, Curated, Tempered};
 use ablate_sdk::testkit::CpuHost;

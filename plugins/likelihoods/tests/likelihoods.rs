@@ -1,5 +1,7 @@
 //! NLLs against hand computations, toggles, effective n and augmentation on the testkit's
 //! `CpuHost`.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_likelihoods::{
     pad_for, Augmented, BatchNorm, Categorical, Dropout, Frn, NoisyDirichlet, Tempered, AUTO_PAD,

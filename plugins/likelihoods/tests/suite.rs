@@ -1,5 +1,7 @@
 //! Every built-in likelihood passes the conformance suite on the test kit's f64 host
 //! (`core/engine/tests/suite.rs` runs it on the libtorch host).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_likelihoods::*;
 use ablate_sdk::testkit::suite::{assert_all_pass, cpu_likelihood};

@@ -3,6 +3,8 @@
 //! Each transformed gradient is compared with its input: the difference must have mean 0
 //! (unbiased) and the intended variance, within `Z` standard errors of the pooled draws
 //! (se of a mean: sqrt(v/N); of a Gaussian variance: v·sqrt(2/N)).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_plugin_noise::{AlphaStable, FullBatch, GaussianMatched, Minibatch, PretendBatch};
 use ablate_sdk::testkit::{noise_box, CpuHost};

@@ -9,7 +9,7 @@
 //! with π = `mass_spike`, s₁ = `scale_spike`, s₂ = `scale_slab`. Variance π s₁² + (1−π) s₂².
 //! `mass_spike` must lie strictly inside (0, 1) (use `gaussian` for a single component).
 //!
-//! Draw: z = 1[u < π] with u ~ U[0, 1); x = ξ · (z s₁ + (1 − z) s₂), ξ ~ N(0, 1).
+//! Draw: z = 1\[u < π\] with u ~ U[0, 1); x = ξ · (z s₁ + (1 − z) s₂), ξ ~ N(0, 1).
 
 use ablate_sdk::prelude::*;
 

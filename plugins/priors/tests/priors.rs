@@ -2,6 +2,8 @@
 //!
 //! Tolerances: log densities to 1e-12 relative (closed forms in f64); sample moments to
 //! `Z` standard errors of the pooled draws; empirical CDFs to `Z`·sqrt(p(1−p)/N).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::f64::consts::PI;
 

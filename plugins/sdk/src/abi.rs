@@ -343,7 +343,7 @@ pub struct StepCtx {
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug)]
 pub struct StepTensors {
-    /// Flat parameters θ ([d], or [K, d] for K batched chains); the integrator updates them in place.
+    /// Flat parameters θ (\[d\], or \[K, d\] for K batched chains); the integrator updates them in place.
     pub params: TensorId,
     /// ∇ of the per-example mean minibatch loss G̃ = mean NLL − (1/n)·log p(θ).
     pub grad: TensorId,

@@ -100,7 +100,7 @@ pub trait Prior: Factory {
 /// In a batched run (see [`Integrator::batchable`]) every tensor has a leading chain dimension,
 /// [K, d], and `temperature` may differ per chain.
 pub struct StepView<'o> {
-    /// Flat parameters θ ([d], or [K, d] for K batched chains); the integrator updates them in place.
+    /// Flat parameters θ (\[d\], or \[K, d\] for K batched chains); the integrator updates them in place.
     pub params: Tensor<'o>,
     /// ∇ of the per-example mean loss G̃ = mean NLL − (1/n)·log p(θ); ∇U = n·grad.
     pub grad: Tensor<'o>,

@@ -463,6 +463,8 @@ fn coord_stats(batches: &[Vec<f64>], range: std::ops::Range<usize>) -> (f64, f64
 /// Also checks the plumbing: parameters keep their shape, `kinetic` is shaped like the
 /// parameters, the acceptance reported is NaN or in [0, 1], and host errors fail the check.
 /// The integrator must be freshly built (this calls `init`).
+// TODO(split): longer than the workspace's too_many_lines threshold.
+#[allow(clippy::too_many_lines)]
 pub fn gaussian_target_temperature<H: TestHost>(
     host: &mut H,
     integrator: &mut IntegratorBox,
