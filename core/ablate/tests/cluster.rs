@@ -219,6 +219,29 @@ fn status_shows_each_shard_and_the_resubmission() {
     assert!(out.contains("--array=1 "), "only the unfinished task, not the running one: {out}");
     assert!(out.contains(&format!("rm {}", failed.display())), "{out}");
     assert!(out.contains("overall: 2 done, 1 failed"), "{out}");
+
+    // A claim of another host: alive while Slurm still queues its task (a stand-in `squeue`
+    // lists the queue), gone once the task has left it.
+    let mut p = plan(&run);
+    p["submitted"] = serde_json::json!([{"array_job": "77", "report_job": "78", "tasks": "0-2", "at": "x"}]);
+    std::fs::write(run.join("slurm/plan.json"), p.to_string()).unwrap();
+    let mut claim = claim;
+    claim["hostname"] = "node-elsewhere".into();
+    std::fs::write(run.join("claims/test.json"), claim.to_string()).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let status_with_queue = |queue: &str| {
+        std::fs::write(bin.join("squeue"), format!("#!/bin/bash\nprintf '{queue}'\n")).unwrap();
+        Command::new("chmod").arg("+x").arg(bin.join("squeue")).status().unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let o = command(&["status", run.to_str().unwrap()], dir.path()).env("PATH", path).output().unwrap();
+        text(&o).0
+    };
+    let out = status_with_queue("77 2\\n99 0\\n");
+    assert!(out.contains("shard 2: running: 2 cells: 0 done, 2 running"), "{out}");
+    let out = status_with_queue("99 2\\n");
+    assert!(out.contains("shard 2: missing: 2 cells: 0 done, 2 missing"), "{out}");
+    assert!(out.contains("--array=1,2 "), "{out}");
 }
 
 fn now_rfc3339() -> String {
