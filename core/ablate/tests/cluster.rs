@@ -338,3 +338,48 @@ fn the_time_limit_signal_stops_the_task_and_requeues_it() {
     assert_eq!(o.status.code(), Some(3), "{st}");
     assert!(st.contains("--array=0 "), "{st}");
 }
+
+/// Issue 16 item 4: a task requeued onto another node takes over the claim its killed first run
+/// left on the old node (Slurm runs one instance of a task at a time); any other runner is
+/// still refused by that claim.
+#[test]
+fn a_requeued_task_takes_over_its_own_claim_from_another_node() {
+    require_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let g = grid(dir.path(), "requeue", &[0.1, 1.0], &[1]);
+    let g = g.to_str().unwrap();
+    let o = ablate(
+        &["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1", "--jobs", "1"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    // Forget the results, keep a claim of task 41_0 on a node that is gone.
+    let run = dir.path().join("runs/requeue");
+    std::fs::remove_dir_all(run.join("cells")).unwrap();
+    let claim = serde_json::json!({
+        "pid": 1, "hostname": "node-elsewhere", "started": now_rfc3339(), "what": "shard 0/1",
+        "cells": [[0, 2]], "slurm_task": "41_0"
+    });
+    std::fs::create_dir_all(run.join("claims")).unwrap();
+    std::fs::write(run.join("claims/node-elsewhere-1-0.json"), claim.to_string()).unwrap();
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--shard", "0/1", "--batch-chains", "1"];
+    let with_task = |task: Option<&str>| {
+        let mut c = command(&args, dir.path());
+        c.env_remove("SLURM_ARRAY_JOB_ID").env_remove("SLURM_ARRAY_TASK_ID");
+        if let Some(t) = task {
+            c.env("SLURM_ARRAY_JOB_ID", "41").env("SLURM_ARRAY_TASK_ID", t);
+        }
+        c.output().unwrap()
+    };
+    for task in [None, Some("1")] {
+        let o = with_task(task);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "task {task:?} ran over the claim of 41_0:\n{out}{err}");
+        assert!(err.contains("are being run by another runner"), "{err}");
+    }
+    let o = with_task(Some("0"));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "the requeued task 41_0 was refused:\n{out}{err}");
+    assert!(out.contains("2 done"), "{out}");
+    assert_eq!(std::fs::read_dir(run.join("claims")).unwrap().count(), 0, "claims left behind");
+}
