@@ -26,7 +26,7 @@ use crate::signals;
 pub struct RunArgs {
     /// The grid file (JSON; `ablate grid schema` prints its format).
     grid: PathBuf,
-    /// Parent folder of run folders; the run goes to <OUT>/<grid name>/.
+    /// Parent folder of run folders; the run goes to `<OUT>/<grid name>/`.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
     /// Cells run at the same time (default: cores / threads on CPU, one per GPU on CUDA).
