@@ -40,7 +40,7 @@ pub struct SlurmArgs {
     /// Parent folder of run folders (as for `ablate run --out`).
     #[arg(long, default_value = "runs")]
     out: PathBuf,
-    /// Also write the array script here (it is always written to <OUT>/<grid>/slurm/array.sbatch;
+    /// Also write the array script here (it is always written to `<OUT>/<grid>/slurm/array.sbatch`;
     /// without --output or --submit it is also printed).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,

@@ -3,6 +3,7 @@
 //! run: the resubmission of exactly the unfinished array tasks (from `slurm/plan.json`, written
 //! by `ablate slurm`) or the `ablate run` that resumes a local run.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,6 +100,8 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
         Some(r) => r.claims().with_context(|| format!("reading the claims of {}", dir.display()))?,
         None => Vec::new(),
     };
+    let queued = plan.as_ref().and_then(queued_tasks);
+    let claims: Vec<ClaimInfo> = claims.into_iter().filter(|c| claim_is_live(c, queued.as_ref())).collect();
     let views: Vec<(String, CellView)> = grid
         .cells
         .iter()
@@ -134,9 +137,50 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
     Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
+/// Is the runner of `claim` alive? On this host its pid says; a runner on another host is
+/// alive while its array task is still in Slurm's queue (when `squeue` answered), else it is
+/// assumed alive.
+fn claim_is_live(claim: &ClaimInfo, queued: Option<&HashSet<usize>>) -> bool {
+    if claim.is_stale() {
+        return false;
+    }
+    if claim.hostname == ablate_store::hostname() {
+        return true;
+    }
+    let task =
+        claim.what.strip_prefix("shard ").and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse::<usize>().ok());
+    match (queued, task) {
+        (Some(q), Some(i)) => q.contains(&i),
+        _ => true,
+    }
+}
+
+/// The array tasks of this run's submissions that Slurm still has queued or running (`squeue`);
+/// `None` when nothing was submitted or `squeue` cannot answer.
+fn queued_tasks(plan: &SlurmPlan) -> Option<HashSet<usize>> {
+    let jobs: Vec<&str> = plan.submitted.iter().map(|s| s.array_job.as_str()).collect();
+    if jobs.is_empty() {
+        return None;
+    }
+    // Every job in the queue (`-j` fails on ids Slurm already forgot): array job id, task id.
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-r", "-o", "%F %K"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tasks = text
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .filter(|(job, _)| jobs.contains(job))
+        .filter_map(|(_, task)| task.trim().parse().ok())
+        .collect();
+    Some(tasks)
+}
+
 /// The state of one cell from its `status.json` and the live claims.
 fn view(run: Option<&RunDir>, id: &str, position: usize, claims: &[ClaimInfo]) -> Result<CellView> {
-    let claim = claims.iter().find(|c| c.cells.iter().any(|r| (r[0]..r[1]).contains(&position)) && !c.is_stale());
+    let claim = claims.iter().find(|c| c.cells.iter().any(|r| (r[0]..r[1]).contains(&position)));
     let status = match run.map(|r| r.existing_cell(id)).transpose()?.flatten() {
         Some(dir) => dir.read_status().ok().flatten(),
         None => None,

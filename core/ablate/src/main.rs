@@ -19,9 +19,12 @@ mod cmd_slurm;
 mod cmd_status;
 mod common;
 mod grid_check;
+mod progress;
+mod scheduler;
 mod signals;
 mod templates;
 mod worker;
+mod worker_protocol;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

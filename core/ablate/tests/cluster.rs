@@ -219,6 +219,29 @@ fn status_shows_each_shard_and_the_resubmission() {
     assert!(out.contains("--array=1 "), "only the unfinished task, not the running one: {out}");
     assert!(out.contains(&format!("rm {}", failed.display())), "{out}");
     assert!(out.contains("overall: 2 done, 1 failed"), "{out}");
+
+    // A claim of another host: alive while Slurm still queues its task (a stand-in `squeue`
+    // lists the queue), gone once the task has left it.
+    let mut p = plan(&run);
+    p["submitted"] = serde_json::json!([{"array_job": "77", "report_job": "78", "tasks": "0-2", "at": "x"}]);
+    std::fs::write(run.join("slurm/plan.json"), p.to_string()).unwrap();
+    let mut claim = claim;
+    claim["hostname"] = "node-elsewhere".into();
+    std::fs::write(run.join("claims/test.json"), claim.to_string()).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let status_with_queue = |queue: &str| {
+        std::fs::write(bin.join("squeue"), format!("#!/bin/bash\nprintf '{queue}'\n")).unwrap();
+        Command::new("chmod").arg("+x").arg(bin.join("squeue")).status().unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let o = command(&["status", run.to_str().unwrap()], dir.path()).env("PATH", path).output().unwrap();
+        text(&o).0
+    };
+    let out = status_with_queue("77 2\\n99 0\\n");
+    assert!(out.contains("shard 2: running: 2 cells: 0 done, 2 running"), "{out}");
+    let out = status_with_queue("99 2\\n");
+    assert!(out.contains("shard 2: missing: 2 cells: 0 done, 2 missing"), "{out}");
+    assert!(out.contains("--array=1,2 "), "{out}");
 }
 
 fn now_rfc3339() -> String {
@@ -314,4 +337,49 @@ fn the_time_limit_signal_stops_the_task_and_requeues_it() {
     let (st, _) = text(&o);
     assert_eq!(o.status.code(), Some(3), "{st}");
     assert!(st.contains("--array=0 "), "{st}");
+}
+
+/// Issue 16 item 4: a task requeued onto another node takes over the claim its killed first run
+/// left on the old node (Slurm runs one instance of a task at a time); any other runner is
+/// still refused by that claim.
+#[test]
+fn a_requeued_task_takes_over_its_own_claim_from_another_node() {
+    require_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let g = grid(dir.path(), "requeue", &[0.1, 1.0], &[1]);
+    let g = g.to_str().unwrap();
+    let o = ablate(
+        &["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--batch-chains", "1", "--jobs", "1"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    // Forget the results, keep a claim of task 41_0 on a node that is gone.
+    let run = dir.path().join("runs/requeue");
+    std::fs::remove_dir_all(run.join("cells")).unwrap();
+    let claim = serde_json::json!({
+        "pid": 1, "hostname": "node-elsewhere", "started": now_rfc3339(), "what": "shard 0/1",
+        "cells": [[0, 2]], "slurm_task": "41_0"
+    });
+    std::fs::create_dir_all(run.join("claims")).unwrap();
+    std::fs::write(run.join("claims/node-elsewhere-1-0.json"), claim.to_string()).unwrap();
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--no-report", "--shard", "0/1", "--batch-chains", "1"];
+    let with_task = |task: Option<&str>| {
+        let mut c = command(&args, dir.path());
+        c.env_remove("SLURM_ARRAY_JOB_ID").env_remove("SLURM_ARRAY_TASK_ID");
+        if let Some(t) = task {
+            c.env("SLURM_ARRAY_JOB_ID", "41").env("SLURM_ARRAY_TASK_ID", t);
+        }
+        c.output().unwrap()
+    };
+    for task in [None, Some("1")] {
+        let o = with_task(task);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "task {task:?} ran over the claim of 41_0:\n{out}{err}");
+        assert!(err.contains("are being run by another runner"), "{err}");
+    }
+    let o = with_task(Some("0"));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "the requeued task 41_0 was refused:\n{out}{err}");
+    assert!(out.contains("2 done"), "{out}");
+    assert_eq!(std::fs::read_dir(run.join("claims")).unwrap().count(), 0, "claims left behind");
 }

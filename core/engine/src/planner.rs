@@ -213,6 +213,28 @@ mod tests {
         assert_eq!(cap_for(&[24], 32, 1), 32);
     }
 
+    fn config(data: &str, model: &str, batch: usize) -> CellConfig {
+        let text = format!(
+            r#"{{"name": "g", "base": {{"data": {data}, "model": {model}, "sampler": {{"batch_size": {batch}}}}}, "axes": []}}"#
+        );
+        ablate_grid::Grid::from_json_str(&text).unwrap().cells.remove(0).config
+    }
+
+    #[test]
+    fn cost_model_separates_the_digits_and_mnist_mlps() {
+        let digits = r#"{"dataset": "digits"}"#;
+        let mnist = r#"{"dataset": "mnist", "train_size": 10000}"#;
+        // The quickstart MLP 64-50-10, batch 50: 3760 x 50 = 0.19 M.
+        assert!(!compute_bound(&config(digits, r#"{"kind": "mlp", "hidden": [50]}"#, 50)));
+        // The MNIST MLP 784-100-100-10, batch 100: 89610 x 100 = 9.0 M.
+        assert!(compute_bound(&config(mnist, r#"{"kind": "mlp", "hidden": [100, 100]}"#, 100)));
+        // The boundary: 784-10-10 has 7960 parameters; batch 125 is 0.995 M, batch 126 1.003 M.
+        assert!(!compute_bound(&config(mnist, r#"{"kind": "mlp", "hidden": [10]}"#, 125)));
+        assert!(compute_bound(&config(mnist, r#"{"kind": "mlp", "hidden": [10]}"#, 126)));
+        // Convolutional cells batch only as asked.
+        assert!(!compute_bound(&config(mnist, r#"{"kind": "cnn", "channels": [16, 32]}"#, 100)));
+    }
+
     #[test]
     fn chunks_are_balanced_and_cover_the_bucket() {
         let members: Vec<usize> = (0..24).collect();

@@ -1,7 +1,8 @@
 //! Deterministic sharding of a grid's cells across processes or machines.
 //!
-//! Shard `i` of `N` takes the cells whose position in the grid's order satisfies
-//! `position % N == i` (round-robin, so neighbouring temperatures spread over the shards). The
+//! [`Shard::select`] takes the items whose position satisfies `position % N == i` (round-robin).
+//! `ablate run --shard i/N` does not split cells this way: it deals whole batches of chains
+//! (`ablate_engine::planner::deal`), so that a batch never straddles two shards. The
 //! index comes from `--shard i/N`, or from the environment of a Slurm job array
 //! (`SLURM_ARRAY_TASK_ID`, `SLURM_ARRAY_TASK_COUNT`) or a Kubernetes indexed job
 //! (`JOB_COMPLETION_INDEX`, with `N` given by the caller).

@@ -42,6 +42,18 @@ pub struct ClaimInfo {
     pub what: String,
     /// Grid positions of its cells, as sorted, disjoint half-open ranges `[start, end)`.
     pub cells: Vec<[usize; 2]>,
+    /// The Slurm array task (`<array job>_<task>`) the runner ran as, if any. Slurm runs one
+    /// instance of a task at a time, so a requeued task takes over its own earlier claim, also
+    /// one left on another node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_task: Option<String>,
+}
+
+/// `<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>` of this process, when both are set.
+pub fn slurm_task_from(get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let job = get("SLURM_ARRAY_JOB_ID").filter(|v| !v.trim().is_empty())?;
+    let task = get("SLURM_ARRAY_TASK_ID").filter(|v| !v.trim().is_empty())?;
+    Some(format!("{}_{}", job.trim(), task.trim()))
 }
 
 impl ClaimInfo {
@@ -105,6 +117,7 @@ impl RunDir {
             started: now_rfc3339(),
             what: what.to_owned(),
             cells: ranges(&positions),
+            slurm_task: slurm_task_from(|k| std::env::var(k).ok()),
         };
         let host: String =
             me.hostname.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
@@ -113,12 +126,14 @@ impl RunDir {
         let _table = self.lock_waiting()?;
         let mut others = 0;
         for (other_path, other) in read_claims(&folder)? {
-            if is_stale(&other.holder(), &me.holder()) {
+            let same_task = me.slurm_task.is_some() && other.slurm_task == me.slurm_task;
+            if same_task || is_stale(&other.holder(), &me.holder()) {
                 tracing::warn!(
                     path = %other_path.display(),
                     pid = other.pid,
                     what = %other.what,
-                    "removing the claim of a runner that is gone; its unfinished cells will be rerun"
+                    slurm_task = ?other.slurm_task,
+                    "removing the claim of a runner that is gone (or of this Slurm task before its requeue); its unfinished cells will be rerun"
                 );
                 match fs::remove_file(&other_path) {
                     Ok(()) => {}
