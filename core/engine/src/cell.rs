@@ -17,6 +17,7 @@ use crate::diagnostics::TensorKinetic;
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, EnsembleMetrics, GrowthPoint, MemberProbs};
 use crate::model::{BnState, Mode, Model};
+use crate::predictions::{member_log_likelihood, Predictions};
 use crate::schedule::Protocol;
 use crate::EngineError;
 
@@ -27,7 +28,7 @@ pub struct FinalMetrics {
     pub ensemble: EnsembleMetrics,
     pub growth: Vec<GrowthPoint>,
     pub diagnostics: FinalDiagnostics,
-    /// Mean Metropolis–Hastings acceptance (integrators that have one).
+    /// Mean Metropolis–Hastings acceptance over the sampling phase (integrators that have one).
     pub acceptance: Option<f64>,
     pub dim: i64,
     pub n_effective: f64,
@@ -35,6 +36,9 @@ pub struct FinalMetrics {
     /// The prior predictive check (`eval.prior_samples` > 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub prior_predictive: Option<PriorPredictive>,
+    /// Each member's mean test log-likelihood, in the order taken (for R-hat across chains).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub member_test_log_likelihood: Option<Vec<f64>>,
 }
 
 /// Class distribution of the predictions of prior draws on training inputs (the paper's check
@@ -65,6 +69,8 @@ pub struct CellOutcome {
     pub epochs: Vec<EpochRow>,
     /// For a diverged cell: the metrics of the members collected before it diverged, if any.
     pub metrics: Option<FinalMetrics>,
+    /// The members' predictions, when `eval.store_predictions` is on and a member was taken.
+    pub predictions: Option<Predictions>,
 }
 
 fn factor<T>(
@@ -344,6 +350,9 @@ struct Network {
     streams: Vec<(BatchStream, BatchStream)>,
     test_x: Tensor,
     members: Vec<Vec<MemberProbs>>,
+    /// The `eval.ood` test images and each chain's member probabilities on them.
+    ood_x: Option<Tensor>,
+    ood_members: Vec<Vec<Vec<f32>>>,
     eval_chunk: i64,
     device: Device,
     /// On a GPU, uploaded indices of the next minibatches of the (training, preconditioner)
@@ -399,14 +408,20 @@ impl Network {
     /// Class probabilities on the test set (inference mode, θ's own batch-norm statistics), one
     /// flat vector per chain.
     fn evaluate(&mut self, theta: &Tensor) -> Result<Vec<Vec<f32>>, EngineError> {
+        let x = self.test_x.shallow_clone();
+        self.evaluate_on(&x, theta)
+    }
+
+    /// Class probabilities of `inputs` (as [`Self::evaluate`]), one flat vector per chain.
+    fn evaluate_on(&mut self, inputs: &Tensor, theta: &Tensor) -> Result<Vec<Vec<f32>>, EngineError> {
         let _guard = tch::no_grad_guard();
-        let total = self.test_x.size()[0];
+        let total = inputs.size()[0];
         let views = (self.chains > 1).then(|| self.loss.model.batched_views(theta));
         let mut parts = Vec::new();
         let mut start = 0;
         while start < total {
             let len = self.eval_chunk.min(total - start);
-            let x = self.test_x.narrow(0, start, len);
+            let x = inputs.narrow(0, start, len);
             let logits = match &views {
                 Some(v) => self.loss.model.forward_batched(v, &x, Mode::Eval, &mut self.bn)?,
                 None => self.loss.model.forward(theta, &x, Mode::Eval, &mut self.bn)?.unsqueeze(0),
@@ -492,6 +507,14 @@ impl Objective for Network {
         for ((members, probs), &alive) in self.members.iter_mut().zip(probs).zip(alive) {
             if alive {
                 members.push(MemberProbs { probs });
+            }
+        }
+        if let Some(x) = self.ood_x.as_ref().map(Tensor::shallow_clone) {
+            let probs = self.evaluate_on(&x, theta)?;
+            for ((members, probs), &alive) in self.ood_members.iter_mut().zip(probs).zip(alive) {
+                if alive {
+                    members.push(probs);
+                }
             }
         }
         Ok(())
@@ -791,6 +814,7 @@ pub fn run_cells(
     };
     let (train_x, train_y) = to_tensor(&data.train);
     let (test_x, _) = to_tensor(&data.test);
+    let ood_x = crate::predictions::load_ood(cfg)?.map(|split| to_tensor(&split).0);
     let n_train = data.train.len() as u64;
     let toggles = likelihood.obj.model();
     let n = likelihood.obj.effective_n(n_train);
@@ -856,6 +880,8 @@ pub fn run_cells(
         streams,
         test_x,
         members: vec![Vec::new(); chains],
+        ood_x,
+        ood_members: vec![Vec::new(); chains],
         eval_chunk: cfg.eval.batch_size as i64,
         device,
         prefetched: [None, None],
@@ -902,9 +928,16 @@ pub fn run_cells(
                 n_effective: n,
                 steps: chain.steps,
                 prior_predictive: prior_check,
+                member_test_log_likelihood: Some(member_log_likelihood(members, labels, data.num_classes)),
             }
         });
-        results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics });
+        let predictions = (c.eval.store_predictions && !members.is_empty()).then(|| Predictions {
+            classes: data.num_classes,
+            labels: labels.clone(),
+            test: members.iter().map(|m| m.probs.clone()).collect(),
+            ood: network.ood_x.is_some().then(|| network.ood_members[j].clone()),
+        });
+        results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics, predictions });
     }
     Ok(results)
 }

@@ -188,7 +188,8 @@ pub struct ChainOutcome {
     pub epochs: Vec<EpochRow>,
     pub last_kinetic: Option<Kinetic>,
     pub last_configurational: f64,
-    /// Mean Metropolis–Hastings acceptance, if the integrator reports one.
+    /// Mean Metropolis–Hastings acceptance over the steps of the sampling phase (from epoch
+    /// `cycle_start_sampling` on), if the integrator reports one.
     pub acceptance: Option<f64>,
     pub steps: u64,
     /// Final θ.
@@ -561,7 +562,8 @@ pub fn run_chains(
             let report = host.call(|h| integrator.obj.step(h, &ctx, &tensors));
             host.remove(grad_id);
             let report = report.map_err(|e| integrator.fail("step", e))?;
-            if report.acceptance.is_finite() {
+            // Over the sampling phase only (burn-in, at T = 0 during the ramp, is not the target).
+            if report.acceptance.is_finite() && epoch >= protocol.start_sampling_epoch {
                 acceptance.0 += report.acceptance;
                 acceptance.1 += 1;
             }

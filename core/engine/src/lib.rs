@@ -21,6 +21,7 @@ pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod plugin_call;
+pub mod predictions;
 pub mod schedule;
 pub mod suite_host;
 
