@@ -127,6 +127,10 @@ pub struct Metrics {
     pub diagnostics: Diagnostics,
     /// The prior predictive check, when the cell ran it (`eval.prior_samples`).
     pub prior_predictive: Option<PriorPredictive>,
+    /// Each member's mean test log-likelihood (for R-hat across chains).
+    pub member_test_log_likelihood: Option<Vec<f64>>,
+    /// Set by `ablate report --recompute`: the metrics were recomputed from this file.
+    pub recomputed_from: Option<String>,
 }
 
 /// Share of inputs that prior draws assign to their most frequent class.
