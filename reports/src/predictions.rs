@@ -315,6 +315,19 @@ fn compare(
     (out, None)
 }
 
+/// Chains shorter than this get no ESS in the report: their split halves have fewer than 5
+/// draws, too few for Geyer's sequence to look at any lag, and ArviZ's value is then the floor
+/// m·n·log10(m·n) whatever the draws.
+pub const MIN_DRAWS_FOR_ESS: usize = 10;
+
+fn ess_or_nan(chains: &[Vec<f64>]) -> f64 {
+    if chains.iter().map(Vec::len).min().unwrap_or(0) < MIN_DRAWS_FOR_ESS {
+        f64::NAN
+    } else {
+        mcmc::ess(chains)
+    }
+}
+
 fn convergence(run: &Run, done: &[&Cell], stored: &BTreeMap<String, Stored>) -> Vec<Convergence> {
     type Chains = (Vec<Vec<f64>>, Vec<Vec<f64>>);
     let mut groups: BTreeMap<(String, u64), (f64, Chains)> = BTreeMap::new();
@@ -338,10 +351,10 @@ fn convergence(run: &Run, done: &[&Cell], stored: &BTreeMap<String, Stored>) -> 
             chains: ll.len(),
             member_draws: ll.iter().map(Vec::len).min().unwrap_or(0),
             rhat_log_likelihood: mcmc::split_rhat(&ll),
-            ess_log_likelihood: mcmc::ess(&ll),
+            ess_log_likelihood: ess_or_nan(&ll),
             train_draws: tr.iter().map(Vec::len).min().unwrap_or(0),
             rhat_train_nll: mcmc::split_rhat(&tr),
-            ess_train_nll: mcmc::ess(&tr),
+            ess_train_nll: ess_or_nan(&tr),
         })
         .collect()
 }

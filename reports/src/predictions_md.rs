@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::aggregate::{Level, Stat};
 use crate::markdown::pm;
-use crate::predictions::{to_levels, Sections};
+use crate::predictions::{to_levels, Sections, MIN_DRAWS_FOR_ESS};
 use crate::stats::mcmc::RHAT_THRESHOLD;
 use crate::verdict::fmt_t;
 use crate::ReportError;
@@ -71,7 +71,10 @@ pub fn render(s: &Sections) -> String {
              whose top-1 class matches the reference's) and total variation (mean over test points of half \
              the L1 distance), from stored predictions; mean ± SE over seeds. Reference cells are compared \
              with the pool of the other reference cells (the floor set by the reference's own sampling noise). \
-             Verdict: T = 1 is closer than the best cold T if its TV is smaller by more than 2 combined SEs.\n",
+             Verdict: T = 1 is closer than the best cold T if its TV is smaller by more than 2 combined SEs. \
+             Caveat: the TV of a cell includes the Monte Carlo noise of its own finite ensemble (few or diverse \
+             members give a larger TV even from the exact posterior), so compare cells with equal member counts, \
+             and read the reference's leave-one-out row as the floor for its member count.\n",
             s.reference.len()
         );
         if let Some(note) = &s.comparison_note {
@@ -113,7 +116,7 @@ pub fn render(s: &Sections) -> String {
              and ESS (ArviZ's `rhat(method=\"split\")` and `ess(method=\"mean\")`, no rank normalisation) of \
              (a) each member's mean test log-likelihood (one draw per member) and (b) the training NLL per epoch \
              from the epoch of the first member on. Rule: R-hat < {RHAT_THRESHOLD} on both is called converged; \
-             with few draws per chain the estimate is itself noisy.\n"
+             with few draws per chain the estimate is itself noisy, and ESS is left out (—) below {MIN_DRAWS_FOR_ESS} draws per chain.\n"
         );
         let _ = writeln!(
             md,

@@ -39,6 +39,10 @@ pub struct FinalMetrics {
     /// Each member's mean test log-likelihood, in the order taken (for R-hat across chains).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub member_test_log_likelihood: Option<Vec<f64>>,
+    /// Set by `ablate report --recompute`: the ensemble metrics, growth curve and member
+    /// log-likelihoods were recomputed from this stored-predictions file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recomputed_from: Option<String>,
 }
 
 /// Class distribution of the predictions of prior draws on training inputs (the paper's check
@@ -929,6 +933,7 @@ pub fn run_cells(
                 steps: chain.steps,
                 prior_predictive: prior_check,
                 member_test_log_likelihood: Some(member_log_likelihood(members, labels, data.num_classes)),
+                recomputed_from: None,
             }
         });
         let predictions = (c.eval.store_predictions && !members.is_empty()).then(|| Predictions {

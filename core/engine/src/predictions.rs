@@ -50,6 +50,37 @@ pub fn member_log_likelihood(members: &[MemberProbs], labels: &[i64], classes: u
         .collect()
 }
 
+/// Recomputes the ensemble metrics, growth curve and member log-likelihoods of `metrics` from
+/// stored predictions (`probs`: [members, examples, classes] flat, member-major), with the
+/// same functions the run used; diagnostics and acceptance are kept. `source` names the file.
+pub fn recompute(
+    metrics: &mut crate::cell::FinalMetrics,
+    probs: &[f32],
+    labels: &[i64],
+    classes: usize,
+    ece_bins: usize,
+    source: &str,
+) -> Result<(), EngineError> {
+    let per_member = labels.len() * classes;
+    if per_member == 0 || !probs.len().is_multiple_of(per_member) || probs.is_empty() {
+        return Err(EngineError::Config(format!(
+            "{source}: {} values are not whole members of {} examples × {classes} classes",
+            probs.len(),
+            labels.len()
+        )));
+    }
+    if let Some(y) = labels.iter().find(|&&y| y < 0 || y as usize >= classes) {
+        return Err(EngineError::Config(format!("{source}: label {y} is outside 0..{classes}")));
+    }
+    let members: Vec<MemberProbs> = probs.chunks_exact(per_member).map(|c| MemberProbs { probs: c.to_vec() }).collect();
+    metrics.members = members.len();
+    metrics.ensemble = crate::metrics::ensemble_metrics(&members, labels, classes, ece_bins);
+    metrics.growth = crate::metrics::growth_curve(&members, labels, classes, ece_bins);
+    metrics.member_test_log_likelihood = Some(member_log_likelihood(&members, labels, classes));
+    metrics.recomputed_from = Some(source.to_string());
+    Ok(())
+}
+
 /// The test split of `eval.ood`, read like the cell's own data (same `test_size`, subset rule
 /// and normalisation), or `None` without one. The grid checked that it has the cell's image shape.
 pub fn load_ood(cfg: &CellConfig) -> Result<Option<Split>, EngineError> {
