@@ -159,8 +159,10 @@ mod tests {
         assert!(text.ends_with('\n'));
         assert_eq!(bytes.len(), 10 + len + 24);
         let one = encode_i64(&[4], &[1, 2, 3, 4]);
-        assert_eq!(one.len(), 64 + 32);
-        assert!(std::str::from_utf8(&one[10..64])
+        let len = usize::from(u16::from_le_bytes([one[8], one[9]]));
+        assert_eq!((10 + len) % 64, 0);
+        assert_eq!(one.len(), 10 + len + 32);
+        assert!(std::str::from_utf8(&one[10..10 + len])
             .unwrap()
             .contains("'descr': '<i8', 'fortran_order': False, 'shape': (4,)"));
     }
