@@ -20,6 +20,7 @@ HYPOTHESES = [
     ("dirty-likelihood", "Dirty likelihoods (batch norm, dropout, augmentation)"),
     ("priors", "Poor prior (see its prior predictive table)"),
     ("depth", "Capacity / depth"),
+    ("hmc-reference", "SG-MCMC vs an exact sampler (full-batch HMC; see its distance-to-reference table)"),
 ]
 FIXED = {"temperature", "n_cells", "n_done", "n_failed", "n_diverged", "n_unfinished"}
 

@@ -39,7 +39,11 @@ pub mod aggregate;
 pub mod atomic;
 pub mod load;
 pub mod markdown;
+pub mod npy;
 pub mod plots;
+pub mod predictions;
+pub mod predictions_md;
+pub mod stats;
 pub mod verdict;
 
 pub use verdict::{Direction, Outcome, Verdict};
@@ -149,6 +153,9 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         plots::draw_all(&levels, &dir)?
     };
 
+    let sections = predictions::compute(&run)?;
+    let mut plots = plots;
+    plots.extend(predictions_md::write_files(&sections, &out_dir, !opts.skip_plots)?);
     let text = markdown::render(&markdown::Input {
         run: &run,
         levels: &levels,
@@ -158,6 +165,7 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         plots: &plots,
         out_dir: &out_dir,
     });
+    let text = insert_sections(text, &predictions_md::render(&sections), &run);
     atomic::write_bytes(&report_md, text.as_bytes())?;
 
     let count = |s: load::Status| run.cells.iter().filter(|c| c.status == s).count();
@@ -176,6 +184,31 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         missing,
         verdicts,
     })
+}
+
+/// Puts the sections from stored predictions before `## Missing cells` (or `## Plots`, or at the
+/// end), and says which metrics were recomputed from stored predictions.
+fn insert_sections(mut text: String, sections: &str, run: &load::Run) -> String {
+    let recomputed =
+        run.cells.iter().filter(|c| c.metrics.as_ref().is_some_and(|m| m.recomputed_from.is_some())).count();
+    let mut extra = sections.to_string();
+    if recomputed > 0 {
+        extra.push_str(&format!(
+            "## Recomputed metrics\n\nThe ensemble metrics, growth curve and per-member test log-likelihood of \
+             {recomputed} cell(s) were recomputed from their stored predictions (`ablate report --recompute`); \
+             diagnostics and acceptance come from the run. The reference, OOD and convergence sections always use \
+             the stored predictions.\n\n"
+        ));
+    }
+    if extra.is_empty() {
+        return text;
+    }
+    let at = ["## Missing cells", "## Plots"].iter().find_map(|h| text.find(&format!("\n{h}")).map(|i| i + 1));
+    match at {
+        Some(i) => text.insert_str(i, &extra),
+        None => text.push_str(&extra),
+    }
+    text
 }
 
 fn create_dir(dir: &Path) -> Result<(), ReportError> {

@@ -53,9 +53,9 @@ pub fn slug(name: &str) -> String {
     }
 }
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn write_svg(path: &Path, draw: impl FnOnce(&mut String) -> DrawResult) -> Result<(), ReportError> {
+pub(crate) fn write_svg(path: &Path, draw: impl FnOnce(&mut String) -> DrawResult) -> Result<(), ReportError> {
     let mut svg = String::new();
     draw(&mut svg).map_err(|e| ReportError::Plot { path: path.to_path_buf(), message: e.to_string() })?;
     crate::atomic::write_bytes(path, svg.as_bytes())
@@ -82,7 +82,7 @@ fn min_max(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
-fn metric_vs_temperature(svg: &mut String, levels: &[Level], metric: &str, title: &str) -> DrawResult {
+pub(crate) fn metric_vs_temperature(svg: &mut String, levels: &[Level], metric: &str, title: &str) -> DrawResult {
     let series: Vec<(&Level, Vec<crate::verdict::Point>)> = levels
         .iter()
         .map(|l| {

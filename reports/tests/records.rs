@@ -88,6 +88,8 @@ fn metrics() -> FinalMetrics {
             top_class_fraction_se: 0.125,
             class_counts: vec![30, 10],
         }),
+        member_test_log_likelihood: Some(vec![-0.5, -0.75]),
+        recomputed_from: Some("predictions.npy".into()),
     }
 }
 

@@ -16,6 +16,11 @@ pub struct ReportArgs {
     /// Skip the SVG plots.
     #[arg(long)]
     no_plots: bool,
+    /// First recompute each done cell's ensemble metrics, growth curve and member
+    /// log-likelihoods from its stored predictions (`eval.store_predictions`), rewriting its
+    /// metrics.json (marked `recomputed_from`); cells without stored predictions keep theirs.
+    #[arg(long)]
+    recompute: bool,
 }
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
@@ -25,6 +30,10 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
             args.run_dir.display()
         )
     })?;
+    if args.recompute {
+        let (done, without) = recompute(&run)?;
+        println!("recomputed the metrics of {done} cell(s) from stored predictions ({without} done cell(s) have none)");
+    }
     let grid_path = run.path().join(ablate_store::GRID);
     let expected = match ablate_grid::Grid::from_path(&grid_path) {
         Ok(grid) => Some(grid.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()),
@@ -74,4 +83,43 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     println!("  report: {}", summary.report_md.display());
     println!("  tables: {}, {}", summary.summary_csv.display(), summary.results_parquet.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--recompute`: (cells recomputed, done cells without stored predictions).
+fn recompute(run: &ablate_store::RunDir) -> Result<(usize, usize)> {
+    use ablate_store::npy::{read_f32, read_i64, PREDICTIONS, TEST_LABELS};
+    let (mut done, mut without) = (0, 0);
+    for cell in run.list_cells()? {
+        if !matches!(cell.read_status()?, Some(s) if s.status == ablate_store::CellState::Done) {
+            continue;
+        }
+        let path = cell.path().join(PREDICTIONS);
+        let Some(probs) = read_f32(&path)? else {
+            without += 1;
+            continue;
+        };
+        let labels_path = cell.path().join(TEST_LABELS);
+        let labels = read_i64(&labels_path)?.with_context(|| {
+            format!("{} is missing beside {}; rerun the cell", labels_path.display(), path.display())
+        })?;
+        let config: ablate_grid::CellConfig = cell
+            .read_json(ablate_store::CONFIG)?
+            .with_context(|| format!("cell {} has no {}", cell.id(), ablate_store::CONFIG))?;
+        let mut metrics: ablate_engine::FinalMetrics = cell
+            .read_json(ablate_store::METRICS)?
+            .with_context(|| format!("cell {} is done but has no {}", cell.id(), ablate_store::METRICS))?;
+        let classes = probs.shape.last().copied().unwrap_or(0);
+        ablate_engine::predictions::recompute(
+            &mut metrics,
+            &probs.data,
+            &labels.data,
+            classes,
+            config.eval.ece_bins,
+            PREDICTIONS,
+        )
+        .with_context(|| format!("recomputing {}", path.display()))?;
+        cell.write_json(ablate_store::METRICS, &metrics)?;
+        done += 1;
+    }
+    Ok((done, without))
 }

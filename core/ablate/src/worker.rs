@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use ablate_engine::predictions::Predictions;
 use ablate_engine::{ChainStatus as EngineStatus, DeviceChoice, EpochRow, Observer};
 use ablate_records::{epochs_csv, Event};
 use ablate_store::{CellDir, CellState, CellStatus, RunDir, CONFIG, EPOCHS, LABELS, METRICS};
@@ -102,6 +103,9 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
             for ((cell, dir), outcome) in cells.iter().zip(&dirs).zip(outcomes) {
                 let Some(dir) = dir else { continue };
                 dir.write_text(EPOCHS, &epochs_csv(&outcome.epochs))?;
+                if let Some(p) = &outcome.predictions {
+                    write_predictions(dir, p)?;
+                }
                 if let Some(m) = &outcome.metrics {
                     dir.write_json(METRICS, m)?;
                 }
@@ -203,6 +207,20 @@ impl Observer for Progress<'_> {
             members: row.members,
         });
     }
+}
+
+/// `eval.store_predictions`: the members' probabilities and the test labels, as `.npy` files
+/// (written before `metrics.json`, so that a cell whose metrics exist has them too).
+fn write_predictions(dir: &CellDir, p: &Predictions) -> Result<()> {
+    use ablate_store::npy::{write_f32, write_i64, OOD_PREDICTIONS, PREDICTIONS, TEST_LABELS};
+    let n = p.labels.len();
+    write_f32(&dir.path().join(PREDICTIONS), &[p.test.len(), n, p.classes], &Predictions::flat(&p.test))?;
+    write_i64(&dir.path().join(TEST_LABELS), &[n], &p.labels)?;
+    if let Some(ood) = &p.ood {
+        let rows = ood.first().map_or(0, |m| m.len() / p.classes.max(1));
+        write_f32(&dir.path().join(OOD_PREDICTIONS), &[ood.len(), rows, p.classes], &Predictions::flat(ood))?;
+    }
+    Ok(())
 }
 
 /// One progress line on stdout for the parent (ignored when nobody reads it).

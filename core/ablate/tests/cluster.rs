@@ -1,6 +1,8 @@
 //! Clusters as a user meets them: `ablate slurm` (split, fresh folders, `--submit` with its
 //! dependent report job), `ablate status` (per shard, with the resubmission), threads from the
 //! Slurm allocation and the affinity mask, and the real Slurm test (`scripts/slurm-test`).
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

@@ -14,6 +14,7 @@ use crate::chain::{ChainRun, ChainSettings, ChainStatus, EpochRow, Factor, Gradi
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, MemberProbs};
 use crate::model::{BnState, Mode, Model};
+use crate::predictions::{member_log_likelihood, Predictions};
 use crate::schedule::Protocol;
 use crate::EngineError;
 pub use ablate_records::{FinalDiagnostics, FinalMetrics, PriorPredictive};
@@ -24,6 +25,8 @@ pub struct CellOutcome {
     pub epochs: Vec<EpochRow>,
     /// For a diverged cell: the metrics of the members collected before it diverged, if any.
     pub metrics: Option<FinalMetrics>,
+    /// The members' predictions, when `eval.store_predictions` is on and a member was taken.
+    pub predictions: Option<Predictions>,
 }
 
 fn factor<T>(
@@ -278,6 +281,9 @@ struct Network {
     streams: Vec<(BatchStream, BatchStream)>,
     test_x: Tensor,
     members: Vec<Vec<MemberProbs>>,
+    /// The `eval.ood` test images and each chain's member probabilities on them.
+    ood_x: Option<Tensor>,
+    ood_members: Vec<Vec<Vec<f32>>>,
     eval_chunk: i64,
     device: Device,
     /// On a GPU, uploaded indices of the next minibatches of the (training, preconditioner)
@@ -333,14 +339,20 @@ impl Network {
     /// Class probabilities on the test set (inference mode, θ's own batch-norm statistics), one
     /// flat vector per chain.
     fn evaluate(&mut self, theta: &Tensor) -> Result<Vec<Vec<f32>>, EngineError> {
+        let x = self.test_x.shallow_clone();
+        self.evaluate_on(&x, theta)
+    }
+
+    /// Class probabilities of `inputs` (as [`Self::evaluate`]), one flat vector per chain.
+    fn evaluate_on(&mut self, inputs: &Tensor, theta: &Tensor) -> Result<Vec<Vec<f32>>, EngineError> {
         let _guard = tch::no_grad_guard();
-        let total = self.test_x.size()[0];
+        let total = inputs.size()[0];
         let views = (self.chains > 1).then(|| self.loss.model.batched_views(theta));
         let mut parts = Vec::new();
         let mut start = 0;
         while start < total {
             let len = self.eval_chunk.min(total - start);
-            let x = self.test_x.narrow(0, start, len);
+            let x = inputs.narrow(0, start, len);
             let logits = match &views {
                 Some(v) => self.loss.model.forward_batched(v, &x, Mode::Eval, &mut self.bn)?,
                 None => self.loss.model.forward(theta, &x, Mode::Eval, &mut self.bn)?.unsqueeze(0),
@@ -417,6 +429,14 @@ impl Objective for Network {
         for ((members, probs), &alive) in self.members.iter_mut().zip(probs).zip(alive) {
             if alive {
                 members.push(MemberProbs { probs });
+            }
+        }
+        if let Some(x) = self.ood_x.as_ref().map(Tensor::shallow_clone) {
+            let probs = self.evaluate_on(&x, theta)?;
+            for ((members, probs), &alive) in self.ood_members.iter_mut().zip(probs).zip(alive) {
+                if alive {
+                    members.push(probs);
+                }
             }
         }
         Ok(())
@@ -702,6 +722,7 @@ pub fn run_cells(
     let shape = [data.channels as i64, data.height as i64, data.width as i64];
     let (train_x, train_y) = split_tensors(&data.train, shape, device)?;
     let (test_x, _) = split_tensors(&data.test, shape, device)?;
+    let ood_x = ood_tensor(cfg, shape, device)?;
     let n_train = data.train.len() as u64;
     let toggles = likelihood.obj.model();
     let n = likelihood.obj.effective_n(n_train);
@@ -729,13 +750,7 @@ pub fn run_cells(
         chunk: cfg.eval.batch_size as i64,
         check_outputs: chains == 1,
     });
-    let streams = cfgs
-        .iter()
-        .map(|c| {
-            let (a, b) = stream_seeds(c.seed);
-            (BatchStream::new(n_train as i64, a), BatchStream::new(n_train as i64, b))
-        })
-        .collect();
+    let streams = cfgs.iter().map(|c| batch_streams(c.seed, n_train)).collect();
     let mut network = Network {
         loss: Rc::clone(&loss),
         chains,
@@ -744,6 +759,8 @@ pub fn run_cells(
         streams,
         test_x,
         members: vec![Vec::new(); chains],
+        ood_x,
+        ood_members: vec![Vec::new(); chains],
         eval_chunk: cfg.eval.batch_size as i64,
         device,
         prefetched: [None, None],
@@ -767,13 +784,7 @@ pub fn run_cells(
     for (j, (chain, c)) in outcomes.into_iter().zip(cfgs).enumerate() {
         // After the chain, so that the check does not change the chain's random stream; seeded
         // from the cell's own seed, so that its draws do not depend on the batch-mates.
-        let prior_check = match c.eval.prior_samples {
-            0 => None,
-            k => {
-                tch::manual_seed(crate::fused::chain_noise_seed(c.seed ^ PRIOR_CHECK_STREAM) as i64);
-                Some(prior_predictive(&loss, s.init, k, device)?)
-            }
-        };
+        let prior_check = prior_check(&loss, c, s.init, device)?;
         let members = &network.members[j];
         let metrics = (!members.is_empty()).then(|| FinalMetrics {
             members: members.len(),
@@ -785,8 +796,16 @@ pub fn run_cells(
             n_effective: n,
             steps: chain.steps,
             prior_predictive: prior_check,
+            member_test_log_likelihood: Some(member_log_likelihood(members, labels, data.num_classes)),
+            recomputed_from: None,
         });
-        results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics });
+        let predictions = (c.eval.store_predictions && !members.is_empty()).then(|| Predictions {
+            classes: data.num_classes,
+            labels: labels.clone(),
+            test: members.iter().map(|m| m.probs.clone()).collect(),
+            ood: network.ood_x.is_some().then(|| network.ood_members[j].clone()),
+        });
+        results.push(CellOutcome { status: chain.status, epochs: chain.epochs, metrics, predictions });
     }
     Ok(results)
 }
@@ -831,6 +850,36 @@ fn final_diagnostics(chain: &crate::chain::ChainOutcome) -> FinalDiagnostics {
 }
 
 /// Images [n, C, H, W] and labels [n] of a data split on `device`.
+/// The prior predictive check of cell `c` (`eval.prior_samples` draws; none for 0).
+fn prior_check(
+    loss: &Loss,
+    c: &CellConfig,
+    init: Init,
+    device: Device,
+) -> Result<Option<PriorPredictive>, EngineError> {
+    match c.eval.prior_samples {
+        0 => Ok(None),
+        k => {
+            tch::manual_seed(crate::fused::chain_noise_seed(c.seed ^ PRIOR_CHECK_STREAM) as i64);
+            Ok(Some(prior_predictive(loss, init, k, device)?))
+        }
+    }
+}
+
+/// The test inputs of `eval.ood`'s dataset, when the cell names one.
+fn ood_tensor(cfg: &CellConfig, shape: [i64; 3], device: Device) -> Result<Option<Tensor>, EngineError> {
+    match crate::predictions::load_ood(cfg)? {
+        Some(split) => Ok(Some(split_tensors(&split, shape, device)?.0)),
+        None => Ok(None),
+    }
+}
+
+/// A chain's two minibatch streams (gradient batches and preconditioner batches) from its seed.
+fn batch_streams(seed: u64, n_train: u64) -> (BatchStream, BatchStream) {
+    let (a, b) = stream_seeds(seed);
+    (BatchStream::new(n_train as i64, a), BatchStream::new(n_train as i64, b))
+}
+
 fn split_tensors(split: &ablate_data::Split, shape: [i64; 3], device: Device) -> Result<(Tensor, Tensor), EngineError> {
     let n = split.len() as i64;
     let x = Tensor::f_from_slice(&split.images)?.f_reshape([n, shape[0], shape[1], shape[2]])?.f_to_device(device)?;

@@ -151,7 +151,8 @@ pub struct ChainOutcome {
     pub epochs: Vec<EpochRow>,
     pub last_kinetic: Option<Kinetic>,
     pub last_configurational: f64,
-    /// Mean Metropolis–Hastings acceptance, if the integrator reports one.
+    /// Mean Metropolis–Hastings acceptance over the steps of the sampling phase (from epoch
+    /// `cycle_start_sampling` on), if the integrator reports one.
     pub acceptance: Option<f64>,
     pub steps: u64,
     /// Final θ.

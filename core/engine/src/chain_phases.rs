@@ -317,7 +317,8 @@ impl<'r, 'a> Sampler<'r, 'a> {
         };
         let report = plugin_call::integrator_step(self.integrator, &mut lent, ctx, &tensors)?;
         drop(lent);
-        if report.acceptance.is_finite() {
+        // Over the sampling phase only (burn-in, at T = 0 during the ramp, is not the target).
+        if report.acceptance.is_finite() && epoch >= self.protocols[0].start_sampling_epoch {
             self.acceptance.0 += report.acceptance;
             self.acceptance.1 += 1;
         }

@@ -55,6 +55,10 @@ impl<'r> Compat<'r> {
         out.extend(self.noise.entry(k).or_insert_with(|| noise_problems(cfg, train, registry)).iter().cloned());
         let k = key(&(&cfg.data.dataset, &cfg.data.path));
         out.extend(self.data.entry(k).or_insert_with(|| data_problems(cfg)).iter().cloned());
+        if let Some(ood) = &cfg.eval.ood {
+            let k = key(&("ood", ood));
+            out.extend(self.data.entry(k).or_insert_with(|| ood_problems(cfg, ood)).iter().cloned());
+        }
         out
     }
 }
@@ -130,6 +134,20 @@ fn noise_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> 
         )];
     }
     Vec::new()
+}
+
+/// `eval.ood` names a dataset read from its standard files: it must be cached.
+fn ood_problems(cfg: &CellConfig, ood: &str) -> Vec<Problem> {
+    let mut c = cfg.clone();
+    c.data.dataset = ood.to_string();
+    c.data.path = None;
+    data_problems(&c)
+        .into_iter()
+        .map(|mut p| {
+            p.path = "eval.ood".into();
+            p
+        })
+        .collect()
 }
 
 fn data_problems(cfg: &CellConfig) -> Vec<Problem> {

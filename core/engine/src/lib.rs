@@ -24,6 +24,7 @@ pub mod model;
 pub mod planner;
 pub mod plugin_call;
 pub mod precond;
+pub mod predictions;
 pub mod schedule;
 pub mod suite_host;
 

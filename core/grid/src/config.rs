@@ -242,12 +242,28 @@ pub struct EvalConfig {
     /// the class distribution of their predictions on (up to 1000) training inputs. 0 = off.
     #[serde(skip_serializing_if = "is_zero")]
     pub prior_samples: usize,
+    /// Save each member's test-set class probabilities in the cell folder
+    /// (`predictions.npy`, float32 [members, test examples, classes]), so that `ablate report
+    /// --recompute` can recompute metrics, the reference comparison and OOD scores. Needed by
+    /// every cell of a grid with `reference` cells.
+    #[serde(skip_serializing_if = "is_false")]
+    pub store_predictions: bool,
+    /// Out-of-distribution check: the members also predict the test split of this dataset
+    /// (same image shape as `data.dataset`, e.g. `fashion-mnist` for `mnist`), and the report
+    /// scores how well predictive entropy and max-probability separate it from the in-distribution
+    /// test set (AUROC, AUPRC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood: Option<String>,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { ece_bins: 10, batch_size: 1000, prior_samples: 0 }
+        Self { ece_bins: 10, batch_size: 1000, prior_samples: 0, store_predictions: false, ood: None }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -443,6 +459,9 @@ impl CellConfig {
                 &format!("use one of: {}", DATASETS.join(", ")),
             );
         }
+        if let Some(ood) = &self.eval.ood {
+            self.ood_problems(ood, &mut bad);
+        }
         if d.dataset == "cifar10" && d.path.is_none() {
             bad(
                 "data.path",
@@ -578,6 +597,39 @@ impl CellConfig {
             }
         }
         out
+    }
+
+    /// `eval.ood`: a known dataset other than `data.dataset`, read from its standard files, with
+    /// the same image shape.
+    fn ood_problems(&self, ood: &str, bad: &mut impl FnMut(&str, String, &str)) {
+        let Some(facts) = dataset_facts(ood) else {
+            bad("eval.ood", format!("unknown dataset {ood:?}"), &format!("use one of: {}", DATASETS.join(", ")));
+            return;
+        };
+        if ood == self.data.dataset {
+            bad(
+                "eval.ood",
+                format!("the out-of-distribution dataset {ood:?} is the training dataset"),
+                "name another dataset with the same image shape (mnist <-> fashion-mnist)",
+            );
+        } else if ood == "cifar10" {
+            bad(
+                "eval.ood",
+                "cifar10 cannot be an out-of-distribution set (it is read from a folder you supply)".into(),
+                "use mnist or fashion-mnist",
+            );
+        } else if let Some(own) = dataset_facts(&self.data.dataset) {
+            if own.shape != facts.shape {
+                bad(
+                    "eval.ood",
+                    format!(
+                        "{ood} images are {:?} (channels, height, width) but {} images are {:?}",
+                        facts.shape, own.name, own.shape
+                    ),
+                    "pick a dataset with the same image shape (mnist <-> fashion-mnist)",
+                );
+            }
+        }
     }
 
     /// The rules that tie settings together (the protocol collects a member, sizes fit the

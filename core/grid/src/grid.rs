@@ -24,6 +24,11 @@
 //!   values go together, and the group counts as one axis placed where its first member is.
 //! - `exclude` drops every cell that matches all the `axis: value` pairs of one entry (a value
 //!   matches an axis value, or its label).
+//! - `reference` (optional, one `{axis: value, ...}` object matched like an `exclude` entry)
+//!   names the reference cells, e.g. `{"integrator": "hmc", "temperature": 1}`: they run like the
+//!   others, and the report compares every other cell's predictive with the reference
+//!   ensemble's. It needs `eval.store_predictions: true` in every cell (the grid does not turn it
+//!   on by itself, so that cell ids never depend on the `reference` key).
 //!
 //! **Order.** Cells come in nested-loop order over the axes as written: the first axis is the
 //! outermost loop, the last one varies fastest. Excluded cells are removed without renumbering
@@ -61,7 +66,7 @@ pub const MAX_NAME_LEN: usize = 100;
 /// Duplicate JSON keys reported at most.
 const MAX_DUPLICATES: usize = 50;
 
-const TOP_KEYS: &[&str] = &["$schema", "name", "description", "base", "axes", "zip", "exclude"];
+const TOP_KEYS: &[&str] = &["$schema", "name", "description", "base", "axes", "zip", "exclude", "reference"];
 const AXIS_KEYS: &[&str] = &["path", "values", "name", "labels"];
 
 /// The plugin slots of a config, in the order [`Grid::plugin_refs`] lists them.
@@ -132,6 +137,8 @@ pub struct Grid {
     pub zip: Vec<Vec<usize>>,
     /// The cells in deterministic order.
     pub cells: Vec<Cell>,
+    /// Positions in `cells` of the reference cells (`reference` key), empty without one.
+    pub reference: Vec<usize>,
 }
 
 /// The outcome of checking a grid file ([`Grid::check_path`], [`Grid::check_str`]): every
@@ -570,6 +577,10 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     let zip = parse_zip(root.get("zip"), &axes, &lookup, p)?;
     p.forgive_zipped_duplicates(&zip);
     let exclude = parse_exclude(root.get("exclude"), &axes, &lookup, p)?;
+    let reference = match root.get("reference") {
+        None | Some(Value::Null) => None,
+        Some(entry) => parse_pairs("reference", entry, &axes, &lookup, p),
+    };
     if p.blocks_expansion() {
         // Expanding would only repeat these problems once per cell; still check the ranges
         // of `base` on its own when it is a complete config.
@@ -586,7 +597,8 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     }
 
     let cells = expand(&base, &axes, &zip, &exclude, &config_shape, p)?;
-    Some(Grid { name, description, base, axes, zip, cells })
+    let reference = reference.map_or_else(Vec::new, |pairs| reference_cells(&pairs, &axes, &cells, p));
+    Some(Grid { name, description, base, axes, zip, cells, reference })
 }
 
 // TODO(split): longer than the workspace's too_many_lines threshold.
@@ -889,36 +901,76 @@ fn parse_exclude(value: Option<&Value>, axes: &[Axis], lookup: &AxisLookup, p: &
     }
     let mut out = Vec::new();
     for (e, entry) in entries.iter().enumerate() {
-        let at = join_index("exclude", e);
-        let Some(pairs) = entry.as_object() else {
-            p.push(shape::wrong_type(&at, "an object {axis: value, ...}", entry));
-            continue;
-        };
-        if pairs.is_empty() {
-            p.push(Problem::new(&at, "an empty exclude entry would drop every cell", "name at least one axis"));
-            continue;
+        if let Some(parsed) = parse_pairs(&join_index("exclude", e), entry, axes, lookup, p) {
+            out.push(parsed);
         }
-        let mut parsed = Vec::new();
-        for (name, v) in pairs {
-            let kat = join_key(&at, name);
-            let Some(k) = lookup.find(name) else {
-                p.push(lookup.unknown(kat, name, axes));
-                continue;
-            };
-            if !(0..axes[k].values.len()).any(|j| value_matches(&axes[k], j, v)) {
-                let shown: Vec<String> = axes[k].values.iter().map(show).collect();
-                p.push(Problem::new(
-                    kat,
-                    format!("{} is not a value of axis {:?}, so this entry excludes nothing", show(v), axes[k].name),
-                    format!("its values: {}", shown.join(", ")),
-                ));
-                continue;
-            }
-            parsed.push((k, v.clone()));
-        }
-        out.push(parsed);
     }
     Some(out)
+}
+
+/// One `{axis: value, ...}` object at `at` (an `exclude` entry or `reference`): `None` when it
+/// is not an object or is empty; pairs naming an unknown axis or value are reported and left out.
+fn parse_pairs(at: &str, entry: &Value, axes: &[Axis], lookup: &AxisLookup, p: &mut Problems) -> Option<Exclude> {
+    let what = if at == "reference" { "names no cell" } else { "excludes nothing" };
+    let Some(pairs) = entry.as_object() else {
+        p.push(shape::wrong_type(at, "an object {axis: value, ...}", entry));
+        return None;
+    };
+    if pairs.is_empty() {
+        let message = if at == "reference" {
+            "an empty reference would make every cell a reference"
+        } else {
+            "an empty exclude entry would drop every cell"
+        };
+        p.push(Problem::new(at, message, "name at least one axis"));
+        return None;
+    }
+    let mut parsed = Vec::new();
+    for (name, v) in pairs {
+        let kat = join_key(at, name);
+        let Some(k) = lookup.find(name) else {
+            p.push(lookup.unknown(kat, name, axes));
+            continue;
+        };
+        if !(0..axes[k].values.len()).any(|j| value_matches(&axes[k], j, v)) {
+            let shown: Vec<String> = axes[k].values.iter().map(show).collect();
+            p.push(Problem::new(
+                kat,
+                format!("{} is not a value of axis {:?}, so this entry {what}", show(v), axes[k].name),
+                format!("its values: {}", shown.join(", ")),
+            ));
+            continue;
+        }
+        parsed.push((k, v.clone()));
+    }
+    Some(parsed)
+}
+
+/// The positions of the cells that match every pair of `reference`; a reference must leave
+/// other cells to compare, and every cell must store its predictions.
+fn reference_cells(pairs: &[(usize, Value)], axes: &[Axis], cells: &[Cell], p: &mut Problems) -> Vec<usize> {
+    let is_ref = |c: &Cell| pairs.iter().all(|(k, v)| value_matches(&axes[*k], c.axis_values[*k], v));
+    let found: Vec<usize> = cells.iter().enumerate().filter(|(_, c)| is_ref(c)).map(|(i, _)| i).collect();
+    if found.is_empty() {
+        p.push(Problem::new("reference", "no cell matches every pair of the reference", "check the exclude entries"));
+    } else if found.len() == cells.len() {
+        p.push(Problem::new(
+            "reference",
+            "every cell is a reference cell, so nothing is compared with it",
+            "name the axis values of the reference only (e.g. {\"integrator\": \"hmc\", \"temperature\": 1})",
+        ));
+    }
+    if let Some(c) = cells.iter().find(|c| !c.config.eval.store_predictions) {
+        p.push(Problem::new(
+            "reference",
+            format!(
+                "the report compares predictions with the reference cells, but cells[{}] does not store them",
+                c.index
+            ),
+            "set \"eval\": {\"store_predictions\": true} in `base` (every cell needs it)",
+        ));
+    }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------

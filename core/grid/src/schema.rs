@@ -61,6 +61,11 @@ pub fn schema() -> Value {
                 "type": "array",
                 "description": "Each entry drops the cells matching all of its axis: value pairs (a value may also be a label).",
                 "items": { "type": "object", "minProperties": 1 }
+            },
+            "reference": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "The reference cells (axis: value pairs, matched like an exclude entry), e.g. {\"integrator\": \"hmc\", \"temperature\": 1}; the report compares every other cell's predictive with theirs. Every cell needs eval.store_predictions."
             }
         },
         "$defs": {

@@ -203,6 +203,16 @@ pub(crate) fn cell_config() -> Shape {
                     uint(0, limits::PRIOR_SAMPLES),
                     "Prior predictive check: prior draws whose predictions on training inputs are recorded (0 = off).",
                 ),
+                field(
+                    "store_predictions",
+                    Shape::Bool,
+                    "Save each member's test-set class probabilities (predictions.npy, float32) in the cell folder.",
+                ),
+                field(
+                    "ood",
+                    Shape::Nullable(Box::new(Shape::Str)),
+                    "Out-of-distribution test set (a dataset with the same image shape, e.g. fashion-mnist for mnist).",
+                ),
             ]),
             "How the ensemble is evaluated.",
         ),

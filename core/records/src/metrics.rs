@@ -28,6 +28,13 @@ pub struct FinalMetrics {
     /// The prior predictive check (`eval.prior_samples` > 0).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub prior_predictive: Option<PriorPredictive>,
+    /// Each member's mean test log-likelihood, in the order taken (for R-hat across chains).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub member_test_log_likelihood: Option<Vec<f64>>,
+    /// Set by `ablate report --recompute`: the ensemble metrics, growth curve and member
+    /// log-likelihoods were recomputed from this stored-predictions file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recomputed_from: Option<String>,
 }
 
 /// Metrics of the ensemble predictive (see the engine's `metrics` module for definitions).

@@ -14,6 +14,10 @@ pub enum StoreError {
     #[error("{} is not valid: {source}; it was written by another version of ablate, or edited by hand", path.display())]
     Json { path: PathBuf, source: serde_json::Error },
 
+    /// A `.npy` file of stored predictions cannot be read.
+    #[error("{} cannot be read as a stored-predictions array: {why}; delete it and rerun the cell (with eval.store_predictions)", path.display())]
+    Npy { path: PathBuf, why: String },
+
     /// Another runner holds the run folder.
     #[error(
         "run folder {} is in use by pid {pid} on host {hostname} (since {started}); wait for that \

@@ -20,6 +20,8 @@
 //!                    "diverged_at_step","finished_at"}
 //!      epochs.csv   per-epoch metrics (written by the engine)
 //!      metrics.json final ensemble metrics (written by the engine)
+//!      predictions.npy, test_labels.npy, ood_predictions.npy  with eval.store_predictions
+//!                   (float32 [members, examples, classes]; [`npy`])
 //! ```
 //!
 //! - [`RunDir`] creates or opens a run folder; [`RunDir::claim`] makes sure no two runners run
@@ -40,6 +42,7 @@ pub mod claim;
 pub mod error;
 pub mod lock;
 pub mod machine;
+pub mod npy;
 pub mod run;
 
 pub use claim::{Claim, ClaimInfo, CLAIMS};

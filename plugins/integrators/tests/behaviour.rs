@@ -166,6 +166,34 @@ fn hmc_acceptance_falls_with_step_size() {
     acceptance_sweep("hmc", || boxed::<Hmc>(r#"{"leapfrog_steps": 5}"#), |h, n| n * h * h);
 }
 
+/// HMC at temperature T draws m ~ N(0, T·M) and accepts with exp(−ΔH/T): on a quadratic U the
+/// chain at T is the T = 1 chain in the coordinates θ/sqrt(T), so with the same step size and the
+/// same random numbers it makes the same Metropolis decisions. One `sampler.lr` therefore serves
+/// every temperature of a reference grid (the trajectory length scales with the posterior's width
+/// by itself).
+#[test]
+fn hmc_acceptance_on_a_gaussian_target_does_not_depend_on_t() {
+    let tg = small_target();
+    let run = |temperature: f64| {
+        let mut s = SamplerSettings::new(temperature, tg.n * 0.8 * 0.8, 0.9);
+        s.use_mass = true;
+        s.burn_in = 20;
+        s.steps = 150;
+        s.batches = 2;
+        s.label = format!("hmc T={temperature}");
+        let mut host = CpuHost::new(21);
+        let mut integ = boxed::<Hmc>(r#"{"leapfrog_steps": 5}"#);
+        let r = gaussian_target_temperature(&mut host, &mut integ, &tg, &s).unwrap();
+        r.acceptance_mean.expect("acceptance reported")
+    };
+    let at1 = run(1.0);
+    assert!(at1 > 0.2 && at1 < 0.99, "{at1}");
+    for t in [0.25, 0.01] {
+        let a = run(t);
+        assert!((a - at1).abs() < 1e-9, "T = {t}: {a} vs {at1}");
+    }
+}
+
 #[test]
 fn obabo_metropolis_acceptance_falls_with_step_size() {
     acceptance_sweep("obabo+mh", || boxed::<Obabo>(r#"{"metropolis": true}"#), |h, n| n * h * h * (1.0 + 0.9) / 2.0);
