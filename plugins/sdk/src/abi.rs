@@ -312,6 +312,31 @@ pub trait TensorHost {
     /// The first error since the plugin call started, if any.
     #[sabi(last_prefix_field)]
     fn error(&self) -> ROption<RString>;
+
+    // Ops added after the first `ablate-sdk 2` table. They go at the end with default bodies
+    // (abi_stable's rule for extending a trait object): a plugin built before them still loads,
+    // and a plugin calling them on a host that predates them gets INVALID (its call then fails
+    // with "an earlier op failed"), never a crash.
+
+    /// Matrix product: `a` [..., n, k] times `b` [k, m] (one matrix for every leading index of
+    /// `a`), or `a` [B..., n, k] times `b` [B..., k, m] with equal leading dimensions;
+    /// [`crate::shapes::matmul`] is the shape rule both hosts apply.
+    fn matmul(&mut self, a: TensorId, b: TensorId) -> TensorId {
+        let _ = (a, b);
+        TensorId::INVALID
+    }
+    /// `x` with a new shape of the same number of elements (one entry may be −1: inferred), in
+    /// row-major order; [`crate::shapes::reshape`] is the rule.
+    fn reshape(&mut self, x: TensorId, shape: RSlice<'_, i64>) -> TensorId {
+        let _ = (x, shape);
+        TensorId::INVALID
+    }
+    /// A constant tensor of `shape` holding `values` (row-major), with the dtype and device of
+    /// `like`, outside autograd. Values obey the scalar rule of [`crate::range`] (NaN refused).
+    fn constant_like(&mut self, like: TensorId, shape: RSlice<'_, i64>, values: RSlice<'_, f64>) -> TensorId {
+        let _ = (like, shape, values);
+        TensorId::INVALID
+    }
 }
 
 /// The host's table as plugins receive it.

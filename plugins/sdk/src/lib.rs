@@ -38,6 +38,7 @@ mod glue;
 pub mod math;
 pub mod params;
 pub mod range;
+pub mod shapes;
 pub mod tensor;
 #[cfg(feature = "testkit")]
 pub mod testkit;
