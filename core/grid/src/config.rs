@@ -271,7 +271,7 @@ fn empty_object() -> Value {
 }
 
 /// Datasets the engine knows (`data.dataset`).
-pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist", "cifar10"];
+pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist", "cifar10", "mnist1d"];
 
 /// What the grid knows about a built-in dataset without reading it: image shape and split sizes
 /// (of the standard files; a user-supplied `data.path` for `digits` may hold other sizes).
@@ -292,6 +292,8 @@ pub const DATASET_FACTS: &[DatasetFacts] = &[
     DatasetFacts { name: "mnist", shape: (1, 28, 28), train: 60_000, test: 10_000, classes: 10 },
     DatasetFacts { name: "fashion-mnist", shape: (1, 28, 28), train: 60_000, test: 10_000, classes: 10 },
     DatasetFacts { name: "cifar10", shape: (3, 32, 32), train: 50_000, test: 10_000, classes: 10 },
+    // Generated (Greydanus 2020): 40 time steps of one feature, stored as 1x40x1.
+    DatasetFacts { name: "mnist1d", shape: (1, 40, 1), train: 4000, test: 1000, classes: 10 },
 ];
 
 /// The facts of `dataset`, if it is a known one.
@@ -440,6 +442,9 @@ impl CellConfig {
                 format!("unknown dataset {:?}", d.dataset),
                 &format!("use one of: {}", DATASETS.join(", ")),
             );
+        }
+        if d.dataset == "mnist1d" && d.path.is_some() {
+            bad("data.path", "mnist1d is generated, not read from files".into(), "remove data.path");
         }
         if d.dataset == "cifar10" && d.path.is_none() {
             bad(

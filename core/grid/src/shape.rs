@@ -99,7 +99,7 @@ pub(crate) fn cell_config() -> Shape {
         required(
             "data",
             Shape::Object(vec![
-                required("dataset", Shape::Str, "digits, mnist, fashion-mnist or cifar10."),
+                required("dataset", Shape::Str, "digits, mnist, fashion-mnist, cifar10 or mnist1d (generated sequences)."),
                 field("path", Shape::Nullable(Box::new(Shape::Str)), "Folder of the dataset files."),
                 field(
                     "train_size",
