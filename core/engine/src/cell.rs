@@ -451,6 +451,14 @@ impl Objective for Network {
             let r = host.call(|h| lik.obj.augment(h, xid));
             host.remove(xid);
             if let ROption::RSome(id) = r.map_err(|e| lik.fail("augment", e))? {
+                if loss.model.is_sequence() {
+                    return Err(lik.fail(
+                        "augment",
+                        "augments images (crops and flips), which is meaningless for the sequences a cnn-lstm \
+                         reads; use a likelihood without augmentation"
+                            .into(),
+                    ));
+                }
                 let aug = host.take(id).ok_or_else(|| lik.fail("augment", "returned a released handle".into()))?;
                 if aug.size() != x.size() {
                     return Err(
@@ -722,6 +730,12 @@ fn probe_model(model: &ModelConfig) -> ModelConfig {
             ModelConfig::Cnn { channels: channels.iter().map(|&c| c.min(16)).collect(), activation: *activation }
         }
         ModelConfig::Resnet20 { .. } => ModelConfig::Resnet20 { width: 1 },
+        ModelConfig::CnnLstm { filters, kernel, pool, hidden } => ModelConfig::CnnLstm {
+            filters: (*filters).min(16),
+            kernel: *kernel,
+            pool: *pool,
+            hidden: (*hidden).min(64),
+        },
     }
 }
 

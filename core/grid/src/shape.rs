@@ -150,6 +150,15 @@ pub(crate) fn cell_config() -> Shape {
                         ],
                     ),
                     ("resnet20", vec![field("width", uint(1, limits::RESNET_WIDTH), "Width multiplier of the filters.")]),
+                    (
+                        "cnn-lstm",
+                        vec![
+                            field("filters", uint(1, limits::CHANNELS), "Filters of the 1-D convolution (default 16)."),
+                            field("kernel", uint(1, limits::KERNEL), "Odd width of the 1-D convolution (default 5)."),
+                            field("pool", uint(1, limits::POOL), "Max-pooling factor over time (default 2)."),
+                            field("hidden", uint(1, limits::LSTM_HIDDEN), "LSTM units (default 32)."),
+                        ],
+                    ),
                 ],
             },
             "The network architecture.",
