@@ -313,10 +313,11 @@ pub trait TensorHost {
     #[sabi(last_prefix_field)]
     fn error(&self) -> ROption<RString>;
 
-    // Ops added after the first `ablate-sdk 2` table. They go at the end with default bodies
-    // (abi_stable's rule for extending a trait object): a plugin built before them still loads,
-    // and a plugin calling them on a host that predates them gets INVALID (its call then fails
-    // with "an earlier op failed"), never a crash.
+    // Ops added in `ablate-sdk 3`, at the end with default bodies (abi_stable's rule for
+    // extending a trait object). They still change the interface: abi_stable checks prefix types
+    // as if the library provided them, so a plugin built against the shorter table is refused
+    // by the host's longer one ("too many fields", measured with such a build); hence the SDK
+    // version bump, and older plugins are refused with the file named and need a rebuild.
 
     /// Matrix product: `a` [..., n, k] times `b` [k, m] (one matrix for every leading index of
     /// `a`), or `a` [B..., n, k] times `b` [B..., k, m] with equal leading dimensions;
