@@ -21,6 +21,8 @@ HYPOTHESES = [
     ("priors", "Poor prior (see its prior predictive table)"),
     ("depth", "Capacity / depth"),
     ("hmc-reference", "SG-MCMC vs an exact sampler (full-batch HMC; see its distance-to-reference table)"),
+    ("curation", "Dataset curation (Aitchison 2021) and label noise (Kapoor et al. 2022)"),
+    ("sequence", "Sequence model (the paper's CNN-LSTM, here on MNIST-1D), N(0,1) vs correlated prior"),
 ]
 FIXED = {"temperature", "n_cells", "n_done", "n_failed", "n_diverged", "n_unfinished"}
 

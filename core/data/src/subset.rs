@@ -40,7 +40,7 @@ pub fn permutation(n: usize, seed: u64, stream: u64) -> Vec<usize> {
 }
 
 /// A uniform integer in `0..bound` (`bound > 0`) by rejection of the biased tail.
-fn uniform_below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
+pub(crate) fn uniform_below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
     // Largest multiple of `bound` that fits in u64 (as an exclusive limit).
     let zone = u64::MAX - (u64::MAX % bound + 1) % bound;
     loop {

@@ -394,6 +394,14 @@ impl Objective for Network {
         if train {
             let mut lik = loss.likelihood.borrow_mut();
             if let Some(aug) = crate::plugin_call::likelihood_augment(&mut lik, host, &x)? {
+                if loss.model.is_sequence() {
+                    return Err(lik.fail(
+                        "augment",
+                        "augments images (crops and flips), which is meaningless for the sequences a cnn-lstm \
+                         reads; use a likelihood without augmentation"
+                            .into(),
+                    ));
+                }
                 x = aug;
             }
         }
@@ -656,6 +664,12 @@ fn probe_model(model: &ModelConfig) -> ModelConfig {
             ModelConfig::Cnn { channels: channels.iter().map(|&c| c.min(16)).collect(), activation: *activation }
         }
         ModelConfig::Resnet20 { .. } => ModelConfig::Resnet20 { width: 1 },
+        ModelConfig::CnnLstm { filters, kernel, pool, hidden } => ModelConfig::CnnLstm {
+            filters: (*filters).min(16),
+            kernel: *kernel,
+            pool: *pool,
+            hidden: (*hidden).min(64),
+        },
     }
 }
 

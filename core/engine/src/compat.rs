@@ -3,10 +3,11 @@
 //! (through [`Compat`], which remembers answers), so a combination that cannot run is refused
 //! with its JSON path before anything runs.
 //!
-//! Checked, without allocating a tensor:
+//! Checked (allocating at most one tiny probe tensor):
 //! - the likelihood's model toggles fit the model: FRN (filter response normalisation) needs a
 //!   convolutional model (`cnn`, `resnet20`), a dropout rate is in [0, 1), the effective n is a
-//!   positive number;
+//!   positive number; the `cnn-lstm` takes no normalisation layers and no image augmentation
+//!   (found by a probe: the likelihood augments a 1×1×4×4 zero batch, the one tensor made here);
 //! - the noise plugin's gradient batch is at most the training set;
 //! - the dataset can be read: `mnist`/`fashion-mnist` are cached (or their `data.path` exists),
 //!   a `cifar10` folder holds the binary batches, a `digits` file exists.
@@ -80,13 +81,15 @@ fn train_examples(cfg: &CellConfig) -> Option<u64> {
 fn model_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> Vec<Problem> {
     let mut out = Vec::new();
     // A likelihood that cannot be built is reported by the plugin check.
-    let Ok(likelihood) = registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params) else {
+    let Ok(mut likelihood) = registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params) else {
         return out;
     };
     let name = &cfg.likelihood.name;
     let toggles = likelihood.model();
-    let conv = !matches!(cfg.model, ModelConfig::Mlp { .. });
-    if toggles.norm == NormKind::Frn && !conv {
+    let conv = matches!(cfg.model, ModelConfig::Cnn { .. } | ModelConfig::Resnet20 { .. });
+    if matches!(cfg.model, ModelConfig::CnnLstm { .. }) {
+        out.extend(sequence_problems(name, toggles.norm, &mut likelihood));
+    } else if toggles.norm == NormKind::Frn && !conv {
         out.push(Problem::new(
             "likelihood.name",
             format!(
@@ -114,6 +117,37 @@ fn model_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> 
         }
     }
     out
+}
+
+/// What a likelihood asks of the model that the cnn-lstm (a sequence model) cannot give:
+/// normalisation layers (batch norm, FRN: image layers here) or image augmentation (crops and
+/// flips). Augmentation is found by asking the likelihood to augment a 1×1×4×4 zero batch.
+fn sequence_problems(name: &str, norm: NormKind, likelihood: &mut ablate_sdk::abi::LikelihoodBox) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if norm != NormKind::None {
+        let layer = if norm == NormKind::Frn { "FRN" } else { "batch norm" };
+        out.push(Problem::new(
+            "likelihood.name",
+            format!("likelihood `{name}` adds {layer} layers, which the cnn-lstm (a sequence model) does not have"),
+            "use `categorical`, `dropout`, `tempered`, `curated` or `noisy-dirichlet` with cnn-lstm, or an image model",
+        ));
+    }
+    if augments(likelihood) {
+        out.push(Problem::new(
+            "likelihood.name",
+            format!("likelihood `{name}` augments images (random crops and flips), which is meaningless for the sequences a cnn-lstm reads"),
+            "use a likelihood without augmentation with cnn-lstm",
+        ));
+    }
+    out
+}
+
+/// Whether the likelihood transforms a training batch (a probe on a 1×1×4×4 zero batch; a
+/// failing probe counts as augmenting, since the run would fail the same way).
+fn augments(lik: &mut ablate_sdk::abi::LikelihoodBox) -> bool {
+    let mut host = crate::host::TchHost::new();
+    let x = host.insert(tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)));
+    !matches!(host.call(|h| lik.augment(h, x)), Ok(abi_stable::std_types::ROption::RNone))
 }
 
 fn noise_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> Vec<Problem> {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{ROption, RResult, RString, RVec};
+use abi_stable::std_types::{ROption, RResult, RSlice, RString, RVec};
 use ablate_sdk::abi::{BinaryOp, HostRef, OuStep, Potential, ReduceOp, TensorHost, TensorHost_TO, TensorId, UnaryOp};
 use ablate_sdk::range::{check_scalar, ScalarLimit, FLOAT32};
 use tch::{Device, Kind, Tensor};
@@ -337,6 +337,58 @@ impl TensorHost for TchHost<'_> {
     }
     fn error(&self) -> ROption<RString> {
         self.error.clone().map(RString::from).into()
+    }
+    fn matmul(&mut self, a: TensorId, b: TensorId) -> TensorId {
+        self.guard("matmul", TensorId::INVALID, |h| h.matmul_op(a, b))
+    }
+    fn reshape(&mut self, x: TensorId, shape: RSlice<'_, i64>) -> TensorId {
+        self.guard("reshape", TensorId::INVALID, |h| h.reshape_op(x, shape.as_slice()))
+    }
+    fn constant_like(&mut self, like: TensorId, shape: RSlice<'_, i64>, values: RSlice<'_, f64>) -> TensorId {
+        self.guard("constant_like", TensorId::INVALID, |h| h.constant_op(like, shape.as_slice(), values.as_slice()))
+    }
+}
+
+/// The shape-changing ops (added at the end of the table); shapes follow
+/// [`ablate_sdk::shapes`], the rules the test kit's host applies too.
+impl TchHost<'_> {
+    fn matmul_op(&mut self, a: TensorId, b: TensorId) -> TensorId {
+        let (Some(x), Some(y)) = (self.tensor(a, "matmul"), self.tensor(b, "matmul")) else {
+            return TensorId::INVALID;
+        };
+        if let Err(e) = ablate_sdk::shapes::matmul(&x.size(), &y.size()) {
+            return self.fail(e);
+        }
+        let r = x.f_matmul(&y);
+        self.emit("matmul", r)
+    }
+
+    fn reshape_op(&mut self, x: TensorId, shape: &[i64]) -> TensorId {
+        let Some(t) = self.tensor(x, "reshape") else {
+            return TensorId::INVALID;
+        };
+        match ablate_sdk::shapes::reshape(t.numel() as i64, shape) {
+            Ok(s) => {
+                let r = t.f_reshape(s.as_slice());
+                self.emit("reshape", r)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn constant_op(&mut self, like: TensorId, shape: &[i64], values: &[f64]) -> TensorId {
+        let Some(t) = self.tensor(like, "constant_like") else {
+            return TensorId::INVALID;
+        };
+        let limit = scalar_limit(&t).unwrap_or(ScalarLimit { dtype: "float64", max: f64::MAX });
+        if let Err(e) = ablate_sdk::shapes::constant(shape, values, limit) {
+            return self.fail(e);
+        }
+        let r = Tensor::f_from_slice(values)
+            .and_then(|c| c.f_reshape(shape))
+            .and_then(|c| c.f_to_kind(t.kind()))
+            .and_then(|c| c.f_to_device(t.device()));
+        self.emit("constant_like", r)
     }
 }
 

@@ -5,7 +5,8 @@
 //! handful of kernels, whatever the depth. Every parameter tensor carries its metadata
 //! ([`ParamInfo`]: layer, role, shape, fan-in/out, offset) for priors.
 //!
-//! Architectures: MLP (depth, width, activation), a small CNN, and ResNet-20 v1 as the paper's
+//! Architectures: MLP (depth, width, activation), a small CNN, a CNN-LSTM for sequences (1-D
+//! convolution, max-pooling, a hand-written LSTM, dense head), and ResNet-20 v1 as the paper's
 //! code builds it (3 stages of 3 basic blocks with 16/32/64 filters; every convolution, the 1×1
 //! projection shortcuts included, is followed by its normalisation layer; ReLU after the stem
 //! and after each block's first layer; global average pooling, dense head). Normalisation
@@ -61,11 +62,24 @@ struct Block {
     tlu: Option<usize>,
 }
 
+/// The cnn-lstm's parameters: 1-D convolution, LSTM (gates i, f, g, o stacked), pooling.
+#[derive(Debug, Clone, Copy)]
+struct SeqNet {
+    conv_w: usize,
+    conv_b: usize,
+    kernel: i64,
+    pool: i64,
+    w_ih: usize,
+    w_hh: usize,
+    b_lstm: usize,
+}
+
 #[derive(Debug, Clone)]
 enum Arch {
     Mlp { hidden: Vec<(Linear, Norm)>, head: Linear },
     Cnn { convs: Vec<(Conv, Norm)>, head: Linear },
     Resnet { stem: (Conv, Norm), blocks: Vec<Block>, head: Linear },
+    CnnLstm { net: SeqNet, head: Linear },
 }
 
 /// Batch-norm running statistics (one (mean, var) pair per batch-norm layer).
@@ -202,33 +216,10 @@ impl Model {
                 }
                 (Arch::Cnn { convs, head: b.linear("head", inp * hh * ww, classes) }, *activation)
             }
-            ModelConfig::Resnet20 { width } => {
-                let base = 16 * *width as i64;
-                let stem = (b.conv("stem", c, base, 3, 1, true), b.norm("stem_norm", base));
-                let mut blocks = Vec::new();
-                let mut inp = base;
-                for stage in 0..3 {
-                    let filters = base << stage;
-                    for block in 0..3 {
-                        let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-                        let name = format!("stage{stage}_block{block}");
-                        let conv1 = b.conv(&format!("{name}_conv1"), inp, filters, 3, stride, true);
-                        let norm1 = b.norm(&format!("{name}_norm1"), filters);
-                        let conv2 = b.conv(&format!("{name}_conv2"), filters, filters, 3, 1, true);
-                        let norm2 = b.norm(&format!("{name}_norm2"), filters);
-                        let shortcut = (stride != 1 || inp != filters).then(|| {
-                            let conv = b.conv(&format!("{name}_shortcut"), inp, filters, 1, stride, true);
-                            (conv, b.norm(&format!("{name}_shortcut_norm"), filters))
-                        });
-                        let tlu = (toggles.norm == NormKind::Frn).then(|| {
-                            b.param(&format!("{name}_tlu"), Role::Norm, "tau", vec![filters], filters, filters)
-                        });
-                        blocks.push(Block { conv1, norm1, conv2, norm2, shortcut, tlu });
-                        inp = filters;
-                    }
-                }
-                (Arch::Resnet { stem, blocks, head: b.linear("head", inp, classes) }, Activation::Relu)
+            ModelConfig::CnnLstm { filters, kernel, pool, hidden } => {
+                cnn_lstm_arch(&mut b, (filters, kernel, pool, hidden), toggles, input, classes)?
             }
+            ModelConfig::Resnet20 { width } => resnet20_arch(&mut b, *width, toggles, c, classes),
         };
         let grouped = grouped_params(&arch, b.infos.len());
         Ok(Model {
@@ -241,6 +232,11 @@ impl Model {
             grouped,
             classes,
         })
+    }
+
+    /// Whether the network reads its inputs as sequences (cnn-lstm), not images.
+    pub fn is_sequence(&self) -> bool {
+        matches!(self.arch, Arch::CnnLstm { .. })
     }
 
     /// Number of scalar parameters d.
@@ -269,7 +265,8 @@ impl Model {
         }
     }
 
-    /// Initial θ: Glorot-uniform (Keras default) or He-normal kernels, zero biases, norm scales 1,
+    /// Initial θ: Glorot-uniform (Keras default) or He-normal kernels, zero biases (the LSTM's
+    /// forget gate: 1, as Keras), norm scales 1,
     /// shifts and FRN/TLU thresholds 0. Draws from libtorch's (seeded) generator.
     pub fn init(&self, init: Init, device: Device) -> Result<Tensor, tch::TchError> {
         let parts = self
@@ -286,6 +283,19 @@ impl Model {
                         }
                         Init::HeNormal => Tensor::f_randn([n], opts)?.f_mul_scalar((2.0 / info.fan_in as f64).sqrt()),
                     },
+                    // Keras' `unit_forget_bias`: the LSTM's forget gate (the second quarter of
+                    // its gates) starts at bias 1, so early steps are not forgotten at once.
+                    Role::Bias if info.name == "lstm.bias" => {
+                        let q = n / 4;
+                        Tensor::f_cat(
+                            &[
+                                Tensor::f_zeros([q], opts)?,
+                                Tensor::f_ones([q], opts)?,
+                                Tensor::f_zeros([n - 2 * q], opts)?,
+                            ],
+                            0,
+                        )
+                    }
                     Role::Bias => Tensor::f_zeros([n], opts),
                     Role::Norm if info.name.ends_with(".gamma") => Tensor::f_ones([n], opts),
                     Role::Norm => Tensor::f_zeros([n], opts),
@@ -446,6 +456,14 @@ impl Model {
                 }
                 linear(&to_chains(h.f_flatten(1, -1)?)?, head)?
             }
+            Arch::CnnLstm { net, head } => {
+                let h = dropout(sequence_forward(net, v, x, k)?)?;
+                if k == 1 {
+                    linear(&h.f_squeeze_dim(0)?, head)?
+                } else {
+                    linear(&h, head)?
+                }
+            }
             Arch::Resnet { stem, blocks, head } => {
                 // The paper's `resnet_layer`: convolution, normalisation (FRN with its own
                 // threshold τ), then ReLU where the layer has an activation.
@@ -477,6 +495,57 @@ impl Model {
         };
         Ok(out)
     }
+}
+
+/// The cnn-lstm up to the LSTM's last hidden state, [K, B, hidden] for K chains (K = 1: the
+/// plain layout, weights without a chain dimension). Images [B, C, H, W] (or [K, B, C, H, W])
+/// are read as H steps of C·W features; the convolution runs with K groups, the LSTM cell is
+/// written out (batched matrix products with per-chain weights; libtorch's fused LSTM takes
+/// one set of weights).
+fn sequence_forward(net: &SeqNet, v: &[Tensor], x: &Tensor, k: i64) -> Result<Tensor, tch::TchError> {
+    // [.., C, H, W] → [.., C·W, H]: features by time.
+    let seq = if x.dim() == 5 {
+        let s = x.size();
+        x.f_permute([1, 0, 2, 4, 3].as_slice())?.f_reshape([s[1], k * s[2] * s[4], s[3]].as_slice())?
+    } else {
+        let s = x.size();
+        let one = x.f_permute([0, 1, 3, 2].as_slice())?.f_reshape([s[0], s[1] * s[3], s[2]].as_slice())?;
+        if k == 1 {
+            one
+        } else {
+            one.f_repeat([1, k, 1].as_slice())?
+        }
+    };
+    let h = seq
+        .f_conv1d(&v[net.conv_w], Some(&v[net.conv_b]), [1].as_slice(), [net.kernel / 2].as_slice(), [1].as_slice(), k)?
+        .f_relu()?
+        .f_max_pool1d([net.pool].as_slice(), [net.pool].as_slice(), [0].as_slice(), [1].as_slice(), false)?;
+    // [B, K·F, T] → [K, B, T, F].
+    let (b, t) = (h.size()[0], h.size()[2]);
+    let h = h.f_reshape([b, k, -1, t].as_slice())?.f_permute([1, 0, 3, 2].as_slice())?;
+    let chained = |w: &Tensor| if k == 1 { w.unsqueeze(0) } else { w.shallow_clone() };
+    let (w_ih, w_hh, bias) = (chained(&v[net.w_ih]), chained(&v[net.w_hh]), chained(&v[net.b_lstm]));
+    let gates4 = w_hh.size()[1];
+    let hidden = gates4 / 4;
+    let f = h.size()[3];
+    // Input projections of every step at once: [K, B·T, F] @ [K, F, 4h] + b.
+    let xin = h
+        .f_reshape([k, b * t, f].as_slice())?
+        .f_matmul(&w_ih.f_transpose(1, 2)?)?
+        .f_add(&bias.f_unsqueeze(1)?)?
+        .f_reshape([k, b, t, gates4].as_slice())?;
+    let w_hh_t = w_hh.f_transpose(1, 2)?;
+    let opts = (h.kind(), h.device());
+    let mut hs = Tensor::f_zeros([k, b, hidden].as_slice(), opts)?;
+    let mut cs = Tensor::f_zeros([k, b, hidden].as_slice(), opts)?;
+    for step in 0..t {
+        let gates = xin.f_select(2, step)?.f_add(&hs.f_matmul(&w_hh_t)?)?;
+        let parts = gates.f_chunk(4, -1)?;
+        let (i, fg, g, o) = (parts[0].f_sigmoid()?, parts[1].f_sigmoid()?, parts[2].f_tanh()?, parts[3].f_sigmoid()?);
+        cs = fg.f_mul(&cs)?.f_add(&i.f_mul(&g)?)?;
+        hs = o.f_mul(&cs.f_tanh()?)?;
+    }
+    Ok(hs)
 }
 
 /// Convolution; `groups` = K chains in the grouped layout (weights [K·out, in, kh, kw]).
@@ -517,6 +586,10 @@ fn grouped_params(arch: &Arch, count: usize) -> Vec<bool> {
                 conv(c, &mut mark);
                 norm_params(*n).into_iter().for_each(&mut mark);
             }
+        }
+        Arch::CnnLstm { net, .. } => {
+            mark(net.conv_w);
+            mark(net.conv_b);
         }
         Arch::Resnet { stem, blocks, .. } => {
             conv(&stem.0, &mut mark);
@@ -566,4 +639,65 @@ fn apply_norm(x: Tensor, norm: Norm, v: &[Tensor], bn: &mut BnState, train: bool
                 .f_maximum(&v[tau].view([1, -1, 1, 1]))
         }
     }
+}
+
+/// The cnn-lstm: a 1-D convolution over the rows of the input (H steps of C·W features),
+/// max-pooling, a hand-written LSTM and a dense head.
+fn cnn_lstm_arch(
+    b: &mut Builder,
+    (filters, kernel, pool, hidden): (&usize, &usize, &usize, &usize),
+    toggles: ModelToggles,
+    (c, h, w): (i64, i64, i64),
+    classes: i64,
+) -> Result<(Arch, Activation), EngineError> {
+    if toggles.norm != NormKind::None {
+        return Err(EngineError::Config(
+            "cnn-lstm has no normalisation layers (batch norm and FRN are image layers here); use a \
+                 likelihood without them, e.g. `categorical` or `dropout`"
+                .into(),
+        ));
+    }
+    let (f, k, hd) = (*filters as i64, *kernel as i64, *hidden as i64);
+    let features = c * w;
+    if h / (*pool as i64) < 1 {
+        return Err(EngineError::Config(format!(
+            "cnn-lstm pooling by {pool} leaves no time step of {h}; use a smaller pool"
+        )));
+    }
+    let conv_w = b.param("conv", Role::Weight, "weight", vec![f, features, k], features * k, f * k);
+    let conv_b = b.param("conv", Role::Bias, "bias", vec![f], features * k, f * k);
+    let w_ih = b.param("lstm", Role::Weight, "weight_ih", vec![4 * hd, f], f, 4 * hd);
+    let w_hh = b.param("lstm", Role::Weight, "weight_hh", vec![4 * hd, hd], hd, 4 * hd);
+    let b_lstm = b.param("lstm", Role::Bias, "bias", vec![4 * hd], f + hd, 4 * hd);
+    let net = SeqNet { conv_w, conv_b, kernel: k, pool: *pool as i64, w_ih, w_hh, b_lstm };
+    Ok((Arch::CnnLstm { net, head: b.linear("head", hd, classes) }, Activation::Relu))
+}
+
+/// ResNet-20: a stem, three stages of three residual blocks (stride 2 and a projection shortcut
+/// where the width changes), a dense head.
+fn resnet20_arch(b: &mut Builder, width: usize, toggles: ModelToggles, c: i64, classes: i64) -> (Arch, Activation) {
+    let base = 16 * width as i64;
+    let stem = (b.conv("stem", c, base, 3, 1, true), b.norm("stem_norm", base));
+    let mut blocks = Vec::new();
+    let mut inp = base;
+    for stage in 0..3 {
+        let filters = base << stage;
+        for block in 0..3 {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let name = format!("stage{stage}_block{block}");
+            let conv1 = b.conv(&format!("{name}_conv1"), inp, filters, 3, stride, true);
+            let norm1 = b.norm(&format!("{name}_norm1"), filters);
+            let conv2 = b.conv(&format!("{name}_conv2"), filters, filters, 3, 1, true);
+            let norm2 = b.norm(&format!("{name}_norm2"), filters);
+            let shortcut = (stride != 1 || inp != filters).then(|| {
+                let conv = b.conv(&format!("{name}_shortcut"), inp, filters, 1, stride, true);
+                (conv, b.norm(&format!("{name}_shortcut_norm"), filters))
+            });
+            let tlu = (toggles.norm == NormKind::Frn)
+                .then(|| b.param(&format!("{name}_tlu"), Role::Norm, "tau", vec![filters], filters, filters));
+            blocks.push(Block { conv1, norm1, conv2, norm2, shortcut, tlu });
+            inp = filters;
+        }
+    }
+    (Arch::Resnet { stem, blocks, head: b.linear("head", inp, classes) }, Activation::Relu)
 }

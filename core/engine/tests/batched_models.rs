@@ -90,3 +90,89 @@ fn resnet20_with_batch_norm_and_frn() {
         check(ModelConfig::Resnet20 { width: 1 }, norm, (3, 8, 8));
     }
 }
+
+#[test]
+fn cnn_lstm_on_sequences_and_on_image_rows() {
+    let net = || ModelConfig::CnnLstm { filters: 4, kernel: 3, pool: 2, hidden: 5 };
+    // MNIST-1D layout (40 steps of 1 feature) and rows of 2-channel 6×5 images (6 steps of 10).
+    check(net(), NormKind::None, (1, 40, 1));
+    check(net(), NormKind::None, (2, 6, 5));
+}
+
+/// The cnn-lstm against the same network written out by hand for one sequence: convolution
+/// with same padding, ReLU, max-pooling, the LSTM cell (gates i, f, g, o), dense head.
+#[test]
+fn cnn_lstm_equals_its_definition() {
+    let (f, kern, pool, hd, steps, classes) = (3i64, 3i64, 2i64, 4i64, 6i64, 10i64);
+    let cfg =
+        ModelConfig::CnnLstm { filters: f as usize, kernel: kern as usize, pool: pool as usize, hidden: hd as usize };
+    let model = Model::new(&cfg, ModelToggles { norm: NormKind::None, dropout: 0.0 }, (1, steps, 1), classes).unwrap();
+    tch::manual_seed(3);
+    let theta = Tensor::randn([model.dim()], (Kind::Double, Device::Cpu)) * 0.5;
+    let v = model.views(&theta);
+    let names: Vec<String> = model.infos().iter().map(|i| i.name.to_string()).collect();
+    let at = |n: &str| v[names.iter().position(|m| m == n).unwrap()].shallow_clone();
+    let (cw, cb, wih, whh, bl, hw, hb) = (
+        at("conv.weight"),
+        at("conv.bias"),
+        at("lstm.weight_ih"),
+        at("lstm.weight_hh"),
+        at("lstm.bias"),
+        at("head.weight"),
+        at("head.bias"),
+    );
+    let xs: Vec<f64> = (0..steps).map(|t| ((t * 7 % 5) as f64 - 2.0) / 3.0).collect();
+    let get = |t: &Tensor, idx: &[i64]| t.double_value(idx);
+    // Convolution (same padding) + ReLU, per filter and step.
+    let conv: Vec<Vec<f64>> = (0..f)
+        .map(|o| {
+            (0..steps)
+                .map(|t| {
+                    let mut acc = get(&cb, &[o]);
+                    for j in 0..kern {
+                        let src = t + j - kern / 2;
+                        if (0..steps).contains(&src) {
+                            acc += get(&cw, &[o, 0, j]) * xs[src as usize];
+                        }
+                    }
+                    acc.max(0.0)
+                })
+                .collect()
+        })
+        .collect();
+    let pooled: Vec<Vec<f64>> = (0..steps / pool)
+        .map(|t| (0..f as usize).map(|o| conv[o][(2 * t) as usize].max(conv[o][(2 * t + 1) as usize])).collect())
+        .collect();
+    let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let (mut h, mut c) = (vec![0.0; hd as usize], vec![0.0; hd as usize]);
+    for x_t in &pooled {
+        let gate = |r: i64| {
+            let mut z = get(&bl, &[r]);
+            for (q, xv) in x_t.iter().enumerate() {
+                z += get(&wih, &[r, q as i64]) * xv;
+            }
+            for (q, hv) in h.iter().enumerate() {
+                z += get(&whh, &[r, q as i64]) * hv;
+            }
+            z
+        };
+        let mut nh = vec![0.0; hd as usize];
+        for u in 0..hd {
+            let (i, fg, g, o) = (sig(gate(u)), sig(gate(hd + u)), gate(2 * hd + u).tanh(), sig(gate(3 * hd + u)));
+            c[u as usize] = fg * c[u as usize] + i * g;
+            nh[u as usize] = o * c[u as usize].tanh();
+        }
+        h = nh;
+    }
+    let want: Vec<f64> = (0..classes)
+        .map(|k| get(&hb, &[k]) + (0..hd).map(|u| get(&hw, &[k, u]) * h[u as usize]).sum::<f64>())
+        .collect();
+    let x = Tensor::from_slice(&xs).reshape([1, 1, steps, 1]);
+    let mut bn = model.new_bn_state(Device::Cpu);
+    let got = model.forward(&theta, &x, Mode::Eval, &mut bn).unwrap();
+    assert_eq!(got.size(), vec![1, classes]);
+    for (k, w) in want.iter().enumerate() {
+        let g = got.double_value(&[0, k as i64]);
+        assert!((g - w).abs() < 1e-12, "logit {k}: {g} vs {w}");
+    }
+}

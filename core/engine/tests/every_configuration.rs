@@ -14,10 +14,11 @@ use ablate_plugin_host::Registry;
 use builtins::registry;
 use tch::Device;
 
-const MODELS: [(&str, &str); 3] = [
+const MODELS: [(&str, &str); 4] = [
     ("mlp", r#"{"kind": "mlp", "hidden": [8]}"#),
     ("cnn", r#"{"kind": "cnn", "channels": [4]}"#),
     ("resnet20", r#"{"kind": "resnet20", "width": 1}"#),
+    ("cnn-lstm", r#"{"kind": "cnn-lstm", "filters": 4, "kernel": 3, "pool": 2, "hidden": 6}"#),
 ];
 const LIKELIHOODS: [&str; 7] =
     ["categorical", "batchnorm", "frn", "dropout", "augmented", "tempered", "noisy-dirichlet"];
@@ -27,8 +28,14 @@ const INTEGRATORS: [&str; 7] = ["sym-euler", "sgld", "baoab", "obabo", "bbk", "s
 const PRIORS: [&str; 7] = ["gaussian", "he-gaussian", "laplace", "student-t", "cauchy", "spike-slab", "flat"];
 
 /// (model, likelihood) pairs that cannot run, with a fragment of the error they must give:
-/// FRN normalises over spatial positions, which an MLP has not.
-const IMPOSSIBLE: [(&str, &str, &str); 1] = [("mlp", "frn", "FRN normalises over spatial positions")];
+/// FRN normalises over spatial positions, which an MLP has not; the cnn-lstm (a sequence model)
+/// has no normalisation layers and no image augmentation.
+const IMPOSSIBLE: [(&str, &str, &str); 4] = [
+    ("mlp", "frn", "FRN normalises over spatial positions"),
+    ("cnn-lstm", "batchnorm", "cnn-lstm has no normalisation layers"),
+    ("cnn-lstm", "frn", "cnn-lstm has no normalisation layers"),
+    ("cnn-lstm", "augmented", "augments images"),
+];
 
 fn cell(model: &str, likelihood: &str, integrator: &str, prior: &str, temperature: f64, seed: u64) -> CellConfig {
     let json = format!(
@@ -201,7 +208,8 @@ fn every_parameter_of_every_model_enters_the_graph() {
     tch::manual_seed(3);
     for (name, json) in MODELS {
         for norm in [NormKind::None, NormKind::BatchNorm, NormKind::Frn] {
-            if name == "mlp" && norm == NormKind::Frn {
+            // The impossible pairs: FRN without spatial positions, normalisation in the cnn-lstm.
+            if (name == "mlp" && norm == NormKind::Frn) || (name == "cnn-lstm" && norm != NormKind::None) {
                 continue;
             }
             let cfg: ablate_grid::config::ModelConfig = serde_json::from_str(json).unwrap();

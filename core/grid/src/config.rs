@@ -114,6 +114,33 @@ pub enum ModelConfig {
         #[serde(default = "one_usize")]
         width: usize,
     },
+    /// Sequence model like the paper's IMDB network, sized for CPU: the input (C, H, W) read as
+    /// H time steps of C·W features (MNIST-1D: 40 steps of 1; MNIST: 28 rows of 28), a 1-D
+    /// convolution of `filters` × `kernel` (same padding) with ReLU, max-pooling by `pool`, an
+    /// LSTM of `hidden` units, and a dense head on its last state.
+    CnnLstm {
+        #[serde(default = "default_filters")]
+        filters: usize,
+        #[serde(default = "default_kernel")]
+        kernel: usize,
+        #[serde(default = "default_pool")]
+        pool: usize,
+        #[serde(default = "default_lstm_hidden")]
+        hidden: usize,
+    },
+}
+
+fn default_filters() -> usize {
+    16
+}
+fn default_kernel() -> usize {
+    5
+}
+fn default_pool() -> usize {
+    2
+}
+fn default_lstm_hidden() -> usize {
+    32
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -287,7 +314,7 @@ fn empty_object() -> Value {
 }
 
 /// Datasets the engine knows (`data.dataset`).
-pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist", "cifar10"];
+pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist", "cifar10", "mnist1d"];
 
 /// What the grid knows about a built-in dataset without reading it: image shape and split sizes
 /// (of the standard files; a user-supplied `data.path` for `digits` may hold other sizes).
@@ -308,6 +335,8 @@ pub const DATASET_FACTS: &[DatasetFacts] = &[
     DatasetFacts { name: "mnist", shape: (1, 28, 28), train: 60_000, test: 10_000, classes: 10 },
     DatasetFacts { name: "fashion-mnist", shape: (1, 28, 28), train: 60_000, test: 10_000, classes: 10 },
     DatasetFacts { name: "cifar10", shape: (3, 32, 32), train: 50_000, test: 10_000, classes: 10 },
+    // Generated (Greydanus 2020): 40 time steps of one feature, stored as 1x40x1.
+    DatasetFacts { name: "mnist1d", shape: (1, 40, 1), train: 4000, test: 1000, classes: 10 },
 ];
 
 /// The facts of `dataset`, if it is a known one.
@@ -334,6 +363,12 @@ pub mod limits {
     pub const CHANNELS: u64 = 4_096;
     /// CNN convolutions (`model.channels` length; also limited by the input size).
     pub const CONV_LAYERS: usize = 16;
+    /// cnn-lstm pooling factor (`model.pool`).
+    pub const POOL: u64 = 64;
+    /// cnn-lstm convolution width (`model.kernel`).
+    pub const KERNEL: u64 = 15;
+    /// cnn-lstm LSTM units (`model.hidden`).
+    pub const LSTM_HIDDEN: u64 = 4_096;
     /// ResNet-20 width multiplier (`model.width`).
     pub const RESNET_WIDTH: u64 = 64;
     /// Parameters of the network (d), counted from the architecture and the dataset's shape.
@@ -402,6 +437,13 @@ pub fn parameter_count(model: &ModelConfig, input: (usize, usize, usize), classe
             }
             total.saturating_add(dense(inp.saturating_mul(hh.max(1)).saturating_mul(ww.max(1)), classes))
         }
+        ModelConfig::CnnLstm { filters, kernel, hidden, .. } => {
+            let (f, k, hd) = (*filters as u64, *kernel as u64, *hidden as u64);
+            let conv = c.saturating_mul(w).saturating_mul(k).saturating_mul(f).saturating_add(f);
+            let gates = hd.saturating_mul(4);
+            let lstm = gates.saturating_mul(f.saturating_add(hd)).saturating_add(gates);
+            conv.saturating_add(lstm).saturating_add(dense(hd, classes))
+        }
         ModelConfig::Resnet20 { width } => {
             let base = 16u64.saturating_mul(*width as u64);
             let mut total = conv(c, base, 3);
@@ -461,6 +503,9 @@ impl CellConfig {
         }
         if let Some(ood) = &self.eval.ood {
             self.ood_problems(ood, &mut bad);
+        }
+        if d.dataset == "mnist1d" && d.path.is_some() {
+            bad("data.path", "mnist1d is generated, not read from files".into(), "remove data.path");
         }
         if d.dataset == "cifar10" && d.path.is_none() {
             bad(
@@ -533,6 +578,24 @@ impl CellConfig {
                             "",
                         );
                     }
+                }
+            }
+            ModelConfig::CnnLstm { filters, kernel, pool, hidden } => {
+                for (key, v, max) in [
+                    ("model.filters", *filters, limits::CHANNELS),
+                    ("model.pool", *pool, limits::POOL),
+                    ("model.hidden", *hidden, limits::LSTM_HIDDEN),
+                ] {
+                    if v == 0 || too_big(v as u64, max) {
+                        bad(key, format!("must be an integer in 1..={max}, got {v}"), "");
+                    }
+                }
+                if *kernel % 2 == 0 || too_big(*kernel as u64, limits::KERNEL) {
+                    bad(
+                        "model.kernel",
+                        format!("the convolution width must be odd and at most {}, got {kernel}", limits::KERNEL),
+                        "same padding needs an odd width, e.g. 3 or 5",
+                    );
                 }
             }
             ModelConfig::Resnet20 { width } => {
@@ -720,6 +783,13 @@ impl CellConfig {
             );
         }
         match &self.model {
+            ModelConfig::CnnLstm { pool, .. } if *pool > facts.shape.1 => {
+                bad(
+                    "model.pool",
+                    format!("pooling by {pool} leaves no time step of the {} steps of {}", facts.shape.1, facts.name),
+                    &format!("use a pool of at most {}", facts.shape.1),
+                );
+            }
             ModelConfig::Cnn { channels, .. } if !channels.is_empty() => {
                 let (_, h, w) = facts.shape;
                 let stages = channels.len().min(64) as u32;

@@ -101,7 +101,7 @@ pub(crate) fn cell_config() -> Shape {
         required(
             "data",
             Shape::Object(vec![
-                required("dataset", Shape::Str, "digits, mnist, fashion-mnist or cifar10."),
+                required("dataset", Shape::Str, "digits, mnist, fashion-mnist, cifar10 or mnist1d (generated sequences)."),
                 field("path", Shape::Nullable(Box::new(Shape::Str)), "Folder of the dataset files."),
                 field(
                     "train_size",
@@ -152,6 +152,15 @@ pub(crate) fn cell_config() -> Shape {
                         ],
                     ),
                     ("resnet20", vec![field("width", uint(1, limits::RESNET_WIDTH), "Width multiplier of the filters.")]),
+                    (
+                        "cnn-lstm",
+                        vec![
+                            field("filters", uint(1, limits::CHANNELS), "Filters of the 1-D convolution (default 16)."),
+                            field("kernel", uint(1, limits::KERNEL), "Odd width of the 1-D convolution (default 5)."),
+                            field("pool", uint(1, limits::POOL), "Max-pooling factor over time (default 2)."),
+                            field("hidden", uint(1, limits::LSTM_HIDDEN), "LSTM units (default 32)."),
+                        ],
+                    ),
                 ],
             },
             "The network architecture.",

@@ -20,7 +20,12 @@
 //! | `spike-slab` | `scale_spike` 0.001, `scale_slab` 0.4, `mass_spike` 0.5 | π N(0,s₁²) + (1−π) N(0,s₂²) |
 //! | `flat` | — | improper constant: log p = 0, no draws |
 //!
-//! The exception is `empirical-bayes` (`min_scale` 0.01, no draws): N(0, σ̂²) per tensor with
+//! `correlated-normal` (`scale` σ = 1, `lengthscale` ℓ = 1, `jitter` 1e-4) is not a product over
+//! elements: each convolution kernel's positions are jointly Gaussian with covariance
+//! σ²·exp(−d²/(2ℓ²)) (independent over channel pairs; other tensors N(0, σ²)); see
+//! [`correlated_normal`].
+//!
+//! The other exception is `empirical-bayes` (`min_scale` 0.01, no draws): N(0, σ̂²) per tensor with
 //! σ̂² = mean(x²) re-estimated from the current parameters at every evaluation, which is not a
 //! fixed (nor a proper) prior; see [`empirical_bayes`].
 //!
@@ -44,6 +49,7 @@
 use ablate_sdk::prelude::*;
 
 pub mod cauchy;
+pub mod correlated_normal;
 pub mod empirical_bayes;
 pub mod flat;
 pub mod gaussian;
@@ -53,6 +59,7 @@ pub mod spike_slab;
 pub mod student_t;
 
 pub use cauchy::Cauchy;
+pub use correlated_normal::CorrelatedNormal;
 pub use empirical_bayes::EmpiricalBayes;
 pub use flat::Flat;
 pub use gaussian::Gaussian;
@@ -62,7 +69,7 @@ pub use spike_slab::SpikeSlab;
 pub use student_t::StudentT;
 
 ablate_sdk::export_plugin! {
-    priors: [Gaussian, HeGaussian, Laplace, StudentT, Cauchy, SpikeSlab, Flat, EmpiricalBayes],
+    priors: [Gaussian, HeGaussian, Laplace, StudentT, Cauchy, SpikeSlab, Flat, EmpiricalBayes, CorrelatedNormal],
     likelihoods: [],
     integrators: [],
     noise: [],

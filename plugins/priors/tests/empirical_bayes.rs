@@ -1,6 +1,6 @@
 //! `empirical-bayes`: log p and ∇ log p against the closed form with the re-estimated variance
-//! held constant, per tensor and per chain; no draws (improper); the conformance suite passes with
-//! notes (its stacked-chain check stacks the descriptions too, which this prior cannot see).
+//! held constant, per tensor and per chain; no draws (improper); the conformance suite passes
+//! (its stacked-chain check keeps one-chain descriptions, as the engine does).
 // Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 

@@ -312,6 +312,32 @@ pub trait TensorHost {
     /// The first error since the plugin call started, if any.
     #[sabi(last_prefix_field)]
     fn error(&self) -> ROption<RString>;
+
+    // Ops added in `ablate-sdk 3`, at the end with default bodies (abi_stable's rule for
+    // extending a trait object). They still change the interface: abi_stable checks prefix types
+    // as if the library provided them, so a plugin built against the shorter table is refused
+    // by the host's longer one ("too many fields", measured with such a build); hence the SDK
+    // version bump, and older plugins are refused with the file named and need a rebuild.
+
+    /// Matrix product: `a` [..., n, k] times `b` [k, m] (one matrix for every leading index of
+    /// `a`), or `a` [B..., n, k] times `b` [B..., k, m] with equal leading dimensions;
+    /// [`crate::shapes::matmul`] is the shape rule both hosts apply.
+    fn matmul(&mut self, a: TensorId, b: TensorId) -> TensorId {
+        let _ = (a, b);
+        TensorId::INVALID
+    }
+    /// `x` with a new shape of the same number of elements (one entry may be −1: inferred), in
+    /// row-major order; [`crate::shapes::reshape`] is the rule.
+    fn reshape(&mut self, x: TensorId, shape: RSlice<'_, i64>) -> TensorId {
+        let _ = (x, shape);
+        TensorId::INVALID
+    }
+    /// A constant tensor of `shape` holding `values` (row-major), with the dtype and device of
+    /// `like`, outside autograd. Values obey the scalar rule of [`crate::range`] (NaN refused).
+    fn constant_like(&mut self, like: TensorId, shape: RSlice<'_, i64>, values: RSlice<'_, f64>) -> TensorId {
+        let _ = (like, shape, values);
+        TensorId::INVALID
+    }
 }
 
 /// The host's table as plugins receive it.

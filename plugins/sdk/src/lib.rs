@@ -38,6 +38,7 @@ mod glue;
 pub mod math;
 pub mod params;
 pub mod range;
+pub mod shapes;
 pub mod tensor;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -56,7 +57,7 @@ pub use glue::__private;
 
 /// Version of the plugin interface. The host refuses a library built with another version.
 #[cfg(not(feature = "sdk-version-mismatch-for-tests"))]
-pub const SDK_VERSION: &str = "ablate-sdk 2";
+pub const SDK_VERSION: &str = "ablate-sdk 3";
 #[cfg(feature = "sdk-version-mismatch-for-tests")]
 pub const SDK_VERSION: &str = "ablate-sdk 0-test-mismatch";
 

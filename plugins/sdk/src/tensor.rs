@@ -121,6 +121,11 @@ impl<'o> Ops<'o> {
         let Potential { energy, grad } = self.with(|h| h.potential(at.id, full_batch));
         (self.wrap(energy), self.wrap(grad))
     }
+    /// A constant tensor of `shape` holding `values` (row-major) with the dtype and device of
+    /// `like`, outside autograd (float32 range, see [`crate::range`]).
+    pub fn constant(&self, like: &Tensor, shape: &[i64], values: &[f64]) -> Tensor<'o> {
+        self.wrap(self.with(|h| h.constant_like(like.id, shape.into(), values.into())))
+    }
     /// The first error of this call so far.
     pub fn check(&self) -> Result<(), String> {
         match self.with(|h| h.error()) {
@@ -284,6 +289,15 @@ impl<'o> Tensor<'o> {
     /// Mean along `dim`.
     pub fn mean_dim(&self, dim: i64, keepdim: bool) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.reduce_dim(ReduceOp::Mean, self.id, dim, keepdim)))
+    }
+    /// Matrix product `self @ other` ([`crate::shapes::matmul`]: `other` one matrix, or with
+    /// the same leading dimensions as `self`).
+    pub fn matmul(&self, other: &Tensor) -> Tensor<'o> {
+        self.ops.wrap(self.ops.with(|h| h.matmul(self.id, other.id)))
+    }
+    /// The same elements in a new shape (row-major; one entry may be −1).
+    pub fn reshape(&self, shape: &[i64]) -> Tensor<'o> {
+        self.ops.wrap(self.ops.with(|h| h.reshape(self.id, shape.into())))
     }
     /// where(self > 0, a, b).
     pub fn select(&self, a: &Tensor, b: &Tensor) -> Tensor<'o> {

@@ -6,7 +6,7 @@
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::sabi_types::RMut;
-use abi_stable::std_types::{ROption, RString, RVec};
+use abi_stable::std_types::{ROption, RSlice, RString, RVec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -766,6 +766,52 @@ impl TensorHost for CpuHost {
 
     fn error(&self) -> ROption<RString> {
         self.error.clone().map(RString::from).into()
+    }
+
+    fn matmul(&mut self, a: TensorId, b: TensorId) -> TensorId {
+        let (Some(x), Some(y)) = (self.buf(a, "matmul"), self.buf(b, "matmul")) else {
+            return TensorId::INVALID;
+        };
+        let out = match crate::shapes::matmul(&x.shape, &y.shape) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
+        let r = x.shape.len();
+        let (n, k, m) = (x.shape[r - 2] as usize, x.shape[r - 1] as usize, y.shape[y.shape.len() - 1] as usize);
+        let batches = numel(&x.shape[..r - 2]);
+        let shared = y.shape.len() == 2;
+        let mut data = vec![0.0; batches * n * m];
+        for bi in 0..batches {
+            let xa = &x.data[bi * n * k..(bi + 1) * n * k];
+            let yb = if shared { &y.data[..] } else { &y.data[bi * k * m..(bi + 1) * k * m] };
+            let out_b = &mut data[bi * n * m..(bi + 1) * n * m];
+            for i in 0..n {
+                for j in 0..m {
+                    out_b[i * m + j] = (0..k).map(|l| xa[i * k + l] * yb[l * m + j]).sum();
+                }
+            }
+        }
+        self.put(out, data)
+    }
+
+    fn reshape(&mut self, x: TensorId, shape: RSlice<'_, i64>) -> TensorId {
+        let Some(b) = self.buf(x, "reshape") else {
+            return TensorId::INVALID;
+        };
+        match crate::shapes::reshape(numel(&b.shape) as i64, shape.as_slice()) {
+            Ok(s) => self.put(s, b.data),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn constant_like(&mut self, like: TensorId, shape: RSlice<'_, i64>, values: RSlice<'_, f64>) -> TensorId {
+        if self.buf_ref(like, "constant_like").is_none() {
+            return TensorId::INVALID;
+        }
+        match crate::shapes::constant(shape.as_slice(), values.as_slice(), crate::range::FLOAT32) {
+            Ok(()) => self.put(shape.to_vec(), values.to_vec()),
+            Err(e) => self.fail(e),
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 //! checks, the sample: a statistic fails when it is more than [`Z_MAX`] standard errors from
 //! its expected value.
 
-use abi_stable::std_types::ROption;
+use abi_stable::std_types::{ROption, RSlice};
 
 use super::harness::{
     finite_difference_log_prob_grad, gaussian_target_temperature, param_info, prior_grad_log_prob, prior_log_prob,
@@ -106,13 +106,15 @@ fn values(n: usize, phase: f64) -> Vec<f64> {
         .collect()
 }
 
-/// The parameter tensors the prior checks use: two linear layers, weights and biases.
+/// The parameter tensors the prior checks use: two linear layers, weights and biases, and a
+/// 2×3 convolution kernel [out 2, in 1, 2, 3] (for priors that treat kernels differently).
 pub fn prior_fixture(phase: f64) -> Vec<(ParamInfo, Vec<f64>)> {
     let infos = [
         param_info("fc1.weight", Role::Weight, &[4, 3], 3, 4, 0),
         param_info("fc1.bias", Role::Bias, &[4], 3, 4, 12),
         param_info("fc2.weight", Role::Weight, &[2, 4], 4, 2, 16),
         param_info("fc2.bias", Role::Bias, &[2], 4, 2, 24),
+        param_info("conv.weight", Role::Weight, &[2, 1, 2, 3], 6, 12, 26),
     ];
     infos
         .into_iter()
@@ -147,25 +149,15 @@ pub fn prior_checks<H: TestHost>(host: &mut H, prior: &PriorBox) -> Vec<Check> {
     checks
 }
 
-/// log p of two chains stacked along a leading dimension (what batched chains pass) equals
-/// the sum of each chain's log p. Not additive is a note: such a prior runs unbatched.
+/// log p of two chains stacked along a leading dimension equals the sum of each chain's log p.
+/// As in a batched run, each tensor is [2, ...shape] while its description keeps the one-chain
+/// shape (`ParamInfo::numel` is one chain's). Not additive is a note: such a prior runs unbatched.
 fn additivity<H: TestHost>(host: &mut H, prior: &PriorBox, p: &Precision) -> Result<Outcome, String> {
     let a = prior_fixture(0.0);
     let b = prior_fixture(0.37);
     let lp_a = prior_log_prob(host, prior, &a)?;
     let lp_b = prior_log_prob(host, prior, &b)?;
-    let stacked: Vec<(ParamInfo, Vec<f64>)> = a
-        .iter()
-        .zip(&b)
-        .map(|((info, x), (_, y))| {
-            let mut shape = vec![2];
-            shape.extend(info.shape.iter().copied());
-            let mut stacked_info = info.clone();
-            stacked_info.shape = shape.into();
-            (stacked_info, x.iter().chain(y).copied().collect())
-        })
-        .collect();
-    let together = match prior_log_prob(host, prior, &stacked) {
+    let together = match stacked_log_prob(host, prior, &a, &b) {
         Ok(v) => v,
         Err(e) => {
             return Ok(Outcome::Note(format!(
@@ -181,6 +173,48 @@ fn additivity<H: TestHost>(host: &mut H, prior: &PriorBox, p: &Precision) -> Res
             "log p of two stacked chains {together:.6e} ≠ the sum of each {apart:.6e}: cells with this prior run one \
              chain at a time"
         )))
+    }
+}
+
+/// log p of the chains `a` and `b` stacked as [2, ...shape] tensors with `a`'s descriptions.
+fn stacked_log_prob<H: TestHost>(
+    host: &mut H,
+    prior: &PriorBox,
+    a: &[(ParamInfo, Vec<f64>)],
+    b: &[(ParamInfo, Vec<f64>)],
+) -> Result<f64, String> {
+    let ids: Vec<_> = a
+        .iter()
+        .zip(b)
+        .map(|((info, x), (_, y))| {
+            let mut shape = vec![2];
+            shape.extend(info.shape.iter().copied());
+            host.upload(&shape, &[x.as_slice(), y.as_slice()].concat())
+        })
+        .collect();
+    let infos: Vec<ParamInfo> = a.iter().map(|(i, _)| i.clone()).collect();
+    let r = prior
+        .log_prob(&mut host.host_ref(), RSlice::from_slice(&ids), RSlice::from_slice(&infos))
+        .into_result()
+        .map_err(|e| e.into_string());
+    let value = {
+        let mut h = host.host_ref();
+        let value = r.map(|id| {
+            let v = if h.shape(id).is_empty() { h.item(id) } else { f64::NAN };
+            h.release(id);
+            v
+        });
+        for id in ids {
+            h.release(id);
+        }
+        value
+    };
+    if let Some(e) = host.take_error() {
+        return Err(format!("host error: {e}"));
+    }
+    match value? {
+        v if v.is_nan() => Err("log_prob of stacked chains is not a 0-d number".into()),
+        v => Ok(v),
     }
 }
 
