@@ -420,27 +420,6 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
     }
 }
 
-/// Builds and tests a generated crate of every kind with cargo (slow: compiles abi_stable once,
-/// in a target folder the four crates share). Run with
-/// `cargo test -p ablate --test cli plugins_new_crates -- --ignored`.
-#[test]
-#[ignore = "slow: compiles four generated plugin crates and their dependencies (~3 min)"]
-fn plugins_new_crates_pass_their_conformance_tests() {
-    let dir = tempfile::tempdir().unwrap();
-    for kind in ["prior", "integrator", "likelihood", "noise"] {
-        let name = format!("gen-{kind}");
-        let o = ablate(&["plugins", "new", &name, "--kind", kind, "--dir", dir.path().to_str().unwrap()], dir.path());
-        assert!(o.status.success());
-        let status = Command::new(env!("CARGO"))
-            .arg("test")
-            .env("CARGO_TARGET_DIR", dir.path().join("target"))
-            .current_dir(dir.path().join(&name))
-            .status()
-            .unwrap();
-        assert!(status.success(), "{kind}");
-    }
-}
-
 #[test]
 fn data_list() {
     let dir = tempfile::tempdir().unwrap();
