@@ -25,14 +25,10 @@ fn grid_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// (channels, height, width, classes) of a dataset, as the readers produce it.
+/// (channels, height, width, classes) of a dataset, from the grid crate's facts.
 fn shape(dataset: &str) -> (i64, i64, i64, i64) {
-    match dataset {
-        "digits" => (1, 8, 8, 10),
-        "mnist" | "fashion-mnist" => (1, 28, 28, 10),
-        "cifar10" => (3, 32, 32, 10),
-        other => panic!("unknown dataset {other}"),
-    }
+    let f = ablate_grid::config::dataset_facts(dataset).unwrap_or_else(|| panic!("unknown dataset {dataset}"));
+    (f.shape.0 as i64, f.shape.1 as i64, f.shape.2 as i64, f.classes as i64)
 }
 
 #[test]
