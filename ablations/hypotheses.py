@@ -23,6 +23,7 @@ HYPOTHESES = [
     ("hmc-reference", "SG-MCMC vs an exact sampler (full-batch HMC; see its distance-to-reference table)"),
     ("curation", "Dataset curation (Aitchison 2021) and label noise (Kapoor et al. 2022)"),
     ("sequence", "Sequence model (the paper's CNN-LSTM, here on MNIST-1D), N(0,1) vs correlated prior"),
+    ("sequence-mnist-rows", "Sequence model on MNIST read row by row (first-n subsets)"),
 ]
 FIXED = {"temperature", "n_cells", "n_done", "n_failed", "n_diverged", "n_unfinished"}
 
