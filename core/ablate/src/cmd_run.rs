@@ -354,7 +354,7 @@ fn device_name(d: tch::Device) -> String {
     }
 }
 
-fn human_duration(s: f64) -> String {
+pub fn human_duration(s: f64) -> String {
     if s < 120.0 {
         format!("{s:.1}s")
     } else if s < 7200.0 {

@@ -221,7 +221,7 @@ fn shard_line(i: usize, slurm: bool, cells: &[&(String, CellView)], dir: &Path) 
     };
     let mut s = format!("{name}: {state}: {} cells: {}\n", cells.len(), tally.text());
     if let Some((_, CellView::Running(who, age))) = cells.iter().find(|(_, v)| matches!(v, CellView::Running(..))) {
-        let _ = writeln!(s, "  running for {}: {who}", human_age(*age));
+        let _ = writeln!(s, "  running for {}: {who}", crate::cmd_run::human_duration(*age));
     }
     for (id, v) in cells {
         if let CellView::Failed(m) = v {
@@ -296,14 +296,4 @@ fn fix_commands(
         }
     }
     s
-}
-
-fn human_age(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.0}s")
-    } else if s < 7200.0 {
-        format!("{:.0} min", s / 60.0)
-    } else {
-        format!("{:.1} h", s / 3600.0)
-    }
 }
