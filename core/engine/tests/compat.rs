@@ -87,6 +87,13 @@ fn datasets_that_are_not_there_are_named_with_the_fetch_command() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].path, "data.dataset");
     assert!(problems[0].hint.contains("ablate data fetch mnist"), "{}", problems[0]);
+    // The `eval.ood` dataset must be cached too, and is named at its own setting.
+    let cfg = config(serde_json::json!({"data": {"dataset": "mnist"}, "model": {"kind": "mlp", "hidden": [8]},
+                                        "eval": {"ood": "fashion-mnist"}}));
+    let problems = cell_problems(&cfg, &registry);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[1].path, "eval.ood");
+    assert!(problems[1].hint.contains("ablate data fetch fashion-mnist"), "{}", problems[1]);
 
     let cfg = config(serde_json::json!({
         "data": {"dataset": "cifar10", "path": cache.path().join("nowhere")}, "model": {"kind": "resnet20"}
