@@ -45,8 +45,7 @@ pub enum PluginsCommand {
         /// Which kind of factor the example implements.
         #[arg(long, value_enum)]
         kind: Kind,
-        /// Parent folder; the crate goes to <DIR>/<NAME>.
-        #[allow(rustdoc::invalid_html_tags)] // placeholders of the --help text
+        /// Parent folder; the crate goes to `<DIR>/<NAME>`.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
