@@ -476,15 +476,11 @@ impl CellConfig {
 
     /// The checks of one setting at a time (ranges, upper bounds), each reported at that
     /// setting's path. A grid's `base` gets these even where an axis overrides the value.
-    // TODO(split): longer than the workspace's too_many_lines threshold.
-    #[allow(clippy::too_many_lines)]
     pub fn validate_fields(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let mut bad = |path: &str, message: String, hint: &str| {
             out.push(ConfigProblem::new(path, message, hint));
         };
-        let too_big = |v: u64, max: u64| v > max;
-
         if !(self.temperature.is_finite() && self.temperature >= 0.0 && self.temperature <= limits::TEMPERATURE) {
             bad(
                 "temperature",
@@ -493,6 +489,24 @@ impl CellConfig {
             );
         }
 
+        self.data_problems(&mut bad);
+        self.model_problems(&mut bad);
+        self.sampler_problems(&mut bad);
+        for (key, p) in [
+            ("integrator.name", &self.integrator),
+            ("prior.name", &self.prior),
+            ("likelihood.name", &self.likelihood),
+            ("noise.name", &self.noise),
+        ] {
+            if p.name.trim().is_empty() {
+                bad(key, "plugin name is empty".into(), "`ablate plugins` lists the names");
+            }
+        }
+        out
+    }
+
+    /// `data.*` and `eval.ood`, one setting at a time.
+    fn data_problems(&self, bad: &mut impl FnMut(&str, String, &str)) {
         let d = &self.data;
         if !DATASETS.contains(&d.dataset.as_str()) {
             bad(
@@ -502,7 +516,7 @@ impl CellConfig {
             );
         }
         if let Some(ood) = &self.eval.ood {
-            self.ood_problems(ood, &mut bad);
+            self.ood_problems(ood, bad);
         }
         if d.dataset == "mnist1d" && d.path.is_some() {
             bad("data.path", "mnist1d is generated, not read from files".into(), "remove data.path");
@@ -526,7 +540,7 @@ impl CellConfig {
         for (key, size) in [("data.train_size", d.train_size), ("data.test_size", d.test_size)] {
             match size {
                 Some(0) => bad(key, "must be >= 1 (or null for all examples)".into(), ""),
-                Some(n) if too_big(n as u64, limits::EXAMPLES) => {
+                Some(n) if n as u64 > limits::EXAMPLES => {
                     bad(key, format!("must be <= {}, got {n}", limits::EXAMPLES), "or null for all examples")
                 }
                 _ => {}
@@ -539,7 +553,11 @@ impl CellConfig {
                 "0 = clean labels, 0.2 = a fifth of the training labels redrawn uniformly",
             );
         }
+    }
 
+    /// `model.*`: layer counts and widths within their bounds.
+    fn model_problems(&self, bad: &mut impl FnMut(&str, String, &str)) {
+        let too_big = |v: u64, max: u64| v > max;
         match &self.model {
             ModelConfig::Mlp { hidden, .. } => {
                 if hidden.len() > limits::DEPTH {
@@ -610,7 +628,11 @@ impl CellConfig {
                 }
             }
         }
+    }
 
+    /// `sampler.*` and the `eval` sizes: counts within their bounds, lr and momentum decay.
+    fn sampler_problems(&self, bad: &mut impl FnMut(&str, String, &str)) {
+        let too_big = |v: u64, max: u64| v > max;
         let s = &self.sampler;
         for (key, v, max) in [
             ("sampler.epochs", s.epochs, limits::EPOCHS),
@@ -648,18 +670,6 @@ impl CellConfig {
                 "the paper uses 0.98 (beta = 1 - h*gamma)",
             );
         }
-
-        for (key, p) in [
-            ("integrator.name", &self.integrator),
-            ("prior.name", &self.prior),
-            ("likelihood.name", &self.likelihood),
-            ("noise.name", &self.noise),
-        ] {
-            if p.name.trim().is_empty() {
-                bad(key, "plugin name is empty".into(), "`ablate plugins` lists the names");
-            }
-        }
-        out
     }
 
     /// `eval.ood`: a known dataset other than `data.dataset`, read from its standard files, with
@@ -697,13 +707,21 @@ impl CellConfig {
 
     /// The rules that tie settings together (the protocol collects a member, sizes fit the
     /// dataset, the network fits the input). Reported at the setting that is out of line.
-    // TODO(split): longer than the workspace's too_many_lines threshold.
-    #[allow(clippy::too_many_lines)]
     pub fn validate_rules(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let mut bad = |path: &str, message: String, hint: &str| {
             out.push(ConfigProblem::new(path, message, hint));
         };
+        self.protocol_rules(&mut bad);
+        if let Some(facts) = dataset_facts(&self.data.dataset) {
+            self.dataset_rules(facts, &mut bad);
+            self.network_rules(facts, &mut bad);
+        }
+        out
+    }
+
+    /// The protocol collects at least one and at most `limits::MEMBERS` ensemble members.
+    fn protocol_rules(&self, bad: &mut impl FnMut(&str, String, &str)) {
         let s = &self.sampler;
         if s.cycle_length >= 1 && s.cycle_start_sampling < s.cycle_length {
             bad(
@@ -745,10 +763,11 @@ impl CellConfig {
                 );
             }
         }
+    }
 
-        let Some(facts) = dataset_facts(&self.data.dataset) else {
-            return out;
-        };
+    /// The split sizes and the batch size fit the dataset.
+    fn dataset_rules(&self, facts: &DatasetFacts, bad: &mut impl FnMut(&str, String, &str)) {
+        let s = &self.sampler;
         // The split sizes are those of the standard files; a user-supplied `digits` file may
         // differ, so its sizes are checked when it is read.
         let sizes_known = self.data.path.is_none() || facts.name != "digits";
@@ -782,6 +801,11 @@ impl CellConfig {
                 ),
             );
         }
+    }
+
+    /// The network fits the dataset's input (pooling leaves a step, convolutions a pixel) and
+    /// its parameter count stays within `limits::PARAMETERS`.
+    fn network_rules(&self, facts: &DatasetFacts, bad: &mut impl FnMut(&str, String, &str)) {
         match &self.model {
             ModelConfig::CnnLstm { pool, .. } if *pool > facts.shape.1 => {
                 bad(
@@ -820,6 +844,5 @@ impl CellConfig {
                 "use narrower or fewer layers",
             );
         }
-        out
     }
 }

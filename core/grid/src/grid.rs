@@ -601,8 +601,6 @@ fn parse(value: &Value, p: &mut Problems) -> Option<Grid> {
     Some(Grid { name, description, base, axes, zip, cells, reference })
 }
 
-// TODO(split): longer than the workspace's too_many_lines threshold.
-#[allow(clippy::too_many_lines)]
 fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> Option<Vec<Axis>> {
     let items = match value {
         None | Some(Value::Null) => return Some(Vec::new()),
@@ -622,88 +620,8 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
         for key in obj.keys().filter(|k| !AXIS_KEYS.contains(&k.as_str())) {
             p.push(shape::unknown_key(&join_key(&at, key), key, AXIS_KEYS.iter().copied()));
         }
-        let mut value_shape = None;
-        let path = match obj.get("path") {
-            Some(Value::String(s)) => {
-                let segments: Vec<&str> = s.split('.').collect();
-                if segments.iter().any(|seg| seg.is_empty()) {
-                    p.push(Problem::new(
-                        join_key(&at, "path"),
-                        format!("malformed path {s:?}"),
-                        "a path is dot-separated keys, e.g. \"sampler.lr\"",
-                    ));
-                } else {
-                    match shape::shape_at(config_shape, &segments) {
-                        Ok(sub) => value_shape = Some(sub),
-                        Err((i, hint)) => p.push(Problem::new(
-                            join_key(&at, "path"),
-                            format!("path {s:?}: `{}` is not a key of the cell config", segments[i]),
-                            hint,
-                        )),
-                    }
-                }
-                s.clone()
-            }
-            Some(other) => {
-                p.push(shape::wrong_type(&join_key(&at, "path"), "a string like \"sampler.lr\"", other));
-                String::new()
-            }
-            None => {
-                p.push(Problem::new(
-                    join_key(&at, "path"),
-                    "missing required key `path`",
-                    "the config key this axis sets, e.g. \"temperature\" or \"prior.params.scale\"",
-                ));
-                String::new()
-            }
-        };
-        let values = match obj.get("values") {
-            Some(Value::Array(v)) if v.is_empty() => {
-                p.push(Problem::new(
-                    join_key(&at, "values"),
-                    "axis has no values, so the grid has no cells",
-                    "give at least one value, or remove the axis",
-                ));
-                Vec::new()
-            }
-            Some(Value::Array(v)) if v.len() > MAX_CELLS => {
-                // Over the cell limit on its own: refused before looking at each value.
-                p.push(Problem::new(
-                    join_key(&at, "values"),
-                    format!("{} values; a grid has at most {MAX_CELLS} cells", v.len()),
-                    "split it into several grid files, or use fewer values",
-                ));
-                Vec::new()
-            }
-            Some(Value::Array(v)) => {
-                let mut first: HashMap<String, usize> = HashMap::with_capacity(v.len());
-                for (j, x) in v.iter().enumerate() {
-                    if let Some(sub) = value_shape {
-                        let mut found = Vec::new();
-                        shape::check(x, sub, &join_index(&join_key(&at, "values"), j), false, &mut found);
-                        found.into_iter().for_each(|x| p.push(x));
-                    }
-                    if let Some(&i) = first.get(&value_key(x)) {
-                        p.push(Problem::new(
-                            join_index(&join_key(&at, "values"), j),
-                            format!("duplicate value {} (same as values[{i}])", show(x)),
-                            "two cells would be the same; remove one",
-                        ));
-                    } else {
-                        first.insert(value_key(x), j);
-                    }
-                }
-                v.clone()
-            }
-            Some(other) => {
-                p.push(shape::wrong_type(&join_key(&at, "values"), "an array", other));
-                Vec::new()
-            }
-            None => {
-                p.push(Problem::new(join_key(&at, "values"), "missing required key `values`", "list the values"));
-                Vec::new()
-            }
-        };
+        let (path, value_shape) = axis_path(obj.get("path"), &at, config_shape, p);
+        let values = axis_values(obj.get("values"), &at, value_shape, p);
         let name = match obj.get("name") {
             None | Some(Value::Null) => path.clone(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -712,46 +630,153 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
                 path.clone()
             }
         };
-        let labels = match obj.get("labels") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(l)) => {
-                let lat = join_key(&at, "labels");
-                if l.len() != values.len() {
-                    p.push(Problem::new(
-                        &lat,
-                        format!("{} labels for {} values", l.len(), values.len()),
-                        "give one label per value",
-                    ));
-                }
-                let mut out = Vec::new();
-                for (j, x) in l.iter().enumerate() {
-                    match x.as_str() {
-                        Some(s) => {
-                            if out.contains(&s.to_owned()) {
-                                p.push(Problem::new(
-                                    join_index(&lat, j),
-                                    format!("duplicate label {s:?}"),
-                                    "labels tell values apart; make them unique",
-                                ));
-                            }
-                            out.push(s.to_owned())
-                        }
-                        None => p.push(shape::wrong_type(&join_index(&lat, j), "a string", x)),
-                    }
-                }
-                Some(out)
-            }
-            Some(other) => {
-                p.push(shape::wrong_type(&join_key(&at, "labels"), "an array of strings", other));
-                None
-            }
-        };
+        let labels = axis_labels(obj.get("labels"), &at, values.len(), p);
         axes.push(Axis { name, path, values, labels });
     }
+    check_axis_collisions(&axes, p);
+    Some(axes)
+}
 
-    // Axes must not collide: the same path twice, one path inside another, or a name that is
-    // also another axis's path (names and paths are both used to refer to axes). Hash maps of
-    // the paths, their prefixes and the names keep this linear in the number of axes.
+/// An axis's `path` and the shape of the config value it sets (`None` when the path is
+/// missing, malformed or not a key of the cell config; each reported).
+fn axis_path<'s>(
+    value: Option<&Value>,
+    at: &str,
+    config_shape: &'s Shape,
+    p: &mut Problems,
+) -> (String, Option<&'s Shape>) {
+    let mut value_shape = None;
+    let path = match value {
+        Some(Value::String(s)) => {
+            let segments: Vec<&str> = s.split('.').collect();
+            if segments.iter().any(|seg| seg.is_empty()) {
+                p.push(Problem::new(
+                    join_key(at, "path"),
+                    format!("malformed path {s:?}"),
+                    "a path is dot-separated keys, e.g. \"sampler.lr\"",
+                ));
+            } else {
+                match shape::shape_at(config_shape, &segments) {
+                    Ok(sub) => value_shape = Some(sub),
+                    Err((i, hint)) => p.push(Problem::new(
+                        join_key(at, "path"),
+                        format!("path {s:?}: `{}` is not a key of the cell config", segments[i]),
+                        hint,
+                    )),
+                }
+            }
+            s.clone()
+        }
+        Some(other) => {
+            p.push(shape::wrong_type(&join_key(at, "path"), "a string like \"sampler.lr\"", other));
+            String::new()
+        }
+        None => {
+            p.push(Problem::new(
+                join_key(at, "path"),
+                "missing required key `path`",
+                "the config key this axis sets, e.g. \"temperature\" or \"prior.params.scale\"",
+            ));
+            String::new()
+        }
+    };
+    (path, value_shape)
+}
+
+/// An axis's `values`: a non-empty array within the cell limit, each value of the shape its
+/// path takes (when known), no value twice.
+fn axis_values(value: Option<&Value>, at: &str, value_shape: Option<&Shape>, p: &mut Problems) -> Vec<Value> {
+    match value {
+        Some(Value::Array(v)) if v.is_empty() => {
+            p.push(Problem::new(
+                join_key(at, "values"),
+                "axis has no values, so the grid has no cells",
+                "give at least one value, or remove the axis",
+            ));
+            Vec::new()
+        }
+        Some(Value::Array(v)) if v.len() > MAX_CELLS => {
+            // Over the cell limit on its own: refused before looking at each value.
+            p.push(Problem::new(
+                join_key(at, "values"),
+                format!("{} values; a grid has at most {MAX_CELLS} cells", v.len()),
+                "split it into several grid files, or use fewer values",
+            ));
+            Vec::new()
+        }
+        Some(Value::Array(v)) => {
+            let mut first: HashMap<String, usize> = HashMap::with_capacity(v.len());
+            for (j, x) in v.iter().enumerate() {
+                if let Some(sub) = value_shape {
+                    let mut found = Vec::new();
+                    shape::check(x, sub, &join_index(&join_key(at, "values"), j), false, &mut found);
+                    found.into_iter().for_each(|x| p.push(x));
+                }
+                if let Some(&i) = first.get(&value_key(x)) {
+                    p.push(Problem::new(
+                        join_index(&join_key(at, "values"), j),
+                        format!("duplicate value {} (same as values[{i}])", show(x)),
+                        "two cells would be the same; remove one",
+                    ));
+                } else {
+                    first.insert(value_key(x), j);
+                }
+            }
+            v.clone()
+        }
+        Some(other) => {
+            p.push(shape::wrong_type(&join_key(at, "values"), "an array", other));
+            Vec::new()
+        }
+        None => {
+            p.push(Problem::new(join_key(at, "values"), "missing required key `values`", "list the values"));
+            Vec::new()
+        }
+    }
+}
+
+/// An axis's optional `labels`: one unique string per value.
+fn axis_labels(value: Option<&Value>, at: &str, values: usize, p: &mut Problems) -> Option<Vec<String>> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(l)) => {
+            let lat = join_key(at, "labels");
+            if l.len() != values {
+                p.push(Problem::new(
+                    &lat,
+                    format!("{} labels for {values} values", l.len()),
+                    "give one label per value",
+                ));
+            }
+            let mut out = Vec::new();
+            for (j, x) in l.iter().enumerate() {
+                match x.as_str() {
+                    Some(s) => {
+                        if out.contains(&s.to_owned()) {
+                            p.push(Problem::new(
+                                join_index(&lat, j),
+                                format!("duplicate label {s:?}"),
+                                "labels tell values apart; make them unique",
+                            ));
+                        }
+                        out.push(s.to_owned())
+                    }
+                    None => p.push(shape::wrong_type(&join_index(&lat, j), "a string", x)),
+                }
+            }
+            Some(out)
+        }
+        Some(other) => {
+            p.push(shape::wrong_type(&join_key(at, "labels"), "an array of strings", other));
+            None
+        }
+    }
+}
+
+/// Axes must not collide: the same path twice, one path inside another, or a name that is
+/// also another axis's path (names and paths are both used to refer to axes). Hash maps of
+/// the paths, their prefixes and the names keep this linear in the number of axes.
+fn check_axis_collisions(axes: &[Axis], p: &mut Problems) {
     let mut paths: HashMap<&str, usize> = HashMap::new();
     let mut prefixes: HashMap<&str, usize> = HashMap::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -790,7 +815,6 @@ fn parse_axes(value: Option<&Value>, config_shape: &Shape, p: &mut Problems) -> 
             prefixes.entry(q).or_insert(k);
         }
     }
-    Some(axes)
 }
 
 /// Finds axes by display name or by path.

@@ -86,11 +86,7 @@ fn plugin_ref() -> Shape {
 
 /// The shape of [`CellConfig`](crate::config::CellConfig). Keep in step with `config.rs`
 /// (the tests deserialize what this accepts).
-// TODO(split): longer than the workspace's too_many_lines threshold.
-#[allow(clippy::too_many_lines)]
 pub(crate) fn cell_config() -> Shape {
-    let activation = || field("activation", Shape::Enum(ACTIVATIONS), "Activation function.");
-    let seed = || Shape::UInt { min: None, max: None };
     Shape::Object(vec![
         field(
             "temperature",
@@ -98,35 +94,52 @@ pub(crate) fn cell_config() -> Shape {
             "Posterior temperature T >= 0 (0 = SGD with momentum).",
         ),
         field("seed", seed(), "Seed of everything random in the cell (any 64-bit integer)."),
-        required(
-            "data",
-            Shape::Object(vec![
-                required("dataset", Shape::Str, "digits, mnist, fashion-mnist, cifar10 or mnist1d (generated sequences)."),
-                field("path", Shape::Nullable(Box::new(Shape::Str)), "Folder of the dataset files."),
-                field(
-                    "train_size",
-                    Shape::Nullable(Box::new(uint(1, limits::EXAMPLES))),
-                    "Training examples used (at most the dataset's training split).",
-                ),
-                field(
-                    "test_size",
-                    Shape::Nullable(Box::new(uint(1, limits::EXAMPLES))),
-                    "Test examples used (at most the dataset's test split).",
-                ),
-                field("subset_seed", seed(), "Seed of the subset choice (any 64-bit integer)."),
-                field("normalize", Shape::Bool, "Standardise each channel."),
-                field("subset", Shape::Enum(SUBSETS), "random (seeded, default) or first (the first n of the file)."),
-                field(
-                    "label_noise",
-                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None, max: Some(1.0) },
-                    "Fraction in [0, 1] of training labels redrawn uniformly over the classes (seeded by seed).",
-                ),
-            ]),
-            "Which data and how much of it.",
+        required("data", data_config(), "Which data and how much of it."),
+        required("model", model_config(), "The network architecture."),
+        field("sampler", sampler_config(), "The sampler protocol."),
+        field("integrator", plugin_ref(), "Integrator plugin (default sym-euler)."),
+        field("prior", plugin_ref(), "Prior plugin (default gaussian)."),
+        field("likelihood", plugin_ref(), "Likelihood plugin (default categorical)."),
+        field("noise", plugin_ref(), "Gradient-noise plugin (default minibatch)."),
+        field("eval", eval_config(), "How the ensemble is evaluated."),
+    ])
+}
+
+/// Any 64-bit seed.
+fn seed() -> Shape {
+    Shape::UInt { min: None, max: None }
+}
+
+/// `data`: which dataset and how much of it.
+fn data_config() -> Shape {
+    Shape::Object(vec![
+        required("dataset", Shape::Str, "digits, mnist, fashion-mnist, cifar10 or mnist1d (generated sequences)."),
+        field("path", Shape::Nullable(Box::new(Shape::Str)), "Folder of the dataset files."),
+        field(
+            "train_size",
+            Shape::Nullable(Box::new(uint(1, limits::EXAMPLES))),
+            "Training examples used (at most the dataset's training split).",
         ),
-        required(
-            "model",
-            Shape::Tagged {
+        field(
+            "test_size",
+            Shape::Nullable(Box::new(uint(1, limits::EXAMPLES))),
+            "Test examples used (at most the dataset's test split).",
+        ),
+        field("subset_seed", seed(), "Seed of the subset choice (any 64-bit integer)."),
+        field("normalize", Shape::Bool, "Standardise each channel."),
+        field("subset", Shape::Enum(SUBSETS), "random (seeded, default) or first (the first n of the file)."),
+        field(
+            "label_noise",
+            Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: None, max: Some(1.0) },
+            "Fraction in [0, 1] of training labels redrawn uniformly over the classes (seeded by seed).",
+        ),
+    ])
+}
+
+/// `model`: the network, tagged by `kind`.
+fn model_config() -> Shape {
+    let activation = || field("activation", Shape::Enum(ACTIVATIONS), "Activation function.");
+    Shape::Tagged {
                 tag: "kind",
                 variants: vec![
                     (
@@ -162,68 +175,57 @@ pub(crate) fn cell_config() -> Shape {
                         ],
                     ),
                 ],
-            },
-            "The network architecture.",
+            }
+}
+
+/// `sampler`: the protocol (epochs, batch size, step size, cycles, preconditioner).
+fn sampler_config() -> Shape {
+    Shape::Object(vec![
+        field("epochs", uint(1, limits::EPOCHS), "Total epochs (the protocol must collect 1 to 10000 members)."),
+        field("batch_size", uint(1, limits::BATCH_SIZE), "Minibatch size (at most the training examples)."),
+        field(
+            "lr",
+            Shape::Float { min: Some(0.0), min_exclusive: true, max_exclusive: None, max: Some(limits::LR) },
+            "Learning rate (> 0).",
         ),
         field(
-            "sampler",
-            Shape::Object(vec![
-                field("epochs", uint(1, limits::EPOCHS), "Total epochs (the protocol must collect 1 to 10000 members)."),
-                field("batch_size", uint(1, limits::BATCH_SIZE), "Minibatch size (at most the training examples)."),
-                field(
-                    "lr",
-                    Shape::Float { min: Some(0.0), min_exclusive: true, max_exclusive: None, max: Some(limits::LR) },
-                    "Learning rate (> 0).",
-                ),
-                field(
-                    "momentum_decay",
-                    Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: Some(1.0), max: None },
-                    "Momentum decay in [0, 1).",
-                ),
-                field("cycle_length", uint(1, limits::EPOCHS), "Cycle length in epochs."),
-                field(
-                    "cycle_start_sampling",
-                    Shape::UInt { min: None, max: Some(limits::EPOCHS) },
-                    "First epoch of the cyclical schedule (>= cycle_length).",
-                ),
-                field("schedule", Shape::Enum(SCHEDULES), "Cyclical time-step schedule."),
-                field("preconditioner", Shape::Enum(PRECONDITIONERS), "Mass matrix."),
-                field(
-                    "precond_batches",
-                    uint(1, limits::PRECOND_BATCHES),
-                    "Minibatches for the preconditioner estimate.",
-                ),
-                field("temperature_ramp", Shape::Bool, "Ramp the temperature from 0."),
-                field("init", Shape::Enum(INITS), "Weight initialisation."),
-            ]),
-            "The sampler protocol.",
+            "momentum_decay",
+            Shape::Float { min: Some(0.0), min_exclusive: false, max_exclusive: Some(1.0), max: None },
+            "Momentum decay in [0, 1).",
         ),
-        field("integrator", plugin_ref(), "Integrator plugin (default sym-euler)."),
-        field("prior", plugin_ref(), "Prior plugin (default gaussian)."),
-        field("likelihood", plugin_ref(), "Likelihood plugin (default categorical)."),
-        field("noise", plugin_ref(), "Gradient-noise plugin (default minibatch)."),
+        field("cycle_length", uint(1, limits::EPOCHS), "Cycle length in epochs."),
         field(
-            "eval",
-            Shape::Object(vec![
-                field("ece_bins", uint(1, limits::ECE_BINS), "Bins of the expected calibration error."),
-                field("batch_size", uint(1, limits::EVAL_BATCH_SIZE), "Batch size of test-set evaluation."),
-                field(
-                    "prior_samples",
-                    uint(0, limits::PRIOR_SAMPLES),
-                    "Prior predictive check: prior draws whose predictions on training inputs are recorded (0 = off).",
-                ),
-                field(
-                    "store_predictions",
-                    Shape::Bool,
-                    "Save each member's test-set class probabilities (predictions.npy, float32) in the cell folder.",
-                ),
-                field(
-                    "ood",
-                    Shape::Nullable(Box::new(Shape::Str)),
-                    "Out-of-distribution test set (a dataset with the same image shape, e.g. fashion-mnist for mnist).",
-                ),
-            ]),
-            "How the ensemble is evaluated.",
+            "cycle_start_sampling",
+            Shape::UInt { min: None, max: Some(limits::EPOCHS) },
+            "First epoch of the cyclical schedule (>= cycle_length).",
+        ),
+        field("schedule", Shape::Enum(SCHEDULES), "Cyclical time-step schedule."),
+        field("preconditioner", Shape::Enum(PRECONDITIONERS), "Mass matrix."),
+        field("precond_batches", uint(1, limits::PRECOND_BATCHES), "Minibatches for the preconditioner estimate."),
+        field("temperature_ramp", Shape::Bool, "Ramp the temperature from 0."),
+        field("init", Shape::Enum(INITS), "Weight initialisation."),
+    ])
+}
+
+/// `eval`: how the ensemble is evaluated.
+fn eval_config() -> Shape {
+    Shape::Object(vec![
+        field("ece_bins", uint(1, limits::ECE_BINS), "Bins of the expected calibration error."),
+        field("batch_size", uint(1, limits::EVAL_BATCH_SIZE), "Batch size of test-set evaluation."),
+        field(
+            "prior_samples",
+            uint(0, limits::PRIOR_SAMPLES),
+            "Prior predictive check: prior draws whose predictions on training inputs are recorded (0 = off).",
+        ),
+        field(
+            "store_predictions",
+            Shape::Bool,
+            "Save each member's test-set class probabilities (predictions.npy, float32) in the cell folder.",
+        ),
+        field(
+            "ood",
+            Shape::Nullable(Box::new(Shape::Str)),
+            "Out-of-distribution test set (a dataset with the same image shape, e.g. fashion-mnist for mnist).",
         ),
     ])
 }
