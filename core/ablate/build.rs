@@ -1,18 +1,8 @@
-//! Make the `ablate` binary start without LD_LIBRARY_PATH and keep CUDA when libtorch has it.
-//!
-//! torch-sys links `torch_cpu`, `torch` and `c10` but puts no run path into dependents, and the
-//! linker's default `--as-needed` drops `libtorch.so` (the library that pulls in
-//! `libtorch_cuda.so`), which silently turns CUDA off on a GPU machine.
+//! Make the `ablate` binary start without LD_LIBRARY_PATH and keep CUDA when libtorch has it
+//! (see `link_libtorch.rs`, shared with the engine's build script).
+
+mod link_libtorch;
+
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
-        return;
-    };
-    let lib = std::path::PathBuf::from(lib);
-    // For `ablate doctor`: where the linked libtorch lives.
-    println!("cargo:rustc-env=ABLATE_LIBTORCH_LIB={}", lib.display());
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    println!("cargo:rustc-link-arg=-ltorch");
-    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    let _ = link_libtorch::emit();
 }

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_records::{
-    epochs_csv, CellState, CellStatus, EnsembleMetrics, EpochRow, FinalDiagnostics, FinalMetrics, GrowthPoint,
-    MachineInfo, Manifest, PluginInfo, PriorPredictive, TensorKinetic, EPOCHS, LABELS, METRICS,
+    epochs_csv, CellState, CellStatus, ComputeRecord, EnsembleMetrics, EpochRow, FinalDiagnostics, FinalMetrics,
+    GrowthPoint, MachineInfo, Manifest, PluginInfo, PriorPredictive, TensorKinetic, EPOCHS, LABELS, METRICS,
 };
 use ablate_reports::load::{Run, Status};
 use ablate_store::RunDir;
@@ -90,6 +90,7 @@ fn metrics() -> FinalMetrics {
         }),
         member_test_log_likelihood: Some(vec![-0.5, -0.75]),
         recomputed_from: Some("predictions.npy".into()),
+        compute: Some(ComputeRecord { arithmetic: "bf16".into(), channels_last: true, device: "cuda:0".into() }),
     }
 }
 

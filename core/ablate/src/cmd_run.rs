@@ -107,7 +107,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
         setup.shard.map(|s| format!(" ({selected} in shard {s})")).unwrap_or_default(),
         counts.skipped,
         to_run,
-        device_name(setup.device),
+        ablate_engine::device::name(setup.device),
         jobs,
         threads,
         setup.run.path().display()
@@ -169,7 +169,7 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
         ablate_version: common::VERSION.to_owned(),
         git_revision: common::git_revision(),
         libtorch_version: Some(common::libtorch_version()),
-        device: device_name(device),
+        device: ablate_engine::device::name(device),
         plugins: common::plugin_infos(&registry),
         machine: MachineInfo::current(),
         created: ablate_store::now_rfc3339(),
@@ -343,15 +343,6 @@ fn plan_batches(
     let plan = ablate_engine::planner::plan(cells, &opts, registry);
     tracing::info!(cap = plan.cap, batches = plan.batches.len(), "batch plan");
     plan
-}
-
-fn device_name(d: tch::Device) -> String {
-    match d {
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        tch::Device::Mps => "mps".into(),
-        tch::Device::Vulkan => "vulkan".into(),
-        _ => "cpu".into(),
-    }
 }
 
 pub fn human_duration(s: f64) -> String {

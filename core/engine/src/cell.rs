@@ -11,6 +11,7 @@ use ablate_sdk::{FactorKind, ParamInfo};
 use tch::{Device, Kind, Tensor};
 
 use crate::chain::{ChainRun, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
+use crate::compute::Compute;
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, MemberProbs};
 use crate::model::{BnState, Mode, Model};
@@ -743,7 +744,8 @@ pub fn run_cells(
     if !(n.is_finite() && n > 0.0) {
         return Err(likelihood.fail("effective_n", format!("returned {n}; it must be a positive number")));
     }
-    let model = Model::new(&cfg.model, toggles, (shape[0], shape[1], shape[2]), data.num_classes as i64)?;
+    let model = network_model(cfg, toggles, (shape[0], shape[1], shape[2]), data.num_classes as i64, device)?;
+    let compute = model.compute();
     crate::plugin_call::prior_gradient_guard(&model, &prior, device)?;
     let steps_per_epoch = (n_train / s.batch_size as u64).max(1);
     let protocols: Vec<Protocol> = cfgs.iter().map(|c| Protocol::new(s, steps_per_epoch, c.temperature)).collect();
@@ -812,6 +814,7 @@ pub fn run_cells(
             prior_predictive: prior_check,
             member_test_log_likelihood: Some(member_log_likelihood(members, labels, data.num_classes)),
             recomputed_from: None,
+            compute: Some(compute.record(device)),
         });
         let predictions = (c.eval.store_predictions && !members.is_empty()).then(|| Predictions {
             classes: data.num_classes,
@@ -826,6 +829,21 @@ pub fn run_cells(
 
 /// Each chain's initial θ from its own seed (the noise streams are seeded per chain), all with
 /// the batch's `init`: flat [d] for one chain, [K, d] for K, with the per-tensor views.
+/// The cell's network, computing in the cell's precision on `device` (which this configures).
+fn network_model(
+    cfg: &CellConfig,
+    toggles: ablate_sdk::ModelToggles,
+    input: (i64, i64, i64),
+    classes: i64,
+    device: Device,
+) -> Result<Model, EngineError> {
+    let mut model = Model::new(&cfg.model, toggles, input, classes)?;
+    let compute = Compute::new(cfg.precision, device, model.is_convolutional());
+    compute.configure(device)?;
+    model.set_compute(compute);
+    Ok(model)
+}
+
 fn initial_parameters(
     model: &Model,
     cfgs: &[CellConfig],

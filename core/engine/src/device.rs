@@ -51,6 +51,16 @@ pub fn parse_device(choice: DeviceChoice) -> Result<Device, EngineError> {
     }
 }
 
+/// The device as `--device` spells it: `cpu`, `cuda:N`.
+pub fn name(d: Device) -> String {
+    match d {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+        _ => "cpu".into(),
+    }
+}
+
 /// Choose the device and say so once.
 pub fn resolve(choice: DeviceChoice) -> Result<Device, EngineError> {
     let device = parse_device(choice)?;

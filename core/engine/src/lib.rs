@@ -15,6 +15,7 @@ pub mod chain;
 pub mod chain_phases;
 pub mod chi2;
 pub mod compat;
+pub mod compute;
 pub mod device;
 pub mod diagnostics;
 pub mod fused;

@@ -21,6 +21,7 @@ use ablate_grid::config::{Activation, Init, ModelConfig};
 use ablate_sdk::{ModelToggles, NormKind, ParamInfo, Role};
 use tch::{Device, Kind, Tensor};
 
+use crate::compute::Compute;
 use crate::EngineError;
 
 /// Keras BatchNormalization defaults: momentum 0.99 (PyTorch 0.01), epsilon 1e-3.
@@ -114,6 +115,8 @@ pub struct Model {
     grouped: Vec<bool>,
     dim: i64,
     pub classes: i64,
+    /// The arithmetic and layout of the forward pass (default: fp32, plain layout).
+    compute: Compute,
 }
 
 struct Builder {
@@ -231,7 +234,23 @@ impl Model {
             bn_channels: b.bn_channels,
             grouped,
             classes,
+            compute: Compute::default(),
         })
+    }
+
+    /// Run forward passes in this arithmetic and layout.
+    pub fn set_compute(&mut self, compute: Compute) {
+        self.compute = compute;
+    }
+
+    /// The arithmetic and layout of the forward pass.
+    pub fn compute(&self) -> Compute {
+        self.compute
+    }
+
+    /// Whether the network has convolutions over images (the layers a memory layout changes).
+    pub fn is_convolutional(&self) -> bool {
+        matches!(self.arch, Arch::Cnn { .. } | Arch::Resnet { .. })
     }
 
     /// Whether the network reads its inputs as sequences (cnn-lstm), not images.
@@ -365,9 +384,9 @@ impl Model {
     }
 
     /// The forward pass of one chain (`chains` = 1: plain layouts) or of K chains in the grouped
-    /// layout of [`Model::forward_batched`] (`v` already regrouped).
-    // TODO(split): longer than the workspace's too_many_lines threshold.
-    #[allow(clippy::too_many_lines)]
+    /// layout of [`Model::forward_batched`] (`v` already regrouped), in the arithmetic and layout
+    /// of [`Model::compute`]; the logits come out in the parameters' precision (fp32) in every
+    /// mode.
     fn forward_impl(
         &self,
         v: &[Tensor],
@@ -376,124 +395,186 @@ impl Model {
         bn: &mut BnState,
         chains: i64,
     ) -> Result<Tensor, EngineError> {
-        let train = mode == Mode::Train;
-        let k = chains;
-        // Linear layer of one chain, or of K chains (weights [K, out, in], biases [K, out]) on
-        // inputs [K, B, in] or shared [B, in].
-        let linear = |h: &Tensor, lin: &Linear| -> Result<Tensor, tch::TchError> {
-            let (w, b) = (&v[lin.w], &v[lin.b]);
-            if k == 1 {
-                h.f_linear(w, Some(b))
-            } else if h.dim() == 3 {
-                b.unsqueeze(1).f_baddbmm(h, &w.transpose(1, 2), 1.0, 1.0)
-            } else {
-                Ok(h.f_matmul(&w.transpose(1, 2))? + b.unsqueeze(1))
-            }
+        let pass = Pass {
+            v,
+            k: chains,
+            train: mode == Mode::Train,
+            activation: self.activation,
+            dropout: self.dropout,
+            compute: self.compute,
         };
-        // Images of K chains into the grouped layout [B, K·C, H, W].
-        let to_grouped = |x: &Tensor| -> Result<Tensor, tch::TchError> {
-            if k == 1 {
-                Ok(x.shallow_clone())
-            } else if x.dim() == 5 {
-                let s = x.size();
-                x.f_transpose(0, 1)?.f_reshape([s[1], k * s[2], s[3], s[4]].as_slice())
-            } else {
-                x.f_repeat([1, k, 1, 1].as_slice())
-            }
-        };
-        // Per-chain features [B, K·F] (grouped) into [K, B, F] for the linear head.
-        let to_chains = |h: Tensor| -> Result<Tensor, tch::TchError> {
-            if k == 1 {
-                Ok(h)
-            } else {
-                let b = h.size()[0];
-                h.f_reshape([b, k, -1].as_slice())?.f_transpose(0, 1)
-            }
-        };
-        let act = |t: Tensor| -> Result<Tensor, tch::TchError> {
-            match self.activation {
-                Activation::Relu => t.f_relu(),
-                Activation::Tanh => t.f_tanh(),
-                Activation::Gelu => t.f_gelu("none"),
-            }
-        };
-        let dropout = |t: Tensor| -> Result<Tensor, tch::TchError> {
-            if self.dropout > 0.0 {
-                t.f_dropout(self.dropout, train)
-            } else {
-                Ok(t)
-            }
-        };
+        let scope = self.compute.scope(x.device())?;
         let out = match &self.arch {
-            Arch::Mlp { hidden, head } => {
-                let mut h = x.f_flatten(-3, -1)?;
-                for (lin, norm) in hidden {
-                    h = linear(&h, lin)?;
-                    h = match norm {
-                        // Batch norm of K chains: features of [K, B, F] as K·F channels.
-                        Norm::Batch { .. } if k > 1 => {
-                            let (b, f) = (h.size()[1], h.size()[2]);
-                            let flat = h.f_transpose(0, 1)?.f_reshape([b, k * f].as_slice())?;
-                            apply_norm(flat, *norm, v, bn, train)?.f_reshape([b, k, f].as_slice())?.f_transpose(0, 1)?
-                        }
-                        _ => apply_norm(h, *norm, v, bn, train)?,
-                    };
-                    h = dropout(act(h)?)?;
-                }
-                linear(&h, head)?
-            }
-            Arch::Cnn { convs, head } => {
-                let mut h = to_grouped(x)?;
-                for (conv, norm) in convs {
-                    h = act(apply_norm(apply_conv(&h, conv, v, k)?, *norm, v, bn, train)?)?;
-                    h = dropout(h.f_max_pool2d(
-                        [2, 2].as_slice(),
-                        [2, 2].as_slice(),
-                        [0, 0].as_slice(),
-                        [1, 1].as_slice(),
-                        false,
-                    )?)?;
-                }
-                linear(&to_chains(h.f_flatten(1, -1)?)?, head)?
-            }
+            Arch::Mlp { hidden, head } => pass.mlp(x, hidden, head, bn)?,
+            Arch::Cnn { convs, head } => pass.cnn(x, convs, head, bn)?,
             Arch::CnnLstm { net, head } => {
-                let h = dropout(sequence_forward(net, v, x, k)?)?;
-                if k == 1 {
-                    linear(&h.f_squeeze_dim(0)?, head)?
+                let h = pass.dropout(sequence_forward(net, v, x, chains)?)?;
+                if chains == 1 {
+                    pass.linear(&h.f_squeeze_dim(0)?, head)?
                 } else {
-                    linear(&h, head)?
+                    pass.linear(&h, head)?
                 }
             }
-            Arch::Resnet { stem, blocks, head } => {
-                // The paper's `resnet_layer`: convolution, normalisation (FRN with its own
-                // threshold τ), then ReLU where the layer has an activation.
-                let layer = |h: &Tensor, conv: &Conv, norm: Norm, bn: &mut BnState, relu: bool| {
-                    let y = apply_norm(apply_conv(h, conv, v, k)?, norm, v, bn, train)?;
-                    if relu {
-                        y.f_relu()
-                    } else {
-                        Ok(y)
-                    }
-                };
-                let x = to_grouped(x)?;
-                let mut h = layer(&x, &stem.0, stem.1, bn, true)?;
-                for blk in blocks {
-                    let y = layer(&h, &blk.conv1, blk.norm1, bn, true)?;
-                    let y = dropout(layer(&y, &blk.conv2, blk.norm2, bn, false)?)?;
-                    let short = match &blk.shortcut {
-                        Some((conv, norm)) => layer(&h, conv, *norm, bn, false)?,
-                        None => h.shallow_clone(),
-                    };
-                    let sum = y.f_add(&short)?;
-                    h = match blk.tlu {
-                        Some(tau) => sum.f_maximum(&v[tau].view([1, -1, 1, 1]))?,
-                        None => sum.f_relu()?,
-                    };
-                }
-                linear(&to_chains(h.f_mean_dim([2, 3].as_slice(), false, Kind::Float)?)?, head)?
-            }
+            Arch::Resnet { stem, blocks, head } => pass.resnet(x, stem, blocks, head, bn)?,
         };
-        Ok(out)
+        drop(scope);
+        // Autocast's bf16 logits leave as fp32; fp32 (or float64 in tests) stays as it is.
+        if matches!(out.kind(), Kind::BFloat16 | Kind::Half) {
+            Ok(out.f_to_kind(Kind::Float)?)
+        } else {
+            Ok(out)
+        }
+    }
+}
+
+/// One forward pass: the parameter views, the number of chains K and the mode, with the layer
+/// operations every architecture shares.
+struct Pass<'a> {
+    v: &'a [Tensor],
+    k: i64,
+    train: bool,
+    activation: Activation,
+    dropout: f64,
+    compute: Compute,
+}
+
+impl Pass<'_> {
+    /// Linear layer of one chain, or of K chains (weights [K, out, in], biases [K, out]) on
+    /// inputs [K, B, in] or shared [B, in].
+    fn linear(&self, h: &Tensor, lin: &Linear) -> Result<Tensor, tch::TchError> {
+        let (w, b) = (&self.v[lin.w], &self.v[lin.b]);
+        if self.k == 1 {
+            h.f_linear(w, Some(b))
+        } else if h.dim() == 3 {
+            b.f_unsqueeze(1)?.f_baddbmm(h, &w.f_transpose(1, 2)?, 1.0, 1.0)
+        } else {
+            h.f_matmul(&w.f_transpose(1, 2)?)?.f_add(&b.f_unsqueeze(1)?)
+        }
+    }
+
+    /// Images of K chains into the grouped layout [B, K·C, H, W], in the memory layout of the
+    /// compute mode (channels-last or plain).
+    fn to_grouped(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        let k = self.k;
+        let grouped = if k == 1 {
+            x.shallow_clone()
+        } else if x.dim() == 5 {
+            let s = x.size();
+            x.f_transpose(0, 1)?.f_reshape([s[1], k * s[2], s[3], s[4]].as_slice())?
+        } else {
+            x.f_repeat([1, k, 1, 1].as_slice())?
+        };
+        self.compute.layout(&grouped)
+    }
+
+    /// Per-chain features [B, K·F] (grouped) into [K, B, F] for the linear head.
+    fn to_chains(&self, h: Tensor) -> Result<Tensor, tch::TchError> {
+        if self.k == 1 {
+            Ok(h)
+        } else {
+            let b = h.size()[0];
+            h.f_reshape([b, self.k, -1].as_slice())?.f_transpose(0, 1)
+        }
+    }
+
+    fn act(&self, t: Tensor) -> Result<Tensor, tch::TchError> {
+        match self.activation {
+            Activation::Relu => t.f_relu(),
+            Activation::Tanh => t.f_tanh(),
+            Activation::Gelu => t.f_gelu("none"),
+        }
+    }
+
+    fn dropout(&self, t: Tensor) -> Result<Tensor, tch::TchError> {
+        if self.dropout > 0.0 {
+            t.f_dropout(self.dropout, self.train)
+        } else {
+            Ok(t)
+        }
+    }
+
+    fn mlp(
+        &self,
+        x: &Tensor,
+        hidden: &[(Linear, Norm)],
+        head: &Linear,
+        bn: &mut BnState,
+    ) -> Result<Tensor, tch::TchError> {
+        let (k, v) = (self.k, self.v);
+        let mut h = x.f_flatten(-3, -1)?;
+        for (lin, norm) in hidden {
+            h = self.linear(&h, lin)?;
+            h = match norm {
+                // Batch norm of K chains: features of [K, B, F] as K·F channels.
+                Norm::Batch { .. } if k > 1 => {
+                    let (b, f) = (h.size()[1], h.size()[2]);
+                    let flat = h.f_transpose(0, 1)?.f_reshape([b, k * f].as_slice())?;
+                    apply_norm(flat, *norm, v, bn, self.train)?.f_reshape([b, k, f].as_slice())?.f_transpose(0, 1)?
+                }
+                _ => apply_norm(h, *norm, v, bn, self.train)?,
+            };
+            h = self.dropout(self.act(h)?)?;
+        }
+        self.linear(&h, head)
+    }
+
+    fn cnn(&self, x: &Tensor, convs: &[(Conv, Norm)], head: &Linear, bn: &mut BnState) -> Result<Tensor, EngineError> {
+        let mut h = self.to_grouped(x)?;
+        for (conv, norm) in convs {
+            h = self.act(apply_norm(apply_conv(&h, conv, self.v, self.k)?, *norm, self.v, bn, self.train)?)?;
+            h = self.dropout(h.f_max_pool2d(
+                [2, 2].as_slice(),
+                [2, 2].as_slice(),
+                [0, 0].as_slice(),
+                [1, 1].as_slice(),
+                false,
+            )?)?;
+        }
+        Ok(self.linear(&self.to_chains(h.f_flatten(1, -1)?)?, head)?)
+    }
+
+    /// The paper's `resnet_layer`: convolution, normalisation (FRN with its own threshold τ),
+    /// then ReLU where the layer has an activation.
+    fn resnet_layer(
+        &self,
+        h: &Tensor,
+        conv: &Conv,
+        norm: Norm,
+        bn: &mut BnState,
+        relu: bool,
+    ) -> Result<Tensor, tch::TchError> {
+        let y = apply_norm(apply_conv(h, conv, self.v, self.k)?, norm, self.v, bn, self.train)?;
+        if relu {
+            y.f_relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn resnet(
+        &self,
+        x: &Tensor,
+        stem: &(Conv, Norm),
+        blocks: &[Block],
+        head: &Linear,
+        bn: &mut BnState,
+    ) -> Result<Tensor, EngineError> {
+        let x = self.to_grouped(x)?;
+        let mut h = self.resnet_layer(&x, &stem.0, stem.1, bn, true)?;
+        for blk in blocks {
+            let y = self.resnet_layer(&h, &blk.conv1, blk.norm1, bn, true)?;
+            let y = self.dropout(self.resnet_layer(&y, &blk.conv2, blk.norm2, bn, false)?)?;
+            let short = match &blk.shortcut {
+                Some((conv, norm)) => self.resnet_layer(&h, conv, *norm, bn, false)?,
+                None => h.shallow_clone(),
+            };
+            let sum = y.f_add(&short)?;
+            h = match blk.tlu {
+                Some(tau) => sum.f_maximum(&self.v[tau].f_view([1, -1, 1, 1].as_slice())?)?,
+                None => sum.f_relu()?,
+            };
+        }
+        Ok(self.linear(&self.to_chains(h.f_mean_dim([2, 3].as_slice(), false, Kind::Float)?)?, head)?)
     }
 }
 

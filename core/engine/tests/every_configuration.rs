@@ -228,3 +228,101 @@ fn every_parameter_of_every_model_enters_the_graph() {
         }
     }
 }
+
+#[test]
+fn every_model_runs_in_bf16_alone_and_batched() {
+    // The bf16 compute mode (autocast of the network) through run_cells for every model kind and
+    // normalisation: no panic, finite results, the mode recorded, θ and its gradient still fp32.
+    let (_dir, registry) = registry();
+    for (model, model_json) in MODELS {
+        for likelihood in ["categorical", "batchnorm", "frn", "dropout"] {
+            if IMPOSSIBLE.iter().any(|x| x.0 == model && x.1 == likelihood) {
+                continue;
+            }
+            let what = format!("{model} + {likelihood} in bf16");
+            let bf16 = |t: f64, seed: u64| {
+                let mut c = cell(model_json, likelihood, "sym-euler", "gaussian", t, seed);
+                c.precision = ablate_grid::config::Precision::Bf16;
+                c
+            };
+            let alone = run(&[bf16(0.1, 1)], &registry, &what).unwrap();
+            let batched = run(&[bf16(1.0, 2), bf16(0.01, 3)], &registry, &format!("{what} (batched)")).unwrap();
+            for out in alone.iter().chain(&batched) {
+                finished(out, &what);
+                assert_eq!(out.status, ChainStatus::Done, "{what}");
+                let compute = out.metrics.as_ref().unwrap().compute.as_ref().unwrap();
+                assert_eq!((compute.arithmetic.as_str(), compute.device.as_str()), ("bf16", "cpu"), "{what}");
+            }
+        }
+    }
+    // The network's products run in bf16, its parameters and their gradients stay fp32.
+    use ablate_engine::compute::Compute;
+    use ablate_engine::model::{Mode, Model};
+    use ablate_sdk::{ModelToggles, NormKind};
+    use tch::{Kind, Tensor};
+    let cfg: ablate_grid::config::ModelConfig = serde_json::from_str(MODELS[2].1).unwrap();
+    let mut model = Model::new(&cfg, ModelToggles { norm: NormKind::BatchNorm, dropout: 0.0 }, (3, 8, 8), 10).unwrap();
+    model.set_compute(Compute { precision: ablate_grid::config::Precision::Bf16, channels_last: false });
+    let theta = model.init(ablate_grid::config::Init::HeNormal, Device::Cpu).unwrap();
+    let leaves: Vec<Tensor> = model.views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
+    let x = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let mut bn = model.new_bn_state(Device::Cpu);
+    let logits = model.forward_views(&leaves, &x, Mode::Train, &mut bn).unwrap();
+    assert_eq!(logits.kind(), Kind::Float, "logits leave the network as fp32");
+    assert!(!ablate_engine::compute::autocast_enabled(Device::Cpu), "the autocast region ends with the pass");
+    let loss = logits.log_softmax(-1, Kind::Float).select(1, 0).sum(Kind::Float);
+    let grads = Tensor::run_backward(&[&loss], &leaves, false, false);
+    for (g, info) in grads.iter().zip(model.infos()) {
+        assert_eq!(g.kind(), Kind::Float, "{}", info.name);
+    }
+    // ... and the logits differ from fp32's by bf16 rounding, not by more.
+    model.set_compute(Compute::default());
+    let exact = model.forward_views(&leaves, &x, Mode::Eval, &mut model.new_bn_state(Device::Cpu)).unwrap();
+    model.set_compute(Compute { precision: ablate_grid::config::Precision::Bf16, channels_last: false });
+    let low = model.forward_views(&leaves, &x, Mode::Eval, &mut model.new_bn_state(Device::Cpu)).unwrap();
+    let rel = f64::try_from((&low - &exact).norm() / exact.norm()).unwrap();
+    assert!(rel > 1e-4 && rel < 0.1, "bf16 logits differ from fp32 by {rel} (relative)");
+}
+
+#[test]
+fn channels_last_layout_gives_the_same_network() {
+    // The layout changes memory strides, not the function: logits and gradients of the
+    // convolutional models agree with the plain layout, alone and batched (grouped convolutions).
+    use ablate_engine::compute::Compute;
+    use ablate_engine::model::{Mode, Model};
+    use ablate_sdk::{ModelToggles, NormKind};
+    use tch::{Kind, Tensor};
+    tch::manual_seed(5);
+    for (name, json) in [MODELS[1], MODELS[2]] {
+        for norm in [NormKind::BatchNorm, NormKind::Frn] {
+            let cfg: ablate_grid::config::ModelConfig = serde_json::from_str(json).unwrap();
+            let mut model = Model::new(&cfg, ModelToggles { norm, dropout: 0.0 }, (3, 8, 8), 10).unwrap();
+            assert!(model.is_convolutional());
+            let k = 3;
+            let theta = Tensor::stack(
+                &(0..k)
+                    .map(|_| model.init(ablate_grid::config::Init::HeNormal, Device::Cpu).unwrap())
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let x = Tensor::randn([k, 4, 3, 8, 8], (Kind::Float, Device::Cpu));
+            let mut pass = |channels_last: bool| {
+                model.set_compute(Compute { channels_last, ..Compute::default() });
+                let leaves: Vec<Tensor> =
+                    model.batched_views(&theta).into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
+                let mut bn = model.new_bn_state_for(Device::Cpu, k);
+                let logits = model.forward_batched(&leaves, &x, Mode::Train, &mut bn).unwrap();
+                let loss = logits.log_softmax(-1, Kind::Float).select(2, 0).sum(Kind::Float);
+                let grads = Tensor::run_backward(&[&loss], &leaves, false, false);
+                (logits, Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0))
+            };
+            let (l0, g0) = pass(false);
+            let (l1, g1) = pass(true);
+            let close = |a: &Tensor, b: &Tensor| {
+                f64::try_from((a - b).abs().max()).unwrap() / (1.0 + f64::try_from(b.abs().max()).unwrap())
+            };
+            assert!(close(&l1, &l0) < 1e-5, "{name} {norm:?}: logits differ by {}", close(&l1, &l0));
+            assert!(close(&g1, &g0) < 1e-4, "{name} {norm:?}: gradients differ by {}", close(&g1, &g0));
+        }
+    }
+}

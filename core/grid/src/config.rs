@@ -32,6 +32,11 @@ pub struct CellConfig {
     pub noise: PluginRef,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// The network's arithmetic (fp32, tf32 or bf16); parameters, momenta, noise and prior stay
+    /// fp32 in every mode. Left out of the canonical JSON when fp32, so cell ids of grids
+    /// without it do not change.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 /// Which data, how much of it, and how pixels are scaled.
@@ -171,6 +176,34 @@ pub enum Schedule {
     Cosine,
     Glide,
     Flat,
+}
+
+/// The arithmetic of the network's forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// IEEE float32 (TF32 off on CUDA).
+    #[default]
+    Fp32,
+    /// TF32 for CUDA matrix products and convolutions (fp32 on the CPU, which has no TF32).
+    Tf32,
+    /// bfloat16 autocast of the network's forward and backward passes (CPU and CUDA).
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// The grid-file spelling: `fp32`, `tf32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 /// Mass matrix of the dynamics.

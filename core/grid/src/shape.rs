@@ -75,6 +75,7 @@ pub(crate) const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu"];
 const INITS: &[&str] = &["glorot-uniform", "he-normal"];
 const SUBSETS: &[&str] = &["random", "first"];
 const SCHEDULES: &[&str] = &["cosine", "glide", "flat"];
+const PRECISIONS: &[&str] = &["fp32", "tf32", "bf16"];
 const PRECONDITIONERS: &[&str] = &["layerwise", "identity"];
 
 fn plugin_ref() -> Shape {
@@ -102,6 +103,12 @@ pub(crate) fn cell_config() -> Shape {
         field("likelihood", plugin_ref(), "Likelihood plugin (default categorical)."),
         field("noise", plugin_ref(), "Gradient-noise plugin (default minibatch)."),
         field("eval", eval_config(), "How the ensemble is evaluated."),
+        field(
+            "precision",
+            Shape::Enum(PRECISIONS),
+            "The network's arithmetic: fp32 (default), tf32 (CUDA products; fp32 on a CPU) or bf16 (autocast of \
+             forward and backward). Parameters, momenta, noise and prior stay fp32.",
+        ),
     ])
 }
 

@@ -30,7 +30,9 @@ mod status;
 pub use epochs::{epochs_csv, parse_epochs_csv, EpochRow, EpochsError, EPOCH_COLUMNS};
 pub use event::Event;
 pub use manifest::{hostname, MachineInfo, Manifest, PluginInfo};
-pub use metrics::{EnsembleMetrics, FinalDiagnostics, FinalMetrics, GrowthPoint, PriorPredictive, TensorKinetic};
+pub use metrics::{
+    ComputeRecord, EnsembleMetrics, FinalDiagnostics, FinalMetrics, GrowthPoint, PriorPredictive, TensorKinetic,
+};
 pub use status::{CellState, CellStatus};
 
 /// `runs/<name>/manifest.json`.

@@ -35,6 +35,21 @@ pub struct FinalMetrics {
     /// log-likelihoods were recomputed from this stored-predictions file.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub recomputed_from: Option<String>,
+    /// How the network computed (absent in runs before the `precision` setting: fp32).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compute: Option<ComputeRecord>,
+}
+
+/// The arithmetic and layout a cell's network actually ran with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeRecord {
+    /// `fp32`, `tf32` or `bf16`: the cell's `precision` as it ran on the device (`tf32` on a
+    /// CPU runs as `fp32`).
+    pub arithmetic: String,
+    /// Convolutional activations in the channels-last memory layout.
+    pub channels_last: bool,
+    /// The device, e.g. `cpu` or `cuda:0`.
+    pub device: String,
 }
 
 /// Metrics of the ensemble predictive (see the engine's `metrics` module for definitions).
