@@ -11,7 +11,9 @@
 //! `ABLATE_BENCH_FASHION` (folder of the Fashion-MNIST IDX files; default: the cache),
 //! `ABLATE_BENCH_CIFAR` (a folder of CIFAR-10 binary batches, real or CIFAR-shaped random ones from
 //! `benches/reference/cifar_shaped.py`: adds the ResNet-20 + batch norm workload),
-//! `ABLATE_BENCH_WORKLOADS` (comma-separated names to run; default all available). With MNIST it
+//! `ABLATE_BENCH_WORKLOADS` (comma-separated names to run; default all available),
+//! `ABLATE_BENCH_PRECISION` (the cells' `precision`: fp32, tf32 or bf16; default fp32; with
+//! `ABLATE_CHANNELS_LAST=1` convolutional workloads on CUDA run channels-last). With MNIST it
 //! also prints `mnist-mlp-floor`: libtorch's forward + backward of the same epoch alone, no
 //! sampler, the practical floor under the FLOP bound.
 //! Prints one JSON line per workload and K; `benches/reference/compare.sh` reads them. On a GPU
@@ -202,8 +204,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .filter_map(|k| k.trim().parse().ok())
         .collect();
+    let precision: ablate_grid::config::Precision =
+        serde_json::from_value(json!(std::env::var("ABLATE_BENCH_PRECISION").unwrap_or_else(|_| "fp32".into())))?;
+    let channels_last = std::env::var("ABLATE_CHANNELS_LAST").is_ok_and(|v| v == "1");
     for (name, value, flops) in workloads {
-        let base: CellConfig = serde_json::from_value(value)?;
+        let mut base: CellConfig = serde_json::from_value(value)?;
+        base.precision = precision;
         let data = load_data(&base.data)?;
         if name == "mnist-mlp" && wanted("mnist-mlp-floor") {
             let m = autograd_floor(&data, device);
@@ -237,6 +243,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "{}",
                 json!({"workload": name, "threads": threads, "chains": k, "device": format!("{device:?}"), "median_epoch_seconds": m,
+                       "precision": precision.name(), "channels_last_requested": channels_last,
                        "chain_epochs_per_second": chain_epochs_per_second,
                        "speedup_vs_single_chain_runs": chain_epochs_per_second / base_rate,
                        "gemm_gflops": rate / 1e9, "epoch_gflop": k as f64 * flops / 1e9, "flop_bound_seconds": bound,
