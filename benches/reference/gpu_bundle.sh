@@ -28,4 +28,5 @@ cp benches/reference/sgmcmc_reference.py benches/reference/cifar_shaped.py "$dir
 cp benches/reference/gpu_run.sh "$dir/run.sh"
 cp benches/reference/gpu_quick.sh "$dir/quick.sh"
 cp benches/reference/gpu_pair.sh "$dir/pair.sh"
+cp benches/reference/gpu_precision.sh "$dir/precision.sh"
 du -sh "$dir"
