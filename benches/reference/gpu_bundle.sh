@@ -13,10 +13,13 @@ dir=${1:-.devbench}
 cache=${ABLATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ablate}
 cargo build --release --quiet -p ablate-plugin-integrators -p ablate-plugin-priors -p ablate-plugin-likelihoods -p ablate-plugin-noise
 bench=$(cargo bench --no-run -p ablate-engine --bench epoch 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+# The conjugate-regression posterior test, whose `cuda` case checks tf32 and bf16 on a GPU.
+regression=$(cargo test --no-run -p ablate-engine --test regression 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 rm -rf "$dir" && mkdir -p "$dir/plugins" "$dir/mnist" "$dir/fashion"
 cp "$bench" "$dir/epoch"
+cp "$regression" "$dir/regression"
 cp target/release/libablate_plugin_{integrators,priors,likelihoods,noise}.so "$dir/plugins/"
-strip "$dir/epoch" "$dir"/plugins/*.so
+strip "$dir/epoch" "$dir/regression" "$dir"/plugins/*.so
 for name in mnist:mnist fashion-mnist:fashion; do
   src=$cache/data/${name%%:*}
   [[ -d $src ]] || { echo "$src missing: run \`ablate data fetch ${name%%:*}\` first" >&2; exit 1; }

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The precision and layout check on a GPU (from a folder made by gpu_bundle.sh): the epoch bench
 # in fp32 / tf32 / bf16, with channels-last off and on for ResNet-20, at K = 1 and 17 (MNIST MLP)
-# and K = 17 and 32 (ResNet-20 + batch norm on CIFAR-shaped data). About 3 minutes on an H200.
+# and K = 17 and 32 (ResNet-20 + batch norm on CIFAR-shaped data), then the statistical check of
+# tf32 and bf16 on CUDA (the conjugate-regression posterior test). About 4 minutes on an H200.
 # Writes log.txt and precision.jsonl (one line per run: precision, channels_last_requested,
 # s/epoch, device memory) into $OUT.
 set -u
@@ -21,3 +22,6 @@ for p in fp32 tf32 bf16; do
   for k in 1 17; do run mnist-mlp $k $p 0; done
   for cl in 0 1; do for k in 17 32; do run cifar-resnet20-bn $k $p $cl; done; done
 done
+s=$SECONDS
+timeout 300 ./regression cuda --nocapture 2>&1 | tail -30 | tee -a $OUT/log.txt
+echo "regression cuda (tf32, bf16 posterior check): rc ${PIPESTATUS[0]}, $((SECONDS - s)) s" | tee -a $OUT/log.txt

@@ -32,6 +32,8 @@ struct Regression {
     /// The arithmetic of the model's products Xw and Xᵀr: `None` = float64 (exact reference);
     /// otherwise float32 in the engine's compute mode (bf16 autocast for `Bf16`).
     arith: Option<Precision>,
+    /// Where the float32 products run (the sampler itself stays on the CPU).
+    product_device: Device,
 }
 
 impl Regression {
@@ -44,7 +46,7 @@ impl Regression {
         let w_true = draw(d);
         let y = x.matmul(&w_true) + draw(n) * 0.5;
         let infos = vec![ParamInfo::new("w.weight", "w", Role::Weight, &[d], d, 1, 0)];
-        Self { x, y, s2: 0.25, tau2: 1.0, infos, cursor: 0, arith: None }
+        Self { x, y, s2: 0.25, tau2: 1.0, infos, cursor: 0, arith: None, product_device: Device::Cpu }
     }
     fn precision(&self) -> Tensor {
         let d = self.x.size()[1];
@@ -111,11 +113,13 @@ impl Objective for Regression {
             None => data_grad(&xb, &yb, &w),
             Some(precision) => {
                 // The products in the engine's compute mode, as a network's forward and backward.
+                let dev = self.product_device;
                 let compute = Compute { precision, channels_last: false };
-                let _scope = compute.scope(Device::Cpu).unwrap();
-                let (xtr, resid) =
-                    data_grad(&xb.to_kind(Kind::Float), &yb.to_kind(Kind::Float), &theta.to_kind(Kind::Float));
-                (xtr.to_kind(Kind::Double), resid.to_kind(Kind::Double))
+                compute.configure(dev).unwrap();
+                let _scope = compute.scope(dev).unwrap();
+                let f32_on = |t: &Tensor| t.to_kind(Kind::Float).to_device(dev);
+                let (xtr, resid) = data_grad(&f32_on(&xb), &f32_on(&yb), &f32_on(theta));
+                (xtr.to_device(Device::Cpu).to_kind(Kind::Double), resid.to_device(Device::Cpu).to_kind(Kind::Double))
             }
         };
         let grad = -xtr / (b * self.s2) + &w / (self.n() * self.tau2);
@@ -130,8 +134,14 @@ fn posterior_check(temperature: f64) {
 
 /// The posterior check with the model's products in `arith` (None: float64).
 fn posterior_check_in(temperature: f64, arith: Option<Precision>) {
+    posterior_check_on(temperature, arith, Device::Cpu);
+}
+
+/// The posterior check with the model's products in `arith` on `device`.
+fn posterior_check_on(temperature: f64, arith: Option<Precision>, device: Device) {
     let mut problem = Regression::new(200, 4);
     problem.arith = arith;
+    problem.product_device = device;
     let mu = problem.mean();
     let precision = problem.precision();
     // Full-batch gradients: the comparison is with the exact posterior, free of minibatch noise.
@@ -201,6 +211,22 @@ fn bf16_products_sample_the_analytic_posterior_at_t1() {
 #[test]
 fn bf16_products_sample_the_analytic_tempered_posterior_at_t0_1() {
     posterior_check_in(0.1, Some(Precision::Bf16));
+}
+
+/// On a GPU (skipped without one, saying so): TF32 and bf16 products on CUDA sample the same
+/// posterior. Run with `cargo test -p ablate-engine --test regression cuda` on a CUDA build, or
+/// the test binary from `benches/reference/gpu_bundle.sh` on a GPU machine.
+#[test]
+fn tf32_and_bf16_products_on_cuda_sample_the_analytic_posterior() {
+    if !tch::Cuda::is_available() {
+        eprintln!("SKIP: no CUDA device; this check of the tf32 and bf16 modes needs a GPU");
+        return;
+    }
+    for precision in [Precision::Tf32, Precision::Bf16] {
+        posterior_check_on(1.0, Some(precision), Device::Cuda(0));
+    }
+    Compute::default().configure(Device::Cuda(0)).unwrap();
+    assert_eq!(ablate_engine::compute::cuda_tf32(), (false, false), "fp32 switches TF32 off again");
 }
 
 /// The check's products really run in bf16: the gradient differs from float64's by the
