@@ -39,6 +39,14 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             if tch::utils::has_cuda() { "no GPU visible" } else { "this libtorch has no CUDA part loaded" }
         );
     }
+    println!("precision (the cell setting: fp32, tf32, bf16)");
+    let devices = std::iter::once(tch::Device::Cpu).chain(cuda.then_some(tch::Device::Cuda(0)));
+    for device in devices {
+        match ablate_engine::compute::probe(device) {
+            Ok(what) => println!("  {:<17} {what}", ablate_engine::device::name(device)),
+            Err(e) => println!("  {:<17} error: {e}", ablate_engine::device::name(device)),
+        }
+    }
 
     println!("plugins");
     let search = ablate_plugin_host::SearchPath::standard(&args.plugins.dirs);

@@ -54,8 +54,9 @@ pub struct RunArgs {
     /// and on CUDA (one per GPU). Give the K the run printed to reproduce its plan.
     #[arg(long, value_name = "K")]
     batch_chains: Option<usize>,
-    /// Batch convolutional models on the CPU too (the default on CUDA). On this project's CPU
-    /// machine grouped convolutions made a batch slower than its chains run one by one.
+    /// Batch convolutional models on the CPU too (the default on CUDA). Off by default because
+    /// libtorch's grouped convolutions on a CPU can make a batch slower than its chains run one
+    /// by one (reports/results/performance.md)
     #[arg(long)]
     batch_conv: bool,
 }

@@ -176,6 +176,31 @@ impl Drop for AutocastScope {
     }
 }
 
+/// Check that the compute modes work on `device` (for `ablate doctor`): a matrix product under
+/// bf16 autocast comes out bf16, and on CUDA the TF32 switch turns on and off again. Leaves TF32
+/// off. Returns what was checked.
+pub fn probe(device: Device) -> Result<String, EngineError> {
+    let a = Tensor::f_ones([8, 8], (tch::Kind::Float, device))?;
+    let kind = {
+        let _scope = AutocastScope::enter(device)?;
+        a.f_matmul(&a)?.kind()
+    };
+    if kind != tch::Kind::BFloat16 {
+        return Err(EngineError::Device(format!("a product under bf16 autocast on {device:?} came out {kind:?}")));
+    }
+    if !device.is_cuda() {
+        return Ok("bf16 autocast ok (no TF32 on a CPU: tf32 runs as fp32)".into());
+    }
+    Compute { precision: Precision::Tf32, channels_last: false }.configure(device)?;
+    let on = cuda_tf32();
+    Compute::default().configure(device)?;
+    let off = cuda_tf32();
+    if on != (true, true) || off != (false, false) {
+        return Err(EngineError::Device(format!("the CUDA TF32 switch did not take: on {on:?}, off {off:?}")));
+    }
+    Ok("bf16 autocast ok, TF32 switch ok".into())
+}
+
 /// Whether bf16 autocast is on for `device`'s type on this thread.
 pub fn autocast_enabled(device: Device) -> bool {
     // SAFETY: reads thread-local libtorch state.
