@@ -152,6 +152,7 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
     // `--device cuda:N` pins every worker to GPU N; auto/cuda spreads them over all GPUs.
     let deal_gpus = if args.device.starts_with("cuda:") { 0 } else { gpus };
     let (grid, registry) = common::load_checked(&args.grid, &args.plugins.dirs)?;
+    refuse_unrunnable_precision(&grid, device)?;
     let grid_text = std::fs::read_to_string(&args.grid).with_context(|| format!("reading {}", args.grid.display()))?;
     // Batches over the whole grid, so that shards and reruns form the same batches.
     let cores = common::cores();
@@ -189,6 +190,25 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
         mine.iter().flat_map(|&b| plan.batches[b].iter().map(|&i| (i, grid.cells[i].id.as_str()))).collect();
     let claim = run.claim(&what, &cells).with_context(|| format!("claiming the cells of {}", run.path().display()))?;
     Ok((Setup { shard, device, deal_gpus, gpus, cores, grid, plan, mine, run }, claim))
+}
+
+/// Cells whose `precision` the device cannot compute (`tf32` off CUDA) stop the run (or the
+/// job-array script) before anything runs, naming how many and the first one.
+pub fn refuse_unrunnable_precision(grid: &ablate_grid::Grid, device: tch::Device) -> Result<()> {
+    let mut bad = grid
+        .cells
+        .iter()
+        .filter_map(|c| ablate_engine::compute::device_problem(c.config.precision, device).map(|p| (c, p)));
+    if let Some((first, problem)) = bad.next() {
+        let labels = serde_json::to_string(&first.labels).unwrap_or_default();
+        anyhow::bail!(
+            "{}: {} cell(s) cannot run here, e.g. cell {} {labels}: {problem}",
+            grid.name,
+            1 + bad.count(),
+            first.id
+        );
+    }
+    Ok(())
 }
 
 /// This runner's batches that still have an unfinished cell. A batch with an unfinished cell

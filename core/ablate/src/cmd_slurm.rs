@@ -136,6 +136,10 @@ pub fn run(args: SlurmArgs) -> Result<ExitCode> {
     }
     check_time(&args.time)?;
     let (grid, registry) = crate::common::load_checked(&args.grid, &args.plugins.dirs)?;
+    // The tasks run with --device cpu without --gpus: refuse what a CPU cannot compute now, not
+    // in every array task.
+    let task_device = if args.gpus > 0 { tch::Device::Cuda(0) } else { tch::Device::Cpu };
+    crate::cmd_run::refuse_unrunnable_precision(&grid, task_device)?;
     let run_dir = absolute(&args.out).join(&grid.name);
     // The plan every array task computes again from the same grid and cap.
     let compute_bound = grid.cells.iter().any(|c| planner::compute_bound(&c.config));

@@ -4,8 +4,8 @@
 //! - `fp32` (default): IEEE float32 throughout. On CUDA this switches TF32 *off* for matrix
 //!   products and convolutions (libtorch's own default lets cuDNN convolutions use TF32).
 //! - `tf32`: CUDA matrix products and convolutions round their inputs to TF32 (10-bit mantissa,
-//!   fp32 accumulation). On the CPU there is no TF32: the arithmetic is fp32 and
-//!   [`Compute::arithmetic`] says so (it is what `metrics.json` records).
+//!   fp32 accumulation). A CPU has no TF32: `ablate run` refuses `tf32` cells there before
+//!   anything runs ([`device_problem`]), rather than compute fp32 under a tf32 label.
 //! - `bf16`: the network's forward pass runs under libtorch's autocast to bfloat16 (CPU or CUDA;
 //!   matrix products and convolutions in bf16, reductions and normalisation statistics in fp32),
 //!   and so does its backward pass (autograd replays the casts). The logits leave the network as
@@ -90,30 +90,23 @@ impl Compute {
         Self { precision, channels_last }
     }
 
-    /// The arithmetic that actually runs on `device`: `tf32` is `fp32` on the CPU.
-    pub fn arithmetic(&self, device: Device) -> Precision {
-        match self.precision {
-            Precision::Tf32 if !device.is_cuda() => Precision::Fp32,
-            p => p,
-        }
-    }
-
     /// What `metrics.json` records of this mode as it ran on `device`.
     pub fn record(&self, device: Device) -> ComputeRecord {
         ComputeRecord {
-            arithmetic: self.arithmetic(device).name().to_owned(),
+            arithmetic: self.precision.name().to_owned(),
             channels_last: self.channels_last,
             device: crate::device::name(device),
         }
     }
 
     /// The process-wide switches of this mode: on CUDA, TF32 on for `tf32`, off otherwise (so
-    /// that `fp32` means IEEE fp32 for convolutions too). Nothing to set on the CPU.
+    /// that `fp32` means IEEE fp32 for convolutions too). Nothing to set on the CPU, where
+    /// `tf32` is refused ([`device_problem`]).
     pub fn configure(&self, device: Device) -> Result<(), EngineError> {
+        if let Some(problem) = device_problem(self.precision, device) {
+            return Err(EngineError::Config(problem));
+        }
         if !device.is_cuda() {
-            if self.precision == Precision::Tf32 {
-                tracing::warn!("precision tf32 on the CPU: the CPU has no TF32, the network computes in fp32");
-            }
             return Ok(());
         }
         let on = c_int::from(self.precision == Precision::Tf32);
@@ -140,6 +133,18 @@ impl Compute {
             Ok(x.shallow_clone())
         }
     }
+}
+
+/// Why `precision` cannot run on `device` (None: it can). `tf32` needs CUDA: a CPU would compute
+/// fp32 and label it tf32.
+pub fn device_problem(precision: Precision, device: Device) -> Option<String> {
+    (precision == Precision::Tf32 && !device.is_cuda()).then(|| {
+        format!(
+            "precision tf32 needs a CUDA device (TF32 is a mode of NVIDIA matrix units), and this runs on {}: \
+             run with --device cuda on a GPU machine, or use fp32 (what a CPU computes) or bf16",
+            crate::device::name(device)
+        )
+    })
 }
 
 /// A bf16 autocast region of the current thread; dropping it restores the previous state and
@@ -189,7 +194,7 @@ pub fn probe(device: Device) -> Result<String, EngineError> {
         return Err(EngineError::Device(format!("a product under bf16 autocast on {device:?} came out {kind:?}")));
     }
     if !device.is_cuda() {
-        return Ok("bf16 autocast ok (no TF32 on a CPU: tf32 runs as fp32)".into());
+        return Ok("fp32 ok, bf16 autocast ok, tf32 needs CUDA".into());
     }
     Compute { precision: Precision::Tf32, channels_last: false }.configure(device)?;
     let on = cuda_tf32();
@@ -198,7 +203,7 @@ pub fn probe(device: Device) -> Result<String, EngineError> {
     if on != (true, true) || off != (false, false) {
         return Err(EngineError::Device(format!("the CUDA TF32 switch did not take: on {on:?}, off {off:?}")));
     }
-    Ok("bf16 autocast ok, TF32 switch ok".into())
+    Ok("fp32 ok (TF32 off), bf16 autocast ok, tf32 ok (TF32 switch)".into())
 }
 
 /// Whether bf16 autocast is on for `device`'s type on this thread.
@@ -263,9 +268,11 @@ mod tests {
             let c = Compute { precision: p, channels_last: false };
             assert!(c.scope(Device::Cpu).unwrap().is_none());
         }
-        let c = Compute { precision: Precision::Tf32, channels_last: false };
-        assert_eq!(c.arithmetic(Device::Cpu), Precision::Fp32);
-        assert_eq!(c.arithmetic(Device::Cuda(0)), Precision::Tf32);
+        assert!(device_problem(Precision::Tf32, Device::Cpu).is_some_and(|p| p.contains("--device cuda")));
+        assert!(device_problem(Precision::Tf32, Device::Cuda(0)).is_none());
+        assert!(device_problem(Precision::Bf16, Device::Cpu).is_none());
+        let err = Compute { precision: Precision::Tf32, channels_last: false }.configure(Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("tf32 needs a CUDA device"), "{err}");
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub enum Precision {
     /// IEEE float32 (TF32 off on CUDA).
     #[default]
     Fp32,
-    /// TF32 for CUDA matrix products and convolutions (fp32 on the CPU, which has no TF32).
+    /// TF32 for CUDA matrix products and convolutions (CUDA only).
     Tf32,
     /// bfloat16 autocast of the network's forward and backward passes (CPU and CUDA).
     Bf16,

@@ -106,7 +106,7 @@ pub(crate) fn cell_config() -> Shape {
         field(
             "precision",
             Shape::Enum(PRECISIONS),
-            "The network's arithmetic: fp32 (default), tf32 (CUDA products; fp32 on a CPU) or bf16 (autocast of \
+            "The network's arithmetic: fp32 (default), tf32 (CUDA products and convolutions; CUDA only) or bf16 (autocast of \
              forward and backward). Parameters, momenta, noise and prior stay fp32.",
         ),
     ])

@@ -43,8 +43,7 @@ pub struct FinalMetrics {
 /// The arithmetic and layout a cell's network actually ran with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComputeRecord {
-    /// `fp32`, `tf32` or `bf16`: the cell's `precision` as it ran on the device (`tf32` on a
-    /// CPU runs as `fp32`).
+    /// `fp32`, `tf32` or `bf16`: the cell's `precision`, as it ran on `device`.
     pub arithmetic: String,
     /// Convolutional activations in the channels-last memory layout.
     pub channels_last: bool,
