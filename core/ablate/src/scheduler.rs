@@ -344,8 +344,9 @@ fn stop_all(running: &mut HashMap<u32, Worker>) {
     }
 }
 
-/// A cell's labels as `name=value` pairs, each axis by the last part of its name.
-fn label_pairs(cell: &Cell) -> Vec<String> {
+/// A cell's labels as `name=value` pairs, each axis by its name or (`short`) by the last part
+/// of it (`prior.name` -> `name`).
+fn label_pairs(cell: &Cell, short: bool) -> Vec<String> {
     cell.labels
         .iter()
         .map(|(k, v)| {
@@ -353,19 +354,21 @@ fn label_pairs(cell: &Cell) -> Vec<String> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            format!("{}={v}", k.rsplit('.').next().unwrap_or(k))
+            let k = if short { k.rsplit('.').next().unwrap_or(k) } else { k };
+            format!("{k}={v}")
         })
         .collect()
 }
 
 /// The labels of a progress line: `temperature=0.1 seed=2`.
 pub fn short_labels(cell: &Cell) -> String {
-    label_pairs(cell).join(" ")
+    label_pairs(cell, true).join(" ")
 }
 
-/// A cell as error messages name it: `cell 0123456789abcdef (temperature=0.1, seed=2)`.
+/// A cell as error messages name it: `cell 0123456789abcdef (prior.name=laplace,
+/// temperature=0.1, seed=2)`.
 pub fn cell_name(cell: &Cell) -> String {
-    format!("cell {} ({})", cell.id, label_pairs(cell).join(", "))
+    format!("cell {} ({})", cell.id, label_pairs(cell, false).join(", "))
 }
 
 #[cfg(test)]

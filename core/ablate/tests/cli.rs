@@ -393,6 +393,7 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
     let cells = statuses(&dir.path().join("runs/faults/cells"));
     assert_eq!(cells.len(), 8, "{cells:?}");
     let mut by_prior = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
+    let mut names = Vec::new();
     for (id, status) in &cells {
         let cfg: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("runs/faults/cells").join(id).join("config.json")).unwrap(),
@@ -401,10 +402,20 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
         let prior = cfg["prior"]["name"].as_str().unwrap().to_owned();
         let state = status["status"].as_str().unwrap_or("?").to_owned();
         let message = status["message"].as_str().unwrap_or("").to_owned();
+        if state == "failed" {
+            // Each failure names its cell: id and labels (the prior and the temperature).
+            let t = cfg["temperature"].as_f64().unwrap();
+            let name = format!("cell {id} (prior.name={prior}, temperature={t:?}, seed=1): ");
+            names.push((message.starts_with(&name), name, message.clone()));
+        }
         by_prior.entry(prior).or_default().push((state, message));
     }
     for (state, message) in &by_prior["gaussian"] {
         assert_eq!(state, "done", "the healthy cells finish: {message}");
+    }
+    assert_eq!(names.len(), 6, "{names:?}");
+    for (named, name, message) in &names {
+        assert!(named, "`{name}` expected at the start of: {message}");
     }
     for (prior, must) in [
         ("host-op-overflow", ["host-op-overflow", "grad_log_prob", "host op `clamp`"]),
