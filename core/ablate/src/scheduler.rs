@@ -264,7 +264,10 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                 }
                 _ => {
                     counts.failed += 1;
-                    format!("{} {labels} FAILED: {}", cell.id, s.message.as_deref().unwrap_or("(no message)"))
+                    let message = s.message.as_deref().unwrap_or("(no message)");
+                    // The worker's message starts with the cell's name, which the line begins with.
+                    let message = message.strip_prefix(&format!("{}: ", cell_name(cell))).unwrap_or(message);
+                    format!("{} {labels} FAILED: {message}", cell.id)
                 }
             };
             Ok(line)
@@ -341,19 +344,31 @@ fn stop_all(running: &mut HashMap<u32, Worker>) {
     }
 }
 
-pub fn short_labels(cell: &Cell) -> String {
-    let parts: Vec<String> = cell
-        .labels
+/// A cell's labels as `name=value` pairs, each axis by its name or (`short`) by the last part
+/// of it (`prior.name` -> `name`).
+fn label_pairs(cell: &Cell, short: bool) -> Vec<String> {
+    cell.labels
         .iter()
         .map(|(k, v)| {
             let v = match v {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            format!("{}={v}", k.rsplit('.').next().unwrap_or(k))
+            let k = if short { k.rsplit('.').next().unwrap_or(k) } else { k };
+            format!("{k}={v}")
         })
-        .collect();
-    parts.join(" ")
+        .collect()
+}
+
+/// The labels of a progress line: `temperature=0.1 seed=2`.
+pub fn short_labels(cell: &Cell) -> String {
+    label_pairs(cell, true).join(" ")
+}
+
+/// A cell as error messages name it: `cell 0123456789abcdef (prior.name=laplace,
+/// temperature=0.1, seed=2)`.
+pub fn cell_name(cell: &Cell) -> String {
+    format!("cell {} ({})", cell.id, label_pairs(cell, false).join(", "))
 }
 
 #[cfg(test)]

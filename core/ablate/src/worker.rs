@@ -3,19 +3,24 @@
 //!
 //! Writes into each `cells/<id>/`: `config.json`, `labels.json`, `status.json` = running, then
 //! `epochs.csv` after every epoch (atomically rewritten), then `metrics.json` and the final
-//! status (done, diverged, or failed with a one-line message). Progress goes to stdout as JSON
-//! lines for the parent ([`ablate_records::Event`]: start, epoch, end).
+//! status (done, diverged, or failed with a one-line message that names the cell). Progress
+//! goes to stdout as JSON lines for the parent ([`ablate_records::Event`]: start, epoch, end).
+//!
+//! The batch runs inside `catch_unwind`: a panic the engine's checks missed (a `tch` call that
+//! unwrapped a libtorch error) fails every cell of the batch with the panic's message and
+//! location, instead of killing the worker with the cells left `running`.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use ablate_engine::predictions::Predictions;
 use ablate_engine::{ChainStatus as EngineStatus, DeviceChoice, EpochRow, Observer};
 use ablate_records::{epochs_csv, Event};
 use ablate_store::{CellDir, CellState, CellStatus, RunDir, CONFIG, EPOCHS, LABELS, METRICS};
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -44,9 +49,13 @@ pub struct CellArgs {
 }
 
 /// Test hook: a worker for this cell id aborts (SIGABRT) right after marking itself running,
-/// standing in for a plugin that crashes the process; `panic:<id>` panics instead, and
-/// `sleep:<id>` waits 60 s (to be killed from outside).
+/// standing in for a plugin that crashes the process; `panic:<id>` panics instead (outside the
+/// batch's `catch_unwind`), `tch-panic:<id>` makes a `tch` call panic where the batch runs, in
+/// every batch that holds the cell, and `sleep:<id>` waits 60 s (to be killed from outside).
 const CRASH_FOR_TESTS: &str = "ABLATE_WORKER_CRASH_FOR_TESTS";
+
+/// Where the last panic happened (file:line:column), noted by the panic hook for the message.
+static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
 pub fn run(args: CellArgs) -> Result<ExitCode> {
     if args.watch_stdin {
@@ -96,7 +105,10 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     emit(&Event::Start { cell: cells[0].id.clone(), epochs: epochs as u64, temperature: cells[0].config.temperature });
     let mut observer = Progress { dirs: &dirs, rows: vec![Vec::new(); dirs.len()], epochs };
     let configs: Vec<ablate_grid::CellConfig> = cells.iter().map(|c| c.config.clone()).collect();
-    let outcome = execute(&args, &configs, &mut observer);
+    let outcome = catch_panic(|| {
+        tch_panic_for_tests(&cells);
+        execute(&args, &configs, &mut observer)
+    });
     let wall = started.elapsed().as_secs_f64();
     match outcome {
         Ok(outcomes) => {
@@ -130,36 +142,84 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
-            record_failure(&ids, &dirs, &one_line(&format!("{e:#}")), wall, &batch)?;
+            record_failure(&cells, &dirs, &one_line(&format!("{e:#}")), wall, &batch)?;
             Ok(ExitCode::from(1))
         }
     }
 }
 
-/// Every cell of the batch failed with `message`: status, end event, one stderr line each.
-fn record_failure(ids: &[&str], dirs: &[Option<CellDir>], message: &str, wall: f64, batch: &[String]) -> Result<()> {
-    for (id, dir) in ids.iter().zip(dirs) {
+/// Every cell of the batch failed with `message`: status (the message prefixed with the cell's
+/// id and labels), end event, one stderr line each.
+fn record_failure(
+    cells: &[&ablate_grid::Cell],
+    dirs: &[Option<CellDir>],
+    message: &str,
+    wall: f64,
+    batch: &[String],
+) -> Result<()> {
+    let shared = if cells.len() > 1 {
+        format!(" (the batch of {} chains it ran in failed as a whole)", cells.len())
+    } else {
+        String::new()
+    };
+    for (cell, dir) in cells.iter().zip(dirs) {
         let Some(dir) = dir else { continue };
+        let id = cell.id.as_str();
+        let message = format!("{}: {message}{shared}", crate::scheduler::cell_name(cell));
         dir.write_status(&CellStatus {
             status: CellState::Failed,
-            message: Some(message.to_owned()),
+            message: Some(message.clone()),
             wall_seconds: wall,
             diverged_at_step: None,
             finished_at: Some(ablate_store::now_rfc3339()),
             batch: batch.to_vec(),
         })?;
         emit(&Event::End {
-            cell: (*id).to_owned(),
+            cell: id.to_owned(),
             status: CellState::Failed,
-            message: Some(message.to_owned()),
+            message: Some(message.clone()),
             accuracy: None,
             nll: None,
             wall_seconds: wall,
         });
-        eprintln!("error: cell {id}: {message}");
+        eprintln!("error: {message}");
     }
     Ok(())
+}
+
+/// Runs `f`; a panic in it becomes an error with the panic's message and location (the panic
+/// hook still prints it, with a backtrace under `RUST_BACKTRACE`, to stderr).
+fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let (Some(at), Ok(mut slot)) = (info.location(), PANIC_LOCATION.lock()) {
+            *slot = Some(at.to_string());
+        }
+        default_hook(info);
+    }));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let _ = std::panic::take_hook();
+    caught.unwrap_or_else(|payload| {
+        let text = ablate_engine::host::panic_message(payload.as_ref());
+        // A libtorch message may carry its C++ backtrace after the first (escaped) line break.
+        let text = text.split("\\n").next().unwrap_or(&text).trim().to_owned();
+        let at = PANIC_LOCATION.lock().ok().and_then(|mut slot| slot.take()).unwrap_or_else(|| "?".into());
+        Err(anyhow!(
+            "the worker panicked at {at}: {text} (a call the engine's checks did not guard; please report it \
+             with the cell's config.json)"
+        ))
+    })
+}
+
+/// The `tch-panic:<id>` test hook (see [`CRASH_FOR_TESTS`]): a real `tch` panic (a reshape to
+/// a size the tensor does not have) when the batch holds cell `<id>`.
+fn tch_panic_for_tests(cells: &[&ablate_grid::Cell]) {
+    let Ok(hook) = std::env::var(CRASH_FOR_TESTS) else { return };
+    if let Some(id) = hook.strip_prefix("tch-panic:") {
+        if cells.iter().any(|c| c.id == id) {
+            let _ = tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)).reshape([3]);
+        }
+    }
 }
 
 fn execute(

@@ -393,6 +393,7 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
     let cells = statuses(&dir.path().join("runs/faults/cells"));
     assert_eq!(cells.len(), 8, "{cells:?}");
     let mut by_prior = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
+    let mut names = Vec::new();
     for (id, status) in &cells {
         let cfg: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("runs/faults/cells").join(id).join("config.json")).unwrap(),
@@ -401,10 +402,20 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
         let prior = cfg["prior"]["name"].as_str().unwrap().to_owned();
         let state = status["status"].as_str().unwrap_or("?").to_owned();
         let message = status["message"].as_str().unwrap_or("").to_owned();
+        if state == "failed" {
+            // Each failure names its cell: id and labels (the prior and the temperature).
+            let t = cfg["temperature"].as_f64().unwrap();
+            let name = format!("cell {id} (prior.name={prior}, temperature={t:?}, seed=1): ");
+            names.push((message.starts_with(&name), name, message.clone()));
+        }
         by_prior.entry(prior).or_default().push((state, message));
     }
     for (state, message) in &by_prior["gaussian"] {
         assert_eq!(state, "done", "the healthy cells finish: {message}");
+    }
+    assert_eq!(names.len(), 6, "{names:?}");
+    for (named, name, message) in &names {
+        assert!(named, "`{name}` expected at the start of: {message}");
     }
     for (prior, must) in [
         ("host-op-overflow", ["host-op-overflow", "grad_log_prob", "host op `clamp`"]),
@@ -416,6 +427,76 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
             for part in must {
                 assert!(message.contains(part), "{prior}: `{part}` missing from {message}");
             }
+        }
+    }
+}
+
+/// A likelihood whose NLL does not depend on the logits used to reach autograd's
+/// `run_backward` (a panicking tch call: the worker died with a libtorch message naming no
+/// plugin). Now the cell fails with an error naming the cell (id and labels), the plugin, the
+/// call and the tensor, in `status.json` and in the run's output, alone and batched.
+#[test]
+fn a_likelihood_output_autograd_cannot_use_fails_its_cell_by_name() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fault_fixtures(dir.path());
+    let grid = serde_json::json!({
+        "name": "detached",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 200, "test_size": 100},
+            "model": {"kind": "mlp", "hidden": [16]},
+            "likelihood": {"name": "detached-nll"},
+            "sampler": {"epochs": 3, "cycle_length": 1, "cycle_start_sampling": 2}
+        },
+        "axes": [
+            {"path": "temperature", "values": [1.0, 0.1]},
+            {"path": "seed", "values": [2]}
+        ]
+    });
+    let path = dir.path().join("detached.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&grid).unwrap()).unwrap();
+    for (out_dir, plan) in [("alone", &["--batch-chains", "1", "--jobs", "1"][..]), ("batched", &[][..])] {
+        let args = [
+            &["run", path.to_str().unwrap(), "--out", out_dir, "--device", "cpu"][..],
+            plan,
+            &["--plugins", "plugins", "--no-report"],
+        ]
+        .concat();
+        let o = ablate(&args, dir.path());
+        no_panic(&o);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out_dir}: failed cells make the run fail:\n{out}\n{err}");
+        let cells = statuses(&dir.path().join(out_dir).join("detached/cells"));
+        assert_eq!(cells.len(), 2, "{cells:?}");
+        for (id, status) in &cells {
+            assert_eq!(status["status"], "failed", "{out_dir}: {status}");
+            let message = status["message"].as_str().unwrap();
+            let labels: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join(out_dir).join("detached/cells").join(id).join("labels.json"))
+                    .unwrap(),
+            )
+            .unwrap();
+            let t = &labels["temperature"];
+            let name = format!("cell {id} (temperature={t}, seed=2): ");
+            assert!(message.starts_with(&name), "{out_dir}: the message names the cell as `{name}`: {message}");
+            for part in [
+                "likelihood plugin `detached-nll`",
+                "libfault_fixtures.so",
+                "during nll",
+                "does not depend on the logits",
+            ] {
+                assert!(message.contains(part), "{out_dir}: `{part}` missing from {message}");
+            }
+            assert!(!message.contains("panicked") && !message.contains("worker process"), "{out_dir}: {message}");
+            // The run's output (progress lines go to stderr): the cell's line with its id,
+            // labels and the plugin's error.
+            let line = err
+                .lines()
+                .find(|l| l.contains(&format!("{id} temperature={t}")))
+                .unwrap_or_else(|| panic!("{out_dir}: no line for cell {id} in:\n{err}"));
+            assert!(line.contains("FAILED: likelihood plugin `detached-nll`"), "{out_dir}: {line}");
         }
     }
 }

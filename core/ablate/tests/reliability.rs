@@ -256,6 +256,63 @@ fn a_worker_panic_keeps_its_message_under_rust_backtrace() {
     }
 }
 
+/// A `tch` call that panics where a batch runs (the `tch-panic:` hook stands in for a call the
+/// engine's checks missed) no longer kills the worker with its cells left to the runner: the
+/// worker records every cell of the batch as failed, naming the cell (id and labels) and the
+/// panic's message and location, and exits; a finished batch-mate (rerun as a discarded chain)
+/// keeps its status and metrics.
+#[test]
+fn a_tch_panic_fails_every_cell_of_its_batch_by_name() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "tchpanic", 2, &[1.0, 0.1, 0.01], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let cells = d.join("runs/tchpanic/cells");
+    let hook = format!("tch-panic:{}", ids[1]);
+    let run = |extra: &[&str]| {
+        let args = [&["run", g, "--out", "runs", "--device", "cpu", "--no-report"][..], extra].concat();
+        let o = command(&args, d).env("ABLATE_WORKER_CRASH_FOR_TESTS", &hook).output().unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "a failed cell makes the run fail:\n{t}");
+        t
+    };
+    let expect_failed = |id: &str, labels: &str, batch: Option<usize>, out: &str| {
+        let st = read_json(&cells.join(id).join("status.json"));
+        assert_eq!(st["status"], "failed", "{st}");
+        let msg = st["message"].as_str().unwrap();
+        let name = format!("cell {id} ({labels}): the worker panicked at ");
+        assert!(msg.starts_with(&name), "`{name}` expected at the start of: {msg}");
+        assert!(msg.contains("shape '[3]' is invalid for input of size 2"), "the panic's message: {msg}");
+        assert!(!msg.contains("worker process") && !msg.contains("Exception raised from"), "{msg}");
+        if let Some(k) = batch {
+            assert!(msg.ends_with(&format!("(the batch of {k} chains it ran in failed as a whole)")), "{msg}");
+        }
+        let line = format!("{id} {} FAILED: the worker panicked at ", labels.replace(", ", " "));
+        assert!(out.contains(&line), "`{line}` missing from the run's output:\n{out}");
+    };
+
+    // Every cell in its own worker: cell 1 fails, its neighbours finish.
+    let out = run(&["--batch-chains", "1", "--jobs", "1"]);
+    expect_failed(&ids[1], "temperature=0.1, seed=1", None, &out);
+    for id in [&ids[0], &ids[2]] {
+        assert_eq!(read_json(&cells.join(id).join("status.json"))["status"], "done");
+    }
+    let metrics = std::fs::read(cells.join(&ids[0]).join("metrics.json")).unwrap();
+
+    // One batch of three chains (cell 0 finished: rerun and discarded): cells 1 and 2 fail as
+    // the batch, cell 0 stays done with its metrics.
+    std::fs::remove_file(cells.join(&ids[1]).join("status.json")).unwrap();
+    std::fs::remove_file(cells.join(&ids[2]).join("status.json")).unwrap();
+    let out = run(&[]);
+    assert!(out.contains("1 finished (skipped), 2 to run"), "{out}");
+    expect_failed(&ids[1], "temperature=0.1, seed=1", Some(3), &out);
+    expect_failed(&ids[2], "temperature=0.01, seed=1", Some(3), &out);
+    assert_eq!(read_json(&cells.join(&ids[0]).join("status.json"))["status"], "done");
+    assert_eq!(std::fs::read(cells.join(&ids[0]).join("metrics.json")).unwrap(), metrics);
+}
+
 /// Item 3: a whole run and `--shard 0/3` are refused while `--shard 0/2` runs (their cells
 /// overlap), `--shard 1/2` runs beside it, and once it is gone the whole run resumes.
 #[test]

@@ -61,6 +61,16 @@ impl Loss {
     pub fn nll(&self, host: &mut TchHost<'_>, logits: &Tensor, y: &Tensor) -> Result<Tensor, EngineError> {
         let lik = self.likelihood.borrow();
         let nll = crate::plugin_call::likelihood_nll(&lik, host, logits, y)?;
+        if logits.requires_grad() && !nll.requires_grad() {
+            // Autograd would stop here (or, with a prior without a closed-form gradient,
+            // sample the prior alone without a word).
+            return Err(lik.fail(
+                "nll",
+                "returned an NLL that does not depend on the logits (no gradient reaches the network's \
+                 parameters); compute it from the logits with the host's ops"
+                    .into(),
+            ));
+        }
         // On the CPU a check is free; on a GPU it would synchronise every step, so there a
         // non-finite value surfaces as divergence at the next member or epoch end.
         if self.check_outputs
@@ -70,7 +80,7 @@ impl Loss {
         {
             return Err(nonfinite_output(&lik, "nll", logits));
         }
-        Ok(nll.reshape([] as [i64; 0]))
+        Ok(nll.f_reshape([] as [i64; 0])?)
     }
 
     /// log p(θ) through the prior plugin (0-d, differentiable).
@@ -93,7 +103,7 @@ impl Loss {
         {
             return Err(nonfinite_output(&self.prior, "log_prob", theta));
         }
-        Ok(lp.reshape([] as [i64; 0]))
+        Ok(lp.f_reshape([] as [i64; 0])?)
     }
 
     /// ∇ of G̃ = `nll` − (1/n)·log p(θ) with respect to the per-tensor leaves, flat (\[d\], or
@@ -107,16 +117,9 @@ impl Loss {
         theta: &Tensor,
         chains: i64,
     ) -> Result<Tensor, EngineError> {
-        let flatten = |grads: Vec<Tensor>| -> Tensor {
-            if chains == 1 {
-                Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0)
-            } else {
-                Tensor::cat(&grads.iter().map(|g| g.reshape([chains, -1])).collect::<Vec<_>>(), 1)
-            }
-        };
         match self.prior_grad(host, leaves)? {
             Some(prior) => {
-                let grads = Tensor::run_backward(&[nll], leaves, false, false);
+                let grads = Tensor::f_run_backward(&[nll], leaves, false, false)?;
                 let _guard = tch::no_grad_guard();
                 let grads = defined_gradients(grads, leaves);
                 if theta.device() == Device::Cpu {
@@ -125,17 +128,18 @@ impl Loss {
                     for (g, p) in grads.iter().zip(&prior) {
                         crate::fused::axpy(g, -1.0 / self.n, p).map_err(EngineError::Config)?;
                     }
-                    Ok(flatten(grads))
+                    flatten(&grads, chains)
                 } else {
                     // On a GPU one flat update launches fewer kernels than one per tensor.
-                    let grad = flatten(grads);
-                    crate::fused::axpy(&grad, -1.0 / self.n, &flatten(prior)).map_err(EngineError::Config)?;
+                    let grad = flatten(&grads, chains)?;
+                    crate::fused::axpy(&grad, -1.0 / self.n, &flatten(&prior, chains)?).map_err(EngineError::Config)?;
                     Ok(grad)
                 }
             }
             None => {
-                let total = nll - self.log_prior_of(host, leaves, theta)? / self.n;
-                Ok(flatten(defined_gradients(Tensor::run_backward(&[&total], leaves, false, false), leaves)))
+                let total = nll.f_sub(&self.log_prior_of(host, leaves, theta)?.f_div_scalar(self.n)?)?;
+                let grads = Tensor::f_run_backward(&[&total], leaves, false, false)?;
+                flatten(&defined_gradients(grads, leaves), chains)
             }
         }
     }
@@ -148,7 +152,7 @@ impl Loss {
         if let Some(g) = &grads {
             if self.check_outputs && views.first().is_some_and(|v| v.device() == Device::Cpu) {
                 if let Some((t, i, v)) = crate::plugin_call::first_nonfinite(g) {
-                    let theta = Tensor::cat(&views.iter().map(|v| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+                    let theta = flatten(&views.iter().map(Tensor::detach).collect::<Vec<_>>(), 1)?;
                     if !crate::chain::nonfinite(&theta) {
                         let name = self.model.infos().get(t).map_or("?", |info| info.name.as_str());
                         return Err(match nonfinite_output(&self.prior, "grad_log_prob", &theta) {
@@ -175,16 +179,20 @@ impl Loss {
         let theta = theta.detach().set_requires_grad(true);
         let mut sub = TchHost::new();
         let total = self.train_x.size()[0];
-        let mut nll_sum = Tensor::zeros([], (Kind::Float, theta.device()));
+        let mut nll_sum = Tensor::f_zeros([], (Kind::Float, theta.device()))?;
         let mut start = 0;
         while start < total {
             let len = self.chunk.min(total - start);
-            let logits = self.model.forward(&theta, &self.train_x.narrow(0, start, len), Mode::Eval, bn)?;
-            nll_sum += self.nll(&mut sub, &logits, &self.train_y.narrow(0, start, len))? * len as f64;
+            let logits = self.model.forward(&theta, &self.train_x.f_narrow(0, start, len)?, Mode::Eval, bn)?;
+            let nll = self.nll(&mut sub, &logits, &self.train_y.f_narrow(0, start, len)?)?;
+            let _ = nll_sum.f_add_(&nll.f_mul_scalar(len as f64)?)?;
             start += len;
         }
-        let u = nll_sum * (self.n / total as f64) - self.log_prior(&mut sub, &theta)?;
-        let grad = Tensor::run_backward(&[&u], &[&theta], false, false).remove(0);
+        let u = nll_sum.f_mul_scalar(self.n / total as f64)?.f_sub(&self.log_prior(&mut sub, &theta)?)?;
+        let grads = Tensor::f_run_backward(&[&u], &[&theta], false, false)?;
+        let grad = defined_gradients(grads, std::slice::from_ref(&theta))
+            .pop()
+            .ok_or_else(|| EngineError::Config("autograd returned no gradient of U".into()))?;
         Ok((u.detach(), grad))
     }
 }
@@ -196,12 +204,20 @@ fn defined_gradients(grads: Vec<Tensor>, leaves: &[Tensor]) -> Vec<Tensor> {
     grads.into_iter().zip(leaves).map(|(g, leaf)| if g.defined() { g } else { leaf.detach().zeros_like() }).collect()
 }
 
+/// Per-tensor gradients (or values) as one flat vector: \[d\] for one chain, [K, d] for K
+/// batched chains (each tensor shaped [K, ...]).
+fn flatten(grads: &[Tensor], chains: i64) -> Result<Tensor, EngineError> {
+    let (shape, dim): (&[i64], i64) = if chains == 1 { (&[-1], 0) } else { (&[chains, -1], 1) };
+    let parts = grads.iter().map(|g| g.f_reshape(shape)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Tensor::f_cat(&parts, dim)?)
+}
+
 use crate::plugin_call::prior_log_prob as call_log_prob;
 
 /// A plugin returned NaN/Inf for finite inputs. With inputs of moderate size that is the
 /// plugin's fault; with huge ones (float overflow of θ², of logits) the chain has diverged.
 fn nonfinite_output<T>(plugin: &Factor<T>, during: &str, input: &Tensor) -> EngineError {
-    let largest = f64::try_from(input.detach().abs().max()).unwrap_or(f64::INFINITY);
+    let largest = input.detach().f_abs().and_then(|a| a.f_max()).and_then(f64::try_from).unwrap_or(f64::INFINITY);
     if largest > 1e6 {
         EngineError::Diverged(format!(
             "{} `{}` returned NaN/Inf in {during} at inputs as large as {largest:.3e}: the chain diverged \
@@ -298,10 +314,10 @@ const PREFETCH: usize = 64;
 impl Network {
     /// The next minibatch of every chain, rows of chain 0 first ([K·B] examples), or the whole
     /// training set once (`batch` = 0; shared by all chains).
-    fn batch(&mut self, batch: u64, train: bool) -> (Tensor, Tensor) {
+    fn batch(&mut self, batch: u64, train: bool) -> Result<(Tensor, Tensor), EngineError> {
         let n = self.loss.train_x.size()[0];
         if batch == 0 {
-            return (self.loss.train_x.shallow_clone(), self.loss.train_y.shallow_clone());
+            return Ok((self.loss.train_x.shallow_clone(), self.loss.train_y.shallow_clone()));
         }
         let rows = self.chains as i64 * (batch as i64).min(n);
         let idx = if self.device == Device::Cpu {
@@ -316,14 +332,16 @@ impl Network {
                 for _ in 0..PREFETCH {
                     all.extend(self.next_indices(batch, train));
                 }
-                let t = Tensor::from_slice(&all).reshape([PREFETCH as i64, rows]).to_device(self.device);
+                let t = Tensor::from_slice(&all).f_reshape([PREFETCH as i64, rows])?.f_to_device(self.device)?;
                 self.prefetched[slot] = Some((rows, t, 0));
             }
-            let p = self.prefetched[slot].as_mut().expect("filled above");
+            let p = self.prefetched[slot]
+                .as_mut()
+                .ok_or_else(|| EngineError::Config("prefetched minibatch indices missing".into()))?;
             p.2 += 1;
-            p.1.get(p.2 - 1)
+            p.1.f_get(p.2 - 1)?
         };
-        (self.loss.train_x.index_select(0, &idx), self.loss.train_y.index_select(0, &idx))
+        Ok((self.loss.train_x.f_index_select(0, &idx)?, self.loss.train_y.f_index_select(0, &idx)?))
     }
 
     /// The indices of every chain's next minibatch of the training or preconditioner stream.
@@ -353,16 +371,16 @@ impl Network {
         let mut start = 0;
         while start < total {
             let len = self.eval_chunk.min(total - start);
-            let x = inputs.narrow(0, start, len);
+            let x = inputs.f_narrow(0, start, len)?;
             let logits = match &views {
                 Some(v) => self.loss.model.forward_batched(v, &x, Mode::Eval, &mut self.bn)?,
-                None => self.loss.model.forward(theta, &x, Mode::Eval, &mut self.bn)?.unsqueeze(0),
+                None => self.loss.model.forward(theta, &x, Mode::Eval, &mut self.bn)?.f_unsqueeze(0)?,
             };
-            parts.push(logits.softmax(-1, Kind::Float));
+            parts.push(logits.f_softmax(-1, Kind::Float)?);
             start += len;
         }
-        let probs = Tensor::cat(&parts, 1).to_device(Device::Cpu);
-        (0..self.chains as i64).map(|j| Ok(Vec::<f32>::try_from(probs.get(j).flatten(0, -1))?)).collect()
+        let probs = Tensor::f_cat(&parts, 1)?.f_to_device(Device::Cpu)?;
+        (0..self.chains as i64).map(|j| Ok(Vec::<f32>::try_from(probs.f_get(j)?.f_flatten(0, -1)?)?)).collect()
     }
 }
 
@@ -390,7 +408,7 @@ impl Objective for Network {
         batch: u64,
         train: bool,
     ) -> Result<Gradient, EngineError> {
-        let (mut x, y) = self.batch(batch, train);
+        let (mut x, y) = self.batch(batch, train)?;
         let loss = Rc::clone(&self.loss);
         if train {
             let mut lik = loss.likelihood.borrow_mut();
@@ -418,8 +436,8 @@ impl Objective for Network {
         let count = y.size()[0];
         Ok(Gradient {
             grad,
-            loss_sum: nll.detach() * count as f64,
-            correct: Some(logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64)),
+            loss_sum: nll.detach().f_mul_scalar(count as f64)?,
+            correct: Some(logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?),
             count,
         })
     }
@@ -476,36 +494,40 @@ impl Network {
         let k = self.chains as i64;
         let loss = Rc::clone(&self.loss);
         let (inputs, labels) = if shared {
-            (x.shallow_clone(), y.repeat([k]))
+            (x.shallow_clone(), y.f_repeat([k])?)
         } else {
             let mut shape = x.size();
             shape[0] /= k;
             shape.insert(0, k);
-            (x.view(shape.as_slice()), y.shallow_clone())
+            (x.f_view(shape.as_slice())?, y.shallow_clone())
         };
         // The reference estimates the preconditioner with `model(images)`, i.e. inference mode.
         let mode = if train { Mode::Train } else { Mode::Eval };
         let logits = loss.model.forward_batched(&self.leaves, &inputs, mode, &mut self.bn)?; // [K, B, C]
         let classes = logits.size()[2];
-        let nll = loss.nll(host, &logits.reshape([-1, classes]), &labels)?;
-        let grad = loss.loss_gradient(host, &(&nll * k as f64), &self.leaves, theta, k)?;
+        let nll = loss.nll(host, &logits.f_reshape([-1, classes])?, &labels)?;
+        let grad = loss.loss_gradient(host, &nll.f_mul_scalar(k as f64)?, &self.leaves, theta, k)?;
         let _guard = tch::no_grad_guard();
-        let labels = labels.view([k, -1]);
+        let labels = labels.f_view([k, -1])?;
         let count = labels.size()[1];
         if !train {
             // Preconditioner batches: only the gradient is used.
             return Ok(Gradient {
                 grad,
-                loss_sum: Tensor::zeros([k], (Kind::Double, self.device)),
+                loss_sum: Tensor::f_zeros([k], (Kind::Double, self.device))?,
                 correct: None,
                 count,
             });
         }
-        let picked = crate::host::log_softmax(&logits, -1)?.gather(-1, &labels.unsqueeze(-1), false);
+        let picked = crate::host::log_softmax(&logits, -1)?.f_gather(-1, &labels.f_unsqueeze(-1)?, false)?;
         Ok(Gradient {
             grad,
-            loss_sum: -picked.sum_dim_intlist([1, 2].as_slice(), false, Kind::Double),
-            correct: Some(logits.argmax(-1, false).eq_tensor(&labels).sum_dim_intlist(1, false, Kind::Int64)),
+            loss_sum: picked.f_sum_dim_intlist([1, 2].as_slice(), false, Kind::Double)?.f_neg()?,
+            correct: Some(logits.f_argmax(-1, false)?.f_eq_tensor(&labels)?.f_sum_dim_intlist(
+                1,
+                false,
+                Kind::Int64,
+            )?),
             count,
         })
     }
@@ -522,7 +544,7 @@ fn prior_predictive(
     let _guard = tch::no_grad_guard();
     let model = &loss.model;
     let inputs = loss.train_x.size()[0].min(1000);
-    let x = loss.train_x.narrow(0, 0, inputs);
+    let x = loss.train_x.f_narrow(0, 0, inputs)?;
     let mut host = TchHost::new();
     let mut fractions = Vec::with_capacity(samples);
     let mut counts = vec![0i64; model.classes as usize];
@@ -534,8 +556,8 @@ fn prior_predictive(
             }
         }
         let mut bn = model.new_bn_state(device);
-        let preds = model.forward(&theta, &x, Mode::Eval, &mut bn)?.argmax(-1, false);
-        let hist = Vec::<i64>::try_from(preds.bincount(None::<Tensor>, model.classes).to_device(Device::Cpu))?;
+        let preds = model.forward(&theta, &x, Mode::Eval, &mut bn)?.f_argmax(-1, false)?;
+        let hist = Vec::<i64>::try_from(preds.f_bincount(None::<Tensor>, model.classes)?.f_to_device(Device::Cpu)?)?;
         for (c, h) in counts.iter_mut().zip(&hist) {
             *c += h;
         }
@@ -680,11 +702,11 @@ fn prior_additivity(model: &Model, prior: &Factor<PriorBox>) -> Result<Option<St
     let _guard = tch::no_grad_guard();
     let mut host = TchHost::new();
     let thetas: Vec<Tensor> = (0..2)
-        .map(|i| model.init(Init::HeNormal, Device::Cpu).map(|t| t * (0.5 + i as f64)))
-        .collect::<Result<_, _>>()?;
-    let stacked = Tensor::stack(&thetas, 0);
+        .map(|i| Ok(model.init(Init::HeNormal, Device::Cpu)?.f_mul_scalar(0.5 + i as f64)?))
+        .collect::<Result<_, EngineError>>()?;
+    let stacked = Tensor::f_stack(&thetas, 0)?;
     let lp = |host: &mut TchHost<'_>, views: Vec<Tensor>| -> Result<f64, EngineError> {
-        Ok(f64::try_from(call_log_prob(prior, host, &views, model.infos())?.to_kind(Kind::Double))?)
+        Ok(f64::try_from(call_log_prob(prior, host, &views, model.infos())?.f_to_kind(Kind::Double)?)?)
     };
     let together = lp(&mut host, model.batched_views(&stacked))?;
     let apart = lp(&mut host, model.views(&thetas[0]))? + lp(&mut host, model.views(&thetas[1]))?;

@@ -170,7 +170,7 @@ pub(crate) fn nonfinite(t: &Tensor) -> bool {
     if let Some(rows) = crate::fused::rows_finite(&t.detach(), 1) {
         return !rows[0];
     }
-    !f64::try_from(t.detach().sum(Kind::Double)).is_ok_and(f64::is_finite)
+    !t.detach().f_sum(Kind::Double).and_then(f64::try_from).is_ok_and(f64::is_finite)
 }
 
 /// Per chain (rows of [K, d]; the one chain of a flat [d]) whether it holds a NaN or an
@@ -182,14 +182,23 @@ pub(crate) fn nonfinite_rows(t: &Tensor, chains: usize) -> Vec<bool> {
     if let Some(rows) = crate::fused::rows_finite(&t.detach(), chains) {
         return rows.into_iter().map(|finite| !finite).collect();
     }
-    let sums = Vec::<f64>::try_from(t.detach().sum_dim_intlist(-1, false, Kind::Double).to_device(Device::Cpu))
+    let sums = t
+        .detach()
+        .f_sum_dim_intlist(-1, false, Kind::Double)
+        .and_then(|s| s.f_to_device(Device::Cpu))
+        .and_then(Vec::<f64>::try_from)
         .unwrap_or_default();
     (0..chains).map(|j| !sums.get(j).is_some_and(|v| v.is_finite())).collect()
 }
 
 /// Per-chain values of a 0-d (one chain) or [K] tensor.
 pub(crate) fn per_chain(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).to_device(Device::Cpu).reshape([-1])).unwrap_or_default()
+    t.detach()
+        .f_to_kind(Kind::Double)
+        .and_then(|t| t.f_to_device(Device::Cpu))
+        .and_then(|t| t.f_reshape([-1]))
+        .and_then(Vec::<f64>::try_from)
+        .unwrap_or_default()
 }
 
 /// Run the chain from `theta` (flat, updated in place) through `protocol`.

@@ -273,9 +273,9 @@ impl<'r, 'a> Sampler<'r, 'a> {
         };
         {
             let _guard = tch::no_grad_guard();
-            totals.loss_sum += g.loss_sum.f_to_kind(Kind::Double)?;
+            let _ = totals.loss_sum.f_add_(&g.loss_sum.f_to_kind(Kind::Double)?)?;
             if let Some(c) = &g.correct {
-                totals.correct += c;
+                let _ = totals.correct.f_add_(c)?;
                 totals.classifies = true;
             }
             totals.seen += g.count;

@@ -215,7 +215,7 @@ fn torch_message(s: &str) -> String {
 }
 
 /// The message of a panic caught inside a host op (a tch call that unwrapped a libtorch error).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -91,12 +91,12 @@ pub fn gradient_moments(
         let g = objective.gradient(host, theta, batch, false)?.grad;
         let _guard = tch::no_grad_guard();
         if !crate::fused::welford(&mut mean, &mut m2, &g, i) {
-            let delta = &g - &mean;
-            mean += &delta / i as f64;
-            m2 += &delta * (&g - &mean);
+            let delta = g.f_sub(&mean)?;
+            let _ = mean.f_add_(&delta.f_div_scalar(i as f64)?)?;
+            let _ = m2.f_add_(&delta.f_mul(&g.f_sub(&mean)?)?)?;
         }
     }
-    Ok((mean, m2 / count.max(1) as f64))
+    Ok((mean, m2.f_div_scalar(count.max(1) as f64)?))
 }
 
 /// The layerwise mass (flat, shaped like θ) from the gradient moments: per tensor

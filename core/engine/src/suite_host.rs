@@ -65,9 +65,13 @@ impl TestHost for SuiteHost {
         };
         let device = self.device;
         self.host.set_potential(Box::new(move |theta: &Tensor, _full_batch: bool| {
+            // θ comes from the integrator under test: a wrong size is its error, not a panic.
             let (u, g) = f(&to_f64(theta));
-            let grad = Tensor::from_slice(&g).to_kind(Kind::Float).reshape(theta.size()).to_device(device);
-            Ok((Tensor::from(u).to_kind(Kind::Float).to_device(device), grad))
+            let float = |t: Tensor, shape: &[i64]| t.f_to_kind(Kind::Float)?.f_reshape(shape)?.f_to_device(device);
+            let grad = float(Tensor::from_slice(&g), &theta.size()).map_err(|e| {
+                format!("the potential's gradient ({} values) for θ of shape {:?}: {e}", g.len(), theta.size())
+            })?;
+            Ok((float(Tensor::from(u), &[]).map_err(|e| e.to_string())?, grad))
         }));
     }
 

@@ -507,27 +507,7 @@ pub(crate) fn unknown_key<'a>(path: &str, key: &str, known: impl Iterator<Item =
 
 /// "; did you mean `x`?" when a known name is within edit distance 2 of `given`.
 pub(crate) fn suggest<'a>(given: &str, known: impl Iterator<Item = &'a str>) -> String {
-    known
-        .map(|k| (edit_distance(given, k), k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| format!("; did you mean `{k}`?"))
-        .unwrap_or_default()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
+    ablate_suggest::closest(given, known, 2).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -535,11 +515,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn edit_distance_basics() {
-        assert_eq!(edit_distance("lr", "lr"), 0);
-        assert_eq!(edit_distance("lrr", "lr"), 1);
-        assert_eq!(edit_distance("tempreature", "temperature"), 2);
+    fn suggestions_within_two_edits() {
         assert_eq!(suggest("epoch", ["epochs", "lr"].into_iter()), "; did you mean `epochs`?");
+        assert_eq!(suggest("tempreature", ["temperature", "seed"].into_iter()), "; did you mean `temperature`?");
+        assert_eq!(suggest("lrate", ["lr", "seed"].into_iter()), "");
     }
 
     #[test]

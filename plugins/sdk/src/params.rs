@@ -228,23 +228,7 @@ pub fn specs_json(specs: &[ParamSpec]) -> String {
 /// ```
 pub fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = if given.chars().count() <= 4 { 1 } else { 2 };
-    known.into_iter().map(|k| (edit_distance(given, k), k)).filter(|(d, _)| *d <= limit).min().map(|(_, k)| k)
-}
-
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
+    ablate_suggest::closest(given, known, limit)
 }
 
 #[cfg(test)]

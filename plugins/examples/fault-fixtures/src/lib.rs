@@ -1,7 +1,8 @@
 //! Faulty priors for the host's tests and for `ablate plugins check`: one panics, one returns
 //! NaN, one returns a wrong shape, one returns a handle it released, one has a closed-form
-//! gradient off by a factor of 2, one calls a host op with a bound float32 cannot hold. The
-//! host must report each as an error for that use (naming the plugin) and carry on.
+//! gradient off by a factor of 2, one calls a host op with a bound float32 cannot hold. And a
+//! faulty likelihood: its NLL is a constant that does not depend on the logits. The host must
+//! report each as an error for that use (naming the plugin) and carry on.
 
 use ablate_sdk::prelude::*;
 
@@ -115,13 +116,35 @@ impl Prior for HostOpOverflow {
     }
 }
 
+fixture!(
+    DetachedNll,
+    "detached-nll",
+    "categorical NLL replaced by a constant that does not depend on the logits (autograd cannot reach the network)"
+);
+
+impl Likelihood for DetachedNll {
+    fn model(&self) -> ModelToggles {
+        ModelToggles { norm: NormKind::None, dropout: 0.0 }
+    }
+    fn effective_n(&self, examples: u64) -> f64 {
+        examples as f64
+    }
+    fn augment<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(None)
+    }
+    fn nll<'o>(&self, ops: Ops<'o>, logits: &Tensor<'o>, _: &Tensor<'o>) -> Result<Tensor<'o>, String> {
+        // The deliberate mistake: a fresh tensor filled with a number, not computed from the logits.
+        Ok(ops.full_like(&logits.sum(), std::f64::consts::LN_10))
+    }
+}
+
 fn sum_over<'o>(params: &[Tensor<'o>], f: impl Fn(&Tensor<'o>) -> Tensor<'o>) -> Result<Tensor<'o>, String> {
     params.iter().map(f).reduce(|a, b| a + b).ok_or_else(|| "no parameter tensors".to_owned())
 }
 
 ablate_sdk::export_plugin! {
     priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, HostOpOverflow],
-    likelihoods: [],
+    likelihoods: [DetachedNll],
     integrators: [],
     noise: [],
 }

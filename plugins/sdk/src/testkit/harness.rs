@@ -463,8 +463,6 @@ fn coord_stats(batches: &[Vec<f64>], range: std::ops::Range<usize>) -> (f64, f64
 /// Also checks the plumbing: parameters keep their shape, `kinetic` is shaped like the
 /// parameters, the acceptance reported is NaN or in [0, 1], and host errors fail the check.
 /// The integrator must be freshly built (this calls `init`).
-// TODO(split): longer than the workspace's too_many_lines threshold.
-#[allow(clippy::too_many_lines)]
 pub fn gaussian_target_temperature<H: TestHost>(
     host: &mut H,
     integrator: &mut IntegratorBox,
@@ -474,8 +472,6 @@ pub fn gaussian_target_temperature<H: TestHost>(
     if settings.temperature <= 0.0 || settings.batches < 2 || target.dim < 2 || settings.thin < 1 {
         return Err("needs temperature > 0, batches >= 2, thin >= 1 and dim >= 2".into());
     }
-    let t = settings.temperature;
-    let d = target.dim;
     host.set_potential(Some(target.potential_fn()));
     let chain = Chain::new(host, target, settings)?;
     integrator
@@ -484,20 +480,43 @@ pub fn gaussian_target_temperature<H: TestHost>(
         .map_err(|e| format!("init: {}", e.into_string()))?;
     host_err(host)?;
 
-    let thin = settings.thin;
-    let per_batch = settings.steps / thin / settings.batches;
-    let recorded = per_batch * settings.batches;
+    let per_batch = settings.steps / settings.thin / settings.batches;
     if per_batch == 0 {
         return Err("steps / thin must be at least `batches`".into());
     }
+    let sampled = sample_batches(host, integrator, &chain, target, settings, per_batch)?;
+    chain.release(host);
+    host.set_potential(None);
+    host_err(host)?;
+    Ok(summarize(&sampled, target, settings, per_batch * settings.batches))
+}
+
+/// The batch means of a run on the Gaussian target: per coordinate, θ²/(T σ²) and (when the
+/// integrator reports it) the kinetic energy over T; and the mean acceptance.
+struct Sampled {
+    ratio_batches: Vec<Vec<f64>>,
+    kin_batches: Vec<Vec<f64>>,
+    acceptance_mean: Option<f64>,
+}
+
+/// Runs the burn-in and `settings.batches` batches of `per_batch` thinned samples, checking
+/// the acceptance, the parameters' size and shape and that `kinetic` is always or never given.
+fn sample_batches<H: TestHost>(
+    host: &mut H,
+    integrator: &mut IntegratorBox,
+    chain: &Chain,
+    target: &GaussianTarget,
+    settings: &SamplerSettings,
+    per_batch: usize,
+) -> Result<Sampled, String> {
+    let (t, d, thin) = (settings.temperature, target.dim, settings.thin);
+    let recorded = per_batch * settings.batches;
     let (s2, kin) = {
         let mut h = host.host_ref();
         (h.full_like(chain.params, 0.0), h.full_like(chain.params, 0.0))
     };
-    let sig = target.sigmas();
-    let scale: Vec<f64> = sig.iter().map(|s| 1.0 / (t * s * s)).collect();
-    let mut ratio_batches = Vec::new();
-    let mut kin_batches = Vec::new();
+    let scale: Vec<f64> = target.sigmas().iter().map(|s| 1.0 / (t * s * s)).collect();
+    let mut out = Sampled { ratio_batches: Vec::new(), kin_batches: Vec::new(), acceptance_mean: None };
     let mut has_kinetic = None;
     let (mut acc_sum, mut acc_n) = (0.0, 0usize);
     for step in 1..=(settings.burn_in + recorded * thin) {
@@ -517,17 +536,7 @@ pub fn gaussian_target_temperature<H: TestHost>(
             continue;
         }
         let k = chain.kinetic(host, integrator)?;
-        {
-            let mut h = host.host_ref();
-            let sq = h.unary(UnaryOp::Square, chain.params);
-            h.axpby(s2, 1.0, sq, 1.0);
-            h.release(sq);
-            if let Some(k) = k {
-                h.axpby(kin, 1.0, k, 1.0);
-                h.release(k);
-            }
-        }
-        host_err(host)?;
+        accumulate(host, chain.params, k, s2, kin)?;
         match (has_kinetic, k.is_some()) {
             (None, v) => has_kinetic = Some(v),
             (Some(a), b) if a != b => return Err("kinetic is sometimes None".into()),
@@ -538,13 +547,13 @@ pub fn gaussian_target_temperature<H: TestHost>(
             if v.len() != d {
                 return Err(format!("parameters changed size: {} elements, expected {d}", v.len()));
             }
-            ratio_batches.push(v.iter().zip(&scale).map(|(x, c)| x * c / per_batch as f64).collect::<Vec<_>>());
+            out.ratio_batches.push(v.iter().zip(&scale).map(|(x, c)| x * c / per_batch as f64).collect());
             if has_kinetic == Some(true) {
                 let kv = host.download(kin);
                 if kv.len() != d {
                     return Err(format!("kinetic has {} elements, expected {d}", kv.len()));
                 }
-                kin_batches.push(kv.iter().map(|x| x / (t * per_batch as f64)).collect::<Vec<_>>());
+                out.kin_batches.push(kv.iter().map(|x| x / (t * per_batch as f64)).collect());
             }
             let mut h = host.host_ref();
             h.axpby(s2, 0.0, s2, 0.0);
@@ -555,23 +564,53 @@ pub fn gaussian_target_temperature<H: TestHost>(
     if shape != vec![d as i64] {
         return Err(format!("parameters changed shape to {shape:?}"));
     }
+    let mut h = host.host_ref();
+    h.release(s2);
+    h.release(kin);
+    out.acceptance_mean = (acc_n > 0).then(|| acc_sum / acc_n as f64);
+    Ok(out)
+}
+
+/// Adds θ² to `s2` and the kinetic energies `k` (if any, then released) to `kin`.
+fn accumulate<H: TestHost>(
+    host: &mut H,
+    params: TensorId,
+    k: Option<TensorId>,
+    s2: TensorId,
+    kin: TensorId,
+) -> Result<(), String> {
     {
         let mut h = host.host_ref();
-        h.release(s2);
-        h.release(kin);
+        let sq = h.unary(UnaryOp::Square, params);
+        h.axpby(s2, 1.0, sq, 1.0);
+        h.release(sq);
+        if let Some(k) = k {
+            h.axpby(kin, 1.0, k, 1.0);
+            h.release(k);
+        }
     }
-    chain.release(host);
-    host.set_potential(None);
-    host_err(host)?;
+    host_err(host)
+}
 
-    let (mean, se_b, se_c) = coord_stats(&ratio_batches, 0..d);
-    let kinetic = (!kin_batches.is_empty()).then(|| coord_stats(&kin_batches, 0..d));
+/// The check's statistics from the batch means: overall and per σ group, with standard
+/// errors from the batch means and from the spread over coordinates (the larger is reported).
+fn summarize(
+    sampled: &Sampled,
+    target: &GaussianTarget,
+    settings: &SamplerSettings,
+    recorded: usize,
+) -> TemperatureCheck {
+    let (t, d) = (settings.temperature, target.dim);
+    let (ratio_batches, kin_batches) = (&sampled.ratio_batches, &sampled.kin_batches);
+    let sig = target.sigmas();
+    let (mean, se_b, se_c) = coord_stats(ratio_batches, 0..d);
+    let kinetic = (!kin_batches.is_empty()).then(|| coord_stats(kin_batches, 0..d));
     let ng = target.groups.clamp(1, d);
     let groups = (0..ng)
         .map(|g| {
             let range = g * d / ng..(g + 1) * d / ng;
-            let (m, b, c) = coord_stats(&ratio_batches, range.clone());
-            let k = (!kin_batches.is_empty()).then(|| coord_stats(&kin_batches, range.clone()));
+            let (m, b, c) = coord_stats(ratio_batches, range.clone());
+            let k = (!kin_batches.is_empty()).then(|| coord_stats(kin_batches, range.clone()));
             GroupStat {
                 sigma_lo: sig[range.start],
                 sigma_hi: sig[range.end - 1],
@@ -582,7 +621,7 @@ pub fn gaussian_target_temperature<H: TestHost>(
             }
         })
         .collect();
-    Ok(TemperatureCheck {
+    TemperatureCheck {
         label: settings.label.clone(),
         temperature: t,
         samples: recorded,
@@ -595,8 +634,8 @@ pub fn gaussian_target_temperature<H: TestHost>(
         kinetic_t_se: kinetic.map(|k| k.1.max(k.2) * t),
         configurational_t: mean * t,
         configurational_t_se: se_b.max(se_c) * t,
-        acceptance_mean: (acc_n > 0).then(|| acc_sum / acc_n as f64),
-    })
+        acceptance_mean: sampled.acceptance_mean,
+    }
 }
 
 /// Run `steps` steps and return the final parameters and kinetic energies.
