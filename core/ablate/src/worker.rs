@@ -54,7 +54,7 @@ pub struct CellArgs {
 /// every batch that holds the cell, and `sleep:<id>` waits 60 s (to be killed from outside).
 const CRASH_FOR_TESTS: &str = "ABLATE_WORKER_CRASH_FOR_TESTS";
 
-/// Where the last panic happened (file:line:column), noted by the panic hook for the message.
+/// Where the last panic happened ([`panic_site`]), noted by the panic hook for the message.
 static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
 pub fn run(args: CellArgs) -> Result<ExitCode> {
@@ -193,7 +193,7 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let (Some(at), Ok(mut slot)) = (info.location(), PANIC_LOCATION.lock()) {
-            *slot = Some(at.to_string());
+            *slot = Some(panic_site(at.to_string()));
         }
         default_hook(info);
     }));
@@ -209,6 +209,30 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
              with the cell's config.json)"
         ))
     })
+}
+
+/// Where a panic happened as a maintainer needs it: its own location, or, when that is in a
+/// dependency or the standard library (tch unwrapping a libtorch error), the first frame of
+/// this workspace's code that called into it, from a backtrace taken in the panic hook:
+/// `core/engine/src/cell.rs:120:5 (in .../tch-0.24.0/src/wrappers/tensor_generated.rs:15766:31)`.
+fn panic_site(location: String) -> String {
+    let foreign =
+        |path: &str| path.contains("/.cargo/registry/") || path.contains("/.cargo/git/") || path.starts_with("/rustc/");
+    if !foreign(&location) {
+        return location;
+    }
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    // Frames run from the innermost (this hook) outwards: past the panic machinery
+    // (`std::panicking`, `core::panicking`), the first frame that is not foreign.
+    let mut past_hook = false;
+    for line in trace.lines().map(str::trim) {
+        match line.strip_prefix("at ") {
+            None => past_hook |= line.contains("panicking"),
+            Some(at) if past_hook && !foreign(at) => return format!("{at} (in {location})"),
+            Some(_) => {}
+        }
+    }
+    location
 }
 
 /// The `tch-panic:<id>` test hook (see [`CRASH_FOR_TESTS`]): a real `tch` panic (a reshape to

@@ -285,6 +285,8 @@ fn a_tch_panic_fails_every_cell_of_its_batch_by_name() {
         let name = format!("cell {id} ({labels}): the worker panicked at ");
         assert!(msg.starts_with(&name), "`{name}` expected at the start of: {msg}");
         assert!(msg.contains("shape '[3]' is invalid for input of size 2"), "the panic's message: {msg}");
+        // Where: the worker's call (the hook), not only tch's unwrap inside the dependency.
+        assert!(msg.contains("src/worker.rs:") && msg.contains("(in ") && msg.contains("tch-"), "the call site: {msg}");
         assert!(!msg.contains("worker process") && !msg.contains("Exception raised from"), "{msg}");
         if let Some(k) = batch {
             assert!(msg.ends_with(&format!("(the batch of {k} chains it ran in failed as a whole)")), "{msg}");

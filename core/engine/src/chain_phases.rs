@@ -97,9 +97,10 @@ impl<'r, 'a> Sampler<'r, 'a> {
             host.set_potential(f);
         }
         let chains = protocols.len();
+        let segments = Segments::new(objective.infos(), device)?;
         let theta_id = host.insert(theta.shallow_clone());
         let mut sampler = Sampler {
-            segments: Segments::new(objective.infos(), device),
+            segments,
             objective,
             theta,
             integrator,
@@ -124,7 +125,7 @@ impl<'r, 'a> Sampler<'r, 'a> {
             temp_values: Vec::new(),
         };
         plugin_call::integrator_init(sampler.integrator, sampler.host, theta_id)?;
-        sampler.mass = Some(Mass::new(sampler.host, theta.ones_like()));
+        sampler.mass = Some(Mass::new(sampler.host, theta.f_ones_like()?)?);
         Ok(sampler)
     }
 
@@ -203,7 +204,7 @@ impl<'r, 'a> Sampler<'r, 'a> {
         if let Some(mass) = &self.mass {
             plugin_call::integrator_rescale(self.integrator, self.host, mass.rescale_factor(&m_new)?)?;
         }
-        let new = Mass::new(self.host, m_new);
+        let new = Mass::new(self.host, m_new)?;
         if let Some(old) = self.mass.replace(new) {
             old.release(self.host);
         }

@@ -32,14 +32,14 @@ pub struct Segments {
 }
 
 impl Segments {
-    pub fn new(infos: &[ParamInfo], device: Device) -> Self {
+    pub fn new(infos: &[ParamInfo], device: Device) -> Result<Self, TchError> {
         let sizes: Vec<i64> = infos.iter().map(|i| i.numel).collect();
-        Self {
+        Ok(Self {
             offsets: infos.iter().map(|i| i.offset).collect(),
-            counts: Tensor::from_slice(&sizes).to_device(device),
+            counts: Tensor::from_slice(&sizes).f_to_device(device)?,
             names: infos.iter().map(|i| i.name.to_string()).collect(),
             sizes,
-        }
+        })
     }
 
     /// `reduce` of every segment, stacked along the last dimension: [P] for a flat vector,
@@ -118,14 +118,11 @@ pub struct Mass {
 }
 
 impl Mass {
-    pub fn new(host: &mut TchHost<'_>, m: Tensor) -> Self {
-        let ids = [
-            host.insert(m.shallow_clone()),
-            host.insert(m.reciprocal()),
-            host.insert(m.sqrt()),
-            host.insert(m.rsqrt()),
-        ];
-        Self { m, ids }
+    pub fn new(host: &mut TchHost<'_>, m: Tensor) -> Result<Self, TchError> {
+        // Every transform before any handle, so that a failure leaves none in the host.
+        let (inv, sqrt, inv_sqrt) = (m.f_reciprocal()?, m.f_sqrt()?, m.f_rsqrt()?);
+        let ids = [host.insert(m.shallow_clone()), host.insert(inv), host.insert(sqrt), host.insert(inv_sqrt)];
+        Ok(Self { m, ids })
     }
 
     /// sqrt(M_new/M_old): the momentum rescaling that keeps m⊙M⁻¹m when M becomes `new`.
@@ -156,7 +153,7 @@ mod tests {
                 info
             })
             .collect();
-        Segments::new(&infos, Device::Cpu)
+        Segments::new(&infos, Device::Cpu).unwrap()
     }
 
     fn values(t: &Tensor) -> Vec<f64> {
@@ -193,7 +190,7 @@ mod tests {
     #[test]
     fn momenta_rescale_by_the_root_of_the_mass_ratio() {
         let mut host = TchHost::new();
-        let mass = Mass::new(&mut host, Tensor::from_slice(&[1.0f32, 4.0]));
+        let mass = Mass::new(&mut host, Tensor::from_slice(&[1.0f32, 4.0])).unwrap();
         assert_eq!(host.live(), 4);
         let f = values(&mass.rescale_factor(&Tensor::from_slice(&[4.0f32, 1.0])).unwrap());
         assert_eq!(f, vec![2.0, 0.5]);
