@@ -348,6 +348,12 @@ fn plugins_check_fails_each_fault_fixture_on_the_check_its_fault_breaks() {
         assert!(s.contains(check) && s.contains(detail), "{name}: expected `{check}` with `{detail}`:\n{s}");
         assert_eq!(s.matches("FAIL").count(), 1, "{name} fails one check:\n{s}");
     }
+    // A likelihood whose NLL ignores the logits fails exactly that check.
+    let start = out.find("likelihood `detached-nll`").unwrap_or_else(|| panic!("detached-nll missing:\n{out}"));
+    let rest = &out[start..];
+    let s =
+        &rest[..rest[1..].find("\nlikelihood `").or_else(|| rest[1..].find("\nnoise `")).map_or(rest.len(), |e| e + 1)];
+    assert!(s.contains("FAIL  nll depends on the logits") && s.matches("FAIL").count() == 1, "{s}");
     // The faults of the others do not leak into the healthy checks of these two.
     assert!(section("wrong-gradient").contains("ok    samples follow log_prob"), "{out}");
     assert!(section("host-op-overflow").contains("ok    log_prob finite"), "{out}");

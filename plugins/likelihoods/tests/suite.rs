@@ -23,6 +23,6 @@ fn every_builtin_likelihood_passes_the_suite() {
             eprintln!("{name}: {c}");
         }
         assert_all_pass(name, &checks);
-        assert_eq!(checks.len(), 4, "{name}");
+        assert_eq!(checks.len(), 5, "{name}");
     }
 }

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | prior | `log_prob finite`, `log_prob additive over stacked chains`, `grad_log_prob vs finite differences`, `samples follow log_prob` |
 //! | integrator | `Gaussian target T=1`, `Gaussian target T=0.1` |
-//! | likelihood | `nll finite`, `nll is a per-example mean`, `effective_n positive`, `augment keeps the shape` |
+//! | likelihood | `nll finite`, `nll is a per-example mean`, `nll depends on the logits`, `effective_n positive`, `augment keeps the shape` |
 //! | noise | `plan`, `transform unbiased` |
 //!
 //! Tolerances follow the host's precision ([`TestHost::float32`]) and, for the statistical
@@ -367,12 +367,13 @@ pub fn integrator_checks<H: TestHost>(
 
 /// The likelihood checks: the NLL of a batch of 8 logits over 3 classes is finite and 0-d; it
 /// is a per-example mean (the NLL of a batch equals the mean of its two halves' NLLs, so a
-/// minibatch estimate is unbiased); `effective_n` is positive; `augment` keeps the shape.
+/// minibatch estimate is unbiased); it changes when a logit does; `effective_n` is positive;
+/// `augment` keeps the shape.
 pub fn likelihood_checks<H: TestHost>(host: &mut H, lik: &mut LikelihoodBox) -> Vec<Check> {
     let p = precision(host);
     let logits: Vec<f64> = values(24, 0.2).iter().map(|v| v * 2.0).collect();
     let labels: Vec<f64> = (0..8).map(|i| (i % 3) as f64).collect();
-    let nll = |host: &mut H, rows: std::ops::Range<usize>| -> Result<f64, String> {
+    let nll_of = |host: &mut H, logits: &[f64], rows: std::ops::Range<usize>| -> Result<f64, String> {
         let n = rows.len();
         let l = host.upload(&[n as i64, 3], &logits[rows.start * 3..rows.end * 3]);
         let y = host.upload(&[n as i64], &labels[rows]);
@@ -391,6 +392,7 @@ pub fn likelihood_checks<H: TestHost>(host: &mut H, lik: &mut LikelihoodBox) -> 
         }
         Ok(v[0])
     };
+    let nll = |host: &mut H, rows: std::ops::Range<usize>| nll_of(host, &logits, rows);
     let mut checks = Vec::new();
     let whole = nll(host, 0..8);
     let finite = match &whole {
@@ -412,6 +414,22 @@ pub fn likelihood_checks<H: TestHost>(host: &mut H, lik: &mut LikelihoodBox) -> 
         }
     });
     checks.push(Check::new("nll is a per-example mean", mean));
+    // Raising one example's logit of its own label must move the NLL: an NLL that ignores the
+    // logits leaves the network without a gradient (the run would sample the prior alone).
+    let depends = nll(host, 0..8).and_then(|w| {
+        let mut moved = logits.clone();
+        moved[labels[0] as usize] += 1.0;
+        let m = nll_of(host, &moved, 0..8)?;
+        if (m - w).abs() > p.sum_rel * (1.0 + w.abs()) {
+            Ok(Outcome::Pass(format!("NLL {w:.6} → {m:.6} when one example's label logit rises by 1")))
+        } else {
+            Err(format!(
+                "NLL {w:.6} did not change ({m:.6}) when one example's label logit rose by 1: it must be computed \
+                 from the logits, or no gradient reaches the network"
+            ))
+        }
+    });
+    checks.push(Check::new("nll depends on the logits", depends));
     let n = lik.effective_n(1000);
     checks.push(Check::new(
         "effective_n positive",
