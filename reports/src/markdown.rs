@@ -354,7 +354,7 @@ fn diagnostics(md: &mut String, input: &Input) {
             cell(&labels_text(run, &c.id)),
             c.status.as_str(),
             c.diverged_at_step.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
-            cell(c.message.as_deref().unwrap_or("—"))
+            cell(c.message.as_deref().map_or("—", |m| ablate_records::message_without_cell(m, &c.id)))
         );
     }
     let _ = writeln!(md);

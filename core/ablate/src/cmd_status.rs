@@ -225,7 +225,7 @@ fn shard_line(i: usize, slurm: bool, cells: &[&(String, CellView)], dir: &Path) 
     }
     for (id, v) in cells {
         if let CellView::Failed(m) = v {
-            let first = m.lines().next().unwrap_or("");
+            let first = ablate_records::message_without_cell(m, id).lines().next().unwrap_or("");
             let _ = writeln!(s, "  failed {id}: {first}");
         }
     }

@@ -33,7 +33,7 @@ pub use manifest::{hostname, MachineInfo, Manifest, PluginInfo};
 pub use metrics::{
     ComputeRecord, EnsembleMetrics, FinalDiagnostics, FinalMetrics, GrowthPoint, PriorPredictive, TensorKinetic,
 };
-pub use status::{CellState, CellStatus};
+pub use status::{message_without_cell, CellState, CellStatus};
 
 /// `runs/<name>/manifest.json`.
 pub const MANIFEST: &str = "manifest.json";

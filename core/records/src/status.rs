@@ -66,3 +66,29 @@ impl CellStatus {
         !matches!(self.status, CellState::Running | CellState::Interrupted)
     }
 }
+
+/// A failure message without the `cell <id> (labels): ` prefix the worker puts in front of it,
+/// for displays that show the cell's id and labels in their own columns. Other messages (older
+/// runs, another cell's prefix) come back unchanged.
+pub fn message_without_cell<'a>(message: &'a str, id: &str) -> &'a str {
+    message
+        .strip_prefix("cell ")
+        .and_then(|rest| rest.strip_prefix(id))
+        .and_then(|rest| rest.strip_prefix(" ("))
+        .and_then(|rest| rest.split_once("): ").map(|(_, m)| m))
+        .unwrap_or(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_without_cell;
+
+    #[test]
+    fn the_cell_prefix_goes_and_nothing_else() {
+        let m = "cell 0123abcd (prior.name=gaussian, temperature=0.1, seed=1): likelihood plugin `x` failed";
+        assert_eq!(message_without_cell(m, "0123abcd"), "likelihood plugin `x` failed");
+        assert_eq!(message_without_cell(m, "ffff0000"), m, "another cell's prefix stays");
+        assert_eq!(message_without_cell("plain message", "0123abcd"), "plain message");
+        assert_eq!(message_without_cell("cell 0123abcd (no end", "0123abcd"), "cell 0123abcd (no end");
+    }
+}
