@@ -24,6 +24,7 @@ HYPOTHESES = [
     ("curation", "Dataset curation (Aitchison 2021) and label noise (Kapoor et al. 2022)"),
     ("sequence", "Sequence model (the paper's CNN-LSTM, here on MNIST-1D), N(0,1) vs correlated prior"),
     ("sequence-mnist-rows", "Sequence model on MNIST read row by row (first-n subsets)"),
+    ("precision", "Network arithmetic: fp32 vs bf16 autocast (MNIST MLP protocol)"),
 ]
 FIXED = {"temperature", "n_cells", "n_done", "n_failed", "n_diverged", "n_unfinished"}
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ABLATE:-${CARGO_TARGET_DIR:-target}/debug/ablate}
 grids=("$@")
-[[ ${#grids[@]} -gt 0 ]] || grids=(inference-accuracy minibatch-noise priors bias-variance dirty-likelihood temperature depth curation sequence sequence-mnist-rows)
+[[ ${#grids[@]} -gt 0 ]] || grids=(inference-accuracy minibatch-noise priors bias-variance dirty-likelihood temperature depth curation sequence sequence-mnist-rows precision)
 "$bin" data fetch mnist >/dev/null
 "$bin" data fetch fashion-mnist >/dev/null
 for g in "${grids[@]}"; do
