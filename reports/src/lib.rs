@@ -1,7 +1,8 @@
 //! Reports of `ablate`: turn a run folder into tables, a Markdown report and plots.
 //!
-//! A run folder (written by the store crate; the contract is read here with `serde_json` and a
-//! small CSV reader, without depending on other workspace crates) looks like
+//! A run folder (written by the store crate; its records, file names and `.npy` format are
+//! defined once in `ablate_records`, which this crate reads with, and on no other workspace
+//! crate) looks like
 //!
 //! ```text
 //! <run>/manifest.json                 versions, device, machine, plugin checksums, command

@@ -29,9 +29,7 @@ use crate::stats::{mcmc, predictive as pv, ranking};
 use crate::ReportError;
 
 /// File names of a cell's stored predictions (written by the worker).
-pub const PREDICTIONS: &str = "predictions.npy";
-pub const OOD_PREDICTIONS: &str = "ood_predictions.npy";
-pub const TEST_LABELS: &str = "test_labels.npy";
+pub use ablate_records::npy::{OOD_PREDICTIONS, PREDICTIONS, TEST_LABELS};
 
 /// What one cell's stored files give.
 #[derive(Debug, Clone)]

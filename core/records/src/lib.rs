@@ -27,6 +27,7 @@ mod manifest;
 mod metrics;
 mod status;
 
+pub mod npy;
 pub use epochs::{epochs_csv, parse_epochs_csv, EpochRow, EpochsError, EPOCH_COLUMNS};
 pub use event::Event;
 pub use manifest::{hostname, MachineInfo, Manifest, PluginInfo};
