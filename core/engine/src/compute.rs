@@ -68,9 +68,15 @@ fn checked(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()
     if f(buf.as_mut_ptr(), ERR_LEN) == 0 {
         return Ok(());
     }
-    // SAFETY: the shim NUL-terminates what it writes, and the buffer starts zeroed.
+    Err(refused(what, &buf))
+}
+
+/// The error for a shim call that failed, with the message it wrote into `buf`.
+fn refused(what: &str, buf: &[c_char; ERR_LEN]) -> EngineError {
+    // SAFETY: the shim NUL-terminates what it writes (truncating to the buffer), and the buffer
+    // starts zeroed, so there is a NUL within it.
     let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
-    Err(EngineError::Device(format!("libtorch refused {what}: {msg}")))
+    EngineError::Device(format!("libtorch refused {what}: {msg}"))
 }
 
 /// The network's arithmetic and layout for one cell (or batch of cells) on one device.
@@ -224,9 +230,7 @@ pub fn channels_last(x: &Tensor) -> Result<Tensor, EngineError> {
     // SAFETY: `x` stays alive for the call; the shim returns a new owned tensor or null.
     let out = unsafe { ffi::ablate_channels_last(x.as_ptr(), buf.as_mut_ptr(), ERR_LEN) };
     if out.is_null() {
-        // SAFETY: the shim NUL-terminates what it writes, and the buffer starts zeroed.
-        let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
-        return Err(EngineError::Device(format!("libtorch refused the channels-last layout: {msg}")));
+        return Err(refused("the channels-last layout", &buf));
     }
     // SAFETY: `out` is a fresh heap tensor that tch now owns (and frees on drop).
     Ok(unsafe { Tensor::from_ptr(out) })

@@ -114,9 +114,7 @@ impl Objective for Regression {
             Some(precision) => {
                 // The products in the engine's compute mode, as a network's forward and backward.
                 let dev = self.product_device;
-                let compute = Compute { precision, channels_last: false };
-                compute.configure(dev).unwrap();
-                let _scope = compute.scope(dev).unwrap();
+                let _scope = Compute { precision, channels_last: false }.scope(dev).unwrap();
                 let f32_on = |t: &Tensor| t.to_kind(Kind::Float).to_device(dev);
                 let (xtr, resid) = data_grad(&f32_on(&xb), &f32_on(&yb), &f32_on(theta));
                 (xtr.to_device(Device::Cpu).to_kind(Kind::Double), resid.to_device(Device::Cpu).to_kind(Kind::Double))
@@ -128,20 +126,15 @@ impl Objective for Regression {
     }
 }
 
-fn posterior_check(temperature: f64) {
-    posterior_check_in(temperature, None);
-}
-
-/// The posterior check with the model's products in `arith` (None: float64).
-fn posterior_check_in(temperature: f64, arith: Option<Precision>) {
-    posterior_check_on(temperature, arith, Device::Cpu);
-}
-
-/// The posterior check with the model's products in `arith` on `device`.
-fn posterior_check_on(temperature: f64, arith: Option<Precision>, device: Device) {
+/// The posterior check with the model's products in `arith` (None: float64) on `device`.
+fn posterior_check(temperature: f64, arith: Option<Precision>, device: Device) {
     let mut problem = Regression::new(200, 4);
     problem.arith = arith;
     problem.product_device = device;
+    if let Some(precision) = arith {
+        // The process-wide switch of the mode (TF32 on CUDA), once, as a run sets it.
+        Compute { precision, channels_last: false }.configure(device).unwrap();
+    }
     let mu = problem.mean();
     let precision = problem.precision();
     // Full-batch gradients: the comparison is with the exact posterior, free of minibatch noise.
@@ -190,12 +183,12 @@ fn posterior_check_on(temperature: f64, arith: Option<Precision>, device: Device
 
 #[test]
 fn samples_the_analytic_posterior_at_t1() {
-    posterior_check(1.0);
+    posterior_check(1.0, None, Device::Cpu);
 }
 
 #[test]
 fn samples_the_analytic_tempered_posterior_at_t0_1() {
-    posterior_check(0.1);
+    posterior_check(0.1, None, Device::Cpu);
 }
 
 /// The `bf16` compute mode (the model's products under bf16 autocast, everything the sampler
@@ -205,12 +198,12 @@ fn samples_the_analytic_tempered_posterior_at_t0_1() {
 /// kept θ or the momenta in bf16 would lose the O(h) updates and fail this test.
 #[test]
 fn bf16_products_sample_the_analytic_posterior_at_t1() {
-    posterior_check_in(1.0, Some(Precision::Bf16));
+    posterior_check(1.0, Some(Precision::Bf16), Device::Cpu);
 }
 
 #[test]
 fn bf16_products_sample_the_analytic_tempered_posterior_at_t0_1() {
-    posterior_check_in(0.1, Some(Precision::Bf16));
+    posterior_check(0.1, Some(Precision::Bf16), Device::Cpu);
 }
 
 /// On a GPU (skipped without one, saying so): TF32 and bf16 products on CUDA sample the same
@@ -223,7 +216,7 @@ fn tf32_and_bf16_products_on_cuda_sample_the_analytic_posterior() {
         return;
     }
     for precision in [Precision::Tf32, Precision::Bf16] {
-        posterior_check_on(1.0, Some(precision), Device::Cuda(0));
+        posterior_check(1.0, Some(precision), Device::Cuda(0));
     }
     Compute::default().configure(Device::Cuda(0)).unwrap();
     assert_eq!(ablate_engine::compute::cuda_tf32(), (false, false), "fp32 switches TF32 off again");
