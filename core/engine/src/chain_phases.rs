@@ -19,6 +19,7 @@ use crate::chain::{
     Observer, KINETIC_ALARM,
 };
 use crate::diagnostics;
+use crate::dispatch_count::CpuOnly;
 use crate::host::TchHost;
 use crate::plugin_call::{self, Lent};
 use crate::precond::{self, Mass, Segments};
@@ -289,6 +290,7 @@ impl<'r, 'a> Sampler<'r, 'a> {
         let stats = self.stats.as_ref().ok_or_else(|| EngineError::Config("noise statistics missing".into()))?;
         plugin_call::noise_transform(self.noise, &mut lent, ctx, grad_id, stats)?;
         if let Some(grad) = &grad_shadow {
+            let _cpu = CpuOnly::enter();
             let noise = &*self.noise;
             for ((s, bad), was_bad) in self.states.iter_mut().zip(nonfinite_rows(grad, self.chains)).zip(&grad_bad) {
                 if bad && !was_bad {
@@ -345,6 +347,7 @@ impl<'r, 'a> Sampler<'r, 'a> {
         if !(check_here || self.protocols[0].is_member_step(k)) {
             return vec![false; self.chains];
         }
+        let _cpu = check_here.then(CpuOnly::enter);
         let losses = per_chain(&g.loss_sum);
         let bad = nonfinite_rows(&g.grad, self.chains);
         for (j, (s, &bad)) in self.states.iter_mut().zip(&bad).enumerate() {
@@ -375,6 +378,7 @@ impl<'r, 'a> Sampler<'r, 'a> {
         if !(on_cpu || self.protocols[0].is_member_step(k)) {
             return true;
         }
+        let _cpu = on_cpu.then(CpuOnly::enter);
         let integrator = &*self.integrator;
         for (s, bad) in self.states.iter_mut().zip(nonfinite_rows(self.theta, self.chains)) {
             if bad && on_cpu {

@@ -18,6 +18,7 @@ pub mod compat;
 pub mod compute;
 pub mod device;
 pub mod diagnostics;
+pub mod dispatch_count;
 pub mod fused;
 pub mod host;
 pub mod metrics;
