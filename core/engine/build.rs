@@ -1,6 +1,8 @@
 //! Build script of the engine: the libtorch link set-up shared with the binary (so that the
 //! engine's tests start without LD_LIBRARY_PATH), and the C++ shim `shim/compute.cpp` with the
-//! libtorch settings tch does not expose (bf16 autocast, CUDA TF32, channels-last).
+//! libtorch settings tch does not expose (bf16 autocast, CUDA TF32, channels-last)
+//! the operator counter `shim/dispatch_count.cpp` and the scaled in-place updates
+//! `shim/scaled_update.cpp`.
 
 #[path = "../ablate/link_libtorch.rs"]
 mod link_libtorch;
@@ -16,6 +18,8 @@ fn main() {
     let root = lib.parent().map_or_else(|| lib.clone(), std::path::Path::to_path_buf);
     let include = root.join("include");
     println!("cargo:rerun-if-changed=shim/compute.cpp");
+    println!("cargo:rerun-if-changed=shim/dispatch_count.cpp");
+    println!("cargo:rerun-if-changed=shim/scaled_update.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()
@@ -28,5 +32,7 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("shim/compute.cpp")
+        .file("shim/dispatch_count.cpp")
+        .file("shim/scaled_update.cpp")
         .compile("ablate_compute_shim");
 }

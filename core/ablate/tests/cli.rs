@@ -337,6 +337,7 @@ fn plugins_check_fails_each_fault_fixture_on_the_check_its_fault_breaks() {
     for (name, check, detail) in [
         ("not-a-number", "FAIL  log_prob finite", "NaN"),
         ("wrong-gradient", "FAIL  grad_log_prob vs finite differences", "finite differences"),
+        ("wrong-precision", "FAIL  isotropic precision vs finite differences", "declare a precision only"),
         (
             "host-op-overflow",
             "FAIL  grad_log_prob vs finite differences",

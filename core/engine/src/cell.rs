@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::chain::{ChainRun, ChainSettings, ChainStatus, EpochRow, Factor, Gradient, Objective, Observer};
 use crate::compute::Compute;
+use crate::dispatch_count::CpuOnly;
 use crate::host::{PotentialFn, TchHost};
 use crate::metrics::{ensemble_metrics, growth_curve, MemberProbs};
 use crate::model::{BnState, Mode, Model};
@@ -54,6 +55,10 @@ pub struct Loss {
     /// chains skip it: one diverging chain must not stop the others, and the per-chain checks
     /// of θ catch it.
     pub check_outputs: bool,
+    /// For a prior that is an isotropic Gaussian per tensor (`isotropic_precision`): its
+    /// precision P over the flat parameters, divided by n and shaped like θ, so that the prior's
+    /// share of ∇G̃ is one fused P/n ⊙ θ instead of a plugin call per tensor.
+    pub prior_precision: Option<Tensor>,
 }
 
 impl Loss {
@@ -73,12 +78,11 @@ impl Loss {
         }
         // On the CPU a check is free; on a GPU it would synchronise every step, so there a
         // non-finite value surfaces as divergence at the next member or epoch end.
-        if self.check_outputs
-            && nll.device() == Device::Cpu
-            && crate::chain::nonfinite(&nll)
-            && !crate::chain::nonfinite(logits)
-        {
-            return Err(nonfinite_output(&lik, "nll", logits));
+        if self.check_outputs && nll.device() == Device::Cpu {
+            let _cpu = CpuOnly::enter();
+            if crate::chain::nonfinite(&nll) && !crate::chain::nonfinite(logits) {
+                return Err(nonfinite_output(&lik, "nll", logits));
+            }
         }
         Ok(nll.f_reshape([] as [i64; 0])?)
     }
@@ -96,12 +100,11 @@ impl Loss {
         theta: &Tensor,
     ) -> Result<Tensor, EngineError> {
         let lp = call_log_prob(&self.prior, host, views, self.model.infos())?;
-        if self.check_outputs
-            && lp.device() == Device::Cpu
-            && crate::chain::nonfinite(&lp)
-            && !crate::chain::nonfinite(theta)
-        {
-            return Err(nonfinite_output(&self.prior, "log_prob", theta));
+        if self.check_outputs && lp.device() == Device::Cpu {
+            let _cpu = CpuOnly::enter();
+            if crate::chain::nonfinite(&lp) && !crate::chain::nonfinite(theta) {
+                return Err(nonfinite_output(&self.prior, "log_prob", theta));
+            }
         }
         Ok(lp.f_reshape([] as [i64; 0])?)
     }
@@ -117,12 +120,20 @@ impl Loss {
         theta: &Tensor,
         chains: i64,
     ) -> Result<Tensor, EngineError> {
+        if let Some(precision) = &self.prior_precision {
+            // ∇G̃ = ∇NLL + (P/n) ⊙ θ: autograd of the NLL alone, then one fused update.
+            let grads = Tensor::f_run_backward(&[nll], leaves, false, false)?;
+            let _guard = tch::no_grad_guard();
+            let grad = flatten(&defined_gradients(grads, leaves), chains)?;
+            crate::fused::addcmul(&grad, 1.0, precision, theta).map_err(EngineError::Config)?;
+            return Ok(grad);
+        }
         match self.prior_grad(host, leaves)? {
             Some(prior) => {
                 let grads = Tensor::f_run_backward(&[nll], leaves, false, false)?;
                 let _guard = tch::no_grad_guard();
                 let grads = defined_gradients(grads, leaves);
-                if theta.device() == Device::Cpu {
+                if theta.device() == Device::Cpu && crate::fused::enabled() {
                     // −(1/n)·∇log p added tensor by tensor (fused loops) before the one
                     // flattening copy.
                     for (g, p) in grads.iter().zip(&prior) {
@@ -151,6 +162,7 @@ impl Loss {
         let grads = crate::plugin_call::call_grad_log_prob(&self.prior, host, views, self.model.infos())?;
         if let Some(g) = &grads {
             if self.check_outputs && views.first().is_some_and(|v| v.device() == Device::Cpu) {
+                let _cpu = CpuOnly::enter();
                 if let Some((t, i, v)) = crate::plugin_call::first_nonfinite(g) {
                     let theta = flatten(&views.iter().map(Tensor::detach).collect::<Vec<_>>(), 1)?;
                     if !crate::chain::nonfinite(&theta) {
@@ -195,6 +207,23 @@ impl Loss {
             .ok_or_else(|| EngineError::Config("autograd returned no gradient of U".into()))?;
         Ok((u.detach(), grad))
     }
+}
+
+/// The prior's declared isotropic precision (checked against its gradient by the run-start
+/// guard) over the flat parameters, divided by `n` and shaped like `theta` (\[d\] or [K, d]).
+pub fn flat_prior_precision(
+    model: &Model,
+    prior: &Factor<PriorBox>,
+    theta: &Tensor,
+    n: f64,
+) -> Result<Option<Tensor>, EngineError> {
+    let Some(per_tensor) = crate::plugin_call::call_isotropic_precision(prior, model.infos())? else {
+        return Ok(None);
+    };
+    let segments = crate::precond::Segments::new(model.infos(), theta.device())?;
+    let values: Vec<f32> = per_tensor.iter().map(|p| (p / n) as f32).collect();
+    let flat = segments.expand(&Tensor::from_slice(&values).f_to_device(theta.device())?)?;
+    Ok(Some(flat.f_expand_as(theta)?.f_contiguous()?))
 }
 
 /// Autograd leaves no gradient (an undefined tensor) for a parameter the loss does not depend
@@ -777,6 +806,7 @@ pub fn run_cells(
 
     let (theta, views) = initial_parameters(&model, cfgs, s.init, device)?;
     let leaves: Vec<Tensor> = views.into_iter().map(|v| v.detach().set_requires_grad(true)).collect();
+    let prior_precision = flat_prior_precision(&model, &prior, &theta, n)?;
     let bn = model.new_bn_state_for(device, chains as i64);
     let loss = Rc::new(Loss {
         model,
@@ -787,6 +817,7 @@ pub fn run_cells(
         n,
         chunk: cfg.eval.batch_size as i64,
         check_outputs: chains == 1,
+        prior_precision,
     });
     let streams = cfgs.iter().map(|c| batch_streams(c.seed, n_train)).collect();
     let mut network = Network {

@@ -6,7 +6,8 @@
 //! The draws come from the host's [`NoiseStream`]: one stream per chain seeded from that chain's
 //! cell seed, one sub-stream per call and per block of [`BLOCK`] elements, so the numbers depend
 //! neither on how many threads (`rayon`) share the work nor on which other chains share the
-//! batch. The libtorch fallback draws the same numbers on the CPU.
+//! batch. The libtorch fallback draws the same numbers on the CPU; on a GPU it draws the whole
+//! batch's noise in one kernel (see [`standard_normals`]).
 
 pub use ablate_sdk::abi::OuStep;
 use rand::rngs::SmallRng;
@@ -19,6 +20,12 @@ use tch::{Device, Kind, Tensor};
 fn disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var("ABLATE_UNFUSED").is_ok_and(|v| v == "1"))
+}
+
+/// Whether the fused CPU loops are on (`ABLATE_UNFUSED=1` turns them off). Callers that pick a
+/// CPU-specific layout of work for the loops' sake take the generic one when they are off.
+pub fn enabled() -> bool {
+    !disabled()
 }
 
 /// A contiguous f32 tensor on the CPU: what the loops of this module read and write.
@@ -47,8 +54,9 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The host's stream of injected noise for the O-step: one sub-stream per chain, each seeded from
-/// that chain's cell seed ([`NoiseStream::per_chain`]), so a chain draws the same noise whether it
-/// runs alone or batched with any other chains. Each call advances every chain's stream by one.
+/// that chain's cell seed ([`NoiseStream::per_chain`]), so on the CPU a chain draws the same noise
+/// whether it runs alone or batched with any other chains (on other devices see
+/// [`standard_normals`]). Each call advances every chain's stream by one.
 #[derive(Debug, Clone)]
 pub struct NoiseStream {
     /// One seed per chain (row of the [K, d] tensors); a single seed serves any number of rows.
@@ -305,8 +313,8 @@ fn block_seed(key: u64, block: usize) -> u64 {
 }
 
 /// Standard normal draws shaped like `m` ([K, ...] rows = chains): on the CPU the very numbers
-/// the fused loop draws; on other devices from libtorch's generator reseeded per chain from the
-/// chain's key, so each row still depends on its own chain only.
+/// the fused loop draws (each row from its own chain's stream); on other devices one draw from
+/// libtorch's generator reseeded from all the rows' keys at this call.
 fn standard_normals(noise: &mut NoiseStream, m: &Tensor, chains: usize) -> Result<Tensor, tch::TchError> {
     let call = noise.next_call();
     let n = m.numel();
@@ -321,12 +329,13 @@ fn standard_normals(noise: &mut NoiseStream, m: &Tensor, chains: usize) -> Resul
         }
         return Tensor::from_slice(&xi).f_reshape(m.size())?.f_to_kind(m.kind());
     }
-    let mut rows = Vec::with_capacity(chains);
-    for chain in 0..chains {
-        tch::manual_seed(noise.chain_key(call, chain, chains) as i64);
-        rows.push(Tensor::f_randn([row as i64], (m.kind(), m.device()))?);
-    }
-    Tensor::f_cat(&rows, 0)?.f_reshape(m.size())
+    // One kernel for the whole batch (a launch per chain and a concatenation made a batched GPU
+    // step launch K + 1 kernels for its noise): libtorch's generator seeded from every chain's
+    // key at this call. The rows are independent standard normals as before; unlike on the CPU,
+    // a chain's draws here also depend on which chains share its batch.
+    let key = (0..chains).fold(mix(call), |acc, chain| mix(acc ^ noise.chain_key(call, chain, chains)));
+    tch::manual_seed(key as i64);
+    Tensor::f_randn(m.size(), (m.kind(), m.device()))
 }
 
 /// Whether n elements are worth handing to rayon: below a few blocks, or with one thread, the
@@ -460,8 +469,7 @@ pub fn axpy(y: &Tensor, a: f64, x: &Tensor) -> Result<(), String> {
         each_pair(ys, xs, |yi, xi| *yi += a * xi);
         return Ok(());
     }
-    let mut y = y.shallow_clone();
-    y.f_add_(&x.f_mul_scalar(a).map_err(|e| e.to_string())?).map(|_| ()).map_err(|e| e.to_string())
+    add_scaled(y, x, a)
 }
 
 /// y ← y + a·x⊙z in place: one pass on the CPU (contiguous f32), else libtorch kernels.
@@ -485,12 +493,57 @@ pub fn addcmul(y: &Tensor, a: f64, x: &Tensor, z: &Tensor) -> Result<(), String>
         }
         return Ok(());
     }
-    let run = || -> Result<(), tch::TchError> {
-        let mut y = y.shallow_clone();
-        let _ = y.f_add_(&x.f_mul(z)?.f_mul_scalar(a)?)?;
-        Ok(())
-    };
-    run().map_err(|e| e.to_string())
+    addcmul_scaled(y, x, z, a)
+}
+
+mod ffi {
+    use std::ffi::{c_char, c_int};
+    extern "C" {
+        pub fn ablate_add_scaled_(
+            y: *mut torch_sys::C_tensor,
+            x: *const torch_sys::C_tensor,
+            alpha: f64,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
+        pub fn ablate_addcmul_scaled_(
+            y: *mut torch_sys::C_tensor,
+            x: *const torch_sys::C_tensor,
+            z: *const torch_sys::C_tensor,
+            value: f64,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
+    }
+}
+
+/// Runs a shim update with an error buffer; a nonzero return becomes libtorch's message.
+fn shim_update(what: &str, f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Result<(), String> {
+    let mut buf = [0 as std::ffi::c_char; 512];
+    if f(buf.as_mut_ptr(), buf.len()) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim wrote a NUL-terminated message into the buffer.
+    let message = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    Err(format!("{what}: {}", message.lines().next().unwrap_or_default()))
+}
+
+/// y ← y + a·x in place: libtorch's `add_` with `alpha`, one kernel on any device.
+pub fn add_scaled(y: &Tensor, x: &Tensor, a: f64) -> Result<(), String> {
+    let mut y = y.shallow_clone();
+    // SAFETY: both tensors stay alive for the call; the shim updates y's storage in place.
+    shim_update("add_ (y + a·x)", |err, len| unsafe {
+        ffi::ablate_add_scaled_(y.as_mut_ptr(), x.as_ptr(), a, err, len)
+    })
+}
+
+/// y ← y + v·x⊙z in place: libtorch's `addcmul_` with `value`, one kernel on any device.
+pub fn addcmul_scaled(y: &Tensor, x: &Tensor, z: &Tensor, v: f64) -> Result<(), String> {
+    let mut y = y.shallow_clone();
+    // SAFETY: the three tensors stay alive for the call; the shim updates y's storage in place.
+    shim_update("addcmul_ (y + v·x⊙z)", |err, len| unsafe {
+        ffi::ablate_addcmul_scaled_(y.as_mut_ptr(), x.as_ptr(), z.as_ptr(), v, err, len)
+    })
 }
 
 /// The same update from libtorch kernels (any device), with the draws of [`standard_normals`].
@@ -503,33 +556,32 @@ fn composed(
     step: OuStep,
 ) -> Result<(), String> {
     let chains = per_chain.map_or_else(|| noise.rows(m.numel()), Tensor::numel);
-    let mut run = || -> Result<(), tch::TchError> {
-        let mut m = m.shallow_clone();
-        let _ = m.f_mul_scalar_(step.beta)?;
-        if let Some(g) = g {
-            let _ = m.f_add_(&g.f_mul_scalar(step.a)?)?;
+    let torch = |e: tch::TchError| e.to_string();
+    let mut m = m.shallow_clone();
+    let _ = m.f_mul_scalar_(step.beta).map_err(torch)?;
+    if let Some(g) = g {
+        add_scaled(&m, g, step.a)?;
+    }
+    // Draw only when some noise is injected (as the fused loop does); a call without draws
+    // still advances the stream, so both paths stay on the same call count. Kernels: the draw,
+    // (per chain: √T and ξ·√T,) and one addcmul_ with the scalar √coef.
+    match per_chain {
+        Some(t) => {
+            let mut xi = standard_normals(noise, &m, chains).map_err(torch)?;
+            if step.coef > 0.0 {
+                let _ = xi.f_mul_(&t.f_clamp_min(0.0).and_then(|t| t.f_sqrt()).map_err(torch)?).map_err(torch)?;
+                addcmul_scaled(&m, &xi, s, step.coef.sqrt())?;
+            }
         }
-        // Draw only when some noise is injected (as the fused loop does); a call without draws
-        // still advances the stream, so both paths stay on the same call count.
-        let noise = match per_chain {
-            Some(t) => {
-                let xi = standard_normals(noise, &m, chains)?;
-                Some(xi.f_mul(&t.f_mul_scalar(step.coef)?.f_clamp_min(0.0)?.f_sqrt()?)?)
-            }
-            None if step.coef * step.t > 0.0 => {
-                Some(standard_normals(noise, &m, chains)?.f_mul_scalar((step.coef * step.t).sqrt())?)
-            }
-            None => {
-                noise.next_call();
-                None
-            }
-        };
-        if let Some(noise) = noise {
-            let _ = m.f_addcmul_(&noise, s)?;
+        None if step.coef * step.t > 0.0 => {
+            let xi = standard_normals(noise, &m, chains).map_err(torch)?;
+            addcmul_scaled(&m, &xi, s, (step.coef * step.t).sqrt())?;
         }
-        Ok(())
-    };
-    run().map_err(|e| e.to_string())
+        None => {
+            noise.next_call();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -717,6 +769,41 @@ mod tests {
             ou_update(&mut stream, &m3, None, &s3, None, shared).unwrap();
         }
         assert!(m3.get(1).equal(&alone), "a shared temperature mixed the chains' streams");
+    }
+
+    #[test]
+    fn the_composed_update_is_the_fused_one_for_any_temperatures_and_coefficient() {
+        // Same draws on the CPU, so the libtorch form (the GPU's) must give the fused loop's m
+        // to float rounding: kick, friction and per-chain or shared noise scales.
+        let (m0, g, s) = inputs(3, 5_000);
+        let temps = Tensor::from_slice(&[0.5f32, 0.01, 2.0]).reshape([3, 1]);
+        for (per_chain, step) in [
+            (Some(&temps), OuStep { beta: 0.9, a: -0.3, coef: 0.04, t: f64::NAN }),
+            (None, OuStep { beta: 0.7, a: 1.5, coef: 0.2, t: 0.3 }),
+            (Some(&temps), OuStep { beta: 0.5, a: 0.0, coef: 0.0, t: f64::NAN }),
+        ] {
+            let (fused, lib) = (m0.copy(), m0.copy());
+            ou_update(&mut NoiseStream::per_chain(vec![4, 5, 6]), &fused, Some(&g), &s, per_chain, step).unwrap();
+            composed(&mut NoiseStream::per_chain(vec![4, 5, 6]), &lib, Some(&g), &s, per_chain, step).unwrap();
+            let worst = f64::try_from((&fused - &lib).abs().max()).unwrap();
+            assert!(worst < 1e-5, "{step:?}: largest difference {worst}");
+            assert!(!fused.equal(&m0));
+        }
+    }
+
+    #[test]
+    fn scaled_updates_are_one_libtorch_call_and_report_bad_shapes() {
+        let (y0, x, z) = inputs(2, 7);
+        let y = y0.copy();
+        add_scaled(&y, &x, -0.25).unwrap();
+        assert!(f64::try_from((&y - (&y0 + &x * -0.25)).abs().max()).unwrap() < 1e-6);
+        let y = y0.copy();
+        addcmul_scaled(&y, &x, &z, 3.0).unwrap();
+        assert!(f64::try_from((&y - (&y0 + &x * &z * 3.0)).abs().max()).unwrap() < 1e-5);
+        let wrong = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        let e = add_scaled(&y, &wrong, 1.0).unwrap_err();
+        assert!(e.starts_with("add_ (y + a·x): ") && e.contains("size"), "{e}");
+        assert!(addcmul_scaled(&y, &x, &wrong, 1.0).is_err());
     }
 
     #[test]

@@ -283,6 +283,31 @@ pub fn call_grad_log_prob(
     Ok(Some(out))
 }
 
+/// The prior's per-tensor precisions if it declares itself a zero-mean isotropic Gaussian per
+/// tensor (`Prior::isotropic_precision`): one finite value ≥ 0 per parameter tensor.
+pub fn call_isotropic_precision(
+    prior: &Factor<PriorBox>,
+    infos: &[ParamInfo],
+) -> Result<Option<Vec<f64>>, EngineError> {
+    let answer = prior.obj.isotropic_precision(RSlice::from_slice(infos)).into_result();
+    let ROption::RSome(values) = answer.map_err(|e| prior.fail("isotropic_precision", e.into_string()))? else {
+        return Ok(None);
+    };
+    if values.len() != infos.len() {
+        return Err(prior.fail(
+            "isotropic_precision",
+            format!("returned {} values for {} parameter tensors", values.len(), infos.len()),
+        ));
+    }
+    if let Some((v, info)) = values.iter().zip(infos).find(|(v, _)| !(v.is_finite() && **v >= 0.0)) {
+        return Err(prior.fail(
+            "isotropic_precision",
+            format!("returned {v} for `{}`; a precision 1/σ² must be finite and ≥ 0", info.name),
+        ));
+    }
+    Ok(Some(values.into_vec()))
+}
+
 /// The first element of `grads` that is NaN/Inf, as (tensor index, element index, value).
 pub fn first_nonfinite(grads: &[Tensor]) -> Option<(usize, usize, f64)> {
     for (t, g) in grads.iter().enumerate() {
@@ -304,6 +329,62 @@ pub fn first_nonfinite(grads: &[Tensor]) -> Option<(usize, usize, f64)> {
     None
 }
 
+/// A declared isotropic precision P against the prior's own gradient at the guard's point: the
+/// host applies −P ⊙ θ in place of `grad_log_prob` and of autograd through `log_prob`, so both
+/// must equal it (autograd of `log_prob` always, the closed form too when there is one).
+fn isotropic_guard(
+    prior: &Factor<PriorBox>,
+    host: &mut TchHost<'_>,
+    leaves: &[Tensor],
+    lp: &Tensor,
+    infos: &[ParamInfo],
+    precision: &[f64],
+    where_: &str,
+) -> Result<(), EngineError> {
+    let to_vec = |t: &Tensor| -> Result<Vec<f64>, EngineError> {
+        Ok(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?)
+    };
+    // Keep the graph: the closed-form check after this one differentiates `lp` again.
+    let auto = if lp.requires_grad() {
+        Tensor::f_run_backward(&[lp.f_sum(Kind::Float)?], leaves, true, false)?
+    } else {
+        Vec::new()
+    };
+    let closed = call_grad_log_prob(prior, host, leaves, infos)?;
+    for (j, ((leaf, info), p)) in leaves.iter().zip(infos).zip(precision).enumerate() {
+        let theta = to_vec(&leaf.detach())?;
+        let declared: Vec<f64> = theta.iter().map(|x| -p * x).collect();
+        let autograd = match auto.get(j).filter(|a| a.defined()) {
+            Some(a) => to_vec(a)?,
+            None => vec![0.0; theta.len()],
+        };
+        let mut references = vec![("autograd of its log_prob", autograd)];
+        if let Some(closed) = &closed {
+            references.push(("its grad_log_prob", to_vec(&closed[j])?));
+        }
+        for (what, reference) in &references {
+            if let Some((i, (d, r))) = declared
+                .iter()
+                .zip(reference)
+                .enumerate()
+                .find(|(_, (d, r))| (*d - *r).abs() > GRADIENT_TOLERANCE * (1.0 + r.abs()))
+            {
+                return Err(prior.fail(
+                    "isotropic_precision",
+                    format!(
+                        "declares precision {p:.6e} for `{}`, but −precision·θ disagrees with {what} {where_}: \
+                         element {i}: {d:.6e} against {r:.6e} (tolerance {GRADIENT_TOLERANCE}·(1 + |g|)); the host \
+                         applies −precision·θ as the prior's gradient, so declare a precision only for a zero-mean \
+                         isotropic Gaussian",
+                        info.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Deterministic parameters for the guard: |θᵢ| in [0.1, 1]·`scale`, alternating signs.
 fn guard_point(dim: i64, scale: f64, phase: f64) -> Vec<f32> {
     (0..dim)
@@ -322,6 +403,7 @@ fn guard_point(dim: i64, scale: f64, phase: f64) -> Vec<f32> {
 pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Device) -> Result<(), EngineError> {
     let infos = model.infos();
     let mut host = TchHost::new();
+    let precision = call_isotropic_precision(prior, infos)?;
     for (k, scale) in [0.1, 1.0, 3.0].into_iter().enumerate() {
         let theta = Tensor::from_slice(&guard_point(model.dim(), scale, 0.17 * k as f64)).f_to_device(device)?;
         let leaves: Vec<Tensor> =
@@ -331,6 +413,9 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
         let lp_value = f64::try_from(lp.f_to_kind(Kind::Double)?.f_reshape([] as [i64; 0])?)?;
         if !lp_value.is_finite() {
             return Err(prior.fail("log_prob", format!("returned {lp_value} (NaN/Inf) {where_}")));
+        }
+        if let Some(precision) = &precision {
+            isotropic_guard(prior, &mut host, &leaves, &lp, infos, precision, &where_)?;
         }
         let Some(closed) = call_grad_log_prob(prior, &mut host, &leaves, infos)? else {
             continue;

@@ -74,6 +74,7 @@ fn small_loss(registry: &Registry, prior: &str) -> Loss {
         n: 10.0,
         chunk: 1,
         check_outputs: true,
+        prior_precision: None,
     }
 }
 
@@ -256,6 +257,40 @@ fn a_host_op_that_libtorch_rejects_fails_the_call_naming_plugin_and_op() {
     assert_eq!(host.live(), 0, "the failed call leaks no handles");
 }
 
+/// The prior's share of ∇G̃ through its declared isotropic precision (one fused P/n ⊙ θ) equals
+/// the per-tensor `grad_log_prob` path, for the built-in Gaussian priors at non-default scales.
+#[test]
+fn a_declared_isotropic_precision_gives_the_gradient_of_the_per_tensor_path() {
+    let registry = Registry::load(&SearchPath::standard(&[])).unwrap();
+    for (name, params) in [
+        ("gaussian", serde_json::json!({"scale": 0.7})),
+        ("he-gaussian", serde_json::json!({"scale": 1.3})),
+        ("gaussian", serde_json::json!({"scale": 2.0, "roles": ["weight"]})),
+    ] {
+        let mut loss = small_loss(&registry, name);
+        loss.prior = ablate_engine::chain::Factor::new(registry.prior(name, &params).unwrap(), "prior", name, "-");
+        let values: Vec<f32> = (0..loss.model.dim()).map(|i| ((i as f32) * 0.37).sin() * 1.5).collect();
+        let theta = Tensor::from_slice(&values);
+        let gradient = |loss: &Loss| {
+            let leaves: Vec<Tensor> =
+                loss.model.views(&theta).iter().map(|v| v.detach().copy().set_requires_grad(true)).collect();
+            let nll = leaves.iter().map(|l| l.square().sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
+            Vec::<f32>::try_from(loss.loss_gradient(&mut TchHost::new(), &nll, &leaves, &theta, 1).unwrap()).unwrap()
+        };
+        let per_tensor = gradient(&loss);
+        let precision = ablate_engine::cell::flat_prior_precision(&loss.model, &loss.prior, &theta, loss.n).unwrap();
+        assert!(precision.is_some(), "{name} declares no isotropic precision");
+        loss.prior_precision = precision;
+        let fused = gradient(&loss);
+        assert_eq!(per_tensor.len(), fused.len());
+        for (i, (a, b)) in per_tensor.iter().zip(&fused).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{name} {params}: element {i}: {a} vs {b}");
+        }
+        // The prior matters here: without it the gradient would be 2θ alone.
+        assert!(per_tensor.iter().zip(&values).any(|(g, x)| (g - 2.0 * x).abs() > 1e-3), "{name}");
+    }
+}
+
 #[test]
 fn the_run_start_gradient_guard_passes_every_builtin_prior_and_stops_a_wrong_gradient() {
     // A model with batch-norm parameters, which most priors skip (no autograd gradient there).
@@ -280,6 +315,7 @@ fn the_run_start_gradient_guard_passes_every_builtin_prior_and_stops_a_wrong_gra
     let faults = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap();
     for (name, during, expect) in [
         ("wrong-gradient", "grad_log_prob", "disagrees with autograd"),
+        ("wrong-precision", "isotropic_precision", "disagrees with autograd of its log_prob"),
         ("host-op-overflow", "grad_log_prob", "host op `clamp`"),
         ("not-a-number", "log_prob", "NaN"),
     ] {

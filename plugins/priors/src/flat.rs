@@ -34,4 +34,9 @@ impl Prior for Flat {
     fn sample<'o>(&self, _ops: Ops<'o>, _info: &ParamInfo, _like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         Ok(None)
     }
+
+    /// Precision 0 everywhere (the limit σ → ∞): ∇ log p = 0, and the host skips the prior.
+    fn isotropic_precision(&self, infos: &[ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+        Ok(Some(vec![0.0; infos.len()]))
+    }
 }

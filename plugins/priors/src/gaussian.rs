@@ -58,6 +58,11 @@ impl Prior for Gaussian {
         grad_covered(&self.roles, ops, params, infos, |x, _| Ok(x * c))
     }
 
+    fn isotropic_precision(&self, infos: &[ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+        let precision = 1.0 / (self.scale * self.scale);
+        Ok(Some(infos.iter().map(|info| if self.roles.covers(info.role) { precision } else { 0.0 }).collect()))
+    }
+
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);

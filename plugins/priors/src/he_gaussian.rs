@@ -65,6 +65,17 @@ impl Prior for HeGaussian {
         })
     }
 
+    fn isotropic_precision(&self, infos: &[ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+        let precision = |info: &ParamInfo| -> Result<f64, String> {
+            if !self.roles.covers(info.role) {
+                return Ok(0.0);
+            }
+            let s = self.sigma(info)?;
+            Ok(1.0 / (s * s))
+        };
+        infos.iter().map(precision).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
         if !self.roles.covers(info.role) {
             return Ok(None);

@@ -211,7 +211,7 @@ fn correlated_normal_passes_the_suite() {
             eprintln!("correlated-normal {json}: {c}");
         }
         assert_all_pass("correlated-normal", &checks);
-        assert_eq!(checks.len(), 4);
+        assert_eq!(checks.len(), 5);
         // The suite stacks chains as the engine does (one-chain descriptions), so a kernel's
         // positions are found and the prior batches: a pass, not a "runs unbatched" note.
         let add = checks.iter().find(|c| c.name == "log_prob additive over stacked chains").unwrap();

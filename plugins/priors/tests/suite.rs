@@ -22,8 +22,23 @@ fn every_builtin_prior_passes_the_suite() {
         }
         assert_all_pass(name, &checks);
         // Every check ran (a prior that fails `log_prob finite` stops after it).
-        assert_eq!(checks.len(), 4, "{name}");
+        assert_eq!(checks.len(), 5, "{name}");
     }
+}
+
+#[test]
+fn the_declared_isotropic_precisions_are_checked_not_skipped() {
+    for (name, checks) in [
+        ("gaussian", cpu_prior::<Gaussian>(r#"{"scale": 0.6}"#)),
+        ("he-gaussian", cpu_prior::<HeGaussian>("{}")),
+        ("flat", cpu_prior::<Flat>("{}")),
+    ] {
+        let c = checks.iter().find(|c| c.name == "isotropic precision vs finite differences").unwrap();
+        assert!(matches!(c.outcome, Outcome::Pass(_)), "{name}: {c}");
+    }
+    let laplace = cpu_prior::<Laplace>("{}");
+    let c = laplace.iter().find(|c| c.name == "isotropic precision vs finite differences").unwrap();
+    assert!(matches!(c.outcome, Outcome::Note(_)), "laplace declares none: {c}");
 }
 
 #[test]

@@ -129,6 +129,18 @@ impl<P: Prior> PriorObj for PriorGlue<P> {
             }
         })
     }
+
+    fn isotropic_precision(&self, infos: RSlice<'_, ParamInfo>) -> RResult<ROption<RVec<f64>>, RString> {
+        let answer = contained(P::NAME, || self.0.isotropic_precision(infos.as_slice())).and_then(|r| r);
+        match answer {
+            Ok(Some(p)) if p.len() == infos.len() => RResult::ROk(ROption::RSome(p.into_iter().collect())),
+            Ok(Some(p)) => RResult::RErr(
+                format!("isotropic_precision returned {} values for {} parameter tensors", p.len(), infos.len()).into(),
+            ),
+            Ok(None) => RResult::ROk(ROption::RNone),
+            Err(e) => RResult::RErr(e.into()),
+        }
+    }
 }
 
 impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {

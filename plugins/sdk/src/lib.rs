@@ -94,6 +94,15 @@ pub trait Prior: Factory {
     ) -> Result<Option<Vec<Tensor<'o>>>, String> {
         Ok(None)
     }
+    /// If this prior is a zero-mean isotropic Gaussian N(0, σ_i²) on each parameter tensor i:
+    /// the precisions 1/σ_i², one per entry of `infos` (0 for tensors it does not cover), so that
+    /// ∇ log p(θ) = −P ⊙ θ. The host then adds the prior's gradient to the flat gradient in one
+    /// fused operation instead of calling `grad_log_prob` tensor by tensor. It must agree with
+    /// `log_prob` (the host checks it at run start, the conformance kit with finite differences);
+    /// `None` (the default) for any other prior.
+    fn isotropic_precision(&self, _infos: &[ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+        Ok(None)
+    }
 }
 
 /// The tensors of one step as plugin code sees them (all flat, borrowed from the host).

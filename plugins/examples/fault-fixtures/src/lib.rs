@@ -1,6 +1,7 @@
 //! Faulty priors for the host's tests and for `ablate plugins check`: one panics, one returns
 //! NaN, one returns a wrong shape, one returns a handle it released, one has a closed-form
-//! gradient off by a factor of 2, one calls a host op with a bound float32 cannot hold. And a
+//! gradient off by a factor of 2, one declares an isotropic precision twice the true one, one
+//! calls a host op with a bound float32 cannot hold. And a
 //! faulty likelihood: its NLL is a constant that does not depend on the logits. The host must
 //! report each as an error for that use (naming the plugin) and carry on.
 
@@ -117,6 +118,25 @@ impl Prior for HostOpOverflow {
 }
 
 fixture!(
+    WrongPrecision,
+    "wrong-precision",
+    "N(0, 1) that declares the isotropic precision 2 (σ = 0.71) instead of 1 (fails the precision check)"
+);
+
+impl Prior for WrongPrecision {
+    fn log_prob<'o>(&self, _: Ops<'o>, params: &[Tensor<'o>], _: &[ParamInfo]) -> Result<Tensor<'o>, String> {
+        sum_over(params, |p| (p.square() * -0.5 - ablate_sdk::math::HALF_LN_2PI).sum())
+    }
+    fn sample<'o>(&self, ops: Ops<'o>, _: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(Some(ops.randn_like(like)))
+    }
+    fn isotropic_precision(&self, infos: &[ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+        // The deliberate mistake: N(0, 1) has precision 1/σ² = 1.
+        Ok(Some(vec![2.0; infos.len()]))
+    }
+}
+
+fixture!(
     DetachedNll,
     "detached-nll",
     "categorical NLL replaced by a constant that does not depend on the logits (autograd cannot reach the network)"
@@ -143,7 +163,7 @@ fn sum_over<'o>(params: &[Tensor<'o>], f: impl Fn(&Tensor<'o>) -> Tensor<'o>) ->
 }
 
 ablate_sdk::export_plugin! {
-    priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, HostOpOverflow],
+    priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, WrongPrecision, HostOpOverflow],
     likelihoods: [DetachedNll],
     integrators: [],
     noise: [],

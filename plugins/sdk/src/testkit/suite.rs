@@ -7,7 +7,7 @@
 //!
 //! | kind | checks |
 //! |---|---|
-//! | prior | `log_prob finite`, `log_prob additive over stacked chains`, `grad_log_prob vs finite differences`, `samples follow log_prob` |
+//! | prior | `log_prob finite`, `log_prob additive over stacked chains`, `grad_log_prob vs finite differences`, `isotropic precision vs finite differences`, `samples follow log_prob` |
 //! | integrator | `Gaussian target T=1`, `Gaussian target T=0.1` |
 //! | likelihood | `nll finite`, `nll is a per-example mean`, `nll depends on the logits`, `effective_n positive`, `augment keeps the shape` |
 //! | noise | `plan`, `transform unbiased` |
@@ -145,6 +145,7 @@ pub fn prior_checks<H: TestHost>(host: &mut H, prior: &PriorBox) -> Vec<Check> {
     }
     checks.push(Check::new("log_prob additive over stacked chains", additivity(host, prior, &p)));
     checks.push(Check::new("grad_log_prob vs finite differences", gradient(host, prior, &fixture, &p)));
+    checks.push(Check::new("isotropic precision vs finite differences", isotropic(host, prior, &fixture, &p)));
     checks.push(Check::new("samples follow log_prob", stein(host, prior, &p)));
     checks
 }
@@ -250,6 +251,45 @@ fn gradient<H: TestHost>(
             worst.1, p.fd_tol
         ))
     }
+}
+
+/// A declared isotropic precision P (`isotropic_precision`) against central finite differences
+/// of `log_prob`: the host uses −P ⊙ θ as the prior's gradient, so it must be ∇ log p.
+fn isotropic<H: TestHost>(
+    host: &mut H,
+    prior: &PriorBox,
+    fixture: &[(ParamInfo, Vec<f64>)],
+    p: &Precision,
+) -> Result<Outcome, String> {
+    let infos: Vec<ParamInfo> = fixture.iter().map(|(info, _)| info.clone()).collect();
+    let declared = prior
+        .isotropic_precision(abi_stable::std_types::RSlice::from_slice(&infos))
+        .into_result()
+        .map_err(|e| format!("isotropic_precision: {}", e.into_string()))?;
+    let abi_stable::std_types::ROption::RSome(precision) = declared else {
+        return Ok(Outcome::Note("no isotropic precision declared (the host calls grad_log_prob)".into()));
+    };
+    if precision.len() != fixture.len() {
+        return Err(format!("isotropic_precision returned {} values for {} tensors", precision.len(), fixture.len()));
+    }
+    let fd = finite_difference_log_prob_grad(host, prior, fixture, p.fd_step)?;
+    for (((info, theta), prec), f) in fixture.iter().zip(precision.iter()).zip(&fd) {
+        if !(prec.is_finite() && *prec >= 0.0) {
+            return Err(format!("`{}`: precision {prec} (it must be finite and ≥ 0)", info.name));
+        }
+        for (i, (x, b)) in theta.iter().zip(f).enumerate() {
+            let a = -prec * x;
+            let excess = (a - b).abs() - p.fd_tol * (1.0 + b.abs());
+            if excess.is_nan() || excess > 0.0 {
+                return Err(format!(
+                    "`{}`[{i}]: −precision·θ = {a:.6e} ({prec:.6e} declared), finite differences {b:.6e} \
+                     (tolerance {:.0e}·(1 + |g|)); declare a precision only for a zero-mean isotropic Gaussian",
+                    info.name, p.fd_tol
+                ));
+            }
+        }
+    }
+    Ok(Outcome::Pass(format!("−precision·θ agrees with finite differences within {:.0e}·(1 + |g|)", p.fd_tol)))
 }
 
 /// Stein's identity for the scale: for x ~ p (a product of 1-d densities with x·p(x) → 0 in
@@ -598,7 +638,12 @@ mod tests {
         const NAME: &'static str = "faulty";
         const DESCRIPTION: &'static str = "test prior with one fault";
         fn params() -> Vec<ParamSpec> {
-            vec![ParamSpec::string("fault", "none", &["none", "nan", "double-gradient", "wide-samples"], "which fault")]
+            vec![ParamSpec::string(
+                "fault",
+                "none",
+                &["none", "nan", "double-gradient", "wide-samples", "wrong-precision"],
+                "which fault",
+            )]
         }
         fn new(p: &Params) -> Result<Self, String> {
             Ok(Self { fault: p.str("fault").to_owned() })
@@ -627,6 +672,10 @@ mod tests {
             let factor = if self.fault == "double-gradient" { -2.0 } else { -1.0 };
             Ok(Some(params.iter().map(|p| p * factor).collect()))
         }
+        fn isotropic_precision(&self, infos: &[ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+            let precision = if self.fault == "wrong-precision" { 2.0 } else { 1.0 };
+            Ok(Some(vec![precision; infos.len()]))
+        }
     }
 
     fn verdicts(fault: &str) -> Vec<(&'static str, bool)> {
@@ -640,6 +689,7 @@ mod tests {
         let failed = |fault| verdicts(fault).into_iter().filter(|c| c.1).map(|c| c.0).collect::<Vec<_>>();
         assert_eq!(failed("double-gradient"), vec!["grad_log_prob vs finite differences"]);
         assert_eq!(failed("wide-samples"), vec!["samples follow log_prob"]);
+        assert_eq!(failed("wrong-precision"), vec!["isotropic precision vs finite differences"]);
     }
 
     /// Adds a constant to the gradient: biased.
