@@ -20,7 +20,7 @@ pub enum PluginError {
 
     #[error(
         "refusing plugin {path}: it was built against a different plugin interface layout than \
-         this ablate (rebuild it against ablate-sdk {host_sdk}): {detail}"
+         this ablate (rebuild it against {host_sdk}): {detail}"
     )]
     AbiMismatch { path: PathBuf, host_sdk: String, detail: String },
 

@@ -511,8 +511,9 @@ pub trait PriorObj: Send {
     /// per tensor (0 for a tensor it does not cover), so that ∇ log p(θ) = −P ⊙ θ. The host then
     /// applies the prior to the flat gradient in one fused operation instead of one call per
     /// tensor (on a GPU, one kernel instead of a hundred for ResNet-20). `RNone`: no such form.
-    /// Added after `grad_log_prob` (SDK 3 grows at the end): a library built before it answers
-    /// `RNone` through this default.
+    /// Added in `ablate-sdk 4`, at the end with a default body; as with the ops of SDK 3, a
+    /// library built against the shorter table is refused ("too many fields") and needs a
+    /// rebuild, hence the version bump.
     fn isotropic_precision(&self, infos: RSlice<'_, ParamInfo>) -> RResult<ROption<RVec<f64>>, RString> {
         let _ = infos;
         RResult::ROk(ROption::RNone)

@@ -57,7 +57,7 @@ pub use glue::__private;
 
 /// Version of the plugin interface. The host refuses a library built with another version.
 #[cfg(not(feature = "sdk-version-mismatch-for-tests"))]
-pub const SDK_VERSION: &str = "ablate-sdk 3";
+pub const SDK_VERSION: &str = "ablate-sdk 4";
 #[cfg(feature = "sdk-version-mismatch-for-tests")]
 pub const SDK_VERSION: &str = "ablate-sdk 0-test-mismatch";
 
