@@ -20,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=shim/compute.cpp");
     println!("cargo:rerun-if-changed=shim/dispatch_count.cpp");
     println!("cargo:rerun-if-changed=shim/scaled_update.cpp");
+    println!("cargo:rerun-if-changed=shim/shim_error.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()

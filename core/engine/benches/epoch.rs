@@ -24,6 +24,8 @@
 // Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -107,15 +109,6 @@ fn autograd_floor(data: &ablate_data::Dataset, device: Device) -> f64 {
     median(times[1..].to_vec())
 }
 
-/// A dataset folder: `$var` if set, else the `ablate data fetch` cache entry; `None` if absent.
-fn data_dir(var: &str, dataset: &str) -> Option<PathBuf> {
-    std::env::var(var)
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data").join(dataset)))
-        .filter(|p| p.is_dir())
-}
-
 /// Device memory this process holds (MiB, CUDA context included), from `nvidia-smi`; the GPU's
 /// whole used memory when the process is not listed (a container's own PID namespace).
 fn device_memory_mib() -> Option<f64> {
@@ -143,7 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => Device::Cpu,
     };
     let rate = gemm_rate(device);
-    let mnist = data_dir("ABLATE_BENCH_MNIST", "mnist");
+    let mnist = common::data_dir("ABLATE_BENCH_MNIST", "mnist");
     // T = 1 from the first step (no ramp) so that every step does the full work, as the reference.
     let sampler = |epochs: usize, batch: usize| {
         json!({"epochs": epochs, "batch_size": batch, "lr": 0.1, "momentum_decay": 0.98, "cycle_length": 1,
@@ -170,7 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The dirty-likelihood grid's CNN (16 and 32 channels) with batch norm on 5k Fashion-MNIST
     // images, if cached (`ablate data fetch fashion-mnist`); opt out with ABLATE_BENCH_CNN=0.
-    let fashion = data_dir("ABLATE_BENCH_FASHION", "fashion-mnist");
+    let fashion = common::data_dir("ABLATE_BENCH_FASHION", "fashion-mnist");
     if let Some(dir) = fashion.filter(|_| std::env::var("ABLATE_BENCH_CNN").map_or(true, |v| v != "0")) {
         workloads.push((
             "fashion-cnn-bn",
@@ -223,15 +216,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let mut single = None;
         for &k in &ks {
-            // K chains at temperatures spread over 1e-3..1 (the usual grid), one seed each.
-            let cfgs: Vec<CellConfig> = (0..k)
-                .map(|j| {
-                    let mut c = base.clone();
-                    c.temperature = if k == 1 { 1.0 } else { 10f64.powf(-3.0 * j as f64 / (k - 1) as f64) };
-                    c.seed = 1 + j as u64;
-                    c
-                })
-                .collect();
+            let cfgs = common::chains(&base, k);
             let mut epochs = Epochs(Vec::new(), 0.0);
             run_cells(&cfgs, &data, &registry, device, &mut epochs)?;
             // The first epoch warms up; the last one also evaluates the ensemble member.

@@ -21,6 +21,8 @@
 // a benchmark's output is its report
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
+mod common;
+
 use std::path::PathBuf;
 
 use ablate_engine::dispatch_count::{Counting, OpCounts};
@@ -46,14 +48,6 @@ impl Observer for Steps {
     }
 }
 
-fn data_dir(var: &str, dataset: &str) -> Option<PathBuf> {
-    std::env::var(var)
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| ablate_data::cache_root().ok().map(|c| c.join("data").join(dataset)))
-        .filter(|p| p.is_dir())
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("ABLATE_UNFUSED").is_none() {
         // SAFETY: set before any thread that reads the environment starts.
@@ -77,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "quickstart-mlp",
         json!({"data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [50]}, "sampler": sampler(3, 50)}),
     )];
-    if let Some(dir) = data_dir("ABLATE_BENCH_MNIST", "mnist") {
+    if let Some(dir) = common::data_dir("ABLATE_BENCH_MNIST", "mnist") {
         workloads.push((
             "mnist-mlp",
             json!({"data": {"dataset": "mnist", "path": dir, "train_size": 2000, "test_size": 500},
@@ -104,14 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let base: CellConfig = serde_json::from_value(value)?;
         let data = load_data(&base.data)?;
         for &k in &ks {
-            let cfgs: Vec<CellConfig> = (0..k)
-                .map(|j| {
-                    let mut c = base.clone();
-                    c.temperature = if k == 1 { 1.0 } else { 10f64.powf(-3.0 * j as f64 / (k - 1) as f64) };
-                    c.seed = 1 + j as u64;
-                    c
-                })
-                .collect();
+            let cfgs = common::chains(&base, k);
             let counting = Counting::start()?;
             let last = counting.read();
             let mut steps = Steps { counting, last, steps: Vec::new() };

@@ -11,14 +11,10 @@
 #include <cstring>
 #include <exception>
 
+#include "shim_error.h"
+
 namespace {
 
-void write_error(const char* what, char* err, size_t len) {
-  if (err != nullptr && len > 0) {
-    std::strncpy(err, what, len - 1);
-    err[len - 1] = '\0';
-  }
-}
 
 at::DeviceType device_type(int cuda) { return cuda != 0 ? at::kCUDA : at::kCPU; }
 
@@ -38,7 +34,7 @@ int ablate_autocast_enter(int cuda, int* prev_enabled, int* prev_dtype, char* er
     at::autocast::increment_nesting();
     return 0;
   } catch (const std::exception& e) {
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return 1;
   }
 }
@@ -55,7 +51,7 @@ int ablate_autocast_exit(int cuda, int prev_enabled, int prev_dtype, char* err, 
     at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(prev_dtype));
     return 0;
   } catch (const std::exception& e) {
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return 1;
   }
 }
@@ -79,7 +75,7 @@ int ablate_set_cuda_tf32(int on, char* err, size_t len) {
     ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, p);
     return 0;
   } catch (const std::exception& e) {
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return 1;
   }
 }
@@ -102,7 +98,7 @@ at::Tensor* ablate_channels_last(const at::Tensor* t, char* err, size_t len) {
   try {
     return new at::Tensor(t->contiguous(at::MemoryFormat::ChannelsLast));
   } catch (const std::exception& e) {
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return nullptr;
   }
 }

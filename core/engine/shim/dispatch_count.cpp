@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+
+#include "shim_error.h"
 #include <map>
 #include <mutex>
 #include <string>
@@ -58,12 +60,6 @@ void on_end(const at::RecordFunction&, at::ObserverContext*) {
   }
 }
 
-void write_error(const char* what, char* err, size_t len) {
-  if (err != nullptr && len > 0) {
-    std::strncpy(err, what, len - 1);
-    err[len - 1] = '\0';
-  }
-}
 
 }  // namespace
 
@@ -86,7 +82,7 @@ int ablate_ops_start(char* err, size_t len) {
     return 0;
   } catch (const std::exception& e) {
     g_active = false;
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return 1;
   }
 }

@@ -9,16 +9,7 @@
 #include <cstring>
 #include <exception>
 
-namespace {
-
-void write_error(const char* what, char* err, size_t len) {
-  if (err != nullptr && len > 0) {
-    std::strncpy(err, what, len - 1);
-    err[len - 1] = '\0';
-  }
-}
-
-}  // namespace
+#include "shim_error.h"
 
 extern "C" {
 
@@ -28,7 +19,7 @@ int ablate_add_scaled_(at::Tensor* y, const at::Tensor* x, double alpha, char* e
     y->add_(*x, alpha);
     return 0;
   } catch (const std::exception& e) {
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return 1;
   }
 }
@@ -40,7 +31,7 @@ int ablate_addcmul_scaled_(at::Tensor* y, const at::Tensor* x, const at::Tensor*
     y->addcmul_(*x, *z, value);
     return 0;
   } catch (const std::exception& e) {
-    write_error(e.what(), err, len);
+    ablate_shim::write_error(e.what(), err, len);
     return 1;
   }
 }
