@@ -267,27 +267,35 @@ fn a_declared_isotropic_precision_gives_the_gradient_of_the_per_tensor_path() {
         ("he-gaussian", serde_json::json!({"scale": 1.3})),
         ("gaussian", serde_json::json!({"scale": 2.0, "roles": ["weight"]})),
     ] {
-        let mut loss = small_loss(&registry, name);
-        loss.prior = ablate_engine::chain::Factor::new(registry.prior(name, &params).unwrap(), "prior", name, "-");
-        let values: Vec<f32> = (0..loss.model.dim()).map(|i| ((i as f32) * 0.37).sin() * 1.5).collect();
-        let theta = Tensor::from_slice(&values);
-        let gradient = |loss: &Loss| {
-            let leaves: Vec<Tensor> =
-                loss.model.views(&theta).iter().map(|v| v.detach().copy().set_requires_grad(true)).collect();
-            let nll = leaves.iter().map(|l| l.square().sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
-            Vec::<f32>::try_from(loss.loss_gradient(&mut TchHost::new(), &nll, &leaves, &theta, 1).unwrap()).unwrap()
-        };
-        let per_tensor = gradient(&loss);
-        let precision = ablate_engine::cell::flat_prior_precision(&loss.model, &loss.prior, &theta, loss.n).unwrap();
-        assert!(precision.is_some(), "{name} declares no isotropic precision");
-        loss.prior_precision = precision;
-        let fused = gradient(&loss);
-        assert_eq!(per_tensor.len(), fused.len());
-        for (i, (a, b)) in per_tensor.iter().zip(&fused).enumerate() {
-            assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{name} {params}: element {i}: {a} vs {b}");
+        // One chain (θ [d]) and three batched chains (θ [3, d], leaves [3, ...]).
+        for chains in [1i64, 3] {
+            let mut loss = small_loss(&registry, name);
+            loss.prior = ablate_engine::chain::Factor::new(registry.prior(name, &params).unwrap(), "prior", name, "-");
+            let d = loss.model.dim();
+            let values: Vec<f32> = (0..chains * d).map(|i| ((i as f32) * 0.37).sin() * 1.5).collect();
+            let theta =
+                if chains == 1 { Tensor::from_slice(&values) } else { Tensor::from_slice(&values).view([chains, d]) };
+            let gradient = |loss: &Loss| {
+                let views = if chains == 1 { loss.model.views(&theta) } else { loss.model.batched_views(&theta) };
+                let leaves: Vec<Tensor> = views.iter().map(|v| v.detach().copy().set_requires_grad(true)).collect();
+                let nll = leaves.iter().map(|l| l.square().sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
+                let grad = loss.loss_gradient(&mut TchHost::new(), &nll, &leaves, &theta, chains).unwrap();
+                assert_eq!(grad.size(), theta.size());
+                Vec::<f32>::try_from(grad.reshape([-1])).unwrap()
+            };
+            let per_tensor = gradient(&loss);
+            let precision =
+                ablate_engine::cell::flat_prior_precision(&loss.model, &loss.prior, &theta, loss.n).unwrap();
+            assert!(precision.is_some(), "{name} declares no isotropic precision");
+            loss.prior_precision = precision;
+            let fused = gradient(&loss);
+            assert_eq!(per_tensor.len(), fused.len());
+            for (i, (a, b)) in per_tensor.iter().zip(&fused).enumerate() {
+                assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{name} {params} K={chains}: element {i}: {a} vs {b}");
+            }
+            // The prior matters here: without it the gradient would be 2θ alone.
+            assert!(per_tensor.iter().zip(&values).any(|(g, x)| (g - 2.0 * x).abs() > 1e-3), "{name}");
         }
-        // The prior matters here: without it the gradient would be 2θ alone.
-        assert!(per_tensor.iter().zip(&values).any(|(g, x)| (g - 2.0 * x).abs() > 1e-3), "{name}");
     }
 }
 
