@@ -7,7 +7,7 @@
 //! cell seed, one sub-stream per call and per block of [`BLOCK`] elements, so the numbers depend
 //! neither on how many threads (`rayon`) share the work nor on which other chains share the
 //! batch. The libtorch fallback draws the same numbers on the CPU; on a GPU it draws the whole
-//! batch's noise in one kernel (see [`standard_normals`]).
+//! batch's noise in one kernel (see `standard_normals`).
 
 pub use ablate_sdk::abi::OuStep;
 use rand::rngs::SmallRng;
@@ -56,7 +56,7 @@ fn mix(mut z: u64) -> u64 {
 /// The host's stream of injected noise for the O-step: one sub-stream per chain, each seeded from
 /// that chain's cell seed ([`NoiseStream::per_chain`]), so on the CPU a chain draws the same noise
 /// whether it runs alone or batched with any other chains (on other devices see
-/// [`standard_normals`]). Each call advances every chain's stream by one.
+/// `standard_normals`). Each call advances every chain's stream by one.
 #[derive(Debug, Clone)]
 pub struct NoiseStream {
     /// One seed per chain (row of the [K, d] tensors); a single seed serves any number of rows.
@@ -546,7 +546,7 @@ pub fn addcmul_scaled(y: &Tensor, x: &Tensor, z: &Tensor, v: f64) -> Result<(), 
     })
 }
 
-/// The same update from libtorch kernels (any device), with the draws of [`standard_normals`].
+/// The same update from libtorch kernels (any device), with the draws of `standard_normals`.
 fn composed(
     noise: &mut NoiseStream,
     m: &Tensor,
