@@ -1,0 +1,83 @@
+//! The kernel launches of one sampler step on the GPU's code path, counted exactly on the CPU
+//! (`ablate_engine::dispatch_count`; the figures of `benches/step_ops.rs` and
+//! reports/results/performance.md). A step of a small model on a GPU is bound by its launch
+//! count, so a change that adds launches to every step (a per-tensor prior path, a composed
+//! update, a per-chain draw) fails here and must update the figures it changes.
+//!
+//! The fused CPU loops are switched off for this binary (`ABLATE_UNFUSED=1`, read once per
+//! process), so the step takes the operators a GPU step takes.
+// Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+
+mod builtins;
+
+use ablate_engine::chain::Observer;
+use ablate_engine::dispatch_count::{Counting, OpCounts};
+use ablate_engine::host::TchHost;
+use ablate_engine::run_cells;
+use ablate_grid::config::CellConfig;
+use builtins::registry;
+use tch::{Device, Tensor};
+
+struct Steps {
+    counting: Counting,
+    last: OpCounts,
+    steps: Vec<OpCounts>,
+}
+
+impl Observer for Steps {
+    fn step(&mut self, _k: u64, _theta: &Tensor, _host: &mut TchHost<'_>) {
+        let now = self.counting.read();
+        self.steps.push(now.since(&self.last));
+        self.last = now;
+    }
+}
+
+/// The quickstart's MLP (64-50-10 on digits) with the paper's sampler, K chains at spread
+/// temperatures (the `quickstart-mlp` workload of the step_ops bench): the median step's counts.
+fn median_step(prior: &str, k: usize) -> OpCounts {
+    let (_dir, registry) = registry();
+    let cfgs: Vec<CellConfig> = (0..k)
+        .map(|j| {
+            let t = if k == 1 { 1.0 } else { 10f64.powf(-3.0 * j as f64 / (k - 1) as f64) };
+            serde_json::from_value(serde_json::json!({
+                "temperature": t, "seed": 1 + j,
+                "data": {"dataset": "digits"},
+                "model": {"kind": "mlp", "hidden": [50]},
+                "sampler": {"epochs": 3, "batch_size": 50, "lr": 0.1, "momentum_decay": 0.98,
+                            "cycle_length": 1, "cycle_start_sampling": 1},
+                "prior": {"name": prior}
+            }))
+            .unwrap()
+        })
+        .collect();
+    let data = ablate_engine::load_data(&cfgs[0].data).unwrap();
+    let counting = Counting::start().unwrap();
+    let last = counting.read();
+    let mut steps = Steps { counting, last, steps: Vec::new() };
+    run_cells(&cfgs, &data, &registry, Device::Cpu, &mut steps).unwrap();
+    steps.steps.sort_by_key(OpCounts::kernels);
+    steps.steps.swap_remove(steps.steps.len() / 2)
+}
+
+#[test]
+fn a_step_launches_what_performance_md_says_and_the_prior_is_one_fused_update() {
+    // SAFETY: set before any thread of this test binary reads the environment.
+    unsafe { std::env::set_var("ABLATE_UNFUSED", "1") };
+    // One chain and a batch of 4: the figures of reports/results/performance.md (quickstart
+    // MLP). On a GPU the O-step's noise adds one `randn` (drawn in Rust on the CPU).
+    for (k, kernels) in [(1, 35), (4, 45)] {
+        let step = median_step("gaussian", k);
+        let ops = step.kernel_ops();
+        assert_eq!(step.kernels(), kernels, "K = {k}: {ops:?}");
+        assert_eq!(step.host_reads(), 0, "K = {k}: a GPU step must not wait for the device: {ops:?}");
+        // The prior is one addcmul_ (with the O-step's and the θ update's): no per-tensor calls.
+        assert_eq!(step.by_name.get("aten::addcmul_"), Some(&3), "K = {k}: {ops:?}");
+        assert_eq!(step.by_name.get("aten::cat"), Some(&1), "K = {k}: one flattening of the gradient: {ops:?}");
+    }
+    // A prior without an isotropic precision (Laplace) pays a call per parameter tensor (4 here:
+    // two weights, two biases) and the second flattening.
+    let laplace = median_step("laplace", 1);
+    assert!(laplace.kernels() > 35 + 4, "{:?}", laplace.kernel_ops());
+    assert_eq!(laplace.by_name.get("aten::cat"), Some(&2), "{:?}", laplace.kernel_ops());
+}
