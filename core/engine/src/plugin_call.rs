@@ -329,60 +329,27 @@ pub fn first_nonfinite(grads: &[Tensor]) -> Option<(usize, usize, f64)> {
     None
 }
 
-/// A declared isotropic precision P against the prior's own gradient at the guard's point: the
-/// host applies −P ⊙ θ in place of `grad_log_prob` and of autograd through `log_prob`, so both
-/// must equal it (autograd of `log_prob` always, the closed form too when there is one).
-fn isotropic_guard(
-    prior: &Factor<PriorBox>,
-    host: &mut TchHost<'_>,
-    leaves: &[Tensor],
-    lp: &Tensor,
-    infos: &[ParamInfo],
-    precision: &[f64],
-    where_: &str,
-) -> Result<(), EngineError> {
-    let to_vec = |t: &Tensor| -> Result<Vec<f64>, EngineError> {
-        Ok(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?)
-    };
-    // Keep the graph: the closed-form check after this one differentiates `lp` again.
-    let auto = if lp.requires_grad() {
-        Tensor::f_run_backward(&[lp.f_sum(Kind::Float)?], leaves, true, false)?
-    } else {
-        Vec::new()
-    };
-    let closed = call_grad_log_prob(prior, host, leaves, infos)?;
-    for (j, ((leaf, info), p)) in leaves.iter().zip(infos).zip(precision).enumerate() {
-        let theta = to_vec(&leaf.detach())?;
-        let declared: Vec<f64> = theta.iter().map(|x| -p * x).collect();
-        let autograd = match auto.get(j).filter(|a| a.defined()) {
-            Some(a) => to_vec(a)?,
-            None => vec![0.0; theta.len()],
-        };
-        let mut references = vec![("autograd of its log_prob", autograd)];
-        if let Some(closed) = &closed {
-            references.push(("its grad_log_prob", to_vec(&closed[j])?));
-        }
-        for (what, reference) in &references {
-            if let Some((i, (d, r))) = declared
-                .iter()
-                .zip(reference)
-                .enumerate()
-                .find(|(_, (d, r))| (*d - *r).abs() > GRADIENT_TOLERANCE * (1.0 + r.abs()))
-            {
-                return Err(prior.fail(
-                    "isotropic_precision",
-                    format!(
-                        "declares precision {p:.6e} for `{}`, but −precision·θ disagrees with {what} {where_}: \
-                         element {i}: {d:.6e} against {r:.6e} (tolerance {GRADIENT_TOLERANCE}·(1 + |g|)); the host \
-                         applies −precision·θ as the prior's gradient, so declare a precision only for a zero-mean \
-                         isotropic Gaussian",
-                        info.name
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
+/// Per-tensor values on the host in f64; an undefined tensor (autograd's answer for a tensor
+/// `log_prob` does not touch) is zeros shaped like its leaf.
+fn host_values(tensors: &[Tensor], leaves: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
+    leaves
+        .iter()
+        .enumerate()
+        .map(|(j, leaf)| match tensors.get(j).filter(|t| t.defined()) {
+            Some(t) => Ok(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?),
+            None => Ok(vec![0.0; leaf.numel()]),
+        })
+        .collect()
+}
+
+/// The first element of `x` outside [`GRADIENT_TOLERANCE`]·(1 + |r|) of `reference`, as
+/// (index, value, reference value).
+fn first_mismatch(x: &[f64], reference: &[f64]) -> Option<(usize, f64, f64)> {
+    x.iter()
+        .zip(reference)
+        .enumerate()
+        .find(|(_, (v, r))| (*v - *r).abs() > GRADIENT_TOLERANCE * (1.0 + r.abs()))
+        .map(|(i, (v, r))| (i, *v, *r))
 }
 
 /// Deterministic parameters for the guard: |θᵢ| in [0.1, 1]·`scale`, alternating signs.
@@ -396,9 +363,9 @@ fn guard_point(dim: i64, scale: f64, phase: f64) -> Vec<f32> {
         .collect()
 }
 
-/// At run start: the prior's closed-form gradient against autograd of its `log_prob` at
-/// three fixed points (|θ| up to 0.1, 1 and 3); without a closed form only `log_prob`'s
-/// finiteness is checked there. A non-finite `log_prob` or gradient at these finite points, or a mismatch beyond
+/// At run start: the prior's closed-form gradient, and its declared isotropic precision, against
+/// autograd of its `log_prob` at three fixed points (|θ| up to 0.1, 1 and 3); without either only
+/// `log_prob`'s finiteness is checked there. A non-finite `log_prob` or gradient at these finite points, or a mismatch beyond
 /// [`GRADIENT_TOLERANCE`], fails the cell with the plugin, the element and both values.
 pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Device) -> Result<(), EngineError> {
     let infos = model.infos();
@@ -414,13 +381,11 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
         if !lp_value.is_finite() {
             return Err(prior.fail("log_prob", format!("returned {lp_value} (NaN/Inf) {where_}")));
         }
-        if let Some(precision) = &precision {
-            isotropic_guard(prior, &mut host, &leaves, &lp, infos, precision, &where_)?;
-        }
-        let Some(closed) = call_grad_log_prob(prior, &mut host, &leaves, infos)? else {
+        let closed = call_grad_log_prob(prior, &mut host, &leaves, infos)?;
+        if closed.is_none() && precision.is_none() {
             continue;
-        };
-        if let Some((t, i, v)) = first_nonfinite(&closed) {
+        }
+        if let Some((t, i, v)) = closed.as_deref().and_then(first_nonfinite) {
             return Err(prior.fail("grad_log_prob", format!("returned {v} for `{}`[{i}] {where_}", infos[t].name)));
         }
         // Tensors log_prob does not touch (roles the prior skips) get no autograd gradient: 0.
@@ -429,27 +394,48 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
         } else {
             Vec::new()
         };
-        for (j, (c, info)) in closed.iter().zip(infos).enumerate() {
-            let c = Vec::<f64>::try_from(c.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
-            let a = match auto.get(j).filter(|a| a.defined()) {
-                Some(a) => Vec::<f64>::try_from(a.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?,
-                None => vec![0.0; c.len()],
-            };
-            if let Some((i, (cv, av))) = c
-                .iter()
-                .zip(&a)
-                .enumerate()
-                .find(|(_, (cv, av))| (*cv - *av).abs() > GRADIENT_TOLERANCE * (1.0 + av.abs()))
-            {
-                return Err(prior.fail(
-                    "grad_log_prob",
-                    format!(
-                        "disagrees with autograd of its log_prob {where_}: `{}`[{i}] closed form {cv:.6e}, autograd \
-                         {av:.6e} (tolerance {GRADIENT_TOLERANCE}·(1 + |g|)); the host uses grad_log_prob in place of \
-                         autograd, so it must equal ∇log_prob (`ablate plugins check` on the library shows the check)",
-                        info.name
-                    ),
-                ));
+        let auto = host_values(&auto, &leaves)?;
+        let closed = closed.map(|c| host_values(&c, &leaves)).transpose()?;
+        if let Some(closed) = &closed {
+            for ((c, a), info) in closed.iter().zip(&auto).zip(infos) {
+                if let Some((i, cv, av)) = first_mismatch(c, a) {
+                    return Err(prior.fail(
+                        "grad_log_prob",
+                        format!(
+                            "disagrees with autograd of its log_prob {where_}: `{}`[{i}] closed form {cv:.6e}, \
+                             autograd {av:.6e} (tolerance {GRADIENT_TOLERANCE}·(1 + |g|)); the host uses \
+                             grad_log_prob in place of autograd, so it must equal ∇log_prob (`ablate plugins \
+                             check` on the library shows the check)",
+                            info.name
+                        ),
+                    ));
+                }
+            }
+        }
+        // A declared precision replaces both: −P⊙θ must equal autograd (and the closed form).
+        let Some(precision) = &precision else {
+            continue;
+        };
+        let theta = host_values(&leaves.iter().map(Tensor::detach).collect::<Vec<_>>(), &leaves)?;
+        for (j, ((x, p), info)) in theta.iter().zip(precision).zip(infos).enumerate() {
+            let declared: Vec<f64> = x.iter().map(|x| -p * x).collect();
+            let mut references = vec![("autograd of its log_prob", &auto[j])];
+            if let Some(closed) = &closed {
+                references.push(("its grad_log_prob", &closed[j]));
+            }
+            for (what, reference) in references {
+                if let Some((i, d, r)) = first_mismatch(&declared, reference) {
+                    return Err(prior.fail(
+                        "isotropic_precision",
+                        format!(
+                            "declares precision {p:.6e} for `{}`, but −precision·θ disagrees with {what} {where_}: \
+                             element {i}: {d:.6e} against {r:.6e} (tolerance {GRADIENT_TOLERANCE}·(1 + |g|)); the \
+                             host applies −precision·θ as the prior's gradient, so declare a precision only for a \
+                             zero-mean isotropic Gaussian",
+                            info.name
+                        ),
+                    ));
+                }
             }
         }
     }
