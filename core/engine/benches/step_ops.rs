@@ -25,28 +25,12 @@ mod common;
 
 use std::path::PathBuf;
 
-use ablate_engine::dispatch_count::{Counting, OpCounts};
-use ablate_engine::host::TchHost;
-use ablate_engine::{load_data, run_cells, Observer};
+use ablate_engine::dispatch_count::{OpCounts, PerStep};
+use ablate_engine::{load_data, run_cells};
 use ablate_grid::config::CellConfig;
 use ablate_plugin_host::{Registry, SearchPath};
 use serde_json::json;
-use tch::{Device, Tensor};
-
-/// The counts of every step, from one counting.
-struct Steps {
-    counting: Counting,
-    last: OpCounts,
-    steps: Vec<OpCounts>,
-}
-
-impl Observer for Steps {
-    fn step(&mut self, _k: u64, _theta: &Tensor, _host: &mut TchHost<'_>) {
-        let now = self.counting.read();
-        self.steps.push(now.since(&self.last));
-        self.last = now;
-    }
-}
+use tch::Device;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("ABLATE_UNFUSED").is_none() {
@@ -99,13 +83,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let data = load_data(&base.data)?;
         for &k in &ks {
             let cfgs = common::chains(&base, k);
-            let counting = Counting::start()?;
-            let last = counting.read();
-            let mut steps = Steps { counting, last, steps: Vec::new() };
+            let mut steps = PerStep::start()?;
             run_cells(&cfgs, &data, &registry, device, &mut steps)?;
-            let mut order: Vec<usize> = (0..steps.steps.len()).collect();
-            order.sort_by_key(|&i| steps.steps[i].kernels());
-            let median = &steps.steps[order[order.len() / 2]];
+            let median = steps.median().ok_or("the run took no step")?;
             let ops: Vec<_> = median.kernel_ops().into_iter().map(|(n, c)| json!([n, c])).collect();
             if std::env::var("ABLATE_BENCH_ALL_NAMES").is_ok_and(|v| v == "1") {
                 eprintln!("{name} K={k} median step, every issued call and backward node: {:#?}", median.by_name);

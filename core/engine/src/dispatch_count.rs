@@ -193,6 +193,41 @@ impl Counting {
     }
 }
 
+/// An [`Observer`](crate::chain::Observer) that reads a [`Counting`] after every sampler step:
+/// what each step dispatched (the first step's count includes the set-up before it).
+#[derive(Debug)]
+pub struct PerStep {
+    counting: Counting,
+    last: OpCounts,
+    /// The counts of each step, in order.
+    pub steps: Vec<OpCounts>,
+}
+
+impl PerStep {
+    /// Start counting (see [`Counting::start`]).
+    pub fn start() -> Result<Self, EngineError> {
+        let counting = Counting::start()?;
+        let last = counting.read();
+        Ok(Self { counting, last, steps: Vec::new() })
+    }
+
+    /// The step of median launch count (an ordinary sampling step: epoch starts, member
+    /// evaluations and the set-up land in the few largest), if any step ran.
+    pub fn median(&self) -> Option<&OpCounts> {
+        let mut order: Vec<&OpCounts> = self.steps.iter().collect();
+        order.sort_by_key(|c| c.kernels());
+        order.get(order.len() / 2).copied()
+    }
+}
+
+impl crate::chain::Observer for PerStep {
+    fn step(&mut self, _k: u64, _theta: &tch::Tensor, _host: &mut crate::host::TchHost<'_>) {
+        let now = self.counting.read();
+        self.steps.push(now.since(&self.last));
+        self.last = now;
+    }
+}
+
 impl Drop for Counting {
     fn drop(&mut self) {
         // SAFETY: removes the observer this counting registered.

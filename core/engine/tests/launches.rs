@@ -11,27 +11,11 @@
 
 mod builtins;
 
-use ablate_engine::chain::Observer;
-use ablate_engine::dispatch_count::{Counting, OpCounts};
-use ablate_engine::host::TchHost;
+use ablate_engine::dispatch_count::{OpCounts, PerStep};
 use ablate_engine::run_cells;
 use ablate_grid::config::CellConfig;
 use builtins::registry;
-use tch::{Device, Tensor};
-
-struct Steps {
-    counting: Counting,
-    last: OpCounts,
-    steps: Vec<OpCounts>,
-}
-
-impl Observer for Steps {
-    fn step(&mut self, _k: u64, _theta: &Tensor, _host: &mut TchHost<'_>) {
-        let now = self.counting.read();
-        self.steps.push(now.since(&self.last));
-        self.last = now;
-    }
-}
+use tch::Device;
 
 /// The quickstart's MLP (64-50-10 on digits) with the paper's sampler, K chains at spread
 /// temperatures (the `quickstart-mlp` workload of the step_ops bench): the median step's counts.
@@ -52,12 +36,9 @@ fn median_step(prior: &str, k: usize) -> OpCounts {
         })
         .collect();
     let data = ablate_engine::load_data(&cfgs[0].data).unwrap();
-    let counting = Counting::start().unwrap();
-    let last = counting.read();
-    let mut steps = Steps { counting, last, steps: Vec::new() };
+    let mut steps = PerStep::start().unwrap();
     run_cells(&cfgs, &data, &registry, Device::Cpu, &mut steps).unwrap();
-    steps.steps.sort_by_key(OpCounts::kernels);
-    steps.steps.swap_remove(steps.steps.len() / 2)
+    steps.median().unwrap().clone()
 }
 
 #[test]
