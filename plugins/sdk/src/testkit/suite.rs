@@ -230,18 +230,7 @@ fn gradient<H: TestHost>(
         return Ok(Outcome::Note("no closed-form gradient (the host differentiates log_prob)".into()));
     };
     let fd = finite_difference_log_prob_grad(host, prior, fixture, p.fd_step)?;
-    let mut worst = (0.0f64, String::new());
-    for ((info, _), (c, f)) in fixture.iter().zip(closed.iter().zip(&fd)) {
-        for (i, (a, b)) in c.iter().zip(f).enumerate() {
-            let excess = (a - b).abs() / (p.fd_tol * (1.0 + b.abs()));
-            if !excess.is_finite() || excess > worst.0 {
-                worst = (
-                    if excess.is_finite() { excess } else { f64::INFINITY },
-                    format!("`{}`[{i}]: grad_log_prob {a:.6e}, finite differences {b:.6e}", info.name),
-                );
-            }
-        }
-    }
+    let worst = worst_disagreement(fixture, &closed, &fd, p.fd_tol, "grad_log_prob");
     if worst.0 <= 1.0 {
         Ok(Outcome::Pass(format!("38 elements agree within {:.0e}·(1 + |g|)", p.fd_tol)))
     } else {
@@ -272,24 +261,50 @@ fn isotropic<H: TestHost>(
     if precision.len() != fixture.len() {
         return Err(format!("isotropic_precision returned {} values for {} tensors", precision.len(), fixture.len()));
     }
+    if let Some(((info, _), prec)) = fixture.iter().zip(precision.iter()).find(|(_, p)| !(p.is_finite() && **p >= 0.0))
+    {
+        return Err(format!("`{}`: precision {prec} (it must be finite and ≥ 0)", info.name));
+    }
+    let declared: Vec<Vec<f64>> = fixture
+        .iter()
+        .zip(precision.iter())
+        .map(|((_, theta), prec)| theta.iter().map(|x| -prec * x).collect())
+        .collect();
     let fd = finite_difference_log_prob_grad(host, prior, fixture, p.fd_step)?;
-    for (((info, theta), prec), f) in fixture.iter().zip(precision.iter()).zip(&fd) {
-        if !(prec.is_finite() && *prec >= 0.0) {
-            return Err(format!("`{}`: precision {prec} (it must be finite and ≥ 0)", info.name));
-        }
-        for (i, (x, b)) in theta.iter().zip(f).enumerate() {
-            let a = -prec * x;
-            let excess = (a - b).abs() - p.fd_tol * (1.0 + b.abs());
-            if excess.is_nan() || excess > 0.0 {
-                return Err(format!(
-                    "`{}`[{i}]: −precision·θ = {a:.6e} ({prec:.6e} declared), finite differences {b:.6e} \
-                     (tolerance {:.0e}·(1 + |g|)); declare a precision only for a zero-mean isotropic Gaussian",
-                    info.name, p.fd_tol
-                ));
+    let worst = worst_disagreement(fixture, &declared, &fd, p.fd_tol, "−precision·θ");
+    if worst.0 <= 1.0 {
+        Ok(Outcome::Pass(format!("−precision·θ agrees with finite differences within {:.0e}·(1 + |g|)", p.fd_tol)))
+    } else {
+        Err(format!(
+            "{} (tolerance {:.0e}·(1 + |g|)); declare a precision only for a zero-mean isotropic Gaussian",
+            worst.1, p.fd_tol
+        ))
+    }
+}
+
+/// The element of `values` (one vector per fixture tensor) farthest from the finite differences
+/// `fd`, as (|value − fd| / (tol·(1 + |fd|)), a description naming `what`); a non-finite
+/// disagreement is infinite. Within tolerance everywhere when the first is ≤ 1.
+fn worst_disagreement(
+    fixture: &[(ParamInfo, Vec<f64>)],
+    values: &[Vec<f64>],
+    fd: &[Vec<f64>],
+    tol: f64,
+    what: &str,
+) -> (f64, String) {
+    let mut worst = (0.0f64, String::new());
+    for ((info, _), (c, f)) in fixture.iter().zip(values.iter().zip(fd)) {
+        for (i, (a, b)) in c.iter().zip(f).enumerate() {
+            let excess = (a - b).abs() / (tol * (1.0 + b.abs()));
+            if !excess.is_finite() || excess > worst.0 {
+                worst = (
+                    if excess.is_finite() { excess } else { f64::INFINITY },
+                    format!("`{}`[{i}]: {what} {a:.6e}, finite differences {b:.6e}", info.name),
+                );
             }
         }
     }
-    Ok(Outcome::Pass(format!("−precision·θ agrees with finite differences within {:.0e}·(1 + |g|)", p.fd_tol)))
+    worst
 }
 
 /// Stein's identity for the scale: for x ~ p (a product of 1-d densities with x·p(x) → 0 in
