@@ -62,21 +62,22 @@ mod ffi {
 /// Room for a libtorch error message from the shim.
 const ERR_LEN: usize = 512;
 
-/// Calls a shim function with an error buffer; a nonzero return becomes an error naming `what`.
-fn checked(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), EngineError> {
+/// Calls a shim function with an error buffer: a nonzero return becomes `Err` with the message
+/// the shim wrote. The one reader of the shim's errors (this module, `fused`'s scaled updates,
+/// `dispatch_count`).
+pub(crate) fn shim_call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
     let mut buf = [0 as c_char; ERR_LEN];
     if f(buf.as_mut_ptr(), ERR_LEN) == 0 {
         return Ok(());
     }
-    Err(refused(what, &buf))
-}
-
-/// The error for a shim call that failed, with the message it wrote into `buf`.
-fn refused(what: &str, buf: &[c_char; ERR_LEN]) -> EngineError {
     // SAFETY: the shim NUL-terminates what it writes (truncating to the buffer), and the buffer
     // starts zeroed, so there is a NUL within it.
-    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
-    EngineError::Device(format!("libtorch refused {what}: {msg}"))
+    Err(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// Calls a shim function with an error buffer; a nonzero return becomes an error naming `what`.
+fn checked(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), EngineError> {
+    shim_call(f).map_err(|msg| EngineError::Device(format!("libtorch refused {what}: {msg}")))
 }
 
 /// The network's arithmetic and layout for one cell (or batch of cells) on one device.
@@ -226,12 +227,12 @@ pub fn cuda_tf32() -> (bool, bool) {
 
 /// A channels-last copy of a 4-D tensor (same shape and values, NHWC strides); differentiable.
 pub fn channels_last(x: &Tensor) -> Result<Tensor, EngineError> {
-    let mut buf = [0 as c_char; ERR_LEN];
-    // SAFETY: `x` stays alive for the call; the shim returns a new owned tensor or null.
-    let out = unsafe { ffi::ablate_channels_last(x.as_ptr(), buf.as_mut_ptr(), ERR_LEN) };
-    if out.is_null() {
-        return Err(refused("the channels-last layout", &buf));
-    }
+    let mut out = std::ptr::null_mut();
+    checked("the channels-last layout", |err, len| {
+        // SAFETY: `x` stays alive for the call; the shim returns a new owned tensor or null.
+        out = unsafe { ffi::ablate_channels_last(x.as_ptr(), err, len) };
+        c_int::from(out.is_null())
+    })?;
     // SAFETY: `out` is a fresh heap tensor that tch now owns (and frees on drop).
     Ok(unsafe { Tensor::from_ptr(out) })
 }

@@ -517,15 +517,9 @@ mod ffi {
     }
 }
 
-/// Runs a shim update with an error buffer; a nonzero return becomes libtorch's message.
+/// Runs a shim update; a failure becomes the first line of libtorch's message after `what`.
 fn shim_update(what: &str, f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Result<(), String> {
-    let mut buf = [0 as std::ffi::c_char; 512];
-    if f(buf.as_mut_ptr(), buf.len()) == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim wrote a NUL-terminated message into the buffer.
-    let message = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
-    Err(format!("{what}: {}", message.lines().next().unwrap_or_default()))
+    crate::compute::shim_call(f).map_err(|message| format!("{what}: {}", message.lines().next().unwrap_or_default()))
 }
 
 /// y ← y + a·x in place: libtorch's `add_` with `alpha`, one kernel on any device.
