@@ -15,51 +15,14 @@ use ablate_engine::chain::ChainSettings;
 use common::*;
 use tch::{Kind, Tensor};
 
-const Z: f64 = 4.5;
-
-fn check(integrator: &str, temperatures: &[f64], layerwise_mass: bool) {
-    tch::manual_seed(11);
-    let k = temperatures.len();
-    let mut target = Gaussian::new(1000, 0.1, 10.0, 10, 1.0);
-    target.chains = k;
-    let settings =
-        ChainSettings { lr: 2.5e-5, momentum_decay: 0.999, batch_size: 1, layerwise_mass, precond_batches: 2 };
-    let (epochs, spe) = (16, 2000);
-    let protocols: Vec<_> = temperatures.iter().map(|&t| protocol(epochs, spe, t)).collect();
-    let theta = Tensor::stack(&temperatures.iter().map(|&t| target.stationary(t)).collect::<Vec<_>>(), 0);
-    let burn_in = 4 * spe;
-    let mut rec = Recorder::new(burn_in, 12, spe, false);
-    let outs = chains(&mut target, &theta, integrator, &protocols, &settings, &mut rec);
-    assert_eq!(outs.len(), k);
-
-    let steps = (rec.sq.len() as u64 * spe) as f64;
-    let total = rec.sq.iter().fold(rec.sq[0].zeros_like(), |a, b| a + b);
-    for (j, (&t, out)) in temperatures.iter().zip(&outs).enumerate() {
-        assert_eq!(out.status, ablate_engine::ChainStatus::Done);
-        let sq: Vec<f64> = Vec::<f64>::try_from(total.get(j as i64)).unwrap();
-        let ratios: Vec<f64> = sq.iter().zip(&target.sigmas).map(|(s, sig)| s / steps / (t * sig * sig)).collect();
-        let (mean, se) = mean_se(&ratios);
-        eprintln!("{integrator} chain {j} T={t}: variance ratio {mean:.4} ± {se:.4}");
-        assert!((mean - 1.0).abs() < Z * se, "chain {j} at T={t}: variance ratio {mean} ± {se}");
-        let kin: Vec<f64> = out.epochs.iter().skip(4).map(|r| r.kinetic_temperature / t).collect();
-        let (kt, kse) = mean_se(&kin);
-        eprintln!("  kinetic T / T = {kt:.4} ± {kse:.4}");
-        assert!((kt - 1.0).abs() < Z * kse.max(1e-3), "chain {j}: kinetic {kt} ± {kse}");
-        assert_eq!(out.theta.size(), vec![1000]);
-        // Each chain reports its own temperature.
-        assert!(out.epochs.iter().all(|r| r.temperature == t));
-    }
-    let _ = Kind::Float;
-}
-
 #[test]
 fn sym_euler_chains_at_three_temperatures_each_sample_their_own() {
-    check("sym-euler", &[1.0, 0.3, 0.01], true);
+    check_batched_temperatures("sym-euler", &[1.0, 0.3, 0.01], true);
 }
 
 #[test]
 fn baoab_chains_at_two_temperatures_each_sample_their_own() {
-    check("baoab", &[0.1, 1.0], false);
+    check_batched_temperatures("baoab", &[0.1, 1.0], false);
 }
 
 #[test]

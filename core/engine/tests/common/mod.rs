@@ -206,3 +206,41 @@ pub fn chain(
     let mut host = TchHost::new();
     run_chain(objective, theta, &mut integ, &mut noise, protocol, settings, &mut host, observer).unwrap()
 }
+
+/// K chains at the given temperatures, batched, on a 1000-coordinate Gaussian: each chain's
+/// per-coordinate variance ratio and kinetic temperature must match its own T within 4.5
+/// standard errors (see `batched_chains.rs` for the statistics).
+pub fn check_batched_temperatures(integrator: &str, temperatures: &[f64], layerwise_mass: bool) {
+    const Z: f64 = 4.5;
+    tch::manual_seed(11);
+    let k = temperatures.len();
+    let mut target = Gaussian::new(1000, 0.1, 10.0, 10, 1.0);
+    target.chains = k;
+    let settings =
+        ChainSettings { lr: 2.5e-5, momentum_decay: 0.999, batch_size: 1, layerwise_mass, precond_batches: 2 };
+    let (epochs, spe) = (16, 2000);
+    let protocols: Vec<_> = temperatures.iter().map(|&t| protocol(epochs, spe, t)).collect();
+    let theta = Tensor::stack(&temperatures.iter().map(|&t| target.stationary(t)).collect::<Vec<_>>(), 0);
+    let burn_in = 4 * spe;
+    let mut rec = Recorder::new(burn_in, 12, spe, false);
+    let outs = chains(&mut target, &theta, integrator, &protocols, &settings, &mut rec);
+    assert_eq!(outs.len(), k);
+
+    let steps = (rec.sq.len() as u64 * spe) as f64;
+    let total = rec.sq.iter().fold(rec.sq[0].zeros_like(), |a, b| a + b);
+    for (j, (&t, out)) in temperatures.iter().zip(&outs).enumerate() {
+        assert_eq!(out.status, ablate_engine::ChainStatus::Done);
+        let sq: Vec<f64> = Vec::<f64>::try_from(total.get(j as i64)).unwrap();
+        let ratios: Vec<f64> = sq.iter().zip(&target.sigmas).map(|(s, sig)| s / steps / (t * sig * sig)).collect();
+        let (mean, se) = mean_se(&ratios);
+        eprintln!("{integrator} chain {j} T={t}: variance ratio {mean:.4} ± {se:.4}");
+        assert!((mean - 1.0).abs() < Z * se, "chain {j} at T={t}: variance ratio {mean} ± {se}");
+        let kin: Vec<f64> = out.epochs.iter().skip(4).map(|r| r.kinetic_temperature / t).collect();
+        let (kt, kse) = mean_se(&kin);
+        eprintln!("  kinetic T / T = {kt:.4} ± {kse:.4}");
+        assert!((kt - 1.0).abs() < Z * kse.max(1e-3), "chain {j}: kinetic {kt} ± {kse}");
+        assert_eq!(out.theta.size(), vec![1000]);
+        // Each chain reports its own temperature.
+        assert!(out.epochs.iter().all(|r| r.temperature == t));
+    }
+}
