@@ -13,8 +13,8 @@
 //!
 //! Needs the built-in plugins next to the bench binary (see `benches/epoch.rs`). Workloads: the
 //! quickstart MLP on `digits` (always), the MNIST MLP of `ablations/mnist-mlp-protocol.json` if
-//! MNIST is cached (or `ABLATE_BENCH_MNIST`), ResNet-20 + batch norm if `ABLATE_BENCH_CIFAR` names a
-//! folder of CIFAR-10 binary batches (`benches/reference/cifar_shaped.py` writes random ones).
+//! MNIST is cached (or `ABLATE_BENCH_MNIST`), ResNet-20 + batch norm, without and with the paper's augmentation
+//! (`cifar-resnet20-paper`), if `ABLATE_BENCH_CIFAR` names a folder of CIFAR-10 binary batches (`benches/reference/cifar_shaped.py` writes random ones).
 //! `ABLATE_BENCH_CHAINS` (comma-separated K, default `1,18`), `ABLATE_BENCH_WORKLOADS`,
 //! `ABLATE_BENCH_PRIOR` (default `gaussian`), `ABLATE_BENCH_INTEGRATOR` (default `sym-euler`).
 #![allow(clippy::print_stdout)]
@@ -67,6 +67,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "cifar-resnet20-bn",
             json!({"data": {"dataset": "cifar10", "path": dir, "train_size": 1280, "test_size": 128},
                    "model": {"kind": "resnet20"}, "likelihood": {"name": "batchnorm"}, "sampler": sampler(2, 128)}),
+        ));
+        // The likelihood of ablations/gpu/paper-resnet20-cifar10.json: batch norm and the
+        // paper's augmentation (pad 4, random crop, flip).
+        workloads.push((
+            "cifar-resnet20-paper",
+            json!({"data": {"dataset": "cifar10", "path": dir, "train_size": 1280, "test_size": 128},
+                   "model": {"kind": "resnet20"},
+                   "likelihood": {"name": "categorical", "params": {"norm": "batchnorm", "augment": true, "pad": 4}},
+                   "sampler": sampler(2, 128)}),
         ));
     }
     let only = std::env::var("ABLATE_BENCH_WORKLOADS").ok();

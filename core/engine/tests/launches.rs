@@ -11,11 +11,21 @@
 
 mod builtins;
 
-use ablate_engine::dispatch_count::{OpCounts, PerStep};
+use ablate_engine::dispatch_count::{Counting, OpCounts, PerStep};
 use ablate_engine::run_cells;
 use ablate_grid::config::CellConfig;
 use builtins::registry;
-use tch::Device;
+use tch::{Device, Kind, Tensor};
+
+/// The fused CPU loops off, so that the CPU takes the GPU's code path; every test calls it first.
+fn gpu_code_path() {
+    // SAFETY: every test of this binary sets the same value before it computes anything.
+    unsafe { std::env::set_var("ABLATE_UNFUSED", "1") };
+    assert!(!ablate_engine::fused::enabled(), "the fused loops were read as on before a test switched them off");
+}
+
+/// One counting at a time in this test binary (the observer is process-wide).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The quickstart's MLP (64-50-10 on digits) with the paper's sampler, K chains at spread
 /// temperatures (the `quickstart-mlp` workload of the step_ops bench): the median step's counts.
@@ -43,8 +53,8 @@ fn median_step(prior: &str, k: usize) -> OpCounts {
 
 #[test]
 fn a_step_launches_what_performance_md_says_and_the_prior_is_one_fused_update() {
-    // SAFETY: set before any thread of this test binary reads the environment.
-    unsafe { std::env::set_var("ABLATE_UNFUSED", "1") };
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    gpu_code_path();
     // One chain and a batch of 4: the figures of reports/results/performance.md (quickstart
     // MLP). On a GPU the O-step's noise adds one `randn` (drawn in Rust on the CPU).
     for (k, kernels) in [(1, 35), (4, 43)] {
@@ -61,4 +71,24 @@ fn a_step_launches_what_performance_md_says_and_the_prior_is_one_fused_update() 
     let laplace = median_step("laplace", 1);
     assert!(laplace.kernels() > 35 + 4, "{:?}", laplace.kernel_ops());
     assert_eq!(laplace.by_name.get("aten::cat"), Some(&2), "{:?}", laplace.kernel_ops());
+}
+
+/// The paper's augmentation (pad 4, random crop, flip) costs the same operator calls for any
+/// number of images: a GPU step of K batched ResNet-20 chains augments K·128 images, and a
+/// per-image cut made that thousands of host calls per step.
+#[test]
+fn augmentation_costs_the_same_operator_calls_for_any_batch_size() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    gpu_code_path();
+    let count = |n: i64| {
+        let x = Tensor::randn([n, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let counting = Counting::start().unwrap();
+        let before = counting.read();
+        let _ = ablate_engine::augment::crop_flip(&x, 4, true).unwrap();
+        counting.read().since(&before)
+    };
+    let (small, large) = (count(8), count(2176));
+    eprintln!("augmentation: {} kernels, {} operator calls ({:?})", large.kernels(), large.all, large.kernel_ops());
+    assert_eq!(small.by_name, large.by_name, "the operators called depend on the batch size");
+    assert!(large.kernels() <= 12, "{:?}", large.kernel_ops());
 }
