@@ -439,7 +439,9 @@ impl Objective for Network {
     ) -> Result<Gradient, EngineError> {
         let (mut x, y) = self.batch(batch, train)?;
         let loss = Rc::clone(&self.loss);
-        if train {
+        // Training and preconditioner batches alike: the reference estimates the preconditioner
+        // (and with it the configurational temperature) from the same augmented training stream.
+        {
             let mut lik = loss.likelihood.borrow_mut();
             if let Some(aug) = crate::plugin_call::likelihood_augment(&mut lik, host, &x)? {
                 if loss.model.is_sequence() {

@@ -77,8 +77,9 @@ pub trait Objective {
     fn n(&self) -> f64;
     fn device(&self) -> Device;
     /// ∇G̃ on the next `batch` examples of its stream (0 = the whole training set). `train`
-    /// distinguishes training steps (augmentation, batch-norm training mode) from the
-    /// preconditioner's estimation batches.
+    /// distinguishes training steps (batch-norm training mode, dropout) from the
+    /// preconditioner's estimation batches (inference mode, their own stream); both are
+    /// augmented, as in the reference.
     fn gradient(
         &mut self,
         host: &mut TchHost<'_>,

@@ -92,3 +92,31 @@ fn augmentation_costs_the_same_operator_calls_for_any_batch_size() {
     assert_eq!(small.by_name, large.by_name, "the operators called depend on the batch size");
     assert!(large.kernels() <= 12, "{:?}", large.kernel_ops());
 }
+
+/// The preconditioner's batches are augmented like the training batches, as in the reference
+/// (its estimator reads the same augmented training stream, with the network in inference
+/// mode): a cell with augmentation pads once per training step and once per preconditioner
+/// batch (pad 2 on the 8×8 digits here).
+#[test]
+fn the_preconditioner_batches_are_augmented_like_the_training_steps() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    gpu_code_path();
+    let (_dir, registry) = registry();
+    let (epochs, batch, precond_batches) = (2u64, 100u64, 3u64);
+    let cfg: CellConfig = serde_json::from_value(serde_json::json!({
+        "temperature": 1.0, "seed": 1,
+        "data": {"dataset": "digits", "train_size": 300, "test_size": 50},
+        "model": {"kind": "cnn", "channels": [4]},
+        "likelihood": {"name": "categorical", "params": {"augment": true, "pad": 2}},
+        "sampler": {"epochs": epochs, "batch_size": batch, "precond_batches": precond_batches,
+                    "cycle_length": 1, "cycle_start_sampling": 1, "temperature_ramp": false}
+    }))
+    .unwrap();
+    let data = ablate_engine::load_data(&cfg.data).unwrap();
+    let mut steps = PerStep::start().unwrap();
+    let outcome = run_cells(std::slice::from_ref(&cfg), &data, &registry, Device::Cpu, &mut steps).unwrap();
+    assert_eq!(outcome[0].status, ablate_engine::ChainStatus::Done);
+    let pads: u64 = steps.steps.iter().map(|s| s.by_name.get("aten::constant_pad_nd").copied().unwrap_or(0)).sum();
+    let training_steps = epochs * (300 / batch);
+    assert_eq!(pads, training_steps + epochs * precond_batches, "augmentations counted over the run");
+}
