@@ -3,11 +3,14 @@
 //!
 //! Steps `k` are global and 1-based. With `L = cycle_length·steps_per_epoch` and the sampling
 //! phase starting at (1-based) epoch `S = cycle_start_sampling`:
-//! - the time-step factor C is 1 before epoch S, then `cyclical_rate(L, k)`, phase-locked to
-//!   the global step (so epoch S itself runs at the tail of a cycle, as in the reference);
+//! - the time-step factor C is 1 through the first step of epoch S; after that, step k runs at
+//!   `cyclical_rate(L, k − 1)`: the reference sets C after each step from that step's global
+//!   count (`CyclicSamplerCallback.on_train_batch_end`), for the next step. C is phase-locked to
+//!   the global step (so epoch S itself runs at the tail of a cycle), the step after a member
+//!   runs at the cycle's smallest C and the one after it at C = 1;
 //! - C scales the SDE step h, so integrators see lr' = C²·lr and β' = 1 − C(1−β);
 //! - the temperature is 0 until step `(S − cycle_length)·spe`, then ramps linearly to T over
-//!   `cycle_length` epochs, reaching T at the start of epoch S;
+//!   `cycle_length` epochs, reaching T at the last step of epoch S;
 //! - an ensemble member is taken at every step with `k mod L = 0` from epoch S on.
 
 use ablate_grid::config::{SamplerConfig, Schedule as Kind};
@@ -64,12 +67,13 @@ impl Protocol {
         (k.max(1) - 1) / self.steps_per_epoch + 1
     }
 
-    /// Time-step factor C at step k.
+    /// Time-step factor C at step k: the value the reference's callback set at the end of step
+    /// k − 1 (it sets nothing before epoch S, and C starts at 1).
     pub fn timestep_factor(&self, k: u64) -> f64 {
-        if self.epoch_of(k) < self.start_sampling_epoch {
+        if k <= 1 || self.epoch_of(k - 1) < self.start_sampling_epoch {
             1.0
         } else {
-            cyclical_rate(self.cycle, k, self.schedule, 0.0)
+            cyclical_rate(self.cycle, k - 1, self.schedule, 0.0)
         }
     }
 
@@ -132,11 +136,23 @@ mod tests {
         assert!((p.temperature_at(125) - 0.25).abs() < 1e-15);
         assert_eq!(p.temperature_at(150), 0.5);
         assert_eq!(p.temperature_at(290), 0.5);
-        // Constant step before epoch 15, cosine from then on, phase-locked to the global step.
+        // Constant step through the first step of epoch 15 (steps 141..150), then the cosine,
+        // phase-locked to the global step and one step behind it: the reference's callback sets
+        // C from step k's count after step k, for step k + 1.
         assert_eq!(p.timestep_factor(140), 1.0);
-        assert_eq!(p.timestep_factor(141), cyclical_rate(50, 141, Kind::Cosine, 0.0));
+        assert_eq!(p.timestep_factor(141), 1.0);
+        assert_eq!(p.timestep_factor(142), cyclical_rate(50, 141, Kind::Cosine, 0.0));
+        assert_eq!(p.timestep_factor(150), cyclical_rate(50, 149, Kind::Cosine, 0.0));
         assert!(p.timestep_factor(150) < 0.01);
-        assert_eq!(p.timestep_factor(151), 1.0);
+        // The step after a member runs at the cycle's smallest C, the next at C = 1.
+        assert_eq!(p.timestep_factor(151), cyclical_rate(50, 150, Kind::Cosine, 0.0));
+        assert!(p.timestep_factor(151) < p.timestep_factor(150));
+        assert_eq!(p.timestep_factor(152), 1.0);
+        // From epoch 1 (no burn-in): the first step at C = 1, the second at cyclical_rate(L, 1) = 1.
+        let cfg = SamplerConfig { epochs: 4, cycle_length: 2, cycle_start_sampling: 1, ..Default::default() };
+        let q = Protocol::new(&cfg, 10, 1.0);
+        assert_eq!((q.timestep_factor(1), q.timestep_factor(2)), (1.0, 1.0));
+        assert_eq!(q.timestep_factor(3), cyclical_rate(20, 2, Kind::Cosine, 0.0));
         // Members at the ends of epochs 15, 20, 25, 30.
         let members: Vec<u64> = (1..=p.total_steps()).filter(|&k| p.is_member_step(k)).collect();
         assert_eq!(members, vec![150, 200, 250, 300]);
