@@ -763,10 +763,11 @@ fn every_builtin_plugin_runs_end_to_end() {
             {"path": "prior", "name": "prior", "values": named(&["gaussian", "he-gaussian", "laplace", "student-t", "cauchy", "spike-slab", "flat", "gaussian"]),
              "labels": ["gaussian", "he-gaussian", "laplace", "student-t", "cauchy", "spike-slab", "flat", "gaussian-2"]},
             {"path": "likelihood", "name": "likelihood", "values": [
-                {"name": "categorical"}, {"name": "batchnorm"}, {"name": "frn"}, {"name": "dropout"},
-                {"name": "augmented", "params": {"pad": 1}}, {"name": "tempered", "params": {"likelihood_temperature": 0.5}},
+                {"name": "categorical"}, {"name": "batchnorm"}, {"name": "frn"},
+                {"name": "tempered", "params": {"likelihood_temperature": 0.5}},
+                {"name": "augmented", "params": {"pad": 1}}, {"name": "dropout"},
                 {"name": "noisy-dirichlet"}, {"name": "categorical"}],
-             "labels": ["categorical", "batchnorm", "frn", "dropout", "augmented", "tempered", "noisy-dirichlet", "categorical-2"]},
+             "labels": ["categorical", "batchnorm", "frn", "tempered", "augmented", "dropout", "noisy-dirichlet", "categorical-2"]},
             {"path": "integrator", "name": "integrator", "values": [
                 {"name": "sym-euler"}, {"name": "sgld"}, {"name": "baoab"}, {"name": "obabo", "params": {"metropolis": true}},
                 {"name": "bbk"}, {"name": "spv"}, {"name": "msgnht"}, {"name": "hmc", "params": {"leapfrog_steps": 3}}],
@@ -776,6 +777,8 @@ fn every_builtin_plugin_runs_end_to_end() {
                 {"name": "gaussian-matched"}, {"name": "alpha-stable"}, {"name": "minibatch"}, {"name": "minibatch"}, {"name": "full-batch"}],
              "labels": ["minibatch", "full-batch", "pretend-batch", "gaussian-matched", "alpha-stable", "minibatch-2", "minibatch-3", "full-batch-2"]}
         ],
+        // The exact samplers (obabo-mh, hmc) meet clean likelihoods: `grid check` refuses them
+        // with batch norm, dropout or augmentation.
         "zip": [["prior", "likelihood", "integrator", "noise"]]
     });
     let path = dir.path().join("all.json");

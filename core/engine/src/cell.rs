@@ -186,6 +186,15 @@ impl Loss {
         Ok(grads)
     }
 
+    /// Why [`Loss::potential`] is not the likelihood's energy, if it is not (batch norm, dropout,
+    /// augmentation: [`crate::compat::dirty_energy`]).
+    fn dirty_energy(&self) -> Option<String> {
+        let mut lik = self.likelihood.try_borrow_mut().ok()?;
+        let toggles = lik.obj.model();
+        let augments = crate::compat::augments(&mut lik.obj);
+        crate::compat::dirty_energy(&lik.name, toggles, augments)
+    }
+
     /// U(θ) = n·(mean NLL over the training set) − log p(θ) and ∇U (inference mode).
     fn potential(&self, theta: &Tensor, bn: &mut BnState) -> Result<(Tensor, Tensor), EngineError> {
         let theta = theta.detach().set_requires_grad(true);
@@ -479,7 +488,22 @@ impl Objective for Network {
         }
         let loss = Rc::clone(&self.loss);
         let mut bn = self.bn.copy();
-        Some(Box::new(move |at: &Tensor, _full: bool| loss.potential(at, &mut bn).map_err(|e| e.to_string())))
+        let mut checked = false;
+        Some(Box::new(move |at: &Tensor, _full: bool| {
+            // On first use only: the augmentation probe draws random numbers, which a cell whose
+            // integrator never asks for the energy must not spend.
+            if !checked {
+                if let Some(why) = loss.dirty_energy() {
+                    return Err(format!(
+                        "the energy U(θ) offered to energy-based integrators is the whole training set's NLL in \
+                         inference mode, but {why}; use a likelihood without batch norm, dropout or augmentation \
+                         with an exact sampler"
+                    ));
+                }
+                checked = true;
+            }
+            loss.potential(at, &mut bn).map_err(|e| e.to_string())
+        }))
     }
 
     fn member(&mut self, theta: &Tensor, alive: &[bool]) -> Result<(), EngineError> {

@@ -9,6 +9,11 @@
 //!   positive number; the `cnn-lstm` takes no normalisation layers and no image augmentation
 //!   (found by a probe: the likelihood augments a 1×1×4×4 zero batch, the one tensor made here);
 //! - the noise plugin's gradient batch is at most the training set;
+//! - `sym-euler`'s `momentum_init = "gaussian"` is not combined with the temperature ramp (the
+//!   first step is at T = 0, where it would draw zeros);
+//! - the built-in energy-based integrators (`hmc`, `obabo` with `metropolis`) get a likelihood
+//!   whose energy is a fixed function of θ: no batch norm, dropout or augmentation (see
+//!   [`dirty_energy`]; the run refuses the same for any integrator that asks for the energy);
 //! - the dataset can be read: `mnist`/`fashion-mnist` are cached (or their `data.path` exists),
 //!   a `cifar10` folder holds the binary batches, a `digits` file exists.
 //!
@@ -52,6 +57,11 @@ impl<'r> Compat<'r> {
 
         let k = key(&(&cfg.model, &cfg.likelihood, train));
         out.extend(self.model.entry(k).or_insert_with(|| model_problems(cfg, train, registry)).iter().cloned());
+        out.extend(momentum_init_problem(cfg));
+        if energy_based(cfg) {
+            let k = key(&("energy", &cfg.likelihood));
+            out.extend(self.model.entry(k).or_insert_with(|| energy_problems(cfg, registry)).iter().cloned());
+        }
         let k = key(&(&cfg.noise, cfg.sampler.batch_size, train));
         out.extend(self.noise.entry(k).or_insert_with(|| noise_problems(cfg, train, registry)).iter().cloned());
         let k = key(&(&cfg.data.dataset, &cfg.data.path));
@@ -142,9 +152,68 @@ fn sequence_problems(name: &str, norm: NormKind, likelihood: &mut ablate_sdk::ab
     out
 }
 
+/// `sym-euler`'s `momentum_init = "gaussian"` draws m ~ N(0, T·M) at the first step; with the
+/// temperature ramp that step is at T = 0, so the option would silently change nothing.
+fn momentum_init_problem(cfg: &CellConfig) -> Option<Problem> {
+    let gaussian = cfg.integrator.params.get("momentum_init").and_then(serde_json::Value::as_str) == Some("gaussian");
+    (cfg.integrator.name == "sym-euler" && gaussian && cfg.sampler.temperature_ramp).then(|| {
+        Problem::new(
+            "integrator.params.momentum_init",
+            "`gaussian` draws the initial momenta from N(0, T·M) at the first step, but sampler.temperature_ramp \
+             holds T at 0 there, so the momenta would start at zero exactly as with `zero`",
+            "set sampler.temperature_ramp to false to start at the cell's temperature, or use momentum_init `zero`",
+        )
+    })
+}
+
+/// Whether a built-in integrator evaluates the full-batch energy U(θ) (`host.potential`):
+/// `hmc`, and `obabo` with `metropolis`.
+fn energy_based(cfg: &CellConfig) -> bool {
+    match cfg.integrator.name.as_str() {
+        "hmc" => true,
+        "obabo" => cfg.integrator.params.get("metropolis").and_then(serde_json::Value::as_bool) == Some(true),
+        _ => false,
+    }
+}
+
+fn energy_problems(cfg: &CellConfig, registry: &Registry) -> Vec<Problem> {
+    let Ok(mut likelihood) = registry.likelihood(&cfg.likelihood.name, &cfg.likelihood.params) else {
+        return Vec::new();
+    };
+    let toggles = likelihood.model();
+    dirty_energy(&cfg.likelihood.name, toggles, augments(&mut likelihood))
+        .map(|why| {
+            vec![Problem::new(
+                "integrator.name",
+                format!("integrator `{}` samples a fixed energy U(θ), but {why}", cfg.integrator.name),
+                "use a likelihood without batch norm, dropout or augmentation (`categorical`, `frn`, `tempered`) \
+                 with an exact sampler, or an SG-MCMC integrator (`sym-euler`, `baoab`) with this likelihood",
+            )]
+        })
+        .unwrap_or_default()
+}
+
+/// Why the full-batch energy the host offers energy-based integrators (the NLL of the whole
+/// training set in inference mode, plus −log prior) is not the likelihood `name` defines, if it
+/// is not: batch norm's inference mode uses running statistics that the sampler does not own,
+/// dropout is off and augmentation is not applied there.
+pub fn dirty_energy(name: &str, toggles: ablate_sdk::ModelToggles, augments: bool) -> Option<String> {
+    let mut parts = Vec::new();
+    if toggles.norm == NormKind::BatchNorm {
+        parts.push("batch norm (its inference-mode running statistics are not a function of θ)");
+    }
+    if toggles.dropout > 0.0 {
+        parts.push("dropout (off when the energy is evaluated)");
+    }
+    if augments {
+        parts.push("augmentation (not applied to the energy)");
+    }
+    (!parts.is_empty()).then(|| format!("likelihood `{name}` has {}", parts.join(", ")))
+}
+
 /// Whether the likelihood transforms a training batch (a probe on a 1×1×4×4 zero batch; a
 /// failing probe counts as augmenting, since the run would fail the same way).
-fn augments(lik: &mut ablate_sdk::abi::LikelihoodBox) -> bool {
+pub fn augments(lik: &mut ablate_sdk::abi::LikelihoodBox) -> bool {
     let mut host = crate::host::TchHost::new();
     let x = host.insert(tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)));
     !matches!(host.call(|h| lik.augment(h, x)), Ok(abi_stable::std_types::ROption::RNone))

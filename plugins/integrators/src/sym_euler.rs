@@ -16,7 +16,9 @@
 //! SGD with heavy-ball momentum β and learning rate ℓ, preconditioned by M⁻¹.
 //!
 //! Momenta start at zero (`momentum_init = "zero"`, the paper's code); `"gaussian"` draws
-//! m ~ N(0, T·M) at the first step instead (the Flax port).
+//! m ~ N(0, T·M) at the first step instead, their stationary law at the first step's T (the
+//! Flax port draws unit normals whatever T and M are). Under the temperature ramp the first step
+//! is at T = 0, so `ablate grid check` refuses `"gaussian"` there.
 //! "Naive": the momentum stationary variance is 2T/(1 + β) per unit mass, not T (kinetic
 //! temperature biased by a factor 2/(1+β)); positions are sampled correctly as h → 0.
 
@@ -38,7 +40,8 @@ impl Factory for NaiveSymplecticEulerMCMC {
             "momentum_init",
             "zero",
             &["zero", "gaussian"],
-            "initial momenta: zero (the paper's code) or N(0, T·M) drawn at the first step (the Flax port)",
+            "initial momenta: zero (the paper's code) or N(0, T·M) drawn at the first step (needs \
+             sampler.temperature_ramp false: the ramp starts at T = 0)",
         )]
     }
     fn new(p: &Params) -> Result<Self, String> {
