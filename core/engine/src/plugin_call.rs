@@ -437,6 +437,25 @@ pub fn prior_gradient_guard(model: &Model, prior: &Factor<PriorBox>, device: Dev
                     ));
                 }
             }
+            // A small precision declared wrongly (σ = 100 declared as flat) hides inside the
+            // elementwise tolerance; the least-squares precision of autograd's gradient,
+            // −Σ g·θ / Σ θ², must match it to the same relative tolerance.
+            let (gx, xx) = x.iter().zip(auto[j].iter()).fold((0.0, 0.0), |(gx, xx), (x, g)| (gx + g * x, xx + x * x));
+            if xx > 0.0 {
+                let fitted = -gx / xx;
+                if (fitted - p).abs() > GRADIENT_TOLERANCE * fitted.abs().max(p.abs()) + 1e-12 {
+                    return Err(prior.fail(
+                        "isotropic_precision",
+                        format!(
+                            "declares precision {p:.6e} for `{}`, but autograd of its log_prob {where_} gives \
+                             precision −Σg·θ/Σθ² = {fitted:.6e} (relative tolerance {GRADIENT_TOLERANCE}); the host \
+                             applies −precision·θ as the prior's gradient, so declare the precision 1/σ² of the \
+                             zero-mean isotropic Gaussian the prior is",
+                            info.name
+                        ),
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -230,6 +230,32 @@ fn clashes_insecure_folders_and_foreign_libraries_are_refused() {
     assert!(ok.success());
     let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
     assert!(msg.contains("libforeign.so") && msg.contains("not an ablate plugin"), "{msg}");
+
+    // A plugin cut short (an interrupted copy): dlopen would map past its end and the process
+    // would die of SIGBUS; it is refused by name first.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&lib).unwrap();
+    std::fs::write(dir.path().join("libcut.so"), &bytes[..100_000]).unwrap();
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("libcut.so") && msg.contains("cut short (100000 bytes"), "{msg}");
+
+    // A library whose dependency is missing names the loader's reason, not just "dlopen failed".
+    let dir = tempfile::tempdir().unwrap();
+    let dep = dir.path().join("libdep.so");
+    let needs = dir.path().join("libneeds.so");
+    let ok = Command::new("cc").args(["-shared", "-o"]).arg(&dep).args(["-x", "c", "/dev/null"]).status().unwrap();
+    assert!(ok.success());
+    let ok = Command::new("cc")
+        .args(["-shared", "-o"])
+        .arg(&needs)
+        .args(["-x", "c", "/dev/null", "-x", "none", "-Wl,--no-as-needed"])
+        .arg(&dep)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::remove_file(&dep).unwrap();
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("libneeds.so") && msg.contains("libdep.so: cannot open shared object file"), "{msg}");
 }
 
 #[test]
@@ -333,4 +359,65 @@ fn the_run_start_gradient_guard_passes_every_builtin_prior_and_stops_a_wrong_gra
         let msg = e.to_string();
         assert!(msg.contains(name) && msg.contains(during) && msg.contains(expect), "{name}: {msg}");
     }
+}
+
+/// A wide Gaussian, N(0, 100²), that declares itself flat (precision 0 instead of 1e-4): its
+/// gradient −θ/10⁴ is within the elementwise tolerance of 0, so only the fitted precision
+/// −Σg·θ/Σθ² catches it. Declaring the right 1e-4 passes.
+struct WideGaussian {
+    declared: f64,
+}
+impl ablate_sdk::Factory for WideGaussian {
+    const NAME: &'static str = "wide-gaussian";
+    const DESCRIPTION: &'static str = "N(0, 100²) with a declared precision";
+    fn params() -> Vec<ablate_sdk::ParamSpec> {
+        vec![ablate_sdk::ParamSpec::float("declared", 1e-4, "the declared precision")]
+    }
+    fn new(p: &ablate_sdk::Params) -> Result<Self, String> {
+        Ok(Self { declared: p.f64("declared") })
+    }
+}
+impl ablate_sdk::Prior for WideGaussian {
+    fn log_prob<'o>(
+        &self,
+        _: ablate_sdk::Ops<'o>,
+        params: &[ablate_sdk::Tensor<'o>],
+        _: &[ablate_sdk::ParamInfo],
+    ) -> Result<ablate_sdk::Tensor<'o>, String> {
+        params.iter().map(|p| (p.square() * (-0.5e-4)).sum()).reduce(|a, b| a + b).ok_or_else(|| "no tensors".into())
+    }
+    fn sample<'o>(
+        &self,
+        ops: ablate_sdk::Ops<'o>,
+        _: &ablate_sdk::ParamInfo,
+        like: &ablate_sdk::Tensor<'o>,
+    ) -> Result<Option<ablate_sdk::Tensor<'o>>, String> {
+        Ok(Some(ops.randn_like(like) * 100.0))
+    }
+    fn isotropic_precision(&self, infos: &[ablate_sdk::ParamInfo]) -> Result<Option<Vec<f64>>, String> {
+        Ok(Some(vec![self.declared; infos.len()]))
+    }
+}
+
+#[test]
+fn the_guard_catches_a_small_precision_declared_as_flat() {
+    let model = Model::new(
+        &ModelConfig::Mlp { hidden: vec![6], activation: Activation::Relu },
+        ModelToggles { norm: NormKind::None, dropout: 0.0 },
+        (1, 2, 3),
+        4,
+    )
+    .unwrap();
+    let guard = |declared: f64| {
+        let json = format!(r#"{{"declared": {declared}}}"#);
+        let obj = ablate_sdk::testkit::prior_box::<WideGaussian>(&json).unwrap();
+        let prior = ablate_engine::chain::Factor::new(obj, "prior", "wide-gaussian", "-");
+        ablate_engine::plugin_call::prior_gradient_guard(&model, &prior, Device::Cpu)
+    };
+    guard(1e-4).unwrap();
+    let msg = guard(0.0).unwrap_err().to_string();
+    assert!(msg.contains("isotropic_precision") && msg.contains("−Σg·θ/Σθ² = 1.0000"), "{msg}");
+    // 0.2% off is beyond the relative tolerance of 1e-3; 0.01% is within it.
+    assert!(guard(1.002e-4).is_err());
+    guard(1.0001e-4).unwrap();
 }

@@ -19,6 +19,15 @@ pub enum PluginError {
     NotAPlugin { path: PathBuf, detail: String },
 
     #[error(
+        "refusing plugin {path}: the file is cut short ({have} bytes, its ELF headers need {need}), \
+         as after an interrupted copy or a rebuild in place; copy or rebuild it again"
+    )]
+    Truncated { path: PathBuf, have: u64, need: u64 },
+
+    #[error("cannot read plugin {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+
+    #[error(
         "refusing plugin {path}: it was built against a different plugin interface layout than \
          this ablate (rebuild it against {host_sdk}): {detail}"
     )]

@@ -7,11 +7,13 @@
 //! 3. folders passed with `--plugins DIR`.
 //!
 //! Each library is checked before any of its code runs: the file and its folder must not be
-//! writable by other users, it must export the ablate root module, its abi_stable layout must
+//! writable by other users, it must be as long as its ELF headers say (a cut file
+//! would crash the loader), it must export the ablate root module, its abi_stable layout must
 //! match this host's SDK, and its SDK version must equal ours. A factory name offered twice is
 //! an error naming both files. Libraries stay loaded for the life of the process.
 
 mod discover;
+mod elf;
 mod error;
 mod registry;
 

@@ -75,6 +75,11 @@ impl Registry {
     /// Load one library file (also used by `ablate plugins check FILE`).
     pub fn add_library(&mut self, path: &Path, origin: &'static str) -> Result<(), PluginError> {
         check_permissions(path)?;
+        if let Some((have, need)) =
+            crate::elf::truncated(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?
+        {
+            return Err(PluginError::Truncated { path: path.to_owned(), have, need });
+        }
         probe_symbol(path)?;
         let module = lib_header_from_path(path)
             .and_then(|header| header.init_root_module::<PluginModule_Ref>())
@@ -219,13 +224,22 @@ fn probe_symbol(path: &Path) -> Result<(), PluginError> {
     // SAFETY: loading a shared library runs its initialisers. The file passed the permission
     // check; plugins are trusted code by design (abi_stable's checks catch mistakes, not malice).
     let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| PluginError::NotAPlugin { path: path.to_owned(), detail: e.to_string() })?;
+        .map_err(|e| PluginError::NotAPlugin { path: path.to_owned(), detail: with_source(&e) })?;
     let symbol = ablate_sdk::ROOT_MODULE_SYMBOL.as_bytes();
     // SAFETY: only the symbol's presence is checked; it is not dereferenced.
     let found = unsafe { lib.get::<*const u8>(symbol) };
     match found {
         Ok(_) => Ok(()),
-        Err(e) => Err(PluginError::NotAPlugin { path: path.to_owned(), detail: e.to_string() }),
+        Err(e) => Err(PluginError::NotAPlugin { path: path.to_owned(), detail: with_source(&e) }),
+    }
+}
+
+/// An error with its cause: libloading's own message is "dlopen failed" and the loader's
+/// reason (a missing dependency, a file too short) is only in its source.
+fn with_source(e: &dyn std::error::Error) -> String {
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
