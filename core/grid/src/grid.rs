@@ -786,7 +786,16 @@ fn check_axis_collisions(axes: &[Axis], p: &mut Problems) {
         }
         let at = join_key(&join_index("axes", k), "path");
         let proper_prefixes: Vec<&str> = a.path.match_indices('.').map(|(i, _)| &a.path[..i]).collect();
-        if let Some(&i) = paths.get(a.path.as_str()) {
+        if matches!(a.name.as_str(), "temperature" | "seed") && a.name != a.path {
+            // Every cell's labels hold its resolved temperature and seed under these names: an
+            // axis shown as one of them would vanish from the labels, and its cells would be
+            // averaged as seeds of one temperature.
+            p.push(Problem::new(
+                join_key(&join_index("axes", k), "name"),
+                format!("axis name {:?} is reserved for the cell's {} (this axis varies {:?})", a.name, a.name, a.path),
+                format!("name the axis after what it varies, e.g. {:?}", a.path.rsplit('.').next().unwrap_or(&a.path)),
+            ));
+        } else if let Some(&i) = paths.get(a.path.as_str()) {
             p.push(Problem::new(
                 at,
                 format!("duplicate axis path {:?} (also axes[{i}])", a.path),

@@ -204,3 +204,19 @@ fn limits_are_enforced_before_expansion_and_checks_are_linear() {
     g["exclude"] = Value::Array((0..=ablate_grid::MAX_EXCLUDE).map(|_| json!({"seed": 1})).collect());
     assert_eq!(paths(&g), ["exclude"]);
 }
+
+/// Every cell's labels hold its resolved `temperature` and `seed`: an axis shown under one of
+/// those names (varying something else) would vanish from the labels, and its cells would be
+/// averaged as seeds of one temperature. Refused at the axis's name; the axes of those very
+/// paths may keep the name.
+#[test]
+fn axis_names_temperature_and_seed_are_reserved_for_their_own_paths() {
+    for reserved in ["temperature", "seed"] {
+        let g = grid(json!({}), json!([{"path": "sampler.lr", "values": [0.1, 0.05], "name": reserved}]));
+        assert_eq!(paths(&g), ["axes[0].name"], "{reserved}");
+        let e = Grid::from_value(&g).unwrap_err();
+        assert!(e.problems[0].message.contains("reserved") && e.problems[0].hint.contains("\"lr\""), "{e}");
+        let own = grid(json!({}), json!([{"path": reserved, "values": [1, 2], "name": reserved}]));
+        assert_eq!(paths(&own), Vec::<String>::new(), "{reserved}");
+    }
+}
