@@ -91,6 +91,9 @@ pub struct ReportSummary {
     pub cells_diverged: usize,
     /// Cells without a finished status (expected but absent, no status, or running).
     pub missing: Vec<String>,
+    /// Cell folders in the run that the grid does not have (with `expected_cells`): left out of
+    /// every table and named in report.md.
+    pub outside_grid: Vec<String>,
     pub verdicts: Vec<LevelVerdict>,
 }
 
@@ -117,7 +120,26 @@ pub enum ReportError {
 
 /// Read the run folder `run_dir`, aggregate it and write the report files.
 pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummary, ReportError> {
-    let run = load::Run::read(run_dir)?;
+    let mut run = load::Run::read(run_dir)?;
+    // A cell folder the grid does not have (copied in, or left by another grid in a folder that
+    // lost its manifest) would be averaged in as one more seed of its labels.
+    let outside_grid: Vec<String> = match &opts.expected_cells {
+        Some(ids) => {
+            let ids: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let (kept, outside): (Vec<_>, Vec<_>) = run.cells.drain(..).partition(|c| ids.contains(c.id.as_str()));
+            run.cells = kept;
+            outside.into_iter().map(|c| c.id).collect()
+        }
+        None => Vec::new(),
+    };
+    if !outside_grid.is_empty() {
+        tracing::warn!(
+            cells = %outside_grid.join(", "),
+            "{} cell folder(s) in {} are not cells of its grid; they are left out of the report",
+            outside_grid.len(),
+            run_dir.display()
+        );
+    }
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| run_dir.join("report"));
     create_dir(&out_dir)?;
     tracing::info!(run = %run_dir.display(), cells = run.cells.len(), out = %out_dir.display(), "writing report");
@@ -166,7 +188,17 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         plots: &plots,
         out_dir: &out_dir,
     });
-    let text = insert_sections(text, &predictions_md::render(&sections), &run);
+    let mut extra = predictions_md::render(&sections);
+    if !outside_grid.is_empty() {
+        extra.push_str(&format!(
+            "## Cells outside the grid\n\n{} cell folder(s) under `cells/` are not cells of this run's grid and are \
+             left out of every table and verdict (copied in, or left by another grid): {}. Move them away, or run \
+             their own grid into another folder.\n\n",
+            outside_grid.len(),
+            outside_grid.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let text = insert_sections(text, &extra, &run);
     atomic::write_bytes(&report_md, text.as_bytes())?;
 
     let count = |s: load::Status| run.cells.iter().filter(|c| c.status == s).count();
@@ -183,6 +215,7 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         summary_csv,
         plots,
         missing,
+        outside_grid,
         verdicts,
     })
 }

@@ -502,3 +502,25 @@ fn prior_predictive_section_pools_the_cells_of_a_level() {
     assert!(row.contains(&format!("{se:.4}")), "{row} (se {se})");
     assert!(!section.contains("laplace"), "levels without the check are not listed:\n{section}");
 }
+
+/// A cell folder that is not in the grid's list (copied in from another run) is left out of
+/// every table and named in report.md, instead of being averaged in as one more seed.
+#[test]
+fn cells_outside_the_grid_are_left_out_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    let (truths, expected, _) = build_run(run);
+    let clean =
+        write_report(run, &ReportOptions { expected_cells: Some(expected.clone()), ..Default::default() }).unwrap();
+    let before = std::fs::read(&clean.summary_csv).unwrap();
+    // A foreign cell with the labels of an existing one and absurd numbers.
+    let mut foreign = Truth { id: "ffffffffffffffff".into(), ..truths[0].clone() };
+    foreign.nll = 50.0;
+    write_cell(run, &foreign, None);
+    let summary = write_report(run, &ReportOptions { expected_cells: Some(expected), ..Default::default() }).unwrap();
+    assert_eq!(summary.outside_grid, vec!["ffffffffffffffff".to_string()]);
+    assert_eq!(summary.cells_found, truths.len());
+    assert_eq!(std::fs::read(&summary.summary_csv).unwrap(), before, "the foreign cell changed summary.csv");
+    let md = std::fs::read_to_string(&summary.report_md).unwrap();
+    assert!(md.contains("## Cells outside the grid") && md.contains("`ffffffffffffffff`"), "{md}");
+}
