@@ -31,14 +31,16 @@ pub fn libtorch_version() -> String {
     "2.11.0".to_owned()
 }
 
-/// The repository this binary was built from (for `git rev-parse HEAD`).
+/// The repository this binary was built from (its plugin templates and SDK).
 pub fn source_root() -> PathBuf {
     // core/ablate -> repository root.
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The git revision this binary was built from (recorded by the build script; `None` when it
+/// was built outside a git checkout).
 pub fn git_revision() -> Option<String> {
-    ablate_store::git_revision(&source_root())
+    option_env!("ABLATE_GIT_REVISION").map(str::to_owned)
 }
 
 /// Read and expand a grid file; the error lists every problem with its JSON path.

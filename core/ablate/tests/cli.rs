@@ -235,6 +235,11 @@ fn doctor_reports_libtorch() {
     if !has_cuda() {
         assert!(out.contains("cuda: false"), "{out}");
     }
+    // The revision is the one the binary was built from (recorded at build time; the test runs
+    // from a temporary folder, outside any repository).
+    if let Some(rev) = ablate_store::git_revision(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) {
+        assert!(out.contains(&format!("git revision      {rev}")), "{out}");
+    }
 }
 
 #[test]
