@@ -61,7 +61,7 @@ struct Keys {
     status: Vec<String>,
     factors: Vec<Vec<Option<String>>>,
     temperature: Vec<f64>,
-    seed: Vec<i64>,
+    seed: Vec<u64>,
 }
 
 impl Keys {

@@ -89,7 +89,7 @@ pub struct Cell {
     /// Axis display name -> value, in the order of `labels.json`, temperature and seed included.
     pub labels: Vec<(String, Value)>,
     pub temperature: f64,
-    pub seed: i64,
+    pub seed: u64,
     pub status: Status,
     pub message: Option<String>,
     pub wall_seconds: Option<f64>,
@@ -252,7 +252,11 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         })
     };
     let temperature = number("temperature")?;
-    let seed = number("seed")?.round() as i64;
+    // Read as an integer: seeds are any 64-bit unsigned number, and above 2⁵³ a float loses them.
+    let seed = labels.get("seed").and_then(Value::as_u64).ok_or_else(|| ReportError::Invalid {
+        path: labels_path.clone(),
+        message: "label `seed` is missing or not a non-negative integer".into(),
+    })?;
     let labels: Vec<(String, Value)> = labels.into_iter().collect();
 
     let status_path = dir.join(STATUS);

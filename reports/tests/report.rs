@@ -12,7 +12,7 @@ use serde_json::json;
 
 const PRIORS: [&str; 2] = ["gaussian", "laplace"];
 const TEMPS: [f64; 4] = [0.0, 0.01, 0.1, 1.0];
-const SEEDS: [i64; 3] = [1, 2, 3];
+const SEEDS: [u64; 3] = [1, 2, 3];
 
 /// The synthetic truth of one cell.
 #[derive(Clone, Debug)]
@@ -20,7 +20,7 @@ struct Truth {
     id: String,
     prior: &'static str,
     t: f64,
-    seed: i64,
+    seed: u64,
     status: &'static str,
     accuracy: f64,
     accuracy_se: f64,
@@ -130,7 +130,7 @@ fn build_run(run: &Path) -> (Vec<Truth>, Vec<String>, String) {
     let mut expected = Vec::new();
     let mut missing = String::new();
     let mut i = 0;
-    let mut cells: Vec<(&'static str, f64, i64)> = Vec::new();
+    let mut cells: Vec<(&'static str, f64, u64)> = Vec::new();
     for p in PRIORS {
         for t in TEMPS {
             for s in SEEDS {
@@ -366,7 +366,7 @@ fn report_numbers_match_an_independent_computation() {
     let value = df.column("value").unwrap().f64().unwrap().clone();
     let se = df.column("se").unwrap().f64().unwrap().clone();
     let status = df.column("status").unwrap().str().unwrap().clone();
-    let seed = df.column("seed").unwrap().i64().unwrap().clone();
+    let seed = df.column("seed").unwrap().u64().unwrap().clone();
     let mut checked = 0;
     for t in &truths {
         let rows: Vec<usize> = (0..df.height()).filter(|&i| ids.get(i) == Some(t.id.as_str())).collect();
@@ -523,4 +523,23 @@ fn cells_outside_the_grid_are_left_out_and_named() {
     assert_eq!(std::fs::read(&summary.summary_csv).unwrap(), before, "the foreign cell changed summary.csv");
     let md = std::fs::read_to_string(&summary.report_md).unwrap();
     assert!(md.contains("## Cells outside the grid") && md.contains("`ffffffffffffffff`"), "{md}");
+}
+
+/// Seeds are any 64-bit unsigned integers: above 2⁵³ a float loses them, so results.csv read
+/// back 9007199254740993 as …992, and seeds above i64::MAX were saturated.
+#[test]
+fn seeds_beyond_double_precision_reach_the_tables_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    let (truths, expected, _) = build_run(run);
+    for (k, seed) in [9_007_199_254_740_993u64, u64::MAX].into_iter().enumerate() {
+        let big = Truth { id: format!("b{k}ffffffffffffff"), seed, ..truths[0].clone() };
+        write_cell(run, &big, None);
+    }
+    let summary = write_report(run, &ReportOptions { skip_plots: true, ..Default::default() }).unwrap();
+    let csv = std::fs::read_to_string(&summary.results_csv).unwrap();
+    for seed in ["9007199254740993", "18446744073709551615"] {
+        assert!(csv.lines().any(|l| l.split(',').any(|f| f == seed)), "seed {seed} not in results.csv");
+    }
+    let _ = expected;
 }
