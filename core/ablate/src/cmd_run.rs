@@ -233,6 +233,10 @@ fn pending_batches<'s>(setup: &'s Setup, counts: &mut Counts) -> Result<(VecDequ
             damaged_cells += usize::from(damaged);
             if finished {
                 counts.skipped += 1;
+                let earlier = setup.run.existing_cell(&cell.id)?.and_then(|dir| dir.read_status().ok().flatten());
+                if earlier.is_some_and(|s| s.status == ablate_records::CellState::Failed) {
+                    counts.skipped_failed += 1;
+                }
                 batch.discard.push(cell.id.clone());
             }
             batch.cells.push(cell);
@@ -293,6 +297,14 @@ fn finish(args: &RunArgs, setup: &Setup, counts: &Counts, elapsed: f64, not_star
     if counts.failed > 0 {
         println!("  failed cells: see status.json (and worker.log) in their folders; fix the cause and rerun to retry them after deleting their status.json");
     }
+    if counts.skipped_failed > 0 {
+        println!(
+            "  {} of the skipped cells failed in an earlier run and were not retried (`ablate status {}` lists them); \
+             fix the cause, delete their status.json and rerun to retry them",
+            counts.skipped_failed,
+            run.path().display()
+        );
+    }
     if counts.interrupted > 0 {
         println!(
             "  {} cell(s) interrupted: their worker was killed from outside (the out-of-memory killer? see `dmesg`); \
@@ -315,7 +327,8 @@ fn finish(args: &RunArgs, setup: &Setup, counts: &Counts, elapsed: f64, not_star
             println!("  missing cells (other shards or unfinished): {}", summary.missing.len());
         }
     }
-    Ok(if counts.failed > 0 || counts.interrupted > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let failed = counts.failed + counts.skipped_failed;
+    Ok(if failed > 0 || counts.interrupted > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// What the pending batches run, for the run's first line: how many cells run as batched

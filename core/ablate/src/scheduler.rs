@@ -26,6 +26,9 @@ pub struct Counts {
     pub failed: usize,
     pub diverged: usize,
     pub skipped: usize,
+    /// Of the skipped cells, those that failed in an earlier run (not retried until their
+    /// `status.json` is deleted): the run still exits with status 1 for them.
+    pub skipped_failed: usize,
     pub interrupted: usize,
 }
 
@@ -154,9 +157,10 @@ impl Scheduler<'_> {
             .with_context(|| format!("starting a worker ({}) for cell {}", self.exe.display(), first.id))?;
         let pid = child.id();
         let tail = Arc::new(Mutex::new(Tail::default()));
-        let readers = worker_protocol::spawn_readers(&mut child, pid, tx, &tail);
         let n = batch.cells.len();
         let chains = if n > 1 { format!(" +{} batched", n - 1) } else { String::new() };
+        let label = format!("cell {} {}{chains}", first.id, short_labels(first));
+        let readers = worker_protocol::spawn_readers(&mut child, pid, label, tx, &tail);
         let bar = progress
             .cell_bar(format!("{} {}{chains}", first.id, short_labels(first)), first.config.sampler.epochs as u64);
         let worker = Worker {

@@ -79,9 +79,25 @@ fn is_frame(t: &str) -> bool {
     numbered || t.starts_with("at ") || t.starts_with("frame #") || t.starts_with("Exception raised from")
 }
 
-pub fn read_tail(mut err: impl Read, tail: &Mutex<Tail>) {
+/// A worker's warning or error record in tracing's plain format (`TIME  LEVEL message fields`),
+/// from its level on; `None` for any other line.
+pub fn log_record(line: &str) -> Option<&str> {
+    let (_, rest) = line.trim_start().split_once(' ')?;
+    let rest = rest.trim_start();
+    (rest.starts_with("WARN ") || rest.starts_with("ERROR ")).then_some(rest)
+}
+
+/// Warnings forwarded per worker at the most (each distinct one once): the runner's stderr is
+/// for the user, the whole stream stays in the tail.
+const FORWARDED_WARNINGS: usize = 20;
+
+/// Keep the worker's stderr in `tail`, and pass its warnings and errors on to the runner's
+/// stderr tagged `worker` (a cell's unstable dynamics, a plugin's complaint): they used to
+/// reach the user only when the worker failed.
+pub fn read_tail(mut err: impl Read, tail: &Mutex<Tail>, worker: &str) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut forwarded = std::collections::HashSet::new();
     loop {
         match err.read(&mut chunk) {
             Ok(0) | Err(_) => break,
@@ -90,6 +106,13 @@ pub fn read_tail(mut err: impl Read, tail: &Mutex<Tail>) {
                 while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
                     let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    if let Some(record) = log_record(&text) {
+                        // Distinct by their first words (the fields carry epochs and values).
+                        let key: String = record.chars().take(80).collect();
+                        if forwarded.len() < FORWARDED_WARNINGS && forwarded.insert(key) {
+                            eprintln!("  {worker}: {record}");
+                        }
+                    }
                     if let Ok(mut t) = tail.lock() {
                         t.push(text);
                     }
@@ -149,10 +172,11 @@ pub fn command(spec: &WorkerSpec<'_>) -> Command {
 }
 
 /// Threads that forward the worker's stdout events to `tx` (tagged with `pid`) and keep its
-/// stderr in `tail`.
+/// stderr in `tail` (its warnings also go to the runner's stderr, tagged `label`).
 pub fn spawn_readers(
     child: &mut Child,
     pid: u32,
+    label: String,
     tx: &Sender<(u32, Event)>,
     tail: &Arc<Mutex<Tail>>,
 ) -> Vec<JoinHandle<()>> {
@@ -170,7 +194,7 @@ pub fn spawn_readers(
     }
     if let Some(err) = child.stderr.take() {
         let tail = Arc::clone(tail);
-        readers.push(std::thread::spawn(move || read_tail(err, &tail)));
+        readers.push(std::thread::spawn(move || read_tail(err, &tail, &label)));
     }
     readers
 }

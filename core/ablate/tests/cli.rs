@@ -625,6 +625,13 @@ fn data_errors_fail_the_cell_with_one_line() {
     assert_eq!(st[0].1["status"], "failed");
     let msg = st[0].1["message"].as_str().unwrap();
     assert!(!msg.contains('\n') && msg.contains("nowhere"), "{msg}");
+
+    // A rerun does not retry the failed cell, and says so: it still exits with status 1 (it
+    // exited 0, counting the failure among the cells "already finished").
+    let o = ablate(&["run", path.to_str().unwrap(), "--out", "runs", "--no-report", "--device", "cpu"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("1 of the skipped cells failed in an earlier run"), "{out}");
 }
 
 #[test]
@@ -892,4 +899,41 @@ fn batched_chains_repeat_the_chains_run_alone() {
     std::fs::write(&path, serde_json::to_string_pretty(&hmc).unwrap()).unwrap();
     let out = run("hmc", &[]);
     assert!(out.contains("not batched: integrator `obabo` is not batchable"), "{out}");
+}
+
+/// A worker's warnings reach the user: a step size far beyond stability gives finite but absurd
+/// numbers (kinetic temperature ~1e23), which the worker warns about; the runner kept worker
+/// stderr only to explain a crash, so the warning was lost and the cell simply read `done`.
+#[test]
+fn worker_warnings_reach_the_runners_stderr() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = serde_json::json!({
+        "name": "hot",
+        "base": {
+            "temperature": 1.0,
+            "data": {"dataset": "digits", "train_size": 300, "test_size": 100},
+            "model": {"kind": "mlp", "hidden": [16]},
+            "sampler": {"epochs": 4, "batch_size": 50, "lr": 1000.0, "cycle_length": 1, "cycle_start_sampling": 2,
+                        "temperature_ramp": false}
+        }
+    });
+    let path = dir.path().join("hot.json");
+    std::fs::write(&path, grid.to_string()).unwrap();
+    let o = ablate(&["run", path.to_str().unwrap(), "--out", "runs", "--no-report", "--device", "cpu"], dir.path());
+    no_panic(&o);
+    let (out, err) = text(&o);
+    let st = statuses(&dir.path().join("runs/hot/cells"));
+    let status = st[0].1["status"].as_str().unwrap_or_default().to_owned();
+    if status == "done" {
+        assert!(
+            err.contains("WARN") && err.contains("kinetic temperature is orders of magnitude above"),
+            "{out}\n{err}"
+        );
+        assert!(err.contains(&format!("cell {}", st[0].0)), "the warning names its cell: {err}");
+    } else {
+        assert_eq!(status, "diverged", "{out}\n{err}");
+    }
 }
