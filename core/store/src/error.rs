@@ -33,11 +33,32 @@ pub enum StoreError {
 
     /// The run folder holds results of a different grid file.
     #[error(
-        "run folder {} was created for another grid file (sha256 {existing}, now {new}); choose \
-         another run name, or reopen it with RunDir::open and update the manifest on purpose",
+        "run folder {} was created for another grid file (sha256 {existing}, now {new}), and its cells \
+         belong to that grid; run the changed grid into another folder (`--out OTHER`, or a new `name` in \
+         the grid file), or put the grid file back as it was to resume",
         dir.display()
     )]
     GridChanged { dir: PathBuf, existing: String, new: String },
+
+    /// A plugin library changed since the run's cells were computed.
+    #[error(
+        "run folder {} has {finished} finished cell(s) computed with other builds of plugin libraries than \
+         the ones loaded now: {}; resuming would mix results of two builds in one report. Put the earlier \
+         builds back to resume, or run into another folder (`--out OTHER`) to start over with these builds",
+        dir.display(),
+        changed.join("; ")
+    )]
+    PluginsChanged { dir: PathBuf, finished: usize, changed: Vec<String> },
+
+    /// Finished cells in a folder without a manifest: which grid, binary and plugins made them
+    /// is unknown.
+    #[error(
+        "run folder {} has {finished} finished cell(s) but no manifest.json, so which grid, ablate and \
+         plugins made them cannot be checked; restore its manifest.json, or move the folder away and run \
+         again",
+        dir.display()
+    )]
+    Orphaned { dir: PathBuf, finished: usize },
 
     /// `grid.json` of a run folder is missing or is not the grid the manifest was made for.
     #[error(

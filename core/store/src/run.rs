@@ -24,7 +24,10 @@ pub struct RunDir {
 impl RunDir {
     /// Creates the run folder with its manifest and a copy of the grid file, or opens it if it
     /// exists and was made for the same grid (same `grid_sha256`); the manifest of an existing
-    /// run is kept. A different grid is [`StoreError::GridChanged`].
+    /// run is kept. Refused, so that finished results never mix with others: a different grid
+    /// ([`StoreError::GridChanged`]); a plugin library whose build changed
+    /// ([`StoreError::PluginsChanged`]) while cells are finished; finished cells without a
+    /// manifest ([`StoreError::Orphaned`]). Another git revision of ablate is a warning.
     pub fn create_or_open(path: impl AsRef<Path>, manifest: &Manifest, grid_text: &str) -> Result<RunDir> {
         let path = path.as_ref().to_owned();
         fs::create_dir_all(path.join(CELLS)).map_err(StoreError::io("create folder", path.join(CELLS)))?;
@@ -37,8 +40,29 @@ impl RunDir {
                     new: manifest.grid_sha256.clone(),
                 });
             }
-            Some(_) => {}
+            Some(existing) => {
+                let changed = changed_plugins(&existing.plugins, &manifest.plugins);
+                if !changed.is_empty() {
+                    let finished = run.finished_cells()?;
+                    if finished > 0 {
+                        return Err(StoreError::PluginsChanged { dir: run.path.clone(), finished, changed });
+                    }
+                }
+                if let (Some(was), Some(now)) = (&existing.git_revision, &manifest.git_revision) {
+                    if was != now {
+                        tracing::warn!(
+                            run = %run.path.display(),
+                            "this run folder was started by ablate at git revision {was}, this binary is {now}: \
+                             cells finished by each may differ beyond seed noise where the engine changed"
+                        );
+                    }
+                }
+            }
             None => {
+                let finished = run.finished_cells()?;
+                if finished > 0 {
+                    return Err(StoreError::Orphaned { dir: run.path.clone(), finished });
+                }
                 write_atomic(&run.path.join(GRID), grid_text.as_bytes())?;
                 run.write_manifest(manifest)?;
             }
@@ -52,6 +76,15 @@ impl RunDir {
             write_atomic(&run.path.join(GRID), grid_text.as_bytes())?;
         }
         Ok(run)
+    }
+
+    /// How many cell folders hold a finished status (done, failed, diverged).
+    fn finished_cells(&self) -> Result<usize> {
+        let mut n = 0;
+        for cell in self.list_cells()? {
+            n += usize::from(cell.is_finished().unwrap_or(false));
+        }
+        Ok(n)
     }
 
     /// Opens an existing run folder (for reports and status).
@@ -238,6 +271,22 @@ impl CellDir {
     pub fn is_finished(&self) -> Result<bool> {
         Ok(self.read_status()?.is_some_and(|s| s.is_finished()))
     }
+}
+
+/// The libraries (by build name) whose sha256 differs between the run's manifest and now:
+/// `name: old → new` (a library added or removed changes no finished result).
+fn changed_plugins(was: &[PluginInfo], now: &[PluginInfo]) -> Vec<String> {
+    was.iter()
+        .filter_map(|w| {
+            let n = now.iter().find(|n| n.name == w.name)?;
+            (n.sha256 != w.sha256)
+                .then(|| format!("{} ({}): sha256 {} → {}", w.name, n.path, short(&w.sha256), short(&n.sha256)))
+        })
+        .collect()
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }
 
 fn write_json_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {

@@ -433,3 +433,39 @@ fn dead_pid() -> u32 {
     child.wait().unwrap();
     pid
 }
+
+/// Resuming never mixes builds: once a cell is finished, a plugin library whose sha256 changed
+/// (same build name) is refused with the library named, and so are finished cells in a folder
+/// whose manifest is gone (which grid and plugins made them is unknown). Before any cell
+/// finished, a rebuilt plugin is fine.
+#[test]
+fn resuming_with_changed_plugins_or_without_a_manifest_is_refused_once_cells_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(tmp.path());
+    let mut rebuilt = manifest();
+    rebuilt.plugins[0].sha256 = "11".into();
+    // Nothing finished yet: the new build is accepted.
+    let cell = run.cell("c1").unwrap();
+    RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap();
+    let done = CellStatus {
+        status: CellState::Done,
+        message: None,
+        wall_seconds: 1.0,
+        diverged_at_step: None,
+        finished_at: Some(ablate_store::now_rfc3339()),
+        batch: Vec::new(),
+    };
+    cell.write_status(&done).unwrap();
+    let err = RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap_err();
+    assert!(matches!(err, StoreError::PluginsChanged { finished: 1, .. }), "{err}");
+    assert!(err.to_string().contains("laplace (/p/liblaplace.so): sha256 00 → 11"), "{err}");
+    // The same builds resume; another library beside them changes nothing finished.
+    let mut more = manifest();
+    more.plugins.push(PluginInfo { name: "extra".into(), path: "/p/libextra.so".into(), sha256: "22".into() });
+    RunDir::create_or_open(run.path(), &more, GRID_TEXT).unwrap();
+
+    fs::remove_file(run.path().join("manifest.json")).unwrap();
+    let err = RunDir::create_or_open(run.path(), &manifest(), GRID_TEXT).unwrap_err();
+    assert!(matches!(err, StoreError::Orphaned { finished: 1, .. }), "{err}");
+    assert!(err.to_string().contains("no manifest.json"), "{err}");
+}
