@@ -207,6 +207,8 @@ pub struct Sections {
     pub convergence: Vec<Convergence>,
     /// Cells whose stored predictions were read.
     pub stored_cells: usize,
+    /// With a `reference`: done cells without stored predictions (left out of the comparison).
+    pub without_predictions: Vec<String>,
 }
 
 /// Split-R-hat and ESS of one group of cells that differ only in seed.
@@ -265,7 +267,20 @@ pub fn compute(run: &Run) -> Result<Sections, ReportError> {
         push(&mut ood, &level, c.temperature, "auprc_max_prob", ranking::auprc(&unsure, &positive));
     }
     let convergence = convergence(run, &done, &stored);
-    Ok(Sections { reference, comparison, comparison_note, ood, convergence, stored_cells: stored.len() })
+    let without_predictions = if reference.is_empty() {
+        Vec::new()
+    } else {
+        done.iter().filter(|c| !stored.contains_key(&c.id)).map(|c| c.id.clone()).collect()
+    };
+    Ok(Sections {
+        reference,
+        comparison,
+        comparison_note,
+        ood,
+        convergence,
+        stored_cells: stored.len(),
+        without_predictions,
+    })
 }
 
 fn compare(

@@ -77,6 +77,15 @@ pub fn render(s: &Sections) -> String {
              and read the reference's leave-one-out row as the floor for its member count.\n",
             s.reference.len()
         );
+        if !s.without_predictions.is_empty() {
+            let _ = writeln!(
+                md,
+                "Left out: {} done cell(s) without stored predictions ({}); a finished cell is not rerun, so \
+                 delete its `status.json` and run the grid again to store them.\n",
+                s.without_predictions.len(),
+                s.without_predictions.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+            );
+        }
         if let Some(note) = &s.comparison_note {
             let _ = writeln!(md, "Not computed: {note}.\n");
         } else {

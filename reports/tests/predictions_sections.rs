@@ -105,4 +105,12 @@ fn reference_distance_and_ood_by_hand() {
     let line = ood.lines().nth(1).unwrap();
     // The OOD point has the highest entropy and the lowest max-probability: all four scores 1.
     assert!(line.ends_with(",1,,1,,1,,1,"), "{ood}");
+
+    // A done cell whose predictions were deleted drops out of the comparison, named, with the
+    // way to store them again (a finished cell is not rerun).
+    std::fs::remove_file(run.join("cells/b/predictions.npy")).unwrap();
+    write_report(run, &ReportOptions { skip_plots: true, ..Default::default() }).unwrap();
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(md.contains("Left out: 1 done cell(s) without stored predictions (`b`)"), "{md}");
+    assert!(md.contains("delete its `status.json`"), "{md}");
 }

@@ -15,7 +15,7 @@ pub enum StoreError {
     Json { path: PathBuf, source: serde_json::Error },
 
     /// A `.npy` file of stored predictions cannot be read.
-    #[error("{} cannot be read as a stored-predictions array: {why}; delete it and rerun the cell (with eval.store_predictions)", path.display())]
+    #[error("{} cannot be read as a stored-predictions array: {why}; delete it and the cell's status.json, then run the grid again (a finished cell is not rerun; eval.store_predictions stores them again)", path.display())]
     Npy { path: PathBuf, why: String },
 
     /// Another runner holds the run folder.
