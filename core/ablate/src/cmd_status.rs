@@ -31,6 +31,9 @@ enum CellView {
     Running(String, f64),
     /// Started by a runner that is gone (killed, timed out, preempted): runs again from scratch.
     Interrupted,
+    /// Its files say it finished, but they cannot be read (a garbage status.json, a done cell
+    /// without readable metrics.json): the next run computes it again. Why.
+    Damaged(String),
     Missing,
 }
 
@@ -48,6 +51,7 @@ struct Tally {
     failed: usize,
     running: usize,
     interrupted: usize,
+    damaged: usize,
     missing: usize,
 }
 
@@ -59,6 +63,7 @@ impl Tally {
             CellView::Failed(_) => self.failed += 1,
             CellView::Running(..) => self.running += 1,
             CellView::Interrupted => self.interrupted += 1,
+            CellView::Damaged(_) => self.damaged += 1,
             CellView::Missing => self.missing += 1,
         }
     }
@@ -70,6 +75,7 @@ impl Tally {
             (self.failed, "failed"),
             (self.running, "running"),
             (self.interrupted, "interrupted"),
+            (self.damaged, "damaged (run again by the next run)"),
             (self.missing, "missing"),
         ] {
             if n > 0 {
@@ -95,7 +101,12 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
         );
     };
     let grid = crate::common::load_grid(&grid_path)?;
-    let run = RunDir::open(dir).ok();
+    // The cells are read even when the manifest is gone (`ablate run` then refuses the folder).
+    let run = match RunDir::open(dir) {
+        Ok(r) => Some(r),
+        Err(_) if dir.join(ablate_store::CELLS).is_dir() => Some(RunDir::open_cells(dir)),
+        Err(_) => None,
+    };
     let claims: Vec<ClaimInfo> = match &run {
         Some(r) => r.claims().with_context(|| format!("reading the claims of {}", dir.display()))?,
         None => Vec::new(),
@@ -126,12 +137,26 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
     let mut total = Tally::default();
     views.iter().for_each(|(_, v)| total.add(v));
     let _ = writeln!(out, "overall: {}", total.text());
+    if plan.is_none() && !dir.join(ablate_store::MANIFEST).is_file() {
+        let _ = writeln!(
+            out,
+            "manifest.json is missing: `ablate run` will not resume this folder (which grid, ablate and plugins \
+             made its cells cannot be checked); restore manifest.json, or move the folder away"
+        );
+    }
     let complete = views.iter().all(|(_, v)| v.finished());
     if complete {
         let _ =
             writeln!(out, "every cell is finished; the report: ablate report {}", quote(&dir.display().to_string()));
     } else {
-        out.push_str(&fix_commands(dir, plan.as_ref(), &unfinished_tasks, &failed_cells, run.as_ref()));
+        out.push_str(&fix_commands(
+            dir,
+            plan.as_ref(),
+            &unfinished_tasks,
+            &failed_cells,
+            run.as_ref(),
+            total.running > 0,
+        ));
     }
     print!("{out}");
     Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(3) })
@@ -181,11 +206,18 @@ fn queued_tasks(plan: &SlurmPlan) -> Option<HashSet<usize>> {
 /// The state of one cell from its `status.json` and the live claims.
 fn view(run: Option<&RunDir>, id: &str, position: usize, claims: &[ClaimInfo]) -> Result<CellView> {
     let claim = claims.iter().find(|c| c.cells.iter().any(|r| (r[0]..r[1]).contains(&position)));
-    let status = match run.map(|r| r.existing_cell(id)).transpose()?.flatten() {
-        Some(dir) => dir.read_status().ok().flatten(),
+    let cell = run.map(|r| r.existing_cell(id)).transpose()?.flatten();
+    let status = match &cell {
+        Some(dir) => match dir.read_status() {
+            Ok(s) => s,
+            Err(e) => return Ok(CellView::Damaged(format!("its status.json cannot be read ({e})"))),
+        },
         None => None,
     };
     Ok(match status.map(|s| (s.status, s.message)) {
+        Some((CellState::Done, _)) if !cell.as_ref().is_some_and(|d| d.is_complete().unwrap_or(false)) => {
+            CellView::Damaged("done, but its metrics.json is missing or cannot be read".into())
+        }
         Some((CellState::Done, _)) => CellView::Done,
         Some((CellState::Diverged, _)) => CellView::Diverged,
         Some((CellState::Failed, m)) => CellView::Failed(m.unwrap_or_else(|| "(no message)".into())),
@@ -228,6 +260,9 @@ fn shard_line(i: usize, slurm: bool, cells: &[&(String, CellView)], dir: &Path) 
             let first = ablate_records::message_without_cell(m, id).lines().next().unwrap_or("");
             let _ = writeln!(s, "  failed {id}: {first}");
         }
+        if let CellView::Damaged(why) = v {
+            let _ = writeln!(s, "  damaged {id}: {why}");
+        }
     }
     let needs_task = tally.running == 0 && !cells.iter().all(|(_, v)| v.finished());
     if slurm && needs_task {
@@ -257,6 +292,7 @@ fn fix_commands(
     tasks: &[usize],
     failed: &[String],
     run: Option<&RunDir>,
+    running: bool,
 ) -> String {
     let mut s = String::new();
     if !failed.is_empty() {
@@ -284,6 +320,9 @@ fn fix_commands(
             );
         }
         Some(_) => {
+            let _ = writeln!(s, "the unfinished cells are running; check again later");
+        }
+        None if running => {
             let _ = writeln!(s, "the unfinished cells are running; check again later");
         }
         None => {

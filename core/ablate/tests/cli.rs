@@ -937,3 +937,35 @@ fn worker_warnings_reach_the_runners_stderr() {
         assert_eq!(status, "diverged", "{out}\n{err}");
     }
 }
+
+/// `ablate status` reads what `ablate run` would do: a garbage status.json and a done cell
+/// without its metrics.json are damaged (run again), not missing or done; a folder that lost its
+/// manifest still shows its finished cells, and says that `run` will not resume it.
+#[test]
+fn status_tells_damaged_cells_and_a_lost_manifest() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "damaged", 2, &[1.0, 0.1, 0.01]);
+    let o = ablate(&["run", grid.to_str().unwrap(), "--out", "runs", "--no-report", "--device", "cpu"], dir.path());
+    assert!(o.status.success(), "{:?}", text(&o));
+    let run = dir.path().join("runs/damaged");
+    let cells: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(run.join("cells")).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    std::fs::write(cells[0].join("status.json"), "{ garbage").unwrap();
+    std::fs::write(cells[1].join("metrics.json"), "").unwrap();
+    let o = ablate(&["status", run.to_str().unwrap()], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
+    assert!(out.contains("1 done, 2 damaged (run again by the next run)"), "{out}");
+    assert!(out.contains("its status.json cannot be read") && out.contains("metrics.json is missing"), "{out}");
+
+    std::fs::remove_file(run.join("manifest.json")).unwrap();
+    let o = ablate(&["status", run.to_str().unwrap()], dir.path());
+    let (out, _) = text(&o);
+    assert!(out.contains("1 done, 2 damaged") && out.contains("manifest.json is missing"), "{out}");
+}

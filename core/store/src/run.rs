@@ -87,6 +87,12 @@ impl RunDir {
         Ok(n)
     }
 
+    /// A run folder's cells, whether or not its manifest is there (for `ablate status`, which
+    /// must show the cells of a folder that lost its manifest).
+    pub fn open_cells(path: impl AsRef<Path>) -> RunDir {
+        RunDir { path: path.as_ref().to_owned() }
+    }
+
     /// Opens an existing run folder (for reports and status).
     pub fn open(path: impl AsRef<Path>) -> Result<RunDir> {
         let path = path.as_ref().to_owned();
