@@ -8,6 +8,8 @@
 //!   convolutional model (`cnn`, `resnet20`), a dropout rate is in [0, 1), the effective n is a
 //!   positive number; the `cnn-lstm` takes no normalisation layers and no image augmentation
 //!   (found by a probe: the likelihood augments a 1×1×4×4 zero batch, the one tensor made here);
+//! - the likelihood can augment the dataset's images (a padding sized for larger images is
+//!   refused by the plugin: found by augmenting one zero image of the dataset's shape);
 //! - the noise plugin's gradient batch is at most the training set;
 //! - `sym-euler`'s `momentum_init = "gaussian"` is not combined with the temperature ramp (the
 //!   first step is at T = 0, where it would draw zeros);
@@ -55,7 +57,7 @@ impl<'r> Compat<'r> {
         let registry = self.registry;
         let mut out = Vec::new();
 
-        let k = key(&(&cfg.model, &cfg.likelihood, train));
+        let k = key(&(&cfg.model, &cfg.likelihood, train, &cfg.data.dataset));
         out.extend(self.model.entry(k).or_insert_with(|| model_problems(cfg, train, registry)).iter().cloned());
         out.extend(momentum_init_problem(cfg));
         if energy_based(cfg) {
@@ -99,15 +101,18 @@ fn model_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> 
     let conv = matches!(cfg.model, ModelConfig::Cnn { .. } | ModelConfig::Resnet20 { .. });
     if matches!(cfg.model, ModelConfig::CnnLstm { .. }) {
         out.extend(sequence_problems(name, toggles.norm, &mut likelihood));
-    } else if toggles.norm == NormKind::Frn && !conv {
-        out.push(Problem::new(
-            "likelihood.name",
-            format!(
-                "likelihood `{name}` uses filter response normalisation (FRN), which normalises over \
-                 spatial positions and needs a convolutional model; model.kind is mlp"
-            ),
-            "use model.kind cnn or resnet20 with FRN, or `batchnorm` / `categorical` with an MLP",
-        ));
+    } else {
+        out.extend(augment_problem(cfg, name, &mut likelihood));
+        if toggles.norm == NormKind::Frn && !conv {
+            out.push(Problem::new(
+                "likelihood.name",
+                format!(
+                    "likelihood `{name}` uses filter response normalisation (FRN), which normalises over \
+                     spatial positions and needs a convolutional model; model.kind is mlp"
+                ),
+                "use model.kind cnn or resnet20 with FRN, or `batchnorm` / `categorical` with an MLP",
+            ));
+        }
     }
     if !(0.0..1.0).contains(&toggles.dropout) {
         out.push(Problem::new(
@@ -209,6 +214,20 @@ pub fn dirty_energy(name: &str, toggles: ablate_sdk::ModelToggles, augments: boo
         parts.push("augmentation (not applied to the energy)");
     }
     (!parts.is_empty()).then(|| format!("likelihood `{name}` has {}", parts.join(", ")))
+}
+
+/// A likelihood whose augmentation refuses the dataset's images (a padding sized for larger
+/// images): found by augmenting one zero image of the dataset's shape, as the run would.
+fn augment_problem(cfg: &CellConfig, name: &str, likelihood: &mut ablate_sdk::abi::LikelihoodBox) -> Option<Problem> {
+    let (c, h, w) = dataset_facts(&cfg.data.dataset)?.shape;
+    let mut host = crate::host::TchHost::new();
+    let x = host.insert(tch::Tensor::zeros([1, c as i64, h as i64, w as i64], (tch::Kind::Float, tch::Device::Cpu)));
+    let message = host.call(|h| likelihood.augment(h, x)).err()?;
+    Some(Problem::new(
+        "likelihood.params",
+        format!("likelihood `{name}` cannot augment the {h}x{w} images of {}: {message}", cfg.data.dataset),
+        format!("`ablate plugins show {name}` lists its parameters"),
+    ))
 }
 
 /// Whether the likelihood transforms a training batch (a probe on a 1×1×4×4 zero batch; a

@@ -381,3 +381,20 @@ fn gaussian_initial_momenta_are_refused_under_the_temperature_ramp() {
     cfg.sampler.temperature_ramp = true;
     assert!(ablate_engine::compat::cell_problems(&cfg, &registry).is_empty());
 }
+
+/// Augmentation padded for larger images (64 px on 8×8 digits) is refused by `grid check` with
+/// the plugin's own reason, before anything runs; the default padding passes.
+#[test]
+fn augmentation_that_cannot_fit_the_images_is_refused_before_the_run() {
+    let (_dir, registry) = registry();
+    let mut cfg = cell(MODELS[1].1, "augmented", "sym-euler", "gaussian", 1.0, 1);
+    assert!(ablate_engine::compat::cell_problems(&cfg, &registry).is_empty());
+    cfg.likelihood.params = serde_json::json!({"pad": 64});
+    let problems = ablate_engine::compat::cell_problems(&cfg, &registry);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "likelihood.params");
+    assert!(
+        problems[0].message.contains("8x8 images of digits") && problems[0].message.contains("pad 64"),
+        "{problems:?}"
+    );
+}
