@@ -147,7 +147,22 @@ pub struct Run {
 impl Run {
     pub fn read(dir: &Path) -> Result<Run, ReportError> {
         let manifest: Manifest = read_json(&dir.join(MANIFEST))?;
-        let grid = read_grid(&dir.join(GRID))?;
+        let grid = read_grid(&dir.join(GRID)).map_err(|e| {
+            let restore = format!(
+                "the run folder's copy of its grid file is missing or damaged; `ablate run {} --out <parent of \
+                 this folder>` restores it (finished cells are skipped)",
+                manifest.grid_file
+            );
+            match e {
+                ReportError::Read { path, source } => {
+                    ReportError::Invalid { path, message: format!("{source}: {restore}") }
+                }
+                ReportError::Json { path, source } => {
+                    ReportError::Invalid { path, message: format!("is not valid JSON ({source}): {restore}") }
+                }
+                other => other,
+            }
+        })?;
 
         let cells_dir = dir.join(CELLS);
         let mut cell_dirs = Vec::new();
@@ -288,8 +303,13 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
 
     let epochs_path = dir.join(EPOCHS);
     let epochs = if epochs_path.exists() {
-        let rows = parse_epochs_csv(&read_text(&epochs_path)?)
-            .map_err(|e| ReportError::Invalid { path: epochs_path.clone(), message: e.to_string() })?;
+        let rows = parse_epochs_csv(&read_text(&epochs_path)?).map_err(|e| ReportError::Invalid {
+            path: epochs_path.clone(),
+            message: format!(
+                "is damaged: {e}; delete the cell's status.json and run the grid again to recompute the cell, or \
+                 move the cell folder away to report without it"
+            ),
+        })?;
         Some(rows)
     } else {
         None

@@ -125,3 +125,33 @@ mod tests {
         assert_eq!(cores_from(0, None), 1);
     }
 }
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message before
+/// it already contains (library errors often show their source in their own message, which
+/// `{:#}` then printed twice: "No such file (os error 2): No such file (os error 2)").
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("cannot read x.json: No such file").context("writing the report");
+        assert_eq!(super::error_chain(&e), "writing the report: cannot read x.json: No such file");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&e), "outer: inner");
+    }
+}

@@ -27,7 +27,11 @@ pub fn check(path: &Path, plugin_dirs: &[PathBuf]) -> Result<CheckedGrid> {
     let registry = match crate::common::load_registry(plugin_dirs) {
         Ok(r) => Some(r),
         Err(e) => {
-            problems.push(Problem::new("", format!("{e:#}"), "plugins could not be loaded, so they were not checked"));
+            problems.push(Problem::new(
+                "",
+                crate::common::error_chain(&e),
+                "plugins could not be loaded, so they were not checked",
+            ));
             None
         }
     };

@@ -172,7 +172,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", common::error_chain(&e));
             ExitCode::from(1)
         }
     }

@@ -142,7 +142,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            record_failure(&cells, &dirs, &one_line(&format!("{e:#}")), wall, &batch)?;
+            record_failure(&cells, &dirs, &one_line(&crate::common::error_chain(&e)), wall, &batch)?;
             Ok(ExitCode::from(1))
         }
     }

@@ -45,6 +45,12 @@ pub struct EpochRow {
 pub enum EpochsError {
     #[error("line {line}: {found} fields, the header has {expected}")]
     FieldCount { line: usize, found: usize, expected: usize },
+    #[error("line {line}, column {column}: {value:?} is not a number")]
+    NotANumber { line: usize, column: &'static str, value: String },
+    #[error("the header has no `{column}` column (the file is cut short or is not an epochs.csv)")]
+    MissingColumn { column: &'static str },
+    #[error("the file ends inside a line: it was cut short")]
+    CutShort,
 }
 
 impl EpochRow {
@@ -106,16 +112,24 @@ pub fn epochs_csv<'a>(rows: impl IntoIterator<Item = &'a EpochRow>) -> String {
 }
 
 /// Reads `epochs.csv` by column name: columns may be in any order, unknown ones are ignored, a
-/// missing column or an unparsable value reads as NaN (0 for integer columns); `true`/`false`
-/// (older files' `kinetic_in_band`) read as 1/0. A line with the wrong number of fields is an
-/// error.
+/// missing column reads as NaN (0 for integer columns; older files lack some); `true`/`false`
+/// (older files' `kinetic_in_band`) read as 1/0. Errors, for a damaged file: text that ends
+/// inside a line (cut short: the writer ends every line with a newline), no `epoch` column, a
+/// line with the wrong number of fields, a value of a known column that is not a number (`NaN`
+/// and `inf` are numbers).
 pub fn parse_epochs_csv(text: &str) -> Result<Vec<EpochRow>, EpochsError> {
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(EpochsError::CutShort);
+    }
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let Some(header) = lines.next() else {
         return Ok(Vec::new());
     };
     let names: Vec<&str> = header.split(',').map(str::trim).collect();
     let position: Vec<Option<usize>> = EPOCH_COLUMNS.iter().map(|c| names.iter().position(|n| n == c)).collect();
+    if position[0].is_none() {
+        return Err(EpochsError::MissingColumn { column: EPOCH_COLUMNS[0] });
+    }
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -123,9 +137,13 @@ pub fn parse_epochs_csv(text: &str) -> Result<Vec<EpochRow>, EpochsError> {
             return Err(EpochsError::FieldCount { line: i + 2, found: fields.len(), expected: names.len() });
         }
         let mut values = [f64::NAN; 11];
-        for (value, pos) in values.iter_mut().zip(&position) {
+        for ((value, pos), column) in values.iter_mut().zip(&position).zip(EPOCH_COLUMNS) {
             if let Some(&p) = pos.as_ref() {
-                *value = number(fields[p]);
+                *value = number(fields[p]).ok_or_else(|| EpochsError::NotANumber {
+                    line: i + 2,
+                    column,
+                    value: fields[p].to_owned(),
+                })?;
             }
         }
         rows.push(EpochRow::from_values(values));
@@ -133,11 +151,11 @@ pub fn parse_epochs_csv(text: &str) -> Result<Vec<EpochRow>, EpochsError> {
     Ok(rows)
 }
 
-fn number(field: &str) -> f64 {
+fn number(field: &str) -> Option<f64> {
     match field {
-        "true" | "True" => 1.0,
-        "false" | "False" => 0.0,
-        _ => field.parse::<f64>().unwrap_or(f64::NAN),
+        "true" | "True" => Some(1.0),
+        "false" | "False" => Some(0.0),
+        _ => field.parse::<f64>().ok(),
     }
 }
 
@@ -192,5 +210,21 @@ mod tests {
             parse_epochs_csv("epoch,step\n1\n"),
             Err(EpochsError::FieldCount { line: 2, found: 1, expected: 2 })
         );
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_nans() {
+        let text = epochs_csv(&[row(1), row(2)]);
+        // Cut inside the header (50 bytes) or inside a row: every line the writer writes ends in
+        // a newline.
+        assert_eq!(parse_epochs_csv(&text[..50]), Err(EpochsError::CutShort));
+        assert_eq!(parse_epochs_csv(&text[..text.len() - 3]), Err(EpochsError::CutShort));
+        assert!(parse_epochs_csv("step,train_nll\n1,0.5\n").is_err(), "no epoch column");
+        assert_eq!(
+            parse_epochs_csv("epoch,train_nll\n1,0.5x\n"),
+            Err(EpochsError::NotANumber { line: 2, column: "train_nll", value: "0.5x".into() })
+        );
+        // NaN and inf are numbers; unknown columns are not read.
+        assert!(parse_epochs_csv("epoch,train_nll,note\n1,NaN,x\n2,inf,y\n").is_ok());
     }
 }

@@ -11,7 +11,11 @@ pub enum StoreError {
     Io { action: &'static str, path: PathBuf, source: io::Error },
 
     /// A JSON file of the run folder does not parse (or a value does not serialize).
-    #[error("{} is not valid: {source}; it was written by another version of ablate, or edited by hand", path.display())]
+    #[error(
+        "{} is not valid: {source}; it was written by another version of ablate, edited by hand or cut short: \
+         restore it, or move the run folder away and run the grid again",
+        path.display()
+    )]
     Json { path: PathBuf, source: serde_json::Error },
 
     /// A `.npy` file of stored predictions cannot be read.
