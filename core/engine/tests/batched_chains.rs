@@ -25,6 +25,15 @@ fn baoab_chains_at_two_temperatures_each_sample_their_own() {
     check_batched_temperatures("baoab", &[0.1, 1.0], false);
 }
 
+/// Every other batchable integrator: its noise reaches each chain at that chain's own
+/// temperature (bbk and msgnht scale their noise through other host paths than the O-step).
+#[test]
+fn every_batchable_integrator_samples_each_chains_own_temperature() {
+    for integrator in ["sgld", "obabo", "bbk", "spv", "msgnht"] {
+        check_batched_temperatures(integrator, &[1.0, 0.1], true);
+    }
+}
+
 #[test]
 fn a_metropolis_integrator_refuses_batched_chains() {
     let mut target = Gaussian::new(100, 1.0, 1.0, 1, 1.0);

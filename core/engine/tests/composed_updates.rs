@@ -62,3 +62,13 @@ fn batched_baoab_chains_at_two_temperatures_through_the_composed_updates() {
     composed_updates();
     check_batched_temperatures("baoab", &[0.1, 1.0], false);
 }
+
+#[test]
+fn batched_bbk_and_msgnht_chains_through_the_composed_updates() {
+    composed_updates();
+    // Their noise goes through other host paths than the O-step (temperature tensors scaled and
+    // subtracted), so they are checked here too.
+    for integrator in ["bbk", "msgnht"] {
+        check_batched_temperatures(integrator, &[1.0, 0.1], true);
+    }
+}
