@@ -178,6 +178,11 @@ pub trait NoiseModel: Factory {
     /// Examples per gradient for a configured minibatch `config_batch` out of `n` (0 = full batch).
     fn plan(&self, config_batch: u64, n: u64) -> GradientPlan;
     /// Transform `grad` in place (e.g. add matched Gaussian noise); default: leave it.
+    ///
+    /// `grad` is the minibatch estimate of ∇G̃, before any temperature: the integrator scales
+    /// its own injected noise by T. Do not scale by `ctx.temperature`: in a batched run of
+    /// chains at different temperatures it is the largest of them (`StepCtx::temperature`), so
+    /// a transform that read it would give every chain the hottest chain's noise.
     fn transform<'o>(
         &mut self,
         ops: Ops<'o>,

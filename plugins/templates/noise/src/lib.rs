@@ -28,6 +28,8 @@ impl NoiseModel for __TYPE__ {
         GradientPlan { gradient_batch: if self.batch_size == 0 { config_batch } else { self.batch_size } }
     }
 
+    // `grad` is ∇G̃ before any temperature (the integrator scales its own noise by T); do not
+    // read ctx.temperature here: in a batched run it is the hottest chain's.
     fn transform<'o>(
         &mut self,
         _ops: Ops<'o>,
