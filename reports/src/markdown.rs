@@ -138,7 +138,7 @@ fn header(md: &mut String, input: &Input) {
     fact(
         "cells",
         Some(format!(
-            "{} found: {} done, {} failed, {} diverged, {} unfinished; {} expected; {} missing",
+            "{} found: {} done, {} failed, {} diverged, {} unfinished; {} expected, {} of them absent or unfinished",
             run.cells.len(),
             count(Status::Done),
             count(Status::Failed),
@@ -217,7 +217,10 @@ fn per_level(md: &mut String, input: &Input) {
         );
         match (level.sgd("accuracy"), level.sgd("nll")) {
             (None, None) => {
-                let _ = writeln!(md, "- SGD reference (T = 0): no T = 0 cell");
+                let _ = writeln!(
+                    md,
+                    "- SGD reference (T = 0): no T = 0 cell with results (none in the grid, or all failed or diverged)"
+                );
             }
             (a, n) => {
                 let _ = writeln!(

@@ -455,7 +455,7 @@ fn verdict_is_undetermined_without_t1_and_missing_cells_without_expected_list() 
     assert_eq!(summary.verdicts[0].accuracy.outcome, Outcome::Undetermined);
     let md = fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("**undetermined** (no T = 1 result)"), "{md}");
-    assert!(md.contains("no T = 0 cell"), "{md}");
+    assert!(md.contains("no T = 0 cell with results"), "{md}");
 }
 
 #[test]

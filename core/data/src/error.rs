@@ -90,7 +90,7 @@ pub enum DataError {
     },
 
     /// A dataset name that this crate does not know.
-    #[error("unknown dataset `{0}`; known datasets: digits, mnist, fashion-mnist, cifar10 (see `ablate data list`)")]
+    #[error("unknown dataset `{0}`; known datasets: {known} (see `ablate data list`)", known = crate::DATASETS.join(", "))]
     UnknownDataset(String),
 
     /// A downloaded archive does not have the pinned sha256: it is refused, nothing is cached.

@@ -852,6 +852,11 @@ impl CellConfig {
                 let stages = channels.len().min(64) as u32;
                 if (h >> stages) < 1 || (w >> stages) < 1 {
                     let max = (h.min(w) as f64).log2().floor() as usize;
+                    let hint = if max == 0 {
+                        format!("a cnn needs images of at least 2x2; use model.kind mlp or cnn-lstm for {}", facts.name)
+                    } else {
+                        format!("use at most {max} entries for {}", facts.name)
+                    };
                     bad(
                         "model.channels",
                         format!(
@@ -859,7 +864,7 @@ impl CellConfig {
                             channels.len(),
                             facts.name
                         ),
-                        &format!("use at most {max} entries for {}", facts.name),
+                        &hint,
                     );
                 }
             }
