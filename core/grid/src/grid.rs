@@ -210,6 +210,8 @@ impl Grid {
 
     /// Parses and checks grid-file text: syntax, duplicate keys, then [`Grid::check_value`].
     pub fn check_str(text: &str) -> Checked {
+        // A UTF-8 byte order mark (some Windows editors write one) is not JSON; it carries nothing.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let fail = |problems: Vec<Problem>| Checked { grid: None, plugins: Vec::new(), problems };
         if text.len() > MAX_GRID_BYTES {
             return fail(vec![Problem::new(

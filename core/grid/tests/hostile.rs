@@ -220,3 +220,13 @@ fn axis_names_temperature_and_seed_are_reserved_for_their_own_paths() {
         assert_eq!(paths(&own), Vec::<String>::new(), "{reserved}");
     }
 }
+
+/// A grid file saved with a UTF-8 byte order mark reads like the same file without it.
+#[test]
+fn a_byte_order_mark_is_ignored() {
+    let g = grid(json!({}), json!([{"path": "temperature", "values": [0.1, 1.0]}]));
+    let text = format!("\u{feff}{g}");
+    let checked = Grid::check_str(&text);
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    assert_eq!(checked.grid.unwrap().cells.len(), 2);
+}
