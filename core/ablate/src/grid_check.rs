@@ -3,7 +3,7 @@
 //! and parameter set, and the run-time rules of [`ablate_engine::compat`] (a likelihood that
 //! needs another model, a dataset that is not cached), all reported in one pass.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ablate_grid::{Grid, GridError, PluginUse, Problem};
@@ -38,6 +38,7 @@ pub fn check(path: &Path, plugin_dirs: &[PathBuf]) -> Result<CheckedGrid> {
     if let Some(registry) = &registry {
         problems.extend(plugin_problems(&checked.plugins, checked.grid.as_ref(), registry, path));
         if let Some(grid) = &checked.grid {
+            problems.extend(equivalent_plugin_values(grid, registry));
             problems.extend(compat_problems(grid, registry));
         }
     }
@@ -88,6 +89,65 @@ fn plugin_problems(uses: &[PluginUse], grid: Option<&Grid>, registry: &Registry,
         }
     }
     out
+}
+
+/// Two values of one plugin axis that are the same plugin configuration once the defaults of
+/// its parameters are filled in (`{"name": "gaussian"}` and `{"name": "gaussian", "params":
+/// {"scale": 1.0}}`): they would run the same cells twice, as two levels. Refused like two
+/// equal values.
+fn equivalent_plugin_values(grid: &Grid, registry: &Registry) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (k, axis) in grid.axes.iter().enumerate() {
+        let Some(kind) = FactorKind::parse(&axis.path) else { continue };
+        let mut first: HashMap<String, usize> = HashMap::new();
+        for (j, value) in axis.values.iter().enumerate() {
+            let Some(filled) = with_defaults(registry, kind, value) else { continue };
+            let canonical = serde_json::to_string(&filled).unwrap_or_default();
+            match first.get(&canonical) {
+                Some(&i) => out.push(Problem::new(
+                    format!("axes[{k}].values[{j}]"),
+                    format!(
+                        "the same {} as axes[{k}].values[{i}] once its parameters' defaults are filled in ({canonical}); \
+                         the two would run the same cells twice, as separate levels",
+                        axis.path
+                    ),
+                    "remove one of them",
+                )),
+                None => {
+                    first.insert(canonical, j);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `{"name", "params"}` of a plugin reference with every published parameter default filled
+/// in (keys sorted); `None` for a value that is not a known plugin.
+fn with_defaults(registry: &Registry, kind: FactorKind, value: &serde_json::Value) -> Option<serde_json::Value> {
+    let name = value.get("name")?.as_str()?;
+    let factory = registry.get(kind, name).ok()?;
+    let mut params: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for spec in factory.params.as_array().into_iter().flatten() {
+        if let (Some(p), Some(d)) = (spec.get("name").and_then(serde_json::Value::as_str), spec.get("default")) {
+            params.insert(p.to_owned(), d.clone());
+        }
+    }
+    for (p, v) in value.get("params").and_then(serde_json::Value::as_object).into_iter().flatten() {
+        params.insert(p.clone(), v.clone());
+    }
+    // Numbers compare by value (1 and 1.0 are one setting).
+    let params: serde_json::Map<String, serde_json::Value> = params
+        .into_iter()
+        .map(|(p, v)| {
+            let v = match v.as_f64() {
+                Some(x) if v.is_number() => serde_json::json!(x),
+                _ => v,
+            };
+            (p, v)
+        })
+        .collect();
+    Some(serde_json::json!({"name": name, "params": params}))
 }
 
 /// [`ablate_engine::compat`] on every cell, placed at the value in the file that causes it.

@@ -221,3 +221,25 @@ fn large_grids_are_checked_or_refused_quickly() {
 fn ablate_grid_limit() -> usize {
     16 << 20
 }
+
+/// Two values of a plugin axis that are one configuration once the parameters' defaults are
+/// filled in would run the same cells twice, as two levels: refused at the second value.
+/// Other values (another scale, another plugin) pass.
+#[test]
+fn plugin_values_equal_after_defaults_are_refused() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = small("same-prior");
+    g["axes"] = serde_json::json!([{"path": "prior", "values": [
+        {"name": "gaussian"}, {"name": "gaussian", "params": {"scale": 1}}, {"name": "gaussian", "params": {"scale": 0.3}},
+        {"name": "laplace"}
+    ]}]);
+    let path = write(dir.path(), "same.json", &g);
+    let err = refused(&ablate(&["grid", "check", &path], dir.path()));
+    assert!(err.contains("axes[0].values[1]") && err.contains("the same prior as axes[0].values[0]"), "{err}");
+    assert!(!err.contains("values[2]") && !err.contains("values[3]"), "{err}");
+    g["axes"][0]["values"] = serde_json::json!([{"name": "gaussian"}, {"name": "gaussian", "params": {"scale": 0.3}}]);
+    let path = write(dir.path(), "distinct.json", &g);
+    let o = ablate(&["grid", "check", &path], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
