@@ -249,6 +249,19 @@ fn new(name: &str, kind: Kind, dir: &Path) -> Result<ExitCode> {
             "plugin name {name:?}: use lowercase letters, digits, '-' and '_', starting with a letter (e.g. my-prior)"
         );
     }
+    // A name the built-in plugins already use would clash with them when loaded (a run refuses
+    // two plugins of one name).
+    if let Ok(builtin) = Registry::load(&SearchPath::standard(&[])) {
+        if let Ok(f) = builtin.get(kind.factor(), name) {
+            let library = &builtin.libraries()[f.library];
+            bail!(
+                "a {} named `{name}` is already built in ({}); a plugin of the same name could not be loaded beside \
+                 it: choose another name (e.g. my-{name})",
+                kind.factor().as_str(),
+                library.path.display()
+            );
+        }
+    }
     let root = std::path::absolute(dir.join(name)).unwrap_or_else(|_| dir.join(name));
     if root.exists() {
         bail!("{} already exists; choose another name or --dir", root.display());

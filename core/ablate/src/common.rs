@@ -78,7 +78,8 @@ pub fn plugin_infos(registry: &Registry) -> Vec<ablate_store::PluginInfo> {
         .iter()
         .map(|l| ablate_store::PluginInfo {
             name: l.build.clone(),
-            path: l.path.display().to_string(),
+            // Absolute: a relative path means nothing once the run folder is read elsewhere.
+            path: std::path::absolute(&l.path).unwrap_or_else(|_| l.path.clone()).display().to_string(),
             sha256: l.sha256.clone(),
         })
         .collect()

@@ -280,6 +280,12 @@ fn plugins_list_show_check() {
 #[test]
 fn plugins_new_writes_a_standalone_crate() {
     let dir = tempfile::tempdir().unwrap();
+    // A built-in name is refused (the two could not be loaded side by side); nothing is written.
+    let o =
+        ablate(&["plugins", "new", "gaussian", "--kind", "prior", "--dir", dir.path().to_str().unwrap()], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("a prior named `gaussian` is already built in"), "{:?}", text(&o));
+    assert!(!dir.path().join("gaussian").exists());
     for kind in ["prior", "likelihood", "integrator", "noise"] {
         let name = format!("my-{kind}");
         let o = ablate(&["plugins", "new", &name, "--kind", kind, "--dir", dir.path().to_str().unwrap()], dir.path());
