@@ -358,10 +358,22 @@ fn label_pairs(cell: &Cell, short: bool) -> Vec<String> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let k = if short { k.rsplit('.').next().unwrap_or(k) } else { k };
+            let k = if short { short_key(k) } else { k };
             format!("{k}={v}")
         })
         .collect()
+}
+
+/// A label's key on a progress line: its last path segment (`sampler.lr` → `lr`), or for a
+/// plugin's name the plugin kind (`integrator.name` → `integrator`, not `name`, which every
+/// plugin axis would show).
+fn short_key(key: &str) -> &str {
+    let mut parts = key.rsplit('.');
+    match (parts.next(), parts.next()) {
+        (Some("name"), Some(kind)) => kind,
+        (Some(last), _) => last,
+        (None, _) => key,
+    }
 }
 
 /// The labels of a progress line: `temperature=0.1 seed=2`.
@@ -377,6 +389,14 @@ pub fn cell_name(cell: &Cell) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn progress_keys_tell_plugin_axes_apart() {
+        assert_eq!(super::short_key("integrator.name"), "integrator");
+        assert_eq!(super::short_key("prior.name"), "prior");
+        assert_eq!(super::short_key("sampler.lr"), "lr");
+        assert_eq!(super::short_key("temperature"), "temperature");
+    }
+
     use super::worker_visible_gpu;
 
     #[test]

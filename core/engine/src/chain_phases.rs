@@ -362,7 +362,8 @@ impl<'r, 'a> Sampler<'r, 'a> {
                 k,
                 format!(
                     "{what} became NaN/Inf at step {k} (epoch {epoch}){at}: the likelihood or the prior \
-                     produced it; lower sampler.lr, or check the likelihood and prior plugins"
+                     produced it; lower sampler.lr, or check the likelihood's and the prior's parameters (a prior \
+                     scale near 0 makes its gradient θ/scale² overflow at any step size)"
                 ),
             );
         }
