@@ -590,12 +590,14 @@ impl Network {
 
 /// Draw θ from the prior `samples` times (tensors the prior does not cover keep their initial
 /// values) and record the class distribution of the predictions on up to 1000 training inputs.
+/// `None` when the prior draws no tensor at all (`flat`, `empirical-bayes`): the "draws" would
+/// be the initialisation.
 fn prior_predictive(
     loss: &Loss,
     init: ablate_grid::config::Init,
     samples: usize,
     device: Device,
-) -> Result<PriorPredictive, EngineError> {
+) -> Result<Option<PriorPredictive>, EngineError> {
     let _guard = tch::no_grad_guard();
     let model = &loss.model;
     let inputs = loss.train_x.size()[0].min(1000);
@@ -605,10 +607,16 @@ fn prior_predictive(
     let mut counts = vec![0i64; model.classes as usize];
     for _ in 0..samples {
         let theta = model.init(init, device)?;
+        let mut drawn = 0;
         for (info, view) in model.infos().iter().zip(model.views(&theta)) {
             if let Some(draw) = crate::plugin_call::prior_sample(&loss.prior, &mut host, info, &view)? {
                 view.shallow_clone().f_copy_(&draw)?;
+                drawn += 1;
             }
+        }
+        if drawn == 0 {
+            tracing::info!(prior = %loss.prior.name, "the prior draws no parameter tensor: no prior predictive check");
+            return Ok(None);
         }
         let mut bn = model.new_bn_state(device);
         let preds = model.forward(&theta, &x, Mode::Eval, &mut bn)?.f_argmax(-1, false)?;
@@ -621,13 +629,13 @@ fn prior_predictive(
     let k = fractions.len() as f64;
     let mean = fractions.iter().sum::<f64>() / k;
     let var = fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
-    Ok(PriorPredictive {
+    Ok(Some(PriorPredictive {
         samples,
         inputs,
         top_class_fraction: mean,
         top_class_fraction_se: (var / k).sqrt(),
         class_counts: counts,
-    })
+    }))
 }
 
 /// Load the dataset a cell configuration asks for.
@@ -972,7 +980,7 @@ fn prior_check(
         0 => Ok(None),
         k => {
             tch::manual_seed(crate::fused::chain_noise_seed(c.seed ^ PRIOR_CHECK_STREAM) as i64);
-            Ok(Some(prior_predictive(loss, init, k, device)?))
+            prior_predictive(loss, init, k, device)
         }
     }
 }

@@ -398,3 +398,20 @@ fn augmentation_that_cannot_fit_the_images_is_refused_before_the_run() {
         "{problems:?}"
     );
 }
+
+/// The prior predictive check draws θ from the prior; a prior that draws no tensor (`flat`) has
+/// no check (its "draws" were the initialisation, reported as if they were the prior's).
+#[test]
+fn a_prior_that_cannot_draw_has_no_prior_predictive_check() {
+    let (_dir, registry) = registry();
+    for (prior, expect) in [("gaussian", true), ("flat", false)] {
+        let mut cfg = cell(MODELS[0].1, "categorical", "sym-euler", prior, 1.0, 1);
+        cfg.eval.prior_samples = 3;
+        let out = run(std::slice::from_ref(&cfg), &registry, prior).unwrap();
+        let check = out[0].metrics.as_ref().unwrap().prior_predictive.as_ref();
+        assert_eq!(check.is_some(), expect, "{prior}: {check:?}");
+        if let Some(c) = check {
+            assert_eq!(c.samples, 3);
+        }
+    }
+}
