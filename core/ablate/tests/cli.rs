@@ -975,3 +975,28 @@ fn status_tells_damaged_cells_and_a_lost_manifest() {
     let (out, _) = text(&o);
     assert!(out.contains("1 done, 2 damaged") && out.contains("manifest.json is missing"), "{out}");
 }
+
+/// Convolutional cells that could share a batch run alone on the CPU; the run's first line says
+/// so and how to batch them, as it does for every other reason.
+#[test]
+fn unbatched_convolutional_cells_say_why() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = serde_json::json!({
+        "name": "conv",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 100, "test_size": 50},
+            "model": {"kind": "cnn", "channels": [4]},
+            "sampler": {"epochs": 1, "batch_size": 50, "cycle_length": 1, "cycle_start_sampling": 1}
+        },
+        "axes": [{"path": "temperature", "values": [1.0, 0.1]}]
+    });
+    let path = dir.path().join("conv.json");
+    std::fs::write(&path, grid.to_string()).unwrap();
+    let o = ablate(&["run", path.to_str().unwrap(), "--out", "runs", "--no-report", "--device", "cpu"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(format!("{out}{err}").contains("[not batched: convolutional models run alone on the CPU"), "{out}\n{err}");
+}

@@ -114,8 +114,17 @@ pub fn plan(cells: &[Cell], opts: &PlanOptions, registry: &Registry) -> Plan {
 /// buckets were refused.
 fn buckets(cells: &[Cell], opts: &PlanOptions, registry: &Registry) -> (Vec<Vec<usize>>, Vec<String>) {
     let mut keyed: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    // Batch keys of convolutional cells kept alone (CPU without --batch-conv): the run says so
+    // when two of them could have shared a batch.
+    let mut conv_alone: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut conv_could_batch = false;
     for (i, cell) in cells.iter().enumerate() {
         let mlp = matches!(cell.config.model, ModelConfig::Mlp { .. });
+        if opts.max_chains > 1 && !mlp && !opts.conv {
+            if let Some(k) = crate::batch_key(&cell.config) {
+                conv_could_batch |= !conv_alone.insert(k);
+            }
+        }
         let key = if opts.max_chains > 1 && (mlp || opts.conv) { crate::batch_key(&cell.config) } else { None };
         match keyed.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
             Some((_, members)) => members.push(i),
@@ -124,6 +133,13 @@ fn buckets(cells: &[Cell], opts: &PlanOptions, registry: &Registry) -> (Vec<Vec<
     }
     let mut out = Vec::new();
     let mut refused = Vec::new();
+    if conv_could_batch {
+        refused.push(
+            "convolutional models run alone on the CPU (grouped convolutions were slower there than separate \
+             runs); --batch-conv batches them"
+                .to_owned(),
+        );
+    }
     for (_, members) in keyed {
         let configs: Vec<CellConfig> = members.iter().map(|&i| cells[i].config.clone()).collect();
         match (members.len() > 1).then(|| crate::batch_problem(&configs, registry)).flatten() {
