@@ -94,10 +94,14 @@ fn plugin_problems(uses: &[PluginUse], grid: Option<&Grid>, registry: &Registry,
 /// Two values of one plugin axis that are the same plugin configuration once the defaults of
 /// its parameters are filled in (`{"name": "gaussian"}` and `{"name": "gaussian", "params":
 /// {"scale": 1.0}}`): they would run the same cells twice, as two levels. Refused like two
-/// equal values.
+/// equal values (and, like them, allowed on zipped axes).
 fn equivalent_plugin_values(grid: &Grid, registry: &Registry) -> Vec<Problem> {
     let mut out = Vec::new();
     for (k, axis) in grid.axes.iter().enumerate() {
+        // A zipped axis repeats values on purpose (each pairs with another axis's value).
+        if grid.zip.iter().any(|group| group.contains(&k)) {
+            continue;
+        }
         let Some(kind) = FactorKind::parse(&axis.path) else { continue };
         let mut first: HashMap<String, usize> = HashMap::new();
         for (j, value) in axis.values.iter().enumerate() {

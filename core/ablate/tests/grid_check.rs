@@ -242,4 +242,13 @@ fn plugin_values_equal_after_defaults_are_refused() {
     let path = write(dir.path(), "distinct.json", &g);
     let o = ablate(&["grid", "check", &path], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
+    // On zipped axes a value may repeat: it pairs with another axis's value.
+    g["axes"] = serde_json::json!([
+        {"path": "prior", "values": [{"name": "gaussian"}, {"name": "gaussian", "params": {"scale": 1}}]},
+        {"path": "sampler.lr", "values": [0.1, 0.05]}
+    ]);
+    g["zip"] = serde_json::json!([["prior", "sampler.lr"]]);
+    let path = write(dir.path(), "zipped.json", &g);
+    let o = ablate(&["grid", "check", &path], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
 }
