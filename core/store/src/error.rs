@@ -48,9 +48,11 @@ pub enum StoreError {
     #[error(
         "run folder {} has {finished} finished cell(s) computed with other builds of plugin libraries than \
          the ones loaded now: {}; resuming would mix results of two builds in one report. Put the earlier \
-         builds back to resume, or run into another folder (`--out OTHER`) to start over with these builds",
+         builds back to resume, or run into another folder (`--out OTHER`) to start over with these builds \
+         (`ablate report {}` rewrites the report of the finished cells without running anything)",
         dir.display(),
-        changed.join("; ")
+        changed.join("; "),
+        dir.display()
     )]
     PluginsChanged { dir: PathBuf, finished: usize, changed: Vec<String> },
 
