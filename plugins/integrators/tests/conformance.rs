@@ -294,3 +294,115 @@ fn temperature_hmc() {
         &[true, false],
     );
 }
+
+/// Inside a cosine cycle the time-step factor C < 1 scales the SDE step (h' = C·h, and
+/// β' = 1 − C(1 − β) keeps the friction γ): the stationary law must still be exp(−U/T). Every
+/// momentum integrator and SGLD at C = 0.5 and T = 0.5, mass on (the mass-off figures are as at
+/// C = 1); sym-euler's kinetic temperature carries its known factor 2/(1 + β').
+#[test]
+fn temperature_at_a_reduced_timestep_factor() {
+    let c = 0.5;
+    let t = 0.5;
+    let cases: Vec<(Case, f64)> = vec![
+        (
+            Case {
+                name: "sym-euler",
+                make: || boxed::<NaiveSymplecticEulerMCMC>("{}"),
+                param: Param::Euler,
+                beta: 0.9,
+                kinetic: None,
+                mass_on_expected: None,
+                steps: 3200,
+                thin: 4,
+            },
+            2.0 / (1.0 + (1.0 - c * (1.0 - 0.9))),
+        ),
+        (
+            Case {
+                name: "sgld",
+                make: || boxed::<Sgld>("{}"),
+                param: Param::Sgld,
+                beta: 0.9,
+                kinetic: None,
+                mass_on_expected: None,
+                steps: 3200,
+                thin: 4,
+            },
+            f64::NAN,
+        ),
+        (
+            Case {
+                name: "baoab",
+                make: || boxed::<Baoab>("{}"),
+                param: Param::Baoab,
+                beta: 0.9,
+                kinetic: None,
+                mass_on_expected: None,
+                steps: 3200,
+                thin: 4,
+            },
+            1.0,
+        ),
+        (
+            Case {
+                name: "obabo",
+                make: || boxed::<Obabo>("{}"),
+                param: Param::Baoab,
+                beta: 0.9,
+                kinetic: None,
+                mass_on_expected: None,
+                steps: 3200,
+                thin: 4,
+            },
+            1.0,
+        ),
+        (
+            Case {
+                name: "bbk",
+                make: || boxed::<Bbk>("{}"),
+                param: Param::Baoab,
+                beta: 0.9,
+                kinetic: None,
+                mass_on_expected: None,
+                steps: 3200,
+                thin: 4,
+            },
+            1.0,
+        ),
+        (
+            Case {
+                name: "msgnht",
+                make: || boxed::<MultivariateNoseHoover>("{}"),
+                param: Param::Euler,
+                beta: 0.99,
+                kinetic: None,
+                mass_on_expected: None,
+                steps: 3200,
+                thin: 4,
+            },
+            1.0,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (k, (case, kinetic)) in cases.iter().enumerate() {
+        let tg = target();
+        let mut s = SamplerSettings::new(t, lr_for(case.param, 0.05, tg.n, case.beta), case.beta);
+        s.timestep_factor = c;
+        s.use_mass = true;
+        s.steps = case.steps;
+        s.thin = case.thin;
+        s.burn_in = 400;
+        s.batches = 20;
+        s.label = format!("{} C={c} T={t}", case.name);
+        let mut host = CpuHost::new(500 + k as u64);
+        let mut integ = (case.make)();
+        let result = gaussian_target_temperature(&mut host, &mut integ, &tg, &s).and_then(|r| {
+            eprintln!("{r}");
+            r.check(Z, kinetic.is_finite().then_some(kinetic * t))
+        });
+        if let Err(e) = result {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
