@@ -175,6 +175,27 @@ fn verdicts(md: &mut String, input: &Input) {
         let _ = writeln!(md, "| {} | {} | {} |", cell(&v.level), side(&v.nll), side(&v.accuracy));
     }
     let _ = writeln!(md);
+    let unstable = unstable_cells(input.run);
+    if !unstable.is_empty() {
+        let _ = writeln!(
+            md,
+            "**Warning:** {} done cell(s) had a kinetic temperature more than {} times max(T, 1) (unstable \
+             dynamics, usually a sampler.lr too large for the likelihood); they count in the means and verdicts \
+             above. See \"Unstable cells\" under Diagnostics.\n",
+            unstable.len(),
+            ablate_records::KINETIC_ALARM
+        );
+    }
+}
+
+/// Done cells whose kinetic temperature crossed the engine's alarm in some epoch, with the
+/// first such epoch.
+fn unstable_cells(run: &Run) -> Vec<(&crate::load::Cell, &ablate_records::EpochRow)> {
+    run.cells
+        .iter()
+        .filter(|c| c.status == Status::Done)
+        .filter_map(|c| Some((c, c.epochs.as_deref()?.iter().find(|r| r.kinetic_alarm())?)))
+        .collect()
 }
 
 fn per_level(md: &mut String, input: &Input) {
@@ -342,6 +363,30 @@ fn diagnostics(md: &mut String, input: &Input) {
         );
     }
     let _ = writeln!(md);
+    let unstable = unstable_cells(run);
+    if !unstable.is_empty() {
+        let _ = writeln!(
+            md,
+            "### Unstable cells
+
+Done cells whose kinetic temperature exceeded {} times max(T, 1) in some epoch \
+             (first such epoch shown); their ensemble numbers are in the tables above.\n\n\
+             | cell | labels | epoch | kinetic T | T that epoch |\n| --- | --- | --- | --- | --- |",
+            ablate_records::KINETIC_ALARM
+        );
+        for (c, r) in unstable {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} |",
+                cell(&c.id),
+                cell(&labels_text(run, &c.id)),
+                r.epoch,
+                num(r.kinetic_temperature),
+                fmt_t(r.temperature)
+            );
+        }
+        let _ = writeln!(md);
+    }
     let bad: Vec<_> = run.cells.iter().filter(|c| matches!(c.status, Status::Failed | Status::Diverged)).collect();
     let _ = writeln!(md, "### Failed and diverged cells\n");
     if bad.is_empty() {

@@ -543,3 +543,39 @@ fn seeds_beyond_double_precision_reach_the_tables_exactly() {
     }
     let _ = expected;
 }
+
+/// A done cell whose kinetic temperature crossed the engine's alarm (1000 × max(T, 1)) in some
+/// epoch is named under Diagnostics and warned about below the verdicts: its numbers still
+/// count there, so the reader must know.
+#[test]
+fn unstable_done_cells_are_named_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    let (truths, expected, _) = build_run(run);
+    let clean =
+        write_report(run, &ReportOptions { expected_cells: Some(expected.clone()), ..Default::default() }).unwrap();
+    let md = std::fs::read_to_string(&clean.report_md).unwrap();
+    assert!(!md.contains("Unstable cells") && !md.contains("**Warning:**"), "{md}");
+    let hot = truths.iter().find(|t| t.status == "done").unwrap();
+    let path = run.join("cells").join(&hot.id).join("epochs.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Epoch 2's kinetic temperature (7th column) blown up to 1e20.
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 3 {
+                let mut f: Vec<String> = l.split(',').map(str::to_owned).collect();
+                f[6] = "1e20".into();
+                f.join(",")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let summary = write_report(run, &ReportOptions { expected_cells: Some(expected), ..Default::default() }).unwrap();
+    let md = std::fs::read_to_string(&summary.report_md).unwrap();
+    assert!(md.contains("**Warning:** 1 done cell(s) had a kinetic temperature more than 1000 times"), "{md}");
+    assert!(md.contains("### Unstable cells") && md.contains(&format!("| `{}` |", hot.id)), "{md}");
+}

@@ -160,10 +160,7 @@ pub struct ChainOutcome {
     pub theta: Tensor,
 }
 
-/// A kinetic temperature above this many times max(T, 1) is flagged as unstable dynamics (a
-/// healthy chain stays within a few times T; at T = 0 it is of order lr-scaled gradient noise,
-/// below 1 in the runs of this project, while an lr too large for the likelihood reached 1e3–1e8).
-pub(crate) const KINETIC_ALARM: f64 = 1e3;
+pub(crate) use ablate_records::KINETIC_ALARM;
 
 /// Whether `t` holds a NaN or an infinity: its sum (accumulated in f64, one reduction, no
 /// temporary mask) is then not finite. A finite f32 tensor cannot overflow an f64 sum.

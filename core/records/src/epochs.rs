@@ -101,6 +101,19 @@ impl EpochRow {
     }
 }
 
+/// A kinetic temperature above this many times max(T, 1) is flagged as unstable dynamics (a
+/// healthy chain stays within a few times T; at T = 0 it is of order lr-scaled gradient noise,
+/// below 1 in the runs of this project, while an lr too large for the likelihood reached 1e3–1e8).
+/// The engine warns at it; reports name the cells that crossed it.
+pub const KINETIC_ALARM: f64 = 1e3;
+
+impl EpochRow {
+    /// Whether this epoch's kinetic temperature crossed [`KINETIC_ALARM`] × max(T, 1).
+    pub fn kinetic_alarm(&self) -> bool {
+        self.kinetic_temperature > KINETIC_ALARM * self.temperature.max(1.0)
+    }
+}
+
 /// The whole file: header and one line per row, each ending in a newline.
 pub fn epochs_csv<'a>(rows: impl IntoIterator<Item = &'a EpochRow>) -> String {
     let mut text = EpochRow::csv_header();

@@ -28,7 +28,7 @@ mod metrics;
 mod status;
 
 pub mod npy;
-pub use epochs::{epochs_csv, parse_epochs_csv, EpochRow, EpochsError, EPOCH_COLUMNS};
+pub use epochs::{epochs_csv, parse_epochs_csv, EpochRow, EpochsError, EPOCH_COLUMNS, KINETIC_ALARM};
 pub use event::Event;
 pub use manifest::{hostname, MachineInfo, Manifest, PluginInfo};
 pub use metrics::{
