@@ -321,6 +321,18 @@ fn a_declared_isotropic_precision_gives_the_gradient_of_the_per_tensor_path() {
             }
             // The prior matters here: without it the gradient would be 2θ alone.
             assert!(per_tensor.iter().zip(&values).any(|(g, x)| (g - 2.0 * x).abs() > 1e-3), "{name}");
+            // And its scale is absolute, not only the same in both paths: ∇(NLL − log p(θ)/n) of
+            // N(0, σ²) on every tensor is 2θ + θ/(σ²·n), with n the Loss's (10 here).
+            if params.get("roles").is_none() && name == "gaussian" {
+                let sigma2 = 0.7f32 * 0.7;
+                for (i, (g, x)) in fused.iter().zip(&values).enumerate() {
+                    let expected = 2.0 * x + x / (sigma2 * loss.n as f32);
+                    assert!(
+                        (g - expected).abs() <= 1e-5 * (1.0 + expected.abs()),
+                        "K={chains} element {i}: {g} vs {expected}"
+                    );
+                }
+            }
         }
     }
 }
