@@ -223,20 +223,21 @@ fn pending_batches<'s>(setup: &'s Setup, counts: &mut Counts) -> Result<(VecDequ
         for &i in &setup.plan.batches[b] {
             let cell = &setup.grid.cells[i];
             // Finished with intact results: a `done` cell without readable metrics runs again.
-            let (finished, damaged) = match setup.run.existing_cell(&cell.id)? {
+            // (A failed cell is finished too: it is skipped, and counted apart.)
+            let (finished, damaged, failed) = match setup.run.existing_cell(&cell.id)? {
                 Some(dir) => {
                     let complete = dir.is_complete()?;
-                    (complete, !complete && dir.is_finished().unwrap_or(false))
+                    let status = dir.read_status().ok().flatten();
+                    let was_finished = status.as_ref().is_some_and(ablate_store::CellStatus::is_finished);
+                    let failed = status.is_some_and(|s| s.status == ablate_store::CellState::Failed);
+                    (complete, !complete && was_finished, complete && failed)
                 }
-                None => (false, false),
+                None => (false, false, false),
             };
             damaged_cells += usize::from(damaged);
             if finished {
                 counts.skipped += 1;
-                let earlier = setup.run.existing_cell(&cell.id)?.and_then(|dir| dir.read_status().ok().flatten());
-                if earlier.is_some_and(|s| s.status == ablate_records::CellState::Failed) {
-                    counts.skipped_failed += 1;
-                }
+                counts.skipped_failed += usize::from(failed);
                 batch.discard.push(cell.id.clone());
             }
             batch.cells.push(cell);
