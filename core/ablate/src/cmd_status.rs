@@ -319,13 +319,11 @@ fn fix_commands(
                 quote(&p.report_script)
             );
         }
-        Some(_) => {
+        // A Slurm run with no task to resubmit, or a local run whose runner is live.
+        _ if plan.is_some() || running => {
             let _ = writeln!(s, "the unfinished cells are running; check again later");
         }
-        None if running => {
-            let _ = writeln!(s, "the unfinished cells are running; check again later");
-        }
-        None => {
+        _ => {
             let command = run.and_then(|r| r.manifest().ok()).map(|m| m.command);
             let _ = writeln!(
                 s,
