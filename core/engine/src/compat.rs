@@ -220,9 +220,7 @@ pub fn dirty_energy(name: &str, toggles: ablate_sdk::ModelToggles, augments: boo
 /// images): found by augmenting one zero image of the dataset's shape, as the run would.
 fn augment_problem(cfg: &CellConfig, name: &str, likelihood: &mut ablate_sdk::abi::LikelihoodBox) -> Option<Problem> {
     let (c, h, w) = dataset_facts(&cfg.data.dataset)?.shape;
-    let mut host = crate::host::TchHost::new();
-    let x = host.insert(tch::Tensor::zeros([1, c as i64, h as i64, w as i64], (tch::Kind::Float, tch::Device::Cpu)));
-    let message = host.call(|h| likelihood.augment(h, x)).err()?;
+    let message = augment_probe(likelihood, [1, c as i64, h as i64, w as i64]).err()?;
     Some(Problem::new(
         "likelihood.params",
         format!("likelihood `{name}` cannot augment the {h}x{w} images of {}: {message}", cfg.data.dataset),
@@ -233,9 +231,15 @@ fn augment_problem(cfg: &CellConfig, name: &str, likelihood: &mut ablate_sdk::ab
 /// Whether the likelihood transforms a training batch (a probe on a 1×1×4×4 zero batch; a
 /// failing probe counts as augmenting, since the run would fail the same way).
 pub fn augments(lik: &mut ablate_sdk::abi::LikelihoodBox) -> bool {
+    !matches!(augment_probe(lik, [1, 1, 4, 4]), Ok(false))
+}
+
+/// Asks the likelihood to augment a zero batch of `shape` on the CPU: whether it transforms the
+/// batch, or why it refuses.
+fn augment_probe(lik: &mut ablate_sdk::abi::LikelihoodBox, shape: [i64; 4]) -> Result<bool, String> {
     let mut host = crate::host::TchHost::new();
-    let x = host.insert(tch::Tensor::zeros([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)));
-    !matches!(host.call(|h| lik.augment(h, x)), Ok(abi_stable::std_types::ROption::RNone))
+    let x = host.insert(tch::Tensor::zeros(shape, (tch::Kind::Float, tch::Device::Cpu)));
+    host.call(|h| lik.augment(h, x)).map(|out| matches!(out, abi_stable::std_types::ROption::RSome(_)))
 }
 
 fn noise_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> Vec<Problem> {
