@@ -21,10 +21,16 @@ pub fn crop_flip(x: &Tensor, pad: i64, flip: bool) -> Result<Tensor, tch::TchErr
     }
     let mut out = if pad == 0 {
         x.shallow_clone()
-    } else if x.device() == tch::Device::Cpu && crate::fused::enabled() {
-        cut_per_image(x, pad)?
     } else {
-        gather_crop(x, pad)?
+        let (n, h, w) = (size[0], size[2], size[3]);
+        let padded = x.f_constant_pad_nd([pad, pad, pad, pad].as_slice())?;
+        // (dy, dx) ∈ [0, 2·pad]² per image, from libtorch's CPU generator whichever form cuts.
+        let offsets = Tensor::f_randint(2 * pad + 1, [n, 2].as_slice(), (Kind::Int64, tch::Device::Cpu))?;
+        if x.device() == tch::Device::Cpu && crate::fused::enabled() {
+            cut_per_image(&padded, &offsets, h, w)?
+        } else {
+            gather_crop(&padded, &offsets.f_to(x.device())?, h, w)?
+        }
     };
     if flip {
         let mask = Tensor::f_rand([size[0], 1, 1, 1].as_slice(), (Kind::Float, x.device()))?.f_lt(0.5)?;
@@ -34,33 +40,26 @@ pub fn crop_flip(x: &Tensor, pad: i64, flip: bool) -> Result<Tensor, tch::TchErr
     Ok(out)
 }
 
-/// Each image zero-padded by `pad` on every side and cut back to H×W at a uniformly drawn
-/// offset (dy, dx) ∈ [0, 2·pad]²: out[i, c, r, s] = padded[i, c, dyᵢ + r, dxᵢ + s]. The offsets
-/// are drawn as one [N, 2] tensor of (dy, dx) on libtorch's CPU generator in both forms.
-fn gather_crop(x: &Tensor, pad: i64) -> Result<Tensor, tch::TchError> {
-    let size = x.size();
-    let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
-    let device = x.device();
-    let padded = x.f_constant_pad_nd([pad, pad, pad, pad].as_slice())?;
-    let offsets = Tensor::f_randint(2 * pad + 1, [n, 2].as_slice(), (Kind::Int64, tch::Device::Cpu))?.f_to(device)?;
+/// The h×w window of each padded image at its offset: out[i, c, r, s] = padded[i, c, dyᵢ + r,
+/// dxᵢ + s], with `offsets` [N, 2] of (dy, dx) on `padded`'s device.
+fn gather_crop(padded: &Tensor, offsets: &Tensor, h: i64, w: i64) -> Result<Tensor, tch::TchError> {
+    let size = padded.size();
+    let (n, c, padded_w) = (size[0], size[1], size[3]);
+    let device = padded.device();
     let index = |column: i64, len: i64| -> Result<Tensor, tch::TchError> {
         let start = offsets.f_select(1, column)?.f_unsqueeze(1)?;
         start.f_add(&Tensor::f_arange(len, (Kind::Int64, device))?.f_unsqueeze(0)?)
         // [N, len]
     };
-    let rows = index(0, h)?.f_view([n, 1, h, 1].as_slice())?.f_expand([n, c, h, w + 2 * pad].as_slice(), false)?;
+    let rows = index(0, h)?.f_view([n, 1, h, 1].as_slice())?.f_expand([n, c, h, padded_w].as_slice(), false)?;
     let cols = index(1, w)?.f_view([n, 1, 1, w].as_slice())?.f_expand([n, c, h, w].as_slice(), false)?;
     padded.f_gather(2, &rows, false)?.f_gather(3, &cols, false)
 }
 
-/// [`gather_crop`] as one view per image, stacked.
-fn cut_per_image(x: &Tensor, pad: i64) -> Result<Tensor, tch::TchError> {
-    let size = x.size();
-    let (n, h, w) = (size[0], size[2], size[3]);
-    let padded = x.f_constant_pad_nd([pad, pad, pad, pad].as_slice())?;
-    let offsets = Tensor::f_randint(2 * pad + 1, [n, 2].as_slice(), (Kind::Int64, tch::Device::Cpu))?;
+/// [`gather_crop`] as one view per image, stacked (`offsets` on the CPU).
+fn cut_per_image(padded: &Tensor, offsets: &Tensor, h: i64, w: i64) -> Result<Tensor, tch::TchError> {
     let offsets: Vec<i64> = Vec::<i64>::try_from(offsets.f_flatten(0, -1)?)?;
-    let crops: Vec<Tensor> = (0..n as usize)
+    let crops: Vec<Tensor> = (0..offsets.len() / 2)
         .map(|i| padded.f_get(i as i64)?.f_narrow(1, offsets[2 * i], h)?.f_narrow(2, offsets[2 * i + 1], w))
         .collect::<Result<_, _>>()?;
     Tensor::f_stack(&crops, 0)
@@ -74,10 +73,11 @@ mod tests {
     fn the_gathered_crop_equals_the_per_image_cut_bit_for_bit() {
         for (shape, pad) in [([7, 3, 8, 8], 4), ([5, 1, 6, 9], 2), ([3, 2, 4, 4], 1)] {
             let x = Tensor::randn(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
-            tch::manual_seed(17);
-            let expected = cut_per_image(&x, pad).unwrap();
-            tch::manual_seed(17);
-            let got = gather_crop(&x, pad).unwrap();
+            let padded = x.constant_pad_nd([pad, pad, pad, pad].as_slice());
+            let offsets = Tensor::randint(2 * pad + 1, [shape[0], 2].as_slice(), (Kind::Int64, tch::Device::Cpu));
+            let (h, w) = (shape[2], shape[3]);
+            let expected = cut_per_image(&padded, &offsets, h, w).unwrap();
+            let got = gather_crop(&padded, &offsets, h, w).unwrap();
             assert_eq!(got.size(), x.size());
             assert!(got.equal(&expected), "{shape:?} pad {pad}");
         }
