@@ -3,7 +3,7 @@
 //! and parameter set, and the run-time rules of [`ablate_engine::compat`] (a likelihood that
 //! needs another model, a dataset that is not cached), all reported in one pass.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ablate_grid::{Grid, GridError, PluginUse, Problem};
@@ -106,7 +106,7 @@ fn equivalent_plugin_values(grid: &Grid, registry: &Registry) -> Vec<Problem> {
         let mut first: HashMap<String, usize> = HashMap::new();
         for (j, value) in axis.values.iter().enumerate() {
             let Some(filled) = with_defaults(registry, kind, value) else { continue };
-            let canonical = serde_json::to_string(&filled).unwrap_or_default();
+            let canonical = ablate_grid::canonical_json(&filled);
             match first.get(&canonical) {
                 Some(&i) => out.push(Problem::new(
                     format!("axes[{k}].values[{j}]"),
@@ -127,30 +127,22 @@ fn equivalent_plugin_values(grid: &Grid, registry: &Registry) -> Vec<Problem> {
 }
 
 /// `{"name", "params"}` of a plugin reference with every published parameter default filled
-/// in (keys sorted); `None` for a value that is not a known plugin.
+/// in, numbers as f64 (1 and 1.0 are one setting); `None` for a value that is not a known plugin.
 fn with_defaults(registry: &Registry, kind: FactorKind, value: &serde_json::Value) -> Option<serde_json::Value> {
     let name = value.get("name")?.as_str()?;
     let factory = registry.get(kind, name).ok()?;
-    let mut params: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for spec in factory.params.as_array().into_iter().flatten() {
-        if let (Some(p), Some(d)) = (spec.get("name").and_then(serde_json::Value::as_str), spec.get("default")) {
-            params.insert(p.to_owned(), d.clone());
-        }
-    }
-    for (p, v) in value.get("params").and_then(serde_json::Value::as_object).into_iter().flatten() {
-        params.insert(p.clone(), v.clone());
-    }
-    // Numbers compare by value (1 and 1.0 are one setting).
-    let params: serde_json::Map<String, serde_json::Value> = params
+    let defaults = factory
+        .params
+        .as_array()
         .into_iter()
-        .map(|(p, v)| {
-            let v = match v.as_f64() {
-                Some(x) if v.is_number() => serde_json::json!(x),
-                _ => v,
-            };
-            (p, v)
-        })
-        .collect();
+        .flatten()
+        .filter_map(|spec| Some((spec.get("name")?.as_str()?.to_owned(), spec.get("default")?.clone())));
+    let given = value.get("params").and_then(serde_json::Value::as_object).into_iter().flatten();
+    let mut params = serde_json::Map::new();
+    for (p, v) in defaults.chain(given.map(|(p, v)| (p.clone(), v.clone()))) {
+        let v = v.as_f64().map_or(v, |x| serde_json::json!(x));
+        params.insert(p, v);
+    }
     Some(serde_json::json!({"name": name, "params": params}))
 }
 
