@@ -198,6 +198,25 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
             outside_grid.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
         ));
     }
+    let other_builds = run.other_builds();
+    if !other_builds.is_empty() {
+        tracing::warn!(
+            cells = %other_builds.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
+            "{} finished cell(s) in {} were computed by another build than its manifest.json records; report.md \
+             names them and what differs",
+            other_builds.len(),
+            run_dir.display()
+        );
+        extra.push_str(&format!(
+            "## Cells from another build\n\n{} finished cell(s) were computed by another build than the one \
+             `manifest.json` records (each cell's `status.json` names the libraries that computed it). They are \
+             in the tables, but their numbers may differ from this run's beyond seed noise; to report one build \
+             only, delete their `status.json` and run the grid again.\n\n| cell | what differs |\n| --- | --- \
+             |\n{}\n",
+            other_builds.len(),
+            other_builds.iter().map(|(id, why)| format!("| `{id}` | {why} |\n")).collect::<String>()
+        ));
+    }
     let text = insert_sections(text, &extra, &run);
     atomic::write_bytes(&report_md, text.as_bytes())?;
 

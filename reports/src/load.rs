@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::ReportError;
 
-pub use ablate_records::{EpochRow, FinalMetrics, Manifest, PriorPredictive};
+pub use ablate_records::{EpochRow, FinalMetrics, Manifest, PriorPredictive, Provenance};
 
 /// The parts of `grid.json` the report shows.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +95,8 @@ pub struct Cell {
     pub wall_seconds: Option<f64>,
     pub diverged_at_step: Option<u64>,
     pub finished_at: Option<String>,
+    /// The build and plugin libraries that computed the cell (`None` in older run folders).
+    pub provenance: Option<Provenance>,
     pub metrics: Option<FinalMetrics>,
     pub epochs: Option<Vec<EpochRow>>,
 }
@@ -215,6 +217,45 @@ impl Run {
         out
     }
 
+    /// Finished cells computed by another build than the manifest's, each with what differs:
+    /// a plugin library whose sha256 is none of the manifest's libraries (a rebuilt plugin, or a
+    /// cell folder copied from another run), or another ablate version or git revision. Cells
+    /// without a recorded provenance (older run folders) are not judged.
+    pub fn other_builds(&self) -> Vec<(String, String)> {
+        let m = &self.manifest;
+        let known: std::collections::HashSet<&str> = m.plugins.iter().map(|p| p.sha256.as_str()).collect();
+        let mut out = Vec::new();
+        for cell in self.cells.iter().filter(|c| c.status.is_finished()) {
+            let Some(p) = &cell.provenance else { continue };
+            let mut why: Vec<String> = p
+                .plugins
+                .iter()
+                .filter(|l| !known.contains(l.sha256.as_str()))
+                .map(|l| {
+                    format!(
+                        "{} `{}` from {} (sha256 {}…) is not a library of manifest.json",
+                        l.kind,
+                        l.name,
+                        l.path,
+                        l.sha256.get(..12).unwrap_or(&l.sha256)
+                    )
+                })
+                .collect();
+            if p.ablate_version != m.ablate_version {
+                why.push(format!("ablate {} (manifest: {})", p.ablate_version, m.ablate_version));
+            }
+            if let (Some(cell_rev), Some(run_rev)) = (&p.git_revision, &m.git_revision) {
+                if cell_rev != run_rev {
+                    why.push(format!("git revision {cell_rev} (manifest: {run_rev})"));
+                }
+            }
+            if !why.is_empty() {
+                out.push((cell.id.clone(), why.join("; ")));
+            }
+        }
+        out
+    }
+
     /// Sum of the wall times of all cells.
     pub fn total_wall_seconds(&self) -> f64 {
         self.cells.iter().filter_map(|c| c.wall_seconds).sum()
@@ -315,9 +356,9 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         None
     };
 
-    let (message, wall_seconds, diverged_at_step, finished_at) = match status_file {
-        Some(s) => (s.message, Some(s.wall_seconds), s.diverged_at_step, s.finished_at),
-        None => (None, None, None, None),
+    let (message, wall_seconds, diverged_at_step, finished_at, provenance) = match status_file {
+        Some(s) => (s.message, Some(s.wall_seconds), s.diverged_at_step, s.finished_at, s.provenance),
+        None => (None, None, None, None, None),
     };
     Ok(Some(Cell {
         id,
@@ -329,6 +370,7 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         wall_seconds,
         diverged_at_step,
         finished_at,
+        provenance,
         metrics,
         epochs,
     }))

@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use ablate_records::{
-    epochs_csv, CellState, CellStatus, ComputeRecord, EnsembleMetrics, EpochRow, FinalDiagnostics, FinalMetrics,
-    GrowthPoint, MachineInfo, Manifest, PluginInfo, PriorPredictive, TensorKinetic, EPOCHS, LABELS, METRICS,
+    epochs_csv, CellPlugin, CellState, CellStatus, ComputeRecord, EnsembleMetrics, EpochRow, FinalDiagnostics,
+    FinalMetrics, GrowthPoint, MachineInfo, Manifest, PluginInfo, PriorPredictive, Provenance, TensorKinetic, EPOCHS,
+    LABELS, METRICS,
 };
 use ablate_reports::load::{Run, Status};
 use ablate_store::RunDir;
@@ -94,6 +95,23 @@ fn metrics() -> FinalMetrics {
     }
 }
 
+/// What `status.json` records of the build that computed a cell: the manifest's build, with
+/// its prior library's sha256 `prior_sha`.
+fn provenance(prior_sha: &str) -> Provenance {
+    Provenance {
+        ablate_version: "9.9.9".into(),
+        git_revision: Some("0123abcd".into()),
+        libtorch_version: Some("2.11.0".into()),
+        device: "cpu".into(),
+        plugins: vec![CellPlugin {
+            kind: "prior".into(),
+            name: "gaussian".into(),
+            path: "/p/libpriors.so".into(),
+            sha256: prior_sha.into(),
+        }],
+    }
+}
+
 #[test]
 fn every_record_written_by_its_writer_reads_back_through_the_reports_loader() {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,6 +126,7 @@ fn every_record_written_by_its_writer_reads_back_through_the_reports_loader() {
         diverged_at_step: None,
         finished_at: Some("2026-01-02T03:05:00Z".into()),
         batch: vec!["c0ffee".into(), "beef".into()],
+        provenance: Some(provenance("ff")),
     };
     cell.write_status(&status).unwrap();
     let metrics = metrics();
@@ -126,6 +145,7 @@ fn every_record_written_by_its_writer_reads_back_through_the_reports_loader() {
     assert_eq!(c.message.as_deref(), Some("fine"));
     assert_eq!(c.wall_seconds, Some(12.25));
     assert_eq!(c.finished_at, status.finished_at);
+    assert_eq!(c.provenance, status.provenance);
     assert_eq!(c.epochs.as_ref(), Some(&rows));
     let back = c.metrics.clone().expect("metrics.json read");
     assert!(back.ensemble.nll_se.is_nan(), "null reads back as NaN");
@@ -180,4 +200,50 @@ fn an_older_run_folder_without_newer_fields_still_reads() {
     assert_eq!(e.iter().map(|r| r.kinetic_in_band).collect::<Vec<_>>(), vec![1.0, 0.0]);
     assert_eq!(e.iter().map(|r| r.step).collect::<Vec<_>>(), vec![5, 10]);
     assert!(e.iter().all(|r| r.wall_seconds.is_nan()));
+}
+
+/// A finished cell computed by another build than the manifest's (a plugin library the manifest
+/// does not list, another git revision or version) is named, with what differs, in report.md;
+/// a cell of the manifest's build and a cell without provenance (older folders) are not.
+#[test]
+fn cells_computed_by_another_build_are_named_in_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = RunDir::create_or_open(tmp.path().join("builds"), &manifest(), GRID_TEXT).unwrap();
+    let mut other_revision = provenance("ff");
+    other_revision.git_revision = Some("fedcba98".into());
+    let cells =
+        [("a0", Some(provenance("ff"))), ("b1", Some(provenance("ee"))), ("c2", Some(other_revision)), ("d3", None)];
+    for (i, (id, provenance)) in cells.into_iter().enumerate() {
+        let cell = run.cell(id).unwrap();
+        cell.write_json(LABELS, &json!({"temperature": 0.5, "seed": i})).unwrap();
+        cell.write_status(&CellStatus {
+            status: CellState::Done,
+            message: None,
+            wall_seconds: 1.0,
+            diverged_at_step: None,
+            finished_at: None,
+            batch: Vec::new(),
+            provenance,
+        })
+        .unwrap();
+        cell.write_json(METRICS, &metrics()).unwrap();
+    }
+    let loaded = Run::read(run.path()).unwrap();
+    let flagged = loaded.other_builds();
+    assert_eq!(flagged.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["b1", "c2"]);
+    assert!(
+        flagged[0].1.contains("prior `gaussian` from /p/libpriors.so (sha256 ee…) is not a library"),
+        "{flagged:?}"
+    );
+    assert_eq!(flagged[1].1, "git revision fedcba98 (manifest: 0123abcd)");
+
+    let summary = ablate_reports::write_report(
+        run.path(),
+        &ablate_reports::ReportOptions { skip_plots: true, ..Default::default() },
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(summary.report_md).unwrap();
+    let section = md.split("## Cells from another build").nth(1).expect("the section is there");
+    assert!(section.contains("| `b1` |") && section.contains("| `c2` |"), "{section}");
+    assert!(!section.contains("`a0`") && !section.contains("`d3`"), "{section}");
 }

@@ -85,6 +85,39 @@ pub fn plugin_infos(registry: &Registry) -> Vec<ablate_store::PluginInfo> {
         .collect()
 }
 
+/// What computes `cfg` here: this build, libtorch, `device` and the library (path, sha256) of each
+/// of its four factors, as the cell's `status.json` records it.
+pub fn provenance(
+    registry: &Registry,
+    cfg: &ablate_grid::CellConfig,
+    device: tch::Device,
+) -> Result<ablate_records::Provenance> {
+    use ablate_sdk::FactorKind;
+    let factors = [
+        (FactorKind::Prior, &cfg.prior.name),
+        (FactorKind::Likelihood, &cfg.likelihood.name),
+        (FactorKind::Integrator, &cfg.integrator.name),
+        (FactorKind::Noise, &cfg.noise.name),
+    ];
+    let mut plugins = Vec::with_capacity(factors.len());
+    for (kind, name) in factors {
+        let library = registry.library_of(registry.get(kind, name)?);
+        plugins.push(ablate_records::CellPlugin {
+            kind: kind.as_str().to_owned(),
+            name: name.clone(),
+            path: std::path::absolute(&library.path).unwrap_or_else(|_| library.path.clone()).display().to_string(),
+            sha256: library.sha256.clone(),
+        });
+    }
+    Ok(ablate_records::Provenance {
+        ablate_version: VERSION.to_owned(),
+        git_revision: git_revision(),
+        libtorch_version: Some(libtorch_version()),
+        device: ablate_engine::device::name(device),
+        plugins,
+    })
+}
+
 /// Human-readable list of strings, cut after `max`.
 pub fn preview(items: &[String], max: usize) -> String {
     if items.len() <= max {

@@ -293,6 +293,7 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                     diverged_at_step: None,
                     finished_at: None,
                     batch: Vec::new(),
+                    provenance: None,
                 })?;
                 counts.interrupted += 1;
                 return Ok(format!(
@@ -320,6 +321,7 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                 diverged_at_step: None,
                 finished_at: Some(ablate_store::now_rfc3339()),
                 batch: Vec::new(),
+                provenance: None,
             })?;
             counts.failed += 1;
             Ok(format!("{} {labels} FAILED: {how}", cell.id))

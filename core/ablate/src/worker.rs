@@ -111,8 +111,8 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     });
     let wall = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(outcomes) => {
-            for ((cell, dir), outcome) in cells.iter().zip(&dirs).zip(outcomes) {
+        Ok((outcomes, provenance)) => {
+            for (((cell, dir), outcome), provenance) in cells.iter().zip(&dirs).zip(outcomes).zip(provenance) {
                 let Some(dir) = dir else { continue };
                 dir.write_text(EPOCHS, &epochs_csv(&outcome.epochs))?;
                 if let Some(p) = &outcome.predictions {
@@ -134,6 +134,7 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
                     diverged_at_step: step,
                     finished_at: Some(ablate_store::now_rfc3339()),
                     batch: batch.clone(),
+                    provenance: Some(provenance),
                 })?;
                 let accuracy = outcome.metrics.as_ref().map(|m| m.ensemble.accuracy);
                 let nll = outcome.metrics.as_ref().map(|m| m.ensemble.nll);
@@ -173,6 +174,7 @@ fn record_failure(
             diverged_at_step: None,
             finished_at: Some(ablate_store::now_rfc3339()),
             batch: batch.to_vec(),
+            provenance: None,
         })?;
         emit(&Event::End {
             cell: id.to_owned(),
@@ -246,19 +248,22 @@ fn tch_panic_for_tests(cells: &[&ablate_grid::Cell]) {
     }
 }
 
+/// Runs the batch; each cell's outcome with its [`ablate_records::Provenance`].
 fn execute(
     args: &CellArgs,
     cfgs: &[ablate_grid::CellConfig],
     observer: &mut dyn Observer,
-) -> Result<Vec<ablate_engine::CellOutcome>> {
+) -> Result<(Vec<ablate_engine::CellOutcome>, Vec<ablate_records::Provenance>)> {
     tch::set_num_threads(args.threads.max(1) as i32);
     // The engine's fused CPU updates run on rayon: the same thread budget as libtorch.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build_global();
     let choice: DeviceChoice = args.device.parse()?;
     let device = ablate_engine::device::resolve(choice)?;
     let registry = crate::common::load_registry(&args.plugins.dirs)?;
+    let provenance =
+        cfgs.iter().map(|cfg| crate::common::provenance(&registry, cfg, device)).collect::<Result<Vec<_>>>()?;
     let data = ablate_engine::load_cell_data(&cfgs[0])?;
-    Ok(ablate_engine::run_cells(cfgs, &data, &registry, device, observer)?)
+    Ok((ablate_engine::run_cells(cfgs, &data, &registry, device, observer)?, provenance))
 }
 
 struct Progress<'a> {

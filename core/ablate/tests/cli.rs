@@ -566,7 +566,23 @@ fn run_resume_report_and_crash_isolation() {
         }
         let csv = std::fs::read_to_string(cell.join("epochs.csv")).unwrap();
         assert_eq!(csv.lines().count(), 5, "{csv}");
+        // Each result names what computed it: this build and the library of each factor, one
+        // of the manifest's.
+        let p = &s["provenance"];
+        assert_eq!(p["git_revision"], manifest["git_revision"], "{id}");
+        assert_eq!((&p["device"], &p["libtorch_version"]), (&manifest["device"], &manifest["libtorch_version"]));
+        let kinds: Vec<&str> = p["plugins"].as_array().unwrap().iter().map(|l| l["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["prior", "likelihood", "integrator", "noise"], "{id}");
+        for l in p["plugins"].as_array().unwrap() {
+            let listed = manifest["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["sha256"] == l["sha256"] && m["path"] == l["path"]);
+            assert!(listed, "{id}: {l} is not in the manifest");
+        }
     }
+    assert!(!std::fs::read_to_string(run.join("report/report.md")).unwrap().contains("another build"));
 
     // Rerun: both skipped, nothing rewritten.
     let o = ablate(&["run", g, "--out", "runs", "--device", "cpu", "--no-report"], dir.path());

@@ -34,7 +34,7 @@ pub use manifest::{hostname, MachineInfo, Manifest, PluginInfo};
 pub use metrics::{
     ComputeRecord, EnsembleMetrics, FinalDiagnostics, FinalMetrics, GrowthPoint, PriorPredictive, TensorKinetic,
 };
-pub use status::{message_without_cell, CellState, CellStatus};
+pub use status::{message_without_cell, CellPlugin, CellState, CellStatus, Provenance};
 
 /// `runs/<name>/manifest.json`.
 pub const MANIFEST: &str = "manifest.json";

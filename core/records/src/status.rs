@@ -45,6 +45,38 @@ pub struct CellStatus {
     /// part of what reproduces the numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batch: Vec<String>,
+    /// What computed the cell's numbers (the build, libtorch, the device and the plugin
+    /// libraries of its four factors), written by the worker once the plugins are loaded;
+    /// `None` in older run folders and for cells that failed before that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// The build and the plugin libraries that computed one cell (`status.json` → `provenance`),
+/// so that every result names what made it, also when its folder is copied elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub ablate_version: String,
+    /// The source tree's git revision at build time, when known.
+    pub git_revision: Option<String>,
+    pub libtorch_version: Option<String>,
+    /// `cpu`, `cuda:0`, ...
+    pub device: String,
+    /// One entry per factor of the cell: prior, likelihood, integrator, noise.
+    pub plugins: Vec<CellPlugin>,
+}
+
+/// The plugin library one factor of a cell came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellPlugin {
+    /// `prior`, `likelihood`, `integrator` or `noise`.
+    pub kind: String,
+    /// The plugin's name in the grid (`gaussian`, `sym-euler`, ...).
+    pub name: String,
+    /// The library's absolute path when the cell ran.
+    pub path: String,
+    /// Hex SHA-256 of the library file.
+    pub sha256: String,
 }
 
 impl CellStatus {
@@ -57,6 +89,7 @@ impl CellStatus {
             diverged_at_step: None,
             finished_at: None,
             batch: Vec::new(),
+            provenance: None,
         }
     }
 

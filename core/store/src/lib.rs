@@ -17,7 +17,8 @@
 //!      config.json  resolved cell config
 //!      labels.json  axis display name -> value (always temperature, seed)
 //!      status.json  {"status":"running"|"done"|"failed"|"diverged"|"interrupted","message","wall_seconds",
-//!                    "diverged_at_step","finished_at"}
+//!                    "diverged_at_step","finished_at","batch","provenance":{"ablate_version",
+//!                    "git_revision","libtorch_version","device","plugins":[{"kind","name","path","sha256"}]}}
 //!      epochs.csv   per-epoch metrics (written by the engine)
 //!      metrics.json final ensemble metrics (written by the engine)
 //!      predictions.npy, test_labels.npy, ood_predictions.npy  with eval.store_predictions
@@ -50,6 +51,6 @@ pub use error::{ClaimConflict, Result, StoreError};
 pub use lock::{LockInfo, RunLock};
 pub use machine::{command_line, git_revision, hostname, now_rfc3339, sha256_bytes, sha256_file, MachineInfo};
 pub use run::{
-    CellDir, CellState, CellStatus, Manifest, PluginInfo, RunDir, CELLS, CONFIG, EPOCHS, GRID, LABELS, LOCK, MANIFEST,
-    METRICS, STATUS,
+    CellDir, CellPlugin, CellState, CellStatus, Manifest, PluginInfo, Provenance, RunDir, CELLS, CONFIG, EPOCHS, GRID,
+    LABELS, LOCK, MANIFEST, METRICS, STATUS,
 };

@@ -12,7 +12,8 @@ use crate::error::{Result, StoreError};
 use crate::lock::RunLock;
 
 pub use ablate_records::{
-    CellState, CellStatus, Manifest, PluginInfo, CELLS, CONFIG, EPOCHS, GRID, LABELS, LOCK, MANIFEST, METRICS, STATUS,
+    CellPlugin, CellState, CellStatus, Manifest, PluginInfo, Provenance, CELLS, CONFIG, EPOCHS, GRID, LABELS, LOCK,
+    MANIFEST, METRICS, STATUS,
 };
 
 /// A run folder (`runs/<name>/`).
@@ -41,15 +42,33 @@ impl RunDir {
                 });
             }
             Some(existing) => {
+                let finished = run.finished_cells()?;
                 let changed = changed_plugins(&existing.plugins, &manifest.plugins);
-                if !changed.is_empty() {
-                    let finished = run.finished_cells()?;
-                    if finished > 0 {
-                        return Err(StoreError::PluginsChanged { dir: run.path.clone(), finished, changed });
+                if !changed.is_empty() && finished > 0 {
+                    return Err(StoreError::PluginsChanged { dir: run.path.clone(), finished, changed });
+                }
+                // The manifest describes what computed the finished cells: with none finished
+                // yet, this build replaces the one recorded (else a rebuilt plugin accepted now
+                // would be refused at the next resume, against cells it computed itself); with
+                // some, a library new to this run is added beside the recorded ones.
+                if finished == 0 {
+                    if existing.plugins != manifest.plugins || existing.git_revision != manifest.git_revision {
+                        run.write_manifest(manifest)?;
+                    }
+                } else {
+                    let added: Vec<&PluginInfo> = manifest
+                        .plugins
+                        .iter()
+                        .filter(|n| !existing.plugins.iter().any(|w| w.name == n.name))
+                        .collect();
+                    if !added.is_empty() {
+                        let mut merged = existing.clone();
+                        merged.plugins.extend(added.into_iter().cloned());
+                        run.write_manifest(&merged)?;
                     }
                 }
                 if let (Some(was), Some(now)) = (&existing.git_revision, &manifest.git_revision) {
-                    if was != now {
+                    if was != now && finished > 0 {
                         tracing::warn!(
                             run = %run.path.display(),
                             "this run folder was started by ablate at git revision {was}, this binary is {now}: \

@@ -186,6 +186,18 @@ fn status_round_trips_and_decides_what_is_finished() {
             diverged_at_step: Some(1234),
             finished_at: Some(ablate_store::now_rfc3339()),
             batch: vec!["a1".into(), "b2".into()],
+            provenance: Some(ablate_store::Provenance {
+                ablate_version: "0.1.0".into(),
+                git_revision: Some("abc".into()),
+                libtorch_version: None,
+                device: "cpu".into(),
+                plugins: vec![ablate_store::CellPlugin {
+                    kind: "prior".into(),
+                    name: "laplace".into(),
+                    path: "/p/liblaplace.so".into(),
+                    sha256: "00".into(),
+                }],
+            }),
         };
         cell.write_status(&s).unwrap();
         assert_eq!(cell.read_status().unwrap().unwrap(), s);
@@ -437,16 +449,21 @@ fn dead_pid() -> u32 {
 /// Resuming never mixes builds: once a cell is finished, a plugin library whose sha256 changed
 /// (same build name) is refused with the library named, and so are finished cells in a folder
 /// whose manifest is gone (which grid and plugins made them is unknown). Before any cell
-/// finished, a rebuilt plugin is fine.
+/// finished, a rebuilt plugin is fine and becomes the manifest's (the cells it finishes resume
+/// with it); a library new to the run is added to the manifest.
 #[test]
 fn resuming_with_changed_plugins_or_without_a_manifest_is_refused_once_cells_finished() {
     let tmp = tempfile::tempdir().unwrap();
     let run = new_run(tmp.path());
+    let read_manifest = || -> ablate_store::Manifest {
+        serde_json::from_str(&fs::read_to_string(run.path().join("manifest.json")).unwrap()).unwrap()
+    };
     let mut rebuilt = manifest();
     rebuilt.plugins[0].sha256 = "11".into();
-    // Nothing finished yet: the new build is accepted.
+    // Nothing finished yet: the new build is accepted, and recorded.
     let cell = run.cell("c1").unwrap();
     RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap();
+    assert_eq!(read_manifest().plugins, rebuilt.plugins);
     let done = CellStatus {
         status: CellState::Done,
         message: None,
@@ -454,15 +471,21 @@ fn resuming_with_changed_plugins_or_without_a_manifest_is_refused_once_cells_fin
         diverged_at_step: None,
         finished_at: Some(ablate_store::now_rfc3339()),
         batch: Vec::new(),
+        provenance: None,
     };
     cell.write_status(&done).unwrap();
-    let err = RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap_err();
+    // The build that finished the cell resumes; the previous one is refused.
+    RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap();
+    let err = RunDir::create_or_open(run.path(), &manifest(), GRID_TEXT).unwrap_err();
     assert!(matches!(err, StoreError::PluginsChanged { finished: 1, .. }), "{err}");
-    assert!(err.to_string().contains("laplace (/p/liblaplace.so): sha256 00 → 11"), "{err}");
-    // The same builds resume; another library beside them changes nothing finished.
-    let mut more = manifest();
+    assert!(err.to_string().contains("laplace (/p/liblaplace.so): sha256 11 → 00"), "{err}");
+    // Another library beside the same builds changes nothing finished, and joins the manifest.
+    let mut more = rebuilt.clone();
+    more.created = "2030-01-01T00:00:00Z".into();
     more.plugins.push(PluginInfo { name: "extra".into(), path: "/p/libextra.so".into(), sha256: "22".into() });
     RunDir::create_or_open(run.path(), &more, GRID_TEXT).unwrap();
+    assert_eq!(read_manifest().plugins, more.plugins);
+    assert_eq!(read_manifest().created, rebuilt.created, "the rest of the manifest stays");
 
     fs::remove_file(run.path().join("manifest.json")).unwrap();
     let err = RunDir::create_or_open(run.path(), &manifest(), GRID_TEXT).unwrap_err();
