@@ -2,7 +2,9 @@
 // Tests may unwrap (a panic is the failure report) and be long (one scenario per test).
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
-use ablate_engine::{batch_key, load_cell_data};
+mod builtins;
+
+use ablate_engine::{batch_key, load_cell_data, run_cells, ChainStatus};
 use ablate_grid::CellConfig;
 use serde_json::json;
 
@@ -50,4 +52,41 @@ fn subset_first_reaches_the_loader() {
     assert_eq!(first.test.labels, full.test.labels[..30].to_vec());
     let random = load_cell_data(&cell(1, 1.0, json!({ "dataset": "digits", "train_size": 200 }))).unwrap();
     assert_ne!(random.train.labels, first.train.labels);
+}
+
+/// The n of the posterior p(θ|D)^(1/T) ∝ exp(−n·G̃/T) that `run_cells` hands the sampler is the
+/// likelihood's effective n of the cell's own training subset: `train_size` examples for a plain
+/// likelihood, copies × examples when an augmented likelihood counts its copies, and the
+/// examples for `curated` (its S·NLL carries the annotators, not n). Checked through
+/// the path `ablate run` uses, with the steps per epoch that follow from the subset.
+#[test]
+fn run_cells_hands_the_sampler_the_effective_n_of_the_cells_subset() {
+    let (_dir, registry) = builtins::registry();
+    let (epochs, batch, train) = (2u64, 50u64, 300u64);
+    let cases = [
+        (json!({"name": "categorical"}), 300.0),
+        (
+            json!({"name": "categorical", "params": {"augment": true, "pad": 2, "n_counting": "augmented", "copies": 3}}),
+            900.0,
+        ),
+        (json!({"name": "curated", "params": {"annotators": 3}}), 300.0),
+    ];
+    for (likelihood, n) in cases {
+        let cfg: CellConfig = serde_json::from_value(json!({
+            "temperature": 1.0, "seed": 1,
+            "data": {"dataset": "digits", "train_size": train, "test_size": 50},
+            "model": {"kind": "mlp", "hidden": [8]},
+            "likelihood": likelihood,
+            "sampler": {"epochs": epochs, "batch_size": batch, "precond_batches": 2,
+                        "cycle_length": 1, "cycle_start_sampling": 1, "temperature_ramp": false}
+        }))
+        .unwrap();
+        let data = load_cell_data(&cfg).unwrap();
+        assert_eq!(data.train.len() as u64, train);
+        let outcome = run_cells(std::slice::from_ref(&cfg), &data, &registry, tch::Device::Cpu, &mut ()).unwrap();
+        assert_eq!(outcome[0].status, ChainStatus::Done, "{likelihood}");
+        let metrics = outcome[0].metrics.as_ref().unwrap();
+        assert_eq!(metrics.n_effective, n, "{likelihood}");
+        assert_eq!(metrics.steps, epochs * (train / batch), "{likelihood}");
+    }
 }
