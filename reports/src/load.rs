@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use ablate_records::float::present;
-use ablate_records::{parse_epochs_csv, CellState, CellStatus, CELLS, EPOCHS, GRID, LABELS, MANIFEST, METRICS, STATUS};
+use ablate_records::{
+    parse_epochs_csv, CellState, CellStatus, CELLS, CONFIG, EPOCHS, GRID, LABELS, MANIFEST, METRICS, STATUS,
+};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -290,6 +292,12 @@ fn read_grid(path: &Path) -> Result<GridInfo, ReportError> {
     Ok(GridInfo { name: text("name"), description: text("description"), axes })
 }
 
+/// `sampler.epochs` of the cell's `config.json`, when that file is there and says it.
+fn planned_epochs(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(CONFIG)).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?.get("sampler")?.get("epochs")?.as_u64()
+}
+
 /// One cell folder; `None` for a folder without `labels.json` and `status.json` (its worker
 /// died before writing them: the cell has not started, and an expected cell's absence is
 /// reported as missing).
@@ -351,6 +359,23 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
                  move the cell folder away to report without it"
             ),
         })?;
+        // Rows are whole epochs, so a file cut at a line boundary still parses: a done cell has
+        // one row per configured epoch.
+        if status == Status::Done {
+            if let Some(planned) = planned_epochs(dir) {
+                if rows.len() as u64 != planned {
+                    return Err(ReportError::Invalid {
+                        path: epochs_path.clone(),
+                        message: format!(
+                            "has {} epoch row(s), but the cell is done and its config.json plans {planned}: the file \
+                             is damaged; delete the cell's status.json and run the grid again to recompute the cell, \
+                             or move the cell folder away to report without it",
+                            rows.len()
+                        ),
+                    });
+                }
+            }
+        }
         Some(rows)
     } else {
         None

@@ -353,7 +353,8 @@ fn runners_whose_cells_overlap_exclude_each_other() {
 /// Item 6: damaged run folders. A `done` cell whose metrics.json was deleted makes `ablate report`
 /// refuse (naming the file and the command that recomputes it) and the next run recompute it;
 /// a corrupt grid.json is restored from the grid file (its hash is checked against the
-/// manifest's); a cell folder holding only config.json does not break the report.
+/// manifest's); an epochs.csv cut at a line boundary is refused by the report; a cell folder
+/// holding only config.json does not break the report.
 #[test]
 fn damaged_run_folders_are_refused_or_repaired() {
     plugins_built();
@@ -388,6 +389,17 @@ fn damaged_run_folders_are_refused_or_repaired() {
     assert_eq!(results(&cells), whole, "the recomputed cell differs");
     assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
     assert_eq!(std::fs::read(run.join("grid.json")).unwrap(), std::fs::read(&grid).unwrap(), "grid.json not restored");
+
+    // An epochs.csv cut at a line boundary still parses; a done cell has one row per epoch.
+    let epochs = cells.join(&ids[0]).join("epochs.csv");
+    let whole_csv = std::fs::read_to_string(&epochs).unwrap();
+    let cut: String = whole_csv.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&epochs, cut).unwrap();
+    let o = ablate(&["report", run.to_str().unwrap()], d);
+    let t = text(&o);
+    assert!(!o.status.success(), "a done cell with 2 of 3 epoch rows was reported:\n{t}");
+    assert!(t.contains(&epochs.display().to_string()) && t.contains("2 epoch row(s)") && t.contains("plans 3"), "{t}");
+    std::fs::write(&epochs, whole_csv).unwrap();
 
     let stray = cells.join("0123456789abcdef");
     std::fs::create_dir(&stray).unwrap();
