@@ -189,34 +189,7 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         out_dir: &out_dir,
     });
     let mut extra = predictions_md::render(&sections);
-    if !outside_grid.is_empty() {
-        extra.push_str(&format!(
-            "## Cells outside the grid\n\n{} cell folder(s) under `cells/` are not cells of this run's grid and are \
-             left out of every table and verdict (copied in, or left by another grid): {}. Move them away, or run \
-             their own grid into another folder.\n\n",
-            outside_grid.len(),
-            outside_grid.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    let other_builds = run.other_builds();
-    if !other_builds.is_empty() {
-        tracing::warn!(
-            cells = %other_builds.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
-            "{} finished cell(s) in {} were computed by another build than its manifest.json records; report.md \
-             names them and what differs",
-            other_builds.len(),
-            run_dir.display()
-        );
-        extra.push_str(&format!(
-            "## Cells from another build\n\n{} finished cell(s) were computed by another build than the one \
-             `manifest.json` records (each cell's `status.json` names the libraries that computed it). They are \
-             in the tables, but their numbers may differ from this run's beyond seed noise; to report one build \
-             only, delete their `status.json` and run the grid again.\n\n| cell | what differs |\n| --- | --- \
-             |\n{}\n",
-            other_builds.len(),
-            other_builds.iter().map(|(id, why)| format!("| `{id}` | {why} |\n")).collect::<String>()
-        ));
-    }
+    extra.push_str(&provenance_sections(&run, &outside_grid));
     let text = insert_sections(text, &extra, &run);
     atomic::write_bytes(&report_md, text.as_bytes())?;
 
@@ -237,6 +210,41 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         outside_grid,
         verdicts,
     })
+}
+
+/// The report.md sections on where the cells came from: cell folders outside the grid (already
+/// left out of the tables) and finished cells computed by another build than the manifest's.
+fn provenance_sections(run: &load::Run, outside_grid: &[String]) -> String {
+    let mut extra = String::new();
+    if !outside_grid.is_empty() {
+        extra.push_str(&format!(
+            "## Cells outside the grid\n\n{} cell folder(s) under `cells/` are not cells of this run's grid and are \
+             left out of every table and verdict (copied in, or left by another grid): {}. Move them away, or run \
+             their own grid into another folder.\n\n",
+            outside_grid.len(),
+            outside_grid.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let other_builds = run.other_builds();
+    if !other_builds.is_empty() {
+        tracing::warn!(
+            cells = %other_builds.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
+            "{} finished cell(s) in {} were computed by another build than its manifest.json records; report.md \
+             names them and what differs",
+            other_builds.len(),
+            run.dir.display()
+        );
+        extra.push_str(&format!(
+            "## Cells from another build\n\n{} finished cell(s) were computed by another build than the one \
+             `manifest.json` records (each cell's `status.json` names the libraries that computed it). They are \
+             in the tables, but their numbers may differ from this run's beyond seed noise; to report one build \
+             only, delete their `status.json` and run the grid again.\n\n| cell | what differs |\n| --- | --- \
+             |\n{}\n",
+            other_builds.len(),
+            other_builds.iter().map(|(id, why)| format!("| `{id}` | {why} |\n")).collect::<String>()
+        ));
+    }
+    extra
 }
 
 /// Puts the sections from stored predictions before `## Missing cells` (or `## Plots`, or at the
