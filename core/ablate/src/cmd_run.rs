@@ -177,9 +177,11 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
         created: ablate_store::now_rfc3339(),
         command: ablate_store::command_line(),
     };
-    drop(registry);
     let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;
+    run.check_cell_builds(&|kind, name| common::loaded_library(&registry, kind, name))
+        .with_context(|| format!("resuming run folder {}", run_path.display()))?;
+    drop(registry);
     // One scheme for whole runs and shards: the runner claims its cells; a live runner holding
     // any of them refuses this one (shards of one split share the folder).
     let what = match shard {

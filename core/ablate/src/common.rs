@@ -79,10 +79,22 @@ pub fn plugin_infos(registry: &Registry) -> Vec<ablate_store::PluginInfo> {
         .map(|l| ablate_store::PluginInfo {
             name: l.build.clone(),
             // Absolute: a relative path means nothing once the run folder is read elsewhere.
-            path: std::path::absolute(&l.path).unwrap_or_else(|_| l.path.clone()).display().to_string(),
+            path: absolute_path(&l.path),
             sha256: l.sha256.clone(),
         })
         .collect()
+}
+
+/// The sha256 and absolute path of the library that provides plugin `name` of kind `kind`
+/// (`prior`, ...), when one is loaded.
+pub fn loaded_library(registry: &Registry, kind: &str, name: &str) -> Option<(String, String)> {
+    let kind = ablate_sdk::FactorKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
+    let library = registry.library_of(registry.get(kind, name).ok()?);
+    Some((library.sha256.clone(), absolute_path(&library.path)))
+}
+
+fn absolute_path(path: &Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
 }
 
 /// What computes `cfg` here: this build, libtorch, `device` and the library (path, sha256) of each
@@ -105,7 +117,7 @@ pub fn provenance(
         plugins.push(ablate_records::CellPlugin {
             kind: kind.as_str().to_owned(),
             name: name.clone(),
-            path: std::path::absolute(&library.path).unwrap_or_else(|_| library.path.clone()).display().to_string(),
+            path: absolute_path(&library.path),
             sha256: library.sha256.clone(),
         });
     }

@@ -597,6 +597,24 @@ fn run_resume_report_and_crash_isolation() {
     assert!(o.status.success(), "{err}");
     assert!(out.contains("2 done") && out.contains("report.md"), "{out}");
 
+    // A finished cell computed by another build of a plugin (recorded in its status.json: here
+    // a library that has since been rebuilt under another version) stops the resume, naming it.
+    let (first, second) = (run.join("cells").join(&st[0].0), run.join("cells").join(&st[1].0));
+    let kept = std::fs::read_to_string(first.join("status.json")).unwrap();
+    let mut other: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    other["provenance"]["plugins"][0]["sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(first.join("status.json"), other.to_string()).unwrap();
+    std::fs::remove_file(second.join("status.json")).unwrap();
+    let o = ablate(&["run", g, "--out", "runs", "--device", "cpu", "--no-report"], dir.path());
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "resumed across builds:\n{out}\n{err}");
+    assert!(err.contains("prior `gaussian`: cells computed by") && err.contains("sha256 000000000000"), "{err}");
+    assert!(!second.join("status.json").exists(), "nothing ran");
+    std::fs::write(first.join("status.json"), kept).unwrap();
+    let o = ablate(&["run", g, "--out", "runs", "--device", "cpu", "--no-report"], dir.path());
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(statuses(&run.join("cells"))[0], st[0]);
+
     // A worker that crashes (SIGABRT) fails only its cells: one cell per worker here (batched
     // chains share their worker and fail together).
     let grid2 = tiny_grid(dir.path(), "crash", 2, &[1.0, 0.5]);

@@ -97,6 +97,46 @@ impl RunDir {
         Ok(run)
     }
 
+    /// Refuses to resume when a finished cell's `status.json` records a plugin library that is
+    /// not the one loaded now for the same factor: `loaded(kind, name)` gives the sha256 and
+    /// path of the library that provides that plugin now (`None`: not loaded). This holds across
+    /// renamed, moved or re-versioned libraries, which the manifest's list cannot tell apart.
+    pub fn check_cell_builds(&self, loaded: &dyn Fn(&str, &str) -> Option<(String, String)>) -> Result<()> {
+        let mut finished = 0;
+        let mut changed: Vec<String> = Vec::new();
+        for cell in self.list_cells()? {
+            let Ok(Some(status)) = cell.read_status() else { continue };
+            if !status.is_finished() {
+                continue;
+            }
+            let Some(provenance) = status.provenance else { continue };
+            let mut differs = false;
+            for p in &provenance.plugins {
+                let Some((sha, path)) = loaded(&p.kind, &p.name) else { continue };
+                if sha != p.sha256 {
+                    differs = true;
+                    let what = format!(
+                        "{} `{}`: cells computed by {} (sha256 {}), loaded now from {path} (sha256 {})",
+                        p.kind,
+                        p.name,
+                        p.path,
+                        short(&p.sha256),
+                        short(&sha)
+                    );
+                    if !changed.contains(&what) {
+                        changed.push(what);
+                    }
+                }
+            }
+            finished += usize::from(differs);
+        }
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::PluginsChanged { dir: self.path.clone(), finished, changed })
+        }
+    }
+
     /// How many cell folders hold a finished status (done, failed, diverged).
     fn finished_cells(&self) -> Result<usize> {
         let mut n = 0;
@@ -300,10 +340,12 @@ impl CellDir {
 
 /// The libraries (by build name) whose sha256 differs between the run's manifest and now:
 /// `name: old → new` (a library added or removed changes no finished result).
+/// Libraries of `was` that `now` holds with other bytes: the same build name, or the same file
+/// (a rebuild that bumped the crate's version keeps the path).
 fn changed_plugins(was: &[PluginInfo], now: &[PluginInfo]) -> Vec<String> {
     was.iter()
         .filter_map(|w| {
-            let n = now.iter().find(|n| n.name == w.name)?;
+            let n = now.iter().find(|n| n.name == w.name).or_else(|| now.iter().find(|n| n.path == w.path))?;
             (n.sha256 != w.sha256)
                 .then(|| format!("{} ({}): sha256 {} → {}", w.name, n.path, short(&w.sha256), short(&n.sha256)))
         })

@@ -487,8 +487,62 @@ fn resuming_with_changed_plugins_or_without_a_manifest_is_refused_once_cells_fin
     assert_eq!(read_manifest().plugins, more.plugins);
     assert_eq!(read_manifest().created, rebuilt.created, "the rest of the manifest stays");
 
+    // A rebuild that bumped the crate's version keeps the file: matched by path.
+    let mut bumped = more.clone();
+    bumped.plugins[0].name = "laplace 0.2.0".into();
+    bumped.plugins[0].sha256 = "33".into();
+    let err = RunDir::create_or_open(run.path(), &bumped, GRID_TEXT).unwrap_err();
+    assert!(err.to_string().contains("laplace (/p/liblaplace.so): sha256 11 → 33"), "{err}");
+
     fs::remove_file(run.path().join("manifest.json")).unwrap();
     let err = RunDir::create_or_open(run.path(), &manifest(), GRID_TEXT).unwrap_err();
     assert!(matches!(err, StoreError::Orphaned { finished: 1, .. }), "{err}");
     assert!(err.to_string().contains("no manifest.json"), "{err}");
+}
+
+/// A finished cell records the library of each of its factors; resuming with another library
+/// for one of them (whatever its name, version or path) is refused, naming both; cells without a
+/// record, unfinished cells and factors not loaded now are not judged.
+#[test]
+fn resuming_checks_each_finished_cells_own_plugin_libraries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(tmp.path());
+    let plugin = |sha: &str| ablate_store::CellPlugin {
+        kind: "prior".into(),
+        name: "laplace".into(),
+        path: "/old/liblaplace.so".into(),
+        sha256: sha.into(),
+    };
+    let status = |state: CellState, sha: Option<&str>| CellStatus {
+        status: state,
+        message: None,
+        wall_seconds: 1.0,
+        diverged_at_step: None,
+        finished_at: None,
+        batch: Vec::new(),
+        provenance: sha.map(|sha| ablate_store::Provenance {
+            ablate_version: "0.1.0".into(),
+            git_revision: None,
+            libtorch_version: None,
+            device: "cpu".into(),
+            plugins: vec![plugin(sha)],
+        }),
+    };
+    run.cell("a").unwrap().write_status(&status(CellState::Done, Some("aa"))).unwrap();
+    run.cell("b").unwrap().write_status(&status(CellState::Done, None)).unwrap();
+    run.cell("c").unwrap().write_status(&status(CellState::Running, Some("cc"))).unwrap();
+    let loaded = |sha: &'static str| {
+        move |kind: &str, name: &str| {
+            (kind == "prior" && name == "laplace").then(|| (sha.to_owned(), "/new/liblaplace.so".to_owned()))
+        }
+    };
+    run.check_cell_builds(&loaded("aa")).unwrap();
+    run.check_cell_builds(&|_: &str, _: &str| None).unwrap();
+    let err = run.check_cell_builds(&loaded("bb")).unwrap_err();
+    assert!(matches!(err, StoreError::PluginsChanged { finished: 1, .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("prior `laplace`: cells computed by /old/liblaplace.so (sha256 aa), loaded now from /new/liblaplace.so (sha256 bb)"),
+        "{text}"
+    );
 }
