@@ -357,6 +357,7 @@ fn plugins_check_fails_each_fault_fixture_on_the_check_its_fault_breaks() {
             "host op `clamp`: max = 1.7976931348623157e308 does not fit in float32",
         ),
         ("panicking", "FAIL  log_prob finite", "panicked"),
+        ("nan-draw", "FAIL  samples follow log_prob", "sample returned NaN"),
     ] {
         let s = section(name);
         assert!(s.contains(check) && s.contains(detail), "{name}: expected `{check}` with `{detail}`:\n{s}");
@@ -394,10 +395,11 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
         "base": {
             "data": {"dataset": "digits", "train_size": 200, "test_size": 100},
             "model": {"kind": "mlp", "hidden": [16]},
-            "sampler": {"epochs": 3, "cycle_length": 1, "cycle_start_sampling": 2}
+            "sampler": {"epochs": 3, "cycle_length": 1, "cycle_start_sampling": 2},
+            "eval": {"prior_samples": 2}
         },
         "axes": [
-            {"path": "prior.name", "values": ["gaussian", "host-op-overflow", "wrong-gradient", "not-a-number"]},
+            {"path": "prior.name", "values": ["gaussian", "host-op-overflow", "wrong-gradient", "not-a-number", "nan-draw"]},
             {"path": "temperature", "values": [1.0, 0.1]}
         ]
     });
@@ -411,7 +413,7 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "failed cells make the run fail:\n{out}\n{err}");
     let cells = statuses(&dir.path().join("runs/faults/cells"));
-    assert_eq!(cells.len(), 8, "{cells:?}");
+    assert_eq!(cells.len(), 10, "{cells:?}");
     let mut by_prior = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
     let mut names = Vec::new();
     for (id, status) in &cells {
@@ -433,6 +435,29 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
     for (state, message) in &by_prior["gaussian"] {
         assert_eq!(state, "done", "the healthy cells finish: {message}");
     }
+    // A prior whose draws are NaN costs the prior predictive check (a diagnostic run after the
+    // chain), not the chain's results; the run says why the check is missing.
+    for (state, message) in &by_prior["nan-draw"] {
+        assert_eq!(state, "done", "nan-draw: {message}");
+    }
+    for (id, _) in &cells {
+        let metrics: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("runs/faults/cells").join(id).join("metrics.json"))
+                .unwrap_or_else(|_| "{}".into()),
+        )
+        .unwrap();
+        if metrics.get("members").is_some() {
+            let nan_draw = by_prior["nan-draw"].len() == 2
+                && std::fs::read_to_string(dir.path().join("runs/faults/cells").join(id).join("config.json"))
+                    .unwrap()
+                    .contains("nan-draw");
+            assert_eq!(metrics["prior_predictive"].is_null(), nan_draw, "{id}: {metrics}");
+        }
+    }
+    assert!(
+        err.contains("the prior predictive check failed") && err.contains("nan-draw") && err.contains("NaN or Inf"),
+        "{err}"
+    );
     assert_eq!(names.len(), 6, "{names:?}");
     for (named, name, message) in &names {
         assert!(named, "`{name}` expected at the start of: {message}");

@@ -887,7 +887,17 @@ pub fn run_cells(
     for (j, (chain, c)) in outcomes.into_iter().zip(cfgs).enumerate() {
         // After the chain, so that the check does not change the chain's random stream; seeded
         // from the cell's own seed, so that its draws do not depend on the batch-mates.
-        let prior_check = prior_check(&loss, c, s.init, device)?;
+        // A diagnostic: its failure (a prior plugin whose `sample` fails) costs the check, not
+        // the chain's results.
+        let prior_check = prior_check(&loss, c, s.init, device).unwrap_or_else(|e| {
+            tracing::warn!(
+                seed = c.seed,
+                temperature = c.temperature,
+                "the prior predictive check failed, the \
+                chain's results are kept without it: {e}"
+            );
+            None
+        });
         let members = &network.members[j];
         let metrics = (!members.is_empty()).then(|| FinalMetrics {
             members: members.len(),

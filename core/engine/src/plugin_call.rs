@@ -227,7 +227,12 @@ pub fn prior_sample(
     let tensor = format!("the draw of `{}`", info.name);
     match lent.call(|h| prior.obj.sample(h, info, id)).map_err(|e| prior.fail("sample", e))? {
         ROption::RSome(out) => {
-            Ok(Some(take_output(prior, &mut lent, "sample", &tensor, out, Expect::Shape(&like.size()))?))
+            let draw = take_output(prior, &mut lent, "sample", &tensor, out, Expect::Shape(&like.size()))?;
+            // A NaN draw would pass for a network whose every prediction is one class.
+            if !bool::try_from(draw.f_isfinite()?.f_all()?)? {
+                return Err(prior.fail("sample", format!("{tensor} holds NaN or Inf")));
+            }
+            Ok(Some(draw))
         }
         ROption::RNone => Ok(None),
     }

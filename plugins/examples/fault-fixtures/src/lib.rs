@@ -1,7 +1,7 @@
 //! Faulty priors for the host's tests and for `ablate plugins check`: one panics, one returns
 //! NaN, one returns a wrong shape, one returns a handle it released, one has a closed-form
 //! gradient off by a factor of 2, one declares an isotropic precision twice the true one, one
-//! calls a host op with a bound float32 cannot hold. And a
+//! calls a host op with a bound float32 cannot hold, one draws NaN from the prior. And a
 //! faulty likelihood: its NLL is a constant that does not depend on the logits. The host must
 //! report each as an error for that use (naming the plugin) and carry on.
 
@@ -117,6 +117,18 @@ impl Prior for HostOpOverflow {
     }
 }
 
+fixture!(NanDraw, "nan-draw", "N(0, 1) whose prior draws are NaN (log_prob and its gradient are right)");
+
+impl Prior for NanDraw {
+    fn log_prob<'o>(&self, _: Ops<'o>, params: &[Tensor<'o>], _: &[ParamInfo]) -> Result<Tensor<'o>, String> {
+        sum_over(params, |p| (p.square() * -0.5 - ablate_sdk::math::HALF_LN_2PI).sum())
+    }
+    fn sample<'o>(&self, ops: Ops<'o>, _: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        // The deliberate mistake: a draw of NaN.
+        Ok(Some(ops.zeros_like(like) + f64::NAN))
+    }
+}
+
 fixture!(
     WrongPrecision,
     "wrong-precision",
@@ -163,7 +175,7 @@ fn sum_over<'o>(params: &[Tensor<'o>], f: impl Fn(&Tensor<'o>) -> Tensor<'o>) ->
 }
 
 ablate_sdk::export_plugin! {
-    priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, WrongPrecision, HostOpOverflow],
+    priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, WrongPrecision, HostOpOverflow, NanDraw],
     likelihoods: [DetachedNll],
     integrators: [],
     noise: [],
