@@ -59,6 +59,10 @@ pub struct ReportOptions {
     /// (absent folder, no `status.json`, or still `running`) are listed as missing; without it,
     /// only the cell folders found on disk are considered.
     pub expected_cells: Option<Vec<String>>,
+    /// Cells of the grid whose folder holds another cell's `config.json` or `labels.json`
+    /// (id, what differs), found by the caller (which has the grid): left out of every table
+    /// and named in report.md, as their numbers are not this cell's.
+    pub foreign_cells: Vec<(String, String)>,
     /// Where to write; `<run>/report/` when `None`.
     pub out_dir: Option<PathBuf>,
     /// Skip the SVG plots.
@@ -132,6 +136,16 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         }
         None => Vec::new(),
     };
+    if !opts.foreign_cells.is_empty() {
+        run.cells.retain(|c| !opts.foreign_cells.iter().any(|(id, _)| id == &c.id));
+        tracing::warn!(
+            cells = %opts.foreign_cells.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
+            "{} cell folder(s) in {} hold another cell's config.json or labels.json; they are left out of the report \
+             (the next `ablate run` of the grid runs them again)",
+            opts.foreign_cells.len(),
+            run_dir.display()
+        );
+    }
     if !outside_grid.is_empty() {
         tracing::warn!(
             cells = %outside_grid.join(", "),
@@ -189,7 +203,7 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         out_dir: &out_dir,
     });
     let mut extra = predictions_md::render(&sections);
-    extra.push_str(&provenance_sections(&run, &outside_grid));
+    extra.push_str(&provenance_sections(&run, &outside_grid, &opts.foreign_cells));
     let text = insert_sections(text, &extra, &run);
     atomic::write_bytes(&report_md, text.as_bytes())?;
 
@@ -214,8 +228,18 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
 
 /// The report.md sections on where the cells came from: cell folders outside the grid (already
 /// left out of the tables) and finished cells computed by another build than the manifest's.
-fn provenance_sections(run: &load::Run, outside_grid: &[String]) -> String {
+fn provenance_sections(run: &load::Run, outside_grid: &[String], foreign: &[(String, String)]) -> String {
     let mut extra = String::new();
+    if !foreign.is_empty() {
+        extra.push_str(&format!(
+            "## Cells holding another cell's files\n\n{} cell folder(s) hold a `config.json` or `labels.json` that is \
+             not the one their cell writes (a folder copied from another cell, or labels edited by hand), so their \
+             numbers are not their cell's. They are left out of every table and verdict; the next `ablate run` of the \
+             grid runs them again.\n\n| cell | what differs |\n| --- | --- |\n{}\n",
+            foreign.len(),
+            foreign.iter().map(|(id, why)| format!("| `{id}` | {why} |\n")).collect::<String>()
+        ));
+    }
     if !outside_grid.is_empty() {
         extra.push_str(&format!(
             "## Cells outside the grid\n\n{} cell folder(s) under `cells/` are not cells of this run's grid and are \

@@ -298,9 +298,9 @@ fn planned_epochs(dir: &Path) -> Option<u64> {
     serde_json::from_str::<Value>(&text).ok()?.get("sampler")?.get("epochs")?.as_u64()
 }
 
-/// One cell folder; `None` for a folder without `labels.json` and `status.json` (its worker
-/// died before writing them: the cell has not started, and an expected cell's absence is
-/// reported as missing).
+/// One cell folder; `None` for a folder without a readable `labels.json` (its worker died
+/// before writing it, or the file is damaged: an expected cell's absence is reported as
+/// missing).
 fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
     let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
 
@@ -308,7 +308,17 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
     if !labels_path.exists() && !dir.join(STATUS).exists() {
         return Ok(None);
     }
-    let labels: serde_json::Map<String, Value> = read_json(&labels_path)?;
+    // Without readable labels the cell cannot be placed in any table: it is reported as
+    // missing (a worker killed before it wrote them, or a damaged file), and the next
+    // `ablate run` of the grid runs it again.
+    let labels: serde_json::Map<String, Value> = match read_json(&labels_path) {
+        Ok(labels) => labels,
+        Err(e @ (ReportError::Read { .. } | ReportError::Json { .. })) => {
+            tracing::warn!("{e}: the cell is reported as missing; the next `ablate run` of the grid runs it again");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let number = |name: &str| -> Result<f64, ReportError> {
         labels.get(name).and_then(Value::as_f64).ok_or_else(|| ReportError::Invalid {
             path: labels_path.clone(),

@@ -35,8 +35,12 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         println!("recomputed the metrics of {done} cell(s) from stored predictions ({without} done cell(s) have none)");
     }
     let grid_path = run.path().join(ablate_store::GRID);
+    let mut foreign_cells = Vec::new();
     let expected = match ablate_grid::Grid::from_path(&grid_path) {
-        Ok(grid) => Some(grid.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()),
+        Ok(grid) => {
+            foreign_cells = crate::common::foreign_cells(&run, &grid.cells)?;
+            Some(grid.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
+        }
         Err(e) => {
             tracing::warn!(
                 "cannot expand {} ({e}); reporting the cells found without a list of missing ones",
@@ -50,6 +54,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         run.path(),
         &ablate_reports::ReportOptions {
             expected_cells: expected,
+            foreign_cells,
             out_dir: args.out.clone(),
             skip_plots: args.no_plots,
         },

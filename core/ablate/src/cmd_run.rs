@@ -219,16 +219,25 @@ pub fn refuse_unrunnable_precision(grid: &ablate_grid::Grid, device: tch::Device
 /// grouped convolutions, make a chain depend on its mates). Also the note for the first line.
 fn pending_batches<'s>(setup: &'s Setup, counts: &mut Counts) -> Result<(VecDeque<Batch<'s>>, String)> {
     let mut pending: VecDeque<Batch> = VecDeque::new();
-    let mut damaged_cells = 0;
+    let (mut damaged_cells, mut foreign_cells) = (0, 0);
     for &b in &setup.mine {
         let mut batch = Batch { cells: Vec::new(), discard: Vec::new() };
         for &i in &setup.plan.batches[b] {
             let cell = &setup.grid.cells[i];
-            // Finished with intact results: a `done` cell without readable metrics runs again.
-            // (A failed cell is finished too: it is skipped, and counted apart.)
+            // Finished with intact results: a `done` cell without readable metrics runs again,
+            // and so does a finished folder that holds another cell's config or labels (copied
+            // in, or edited by hand). (A failed cell is finished too: it is skipped, and counted
+            // apart.)
             let (finished, damaged, failed) = match setup.run.existing_cell(&cell.id)? {
                 Some(dir) => {
-                    let complete = dir.is_complete()?;
+                    let mut complete = dir.is_complete()?;
+                    if complete {
+                        if let Some(why) = dir.other_cells_files(&cell.config, &cell.labels)? {
+                            tracing::warn!(cell = %cell.id, "{}: {why}; the cell runs again", dir.path().display());
+                            foreign_cells += 1;
+                            complete = false;
+                        }
+                    }
                     let status = dir.read_status().ok().flatten();
                     let was_finished = status.as_ref().is_some_and(ablate_store::CellStatus::is_finished);
                     let failed = status.is_some_and(|s| s.status == ablate_store::CellState::Failed);
@@ -249,8 +258,14 @@ fn pending_batches<'s>(setup: &'s Setup, counts: &mut Counts) -> Result<(VecDequ
         }
     }
     let mut note = format!("{}{}", pending_note(&pending), setup.plan.note);
-    if damaged_cells > 0 {
-        note.push_str(&format!(" [{damaged_cells} cell(s) marked finished without a readable metrics.json run again]"));
+    let unreadable = damaged_cells - foreign_cells;
+    if unreadable > 0 {
+        note.push_str(&format!(" [{unreadable} cell(s) marked finished without a readable metrics.json run again]"));
+    }
+    if foreign_cells > 0 {
+        note.push_str(&format!(
+            " [{foreign_cells} finished cell folder(s) holding another cell's config.json or labels.json run again]"
+        ));
     }
     Ok((pending, note))
 }
@@ -322,7 +337,12 @@ fn finish(args: &RunArgs, setup: &Setup, counts: &Counts, elapsed: f64, not_star
         let expected: Vec<String> = setup.grid.cells.iter().map(|c| c.id.clone()).collect();
         let summary = ablate_reports::write_report(
             run.path(),
-            &ablate_reports::ReportOptions { expected_cells: Some(expected), out_dir: None, skip_plots: false },
+            &ablate_reports::ReportOptions {
+                expected_cells: Some(expected),
+                foreign_cells: common::foreign_cells(run, &setup.grid.cells)?,
+                out_dir: None,
+                skip_plots: false,
+            },
         )
         .with_context(|| format!("writing the report of {}", run.path().display()))?;
         println!("  report: {}", summary.report_md.display());

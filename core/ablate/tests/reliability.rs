@@ -409,6 +409,72 @@ fn damaged_run_folders_are_refused_or_repaired() {
     assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
 }
 
+/// Cell folders whose files are not their cell's: a folder copied over another cell's, labels
+/// edited by hand, a `labels.json` lost by a worker killed at its start, a `metrics.json` of
+/// the wrong shape. `ablate report` leaves each out (naming the copied and relabelled ones)
+/// instead of averaging them in or failing, and the next `ablate run` runs them again, after
+/// which the summary is the uninterrupted run's, byte for byte.
+#[test]
+fn cell_folders_holding_other_files_are_left_out_and_run_again() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "foreign", 3, &[1.0, 0.1], &[1, 2]);
+    let g = grid.to_str().unwrap();
+    let cells_of_grid = ablate_grid::Grid::from_path(&grid).unwrap().cells;
+    let id = |t: f64, seed: u64| {
+        cells_of_grid.iter().find(|c| c.config.temperature == t && c.config.seed == seed).unwrap().id.clone()
+    };
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--threads", "1"];
+    succeed(&args, d);
+    let run = d.join("runs/foreign");
+    let cells = run.join("cells");
+    let summary = std::fs::read_to_string(run.join("report/summary.csv")).unwrap();
+    let report = |d: &Path| {
+        let t = succeed(&["report", run.to_str().unwrap()], d);
+        (t, std::fs::read_to_string(run.join("report/report.md")).unwrap())
+    };
+
+    // Seed 1's folder copied over seed 2's (same temperature): left out, named, then rerun.
+    let (copied, source) = (id(1.0, 2), id(1.0, 1));
+    std::fs::remove_dir_all(cells.join(&copied)).unwrap();
+    copy_dir(&cells.join(&source), &cells.join(&copied));
+    // Labels edited by hand: T = 0.1 relabelled 0.3.
+    let relabelled = id(0.1, 1);
+    let labels = cells.join(&relabelled).join("labels.json");
+    std::fs::write(&labels, std::fs::read_to_string(&labels).unwrap().replace("0.1", "0.3")).unwrap();
+    let (out, md) = report(d);
+    let section = md.split("## Cells holding another cell's files").nth(1).unwrap_or_else(|| panic!("{md}"));
+    assert!(
+        section.contains(&format!("| `{copied}` | config.json is not this cell's, labels.json is not")),
+        "{section}"
+    );
+    assert!(section.contains(&format!("| `{relabelled}` | labels.json is not this cell's |")), "{section}");
+    assert!(out.contains("hold another cell's config.json or labels.json"), "{out}");
+    let partial = std::fs::read_to_string(run.join("report/summary.csv")).unwrap();
+    assert!(!partial.lines().any(|l| l.starts_with("0.3,")), "a relabelled cell made a row of its own:\n{partial}");
+    let out = succeed(&args, d);
+    assert!(
+        out.contains("2 finished cell folder(s) holding another cell's config.json or labels.json run again"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
+
+    // A done cell without labels.json: reported as missing, not a failed report.
+    let lost = id(0.1, 2);
+    std::fs::remove_file(cells.join(&lost).join("labels.json")).unwrap();
+    let (_, md) = report(d);
+    assert!(md.contains(&lost), "the cell without labels is not named:\n{md}");
+    // A metrics.json of another shape is refused by the report, which says that a run
+    // recomputes it, and the run does (it used to skip the cell as complete).
+    std::fs::write(cells.join(&copied).join("metrics.json"), "{}").unwrap();
+    let o = ablate(&["report", run.to_str().unwrap()], d);
+    assert!(!o.status.success() && text(&o).contains("it recomputes cells marked done"), "{}", text(&o));
+    let out = succeed(&args, d);
+    assert!(out.contains("2 to run"), "{out}");
+    assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
+}
+
 /// Children of `pid` that are still alive (not zombies).
 fn live(pids: &[u32]) -> bool {
     pids.iter().any(|p| {

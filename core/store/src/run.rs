@@ -319,7 +319,8 @@ impl CellDir {
             return Ok(false);
         }
         if status.status == CellState::Done {
-            match self.read_json::<serde_json::Value>(METRICS) {
+            // Parsed as the record it is: a `{}` or another version's file is not results.
+            match self.read_json::<ablate_records::FinalMetrics>(METRICS) {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(StoreError::Json { .. }) => {
                     tracing::warn!(cell = %self.id, "marked done without a readable metrics.json: the cell runs again");
@@ -329,6 +330,30 @@ impl CellDir {
             }
         }
         Ok(true)
+    }
+
+    /// What differs between this folder's `config.json` and `labels.json` and the files a
+    /// worker writes for the cell `config` with `labels` (byte for byte, so that no float is
+    /// parsed again); `None` when both match. A folder copied from another cell, or whose labels
+    /// were edited by hand, holds results that are not this cell's.
+    pub fn other_cells_files<C: Serialize + ?Sized, L: Serialize + ?Sized>(
+        &self,
+        config: &C,
+        labels: &L,
+    ) -> Result<Option<String>> {
+        let mut differs = Vec::new();
+        for (name, expected) in [
+            (CONFIG, json_text(&self.path.join(CONFIG), config)?),
+            (LABELS, json_text(&self.path.join(LABELS), labels)?),
+        ] {
+            match fs::read(self.path.join(name)) {
+                Ok(bytes) if bytes == expected.as_bytes() => {}
+                Ok(_) => differs.push(format!("{name} is not this cell's")),
+                Err(e) if e.kind() == ErrorKind::NotFound => differs.push(format!("{name} is missing")),
+                Err(e) => return Err(StoreError::io("read", self.path.join(name))(e)),
+            }
+        }
+        Ok((!differs.is_empty()).then(|| differs.join(", ")))
     }
 
     /// Has this cell finished (done, failed or diverged)? A cell without status, or still
@@ -357,10 +382,15 @@ fn short(sha: &str) -> &str {
 }
 
 fn write_json_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, json_text(path, value)?.as_bytes())
+}
+
+/// The text of a JSON file as the store writes it (pretty, with a final line break).
+fn json_text<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<String> {
     let mut text =
         serde_json::to_string_pretty(value).map_err(|e| StoreError::Json { path: path.into(), source: e })?;
     text.push('\n');
-    write_atomic(path, text.as_bytes())
+    Ok(text)
 }
 
 fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
