@@ -313,7 +313,7 @@ fn finish(args: &RunArgs, setup: &Setup, counts: &Counts, elapsed: f64, not_star
         run.path().join(ablate_store::CELLS).display()
     );
     if counts.failed > 0 {
-        println!("  failed cells: see status.json (and worker.log) in their folders; fix the cause and rerun to retry them after deleting their status.json");
+        println!("  failed cells: see status.json (and worker.log, where the worker wrote to stderr) in their folders; fix the cause and rerun to retry them after deleting their status.json");
     }
     if counts.skipped_failed > 0 {
         println!(
@@ -325,8 +325,9 @@ fn finish(args: &RunArgs, setup: &Setup, counts: &Counts, elapsed: f64, not_star
     }
     if counts.interrupted > 0 {
         println!(
-            "  {} cell(s) interrupted: their worker was killed from outside (the out-of-memory killer? see `dmesg`); \
-             the same command runs them again: {}",
+            "  {} cell(s) interrupted: their worker was killed from outside (the out-of-memory killer? see `dmesg`) \
+             or could not write the run folder (a full disk; the lines above say which); the same command runs them \
+             again: {}",
             counts.interrupted,
             ablate_store::command_line()
         );

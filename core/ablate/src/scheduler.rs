@@ -302,6 +302,32 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                     signals::name(sig)
                 ));
             }
+            if status.code() == Some(i32::from(crate::worker::EXIT_TRANSIENT)) {
+                let tail = w.stderr_tail.lock().map(|t| t.cause_text(4)).unwrap_or_default();
+                let tail = tail.trim().trim_start_matches("error: ").to_owned();
+                let message = format!(
+                    "interrupted: its worker could not read or write the run folder (a full disk, or grid.json \
+                     changed during the run): {}; the next run of the grid runs it again",
+                    tail.trim()
+                );
+                // On a full disk this status may not be written either; the cell then stays
+                // `running`, which the next run reruns just the same.
+                let _ = dir.write_status(&CellStatus {
+                    status: CellState::Interrupted,
+                    message: Some(message),
+                    wall_seconds: wall,
+                    diverged_at_step: None,
+                    finished_at: None,
+                    batch: Vec::new(),
+                    provenance: None,
+                });
+                counts.interrupted += 1;
+                return Ok(format!(
+                    "{} {labels} INTERRUPTED: {}; it reruns next time",
+                    cell.id,
+                    tail.lines().last().unwrap_or("the run folder could not be written").trim()
+                ));
+            }
             let how = match (status.code(), status.signal()) {
                 (_, Some(sig)) => format!("worker process killed by signal {sig} ({})", signals::name(sig)),
                 (Some(code), _) => format!("worker process exited with status {code}"),

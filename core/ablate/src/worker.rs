@@ -51,13 +51,45 @@ pub struct CellArgs {
 /// Test hook: a worker for this cell id aborts (SIGABRT) right after marking itself running,
 /// standing in for a plugin that crashes the process; `panic:<id>` panics instead (outside the
 /// batch's `catch_unwind`), `tch-panic:<id>` makes a `tch` call panic where the batch runs, in
-/// every batch that holds the cell, and `sleep:<id>` waits 60 s (to be killed from outside).
+/// every batch that holds the cell, `sleep:<id>` waits 60 s (to be killed from outside), and
+/// `touch-grid:<id>` appends a line break to the run's `grid.json` before the worker reads it
+/// (a user editing the file while the run goes on).
 const CRASH_FOR_TESTS: &str = "ABLATE_WORKER_CRASH_FOR_TESTS";
 
 /// Where the last panic happened ([`panic_site`]), noted by the panic hook for the message.
 static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
+/// The worker's exit status when it could not read or write the run folder for a reason that
+/// passes (a full disk or quota, `grid.json` changed while the run was going): the runner marks
+/// its unfinished cells `interrupted`, so the next run of the grid runs them again, instead of
+/// `failed` for good (`EX_TEMPFAIL` of sysexits.h).
+pub const EXIT_TRANSIENT: u8 = 75;
+
 pub fn run(args: CellArgs) -> Result<ExitCode> {
+    match run_cells_of(args) {
+        Err(e) if is_transient(&e) => {
+            eprintln!("error: {}", crate::common::error_chain(&e));
+            Ok(ExitCode::from(EXIT_TRANSIENT))
+        }
+        other => other,
+    }
+}
+
+/// A full disk or quota, or a run folder whose grid copy changed under the worker.
+fn is_transient(e: &anyhow::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    e.chain().any(|cause| {
+        let io = match cause.downcast_ref::<ablate_store::StoreError>() {
+            Some(ablate_store::StoreError::GridCopyDamaged { .. }) => return true,
+            Some(ablate_store::StoreError::Io { source, .. }) => Some(source),
+            _ => cause.downcast_ref::<std::io::Error>(),
+        };
+        io.and_then(std::io::Error::raw_os_error).is_some_and(|code| code == ENOSPC || code == EDQUOT)
+    })
+}
+
+fn run_cells_of(args: CellArgs) -> Result<ExitCode> {
     if args.watch_stdin {
         std::thread::spawn(|| {
             let mut sink = Vec::new();
@@ -68,6 +100,16 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
     }
     let started = Instant::now();
     let run = RunDir::open(&args.run_dir).with_context(|| format!("opening run folder {}", args.run_dir.display()))?;
+    if std::env::var(CRASH_FOR_TESTS)
+        .ok()
+        .and_then(|v| v.strip_prefix("touch-grid:").map(str::to_owned))
+        .is_some_and(|id| args.cell.contains(&id))
+    {
+        let grid = run.path().join(ablate_store::GRID);
+        let mut text = std::fs::read(&grid)?;
+        text.push(b'\n');
+        std::fs::write(&grid, text)?;
+    }
     run.check_grid_copy()?;
     let grid_path = run.path().join(ablate_store::GRID);
     let grid = crate::common::load_grid(&grid_path)?;

@@ -475,6 +475,34 @@ fn cell_folders_holding_other_files_are_left_out_and_run_again() {
     assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
 }
 
+/// A worker that finds the run's `grid.json` changed under it (edited while the run goes on)
+/// leaves its cells `interrupted`, not `failed` for good: the next run restores the file and
+/// runs them, and the summary is the uninterrupted run's.
+#[test]
+fn a_grid_copy_changed_during_the_run_interrupts_its_cells_and_the_rerun_finishes_them() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "touched", 2, &[1.0, 0.1], &[1]);
+    let g = grid.to_str().unwrap();
+    let ids = cell_ids(&grid);
+    let args = ["run", g, "--out", "clean", "--device", "cpu", "--threads", "1", "--batch-chains", "1", "--jobs", "1"];
+    succeed(&args, d);
+    let clean = std::fs::read_to_string(d.join("clean/touched/report/summary.csv")).unwrap();
+
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--threads", "1", "--batch-chains", "1", "--jobs", "1"];
+    let o = command(&args, d).env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("touch-grid:{}", ids[0])).output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("2 cell(s) interrupted") && t.contains("grid.json"), "{t}");
+    for (id, s) in statuses(&d.join("runs/touched/cells")) {
+        assert_eq!(s["status"], "interrupted", "{id}: {s}");
+    }
+    let out = succeed(&args, d);
+    assert!(out.contains("2 done"), "{out}");
+    assert_eq!(std::fs::read_to_string(d.join("runs/touched/report/summary.csv")).unwrap(), clean);
+}
+
 /// Children of `pid` that are still alive (not zombies).
 fn live(pids: &[u32]) -> bool {
     pids.iter().any(|p| {
