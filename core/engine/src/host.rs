@@ -537,6 +537,17 @@ impl RawOps for TchHost<'_> {
         let (Some(mut d), Some(s)) = (self.tensor(dst, "assign"), self.tensor(src, "assign")) else {
             return;
         };
+        // Same shape only: libtorch's copy_ broadcasts, so `g.set(&g.sum())` would fill every
+        // element with the sum and pass every later shape check.
+        if d.size() != s.size() {
+            self.fail(format!(
+                "host op `assign` (Tensor::set): the source has shape {:?}, the destination {:?}; `set` copies a \
+                 tensor of the destination's own shape (use `full_like` for a constant)",
+                s.size(),
+                d.size()
+            ));
+            return;
+        }
         let _guard = tch::no_grad_guard();
         if let Err(e) = d.f_copy_(&s) {
             self.fail(format!("host op `assign`: {}", torch_message(&e.to_string())));

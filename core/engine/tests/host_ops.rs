@@ -119,3 +119,31 @@ fn a_hand_computed_product_and_autograd_through_matmul_and_reshape() {
     let g = Tensor::run_backward(&[y], &[&x], false, false).remove(0);
     assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![3.0, 7.0, 3.0, 7.0]);
 }
+
+/// `assign` (`Tensor::set`) copies a source of the destination's shape on both hosts and
+/// refuses any other shape with the same message: libtorch's `copy_` would broadcast, so a
+/// noise plugin's `g.set(&g.sum())` filled the gradient with its sum and passed every later
+/// shape check.
+#[test]
+fn assign_copies_its_own_shape_and_refuses_a_broadcast_on_both_hosts() {
+    fn assign_case<H: TestHost>(h: &mut H, dst: &[i64], src: &[i64]) -> TensorId {
+        let d = h.upload(dst, &vals(dst.iter().product::<i64>() as usize));
+        let s = h.upload(src, &vals(src.iter().product::<i64>() as usize).iter().map(|v| v * 3.0).collect::<Vec<_>>());
+        h.host_ref().assign(d, s);
+        d
+    }
+    let mut cpu = CpuHost::new(1);
+    let mut torch = SuiteHost::new(Device::Cpu, 1);
+    let cases: [(&[i64], &[i64]); 4] = [(&[2, 3], &[2, 3]), (&[2, 3], &[1]), (&[2, 3], &[3]), (&[4], &[2, 2])];
+    for (dst, src) in cases {
+        let what = format!("assign {src:?} into {dst:?}");
+        let (c, t) = (on(&mut cpu, |h| assign_case(h, dst, src)), on(&mut torch, |h| assign_case(h, dst, src)));
+        if dst == src {
+            assert_eq!(c.as_ref().unwrap().1, vals(6).iter().map(|v| v * 3.0).collect::<Vec<_>>(), "{what}");
+        } else {
+            let e = c.as_ref().unwrap_err();
+            assert!(e.contains("`assign` (Tensor::set): the source has shape"), "{what}: {e}");
+        }
+        agree(&what, c, t);
+    }
+}

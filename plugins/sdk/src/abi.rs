@@ -291,7 +291,7 @@ pub trait TensorHost {
     /// Random per-example crop of zero-padded images (N,C,H,W) and, if `flip`, a random
     /// horizontal flip: the standard CIFAR augmentation.
     fn augment_crop_flip(&mut self, images: TensorId, pad: i64, flip: bool) -> TensorId;
-    /// dst ← src, in place, outside autograd.
+    /// dst ← src, in place, outside autograd; `src` has the shape of `dst` (no broadcasting).
     fn assign(&mut self, dst: TensorId, src: TensorId);
     /// y ← a·x + b·y, in place, outside autograd.
     fn axpby(&mut self, y: TensorId, a: f64, x: TensorId, b: f64);

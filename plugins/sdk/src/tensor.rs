@@ -311,7 +311,8 @@ impl<'o> Tensor<'o> {
     pub fn gather_rows(&self, index: &Tensor) -> Tensor<'o> {
         self.ops.wrap(self.ops.with(|h| h.gather_rows(self.id, index.id)))
     }
-    /// In place: self ← src (outside autograd).
+    /// In place: self ← src (outside autograd); `src` has the shape of `self` (a host error
+    /// otherwise: no broadcasting).
     pub fn set(&self, src: &Tensor) {
         self.ops.with(|h| h.assign(self.id, src.id))
     }

@@ -668,6 +668,17 @@ impl TensorHost for CpuHost {
     }
 
     fn assign(&mut self, dst: TensorId, src: TensorId) {
+        // Same shape only, as the real host (no broadcasting into the destination).
+        let shapes = (self.slot(dst).map(|b| b.shape.clone()), self.slot(src).map(|b| b.shape.clone()));
+        if let (Some(d), Some(s)) = shapes {
+            if d != s {
+                self.fail(format!(
+                    "host op `assign` (Tensor::set): the source has shape {s:?}, the destination {d:?}; `set` copies a \
+                     tensor of the destination's own shape (use `full_like` for a constant)"
+                ));
+                return;
+            }
+        }
         self.in_place(dst, src, "assign", |_, x| x);
     }
 
