@@ -109,6 +109,7 @@ fn provenance(prior_sha: &str) -> Provenance {
             path: "/p/libpriors.so".into(),
             sha256: prior_sha.into(),
         }],
+        data_sha256: Some("d4".into()),
     }
 }
 

@@ -458,20 +458,23 @@ fn verdict_is_undetermined_without_t1_and_missing_cells_without_expected_list() 
     assert!(md.contains("no T = 0 cell with results"), "{md}");
 }
 
+/// A cell folder without readable labels cannot be placed in any table: it is reported as
+/// missing (the next run of the grid runs it again), whether its worker died before writing
+/// them (only config.json, or a status too) or the file is damaged; the report still comes out.
 #[test]
-fn a_missing_labels_file_is_an_error_naming_the_file() {
+fn a_cell_without_readable_labels_is_missing_not_a_failed_report() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path();
     write_run_files(run, "broken");
     fs::create_dir_all(run.join("cells").join("bad")).unwrap();
-    // Without labels.json nor status.json the cell never started and is skipped (a worker
-    // killed right after writing config.json); with a status it is damaged.
+    let expected = Some(vec!["bad".to_string()]);
+    let report = || write_report(run, &ReportOptions { expected_cells: expected.clone(), ..Default::default() });
     fs::write(run.join("cells/bad/config.json"), "{}").unwrap();
-    write_report(run, &ReportOptions::default()).expect("a folder with only config.json is a cell not started");
-    fs::write(run.join("cells/bad/status.json"), r#"{"status": "done"}"#).unwrap();
-    let err = write_report(run, &ReportOptions::default()).unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains("labels.json"), "{text}");
+    assert_eq!(report().unwrap().missing, ["bad"], "only config.json");
+    fs::write(run.join("cells/bad/status.json"), r#"{"status": "interrupted"}"#).unwrap();
+    assert_eq!(report().unwrap().missing, ["bad"], "a status but no labels");
+    fs::write(run.join("cells/bad/labels.json"), r#"{"temperature": 1.0, "se"#).unwrap();
+    assert_eq!(report().unwrap().missing, ["bad"], "damaged labels");
 }
 
 /// The prior predictive table pools each level's cells, weighted by their draws.

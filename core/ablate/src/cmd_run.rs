@@ -181,6 +181,7 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;
     run.check_cell_builds(&|kind, name| common::loaded_library(&registry, kind, name))
         .with_context(|| format!("resuming run folder {}", run_path.display()))?;
+    check_cell_data(&run, &grid.cells)?;
     drop(registry);
     // One scheme for whole runs and shards: the runner claims its cells; a live runner holding
     // any of them refuses this one (shards of one split share the folder).
@@ -192,6 +193,50 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
         mine.iter().flat_map(|&b| plan.batches[b].iter().map(|&i| (i, grid.cells[i].id.as_str()))).collect();
     let claim = run.claim(&what, &cells).with_context(|| format!("claiming the cells of {}", run.path().display()))?;
     Ok((Setup { shard, device, deal_gpus, gpus, cores, grid, plan, mine, run }, claim))
+}
+
+/// Refuses to resume when the data of finished cells (their recorded fingerprint) differ from
+/// what their data configuration loads now: a data file replaced, or a relative `data.path`
+/// read from another current folder. One load per data configuration that has a record.
+fn check_cell_data(run: &RunDir, cells: &[ablate_grid::Cell]) -> Result<()> {
+    let recorded = run.recorded_data()?;
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    // The data a cell loads: its `data` section, and its seed when label noise draws from it.
+    let key = |c: &ablate_grid::Cell| {
+        let seed = if c.config.data.label_noise > 0.0 { Some(c.config.seed) } else { None };
+        serde_json::to_string(&(&c.config.data, seed)).unwrap_or_default()
+    };
+    let mut checked = std::collections::HashSet::new();
+    for (id, sha) in &recorded {
+        let Some(cell) = cells.iter().find(|c| &c.id == id) else { continue };
+        if !checked.insert(key(cell)) {
+            continue;
+        }
+        let now = ablate_engine::load_cell_data(&cell.config)
+            .with_context(|| format!("loading the data of finished cell {id} to check it has not changed"))?
+            .sha256();
+        if &now != sha {
+            let d = &cell.config.data;
+            let path = d.path.as_deref().map(|p| {
+                let shown = std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_else(|_| p.to_owned());
+                format!(" from {p} (read as {shown})")
+            });
+            bail!(
+                "run folder {}: finished cell {id} was computed on other data than dataset `{}`{} gives now \
+                 (sha256 {} recorded, {} now): the data changed, or a relative data.path is read from another \
+                 folder than before. Resuming would mix two datasets in one report: restore the data (or run from \
+                 the folder the run started in), or run into another folder (`--out OTHER`)",
+                run.path().display(),
+                d.dataset,
+                path.unwrap_or_default(),
+                &sha[..12.min(sha.len())],
+                &now[..12]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Cells whose `precision` the device cannot compute (`tf32` off CUDA) stop the run (or the

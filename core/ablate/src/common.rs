@@ -127,6 +127,7 @@ pub fn provenance(
         libtorch_version: Some(libtorch_version()),
         device: ablate_engine::device::name(device),
         plugins,
+        data_sha256: None,
     })
 }
 

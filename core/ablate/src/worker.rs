@@ -302,9 +302,13 @@ fn execute(
     let choice: DeviceChoice = args.device.parse()?;
     let device = ablate_engine::device::resolve(choice)?;
     let registry = crate::common::load_registry(&args.plugins.dirs)?;
-    let provenance =
-        cfgs.iter().map(|cfg| crate::common::provenance(&registry, cfg, device)).collect::<Result<Vec<_>>>()?;
     let data = ablate_engine::load_cell_data(&cfgs[0])?;
+    let data_sha256 = data.sha256();
+    let mut provenance =
+        cfgs.iter().map(|cfg| crate::common::provenance(&registry, cfg, device)).collect::<Result<Vec<_>>>()?;
+    for p in &mut provenance {
+        p.data_sha256 = Some(data_sha256.clone());
+    }
     Ok((ablate_engine::run_cells(cfgs, &data, &registry, device, observer)?, provenance))
 }
 

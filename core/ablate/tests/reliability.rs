@@ -503,6 +503,52 @@ fn a_grid_copy_changed_during_the_run_interrupts_its_cells_and_the_rerun_finishe
     assert_eq!(std::fs::read_to_string(d.join("runs/touched/report/summary.csv")).unwrap(), clean);
 }
 
+/// The data a finished cell was computed on are recorded (a fingerprint in its status.json):
+/// a resume whose data differ (a relative `data.path` read from another current folder, or a
+/// replaced file) is refused before anything runs, naming the cell and the path as read.
+#[test]
+fn a_resume_on_other_data_is_refused() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let asset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/assets/digits.csv.gz");
+    let csv = Command::new("gzip").arg("-dc").arg(&asset).output().unwrap().stdout;
+    let csv = String::from_utf8(csv).unwrap();
+    for (folder, rows) in [("dA", usize::MAX), ("dB", 1200)] {
+        std::fs::create_dir_all(d.join(folder).join("data")).unwrap();
+        let kept: String = csv.lines().take(rows).map(|l| format!("{l}\n")).collect();
+        std::fs::write(d.join(folder).join("data/digits.csv"), kept).unwrap();
+    }
+    let grid = serde_json::json!({
+        "name": "datapath",
+        "base": {
+            "data": {"dataset": "digits", "path": "data/digits.csv", "train_size": 300, "test_size": 200},
+            "model": {"kind": "mlp", "hidden": [16]},
+            "sampler": {"epochs": 2, "cycle_length": 1, "cycle_start_sampling": 1}
+        },
+        "axes": [{"path": "temperature", "values": [1.0, 0.1]}]
+    });
+    std::fs::write(d.join("datapath.json"), grid.to_string()).unwrap();
+    let args =
+        ["run", "../datapath.json", "--out", "../runs", "--device", "cpu", "--threads", "1", "--batch-chains", "1"];
+    succeed(&args, &d.join("dA"));
+    let cells = d.join("runs/datapath/cells");
+    let ids: Vec<String> = statuses(&cells).into_iter().map(|(id, _)| id).collect();
+    let status = cells.join(&ids[1]).join("status.json");
+    let kept = std::fs::read_to_string(&status).unwrap();
+    assert!(kept.contains("\"data_sha256\""), "{kept}");
+    std::fs::remove_file(&status).unwrap();
+
+    let o = ablate(&args, &d.join("dB"));
+    let t = text(&o);
+    assert!(!o.status.success(), "resumed on other data:\n{t}");
+    assert!(t.contains(&format!("finished cell {} was computed on other data", ids[0])), "{t}");
+    assert!(t.contains(&format!("read as {}", d.join("dB/data/digits.csv").display())), "{t}");
+    assert!(!status.exists(), "nothing may run");
+    let out = succeed(&args, &d.join("dA"));
+    assert!(out.contains("1 done"), "{out}");
+}
+
 /// Children of `pid` that are still alive (not zombies).
 fn live(pids: &[u32]) -> bool {
     pids.iter().any(|p| {

@@ -85,6 +85,28 @@ impl Dataset {
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
+
+    /// Hex SHA-256 of everything a cell computes from: name, shapes, classes and both splits'
+    /// pixels and labels (little-endian), so that two loads agree exactly when the data do.
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.name.as_bytes());
+        for n in [self.num_classes, self.channels, self.height, self.width] {
+            h.update((n as u64).to_le_bytes());
+        }
+        for split in [&self.train, &self.test] {
+            h.update((split.len() as u64).to_le_bytes());
+            for chunk in split.images.chunks(1 << 16) {
+                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+                h.update(&bytes);
+            }
+            for label in &split.labels {
+                h.update(label.to_le_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
 }
 
 /// One split: `N` images and their labels.

@@ -64,6 +64,10 @@ pub struct Provenance {
     pub device: String,
     /// One entry per factor of the cell: prior, likelihood, integrator, noise.
     pub plugins: Vec<CellPlugin>,
+    /// Hex SHA-256 of the data the cell was computed on (both splits, after subsets and label
+    /// noise; `ablate_data::Dataset::sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
 }
 
 /// The plugin library one factor of a cell came from.

@@ -101,7 +101,7 @@ impl RunDir {
     /// not the one loaded now for the same factor: `loaded(kind, name)` gives the sha256 and
     /// path of the library that provides that plugin now (`None`: not loaded). This holds across
     /// renamed, moved or re-versioned libraries, which the manifest's list cannot tell apart.
-    pub fn check_cell_builds(&self, loaded: &dyn Fn(&str, &str) -> Option<(String, String)>) -> Result<()> {
+    pub fn check_cell_builds(&self, loaded: &LoadedLibrary<'_>) -> Result<()> {
         let mut finished = 0;
         let mut changed: Vec<String> = Vec::new();
         for cell in self.list_cells()? {
@@ -135,6 +135,21 @@ impl RunDir {
         } else {
             Err(StoreError::PluginsChanged { dir: self.path.clone(), finished, changed })
         }
+    }
+
+    /// The data fingerprint each finished cell records (`provenance.data_sha256`), by cell id.
+    pub fn recorded_data(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for cell in self.list_cells()? {
+            let Ok(Some(status)) = cell.read_status() else { continue };
+            if !status.is_finished() {
+                continue;
+            }
+            if let Some(sha) = status.provenance.and_then(|p| p.data_sha256) {
+                out.push((cell.id.clone(), sha));
+            }
+        }
+        Ok(out)
     }
 
     /// How many cell folders hold a finished status (done, failed, diverged).
@@ -365,6 +380,9 @@ impl CellDir {
 
 /// The libraries (by build name) whose sha256 differs between the run's manifest and now:
 /// `name: old → new` (a library added or removed changes no finished result).
+/// `(kind, name)` of a plugin → the sha256 and path of the library that provides it now.
+pub type LoadedLibrary<'a> = dyn Fn(&str, &str) -> Option<(String, String)> + 'a;
+
 /// Libraries of `was` that `now` holds with other bytes: the same build name, or the same file
 /// (a rebuild that bumped the crate's version keeps the path).
 fn changed_plugins(was: &[PluginInfo], now: &[PluginInfo]) -> Vec<String> {

@@ -197,6 +197,7 @@ fn status_round_trips_and_decides_what_is_finished() {
                     path: "/p/liblaplace.so".into(),
                     sha256: "00".into(),
                 }],
+                data_sha256: Some("d4".into()),
             }),
         };
         cell.write_status(&s).unwrap();
@@ -526,6 +527,7 @@ fn resuming_checks_each_finished_cells_own_plugin_libraries() {
             libtorch_version: None,
             device: "cpu".into(),
             plugins: vec![plugin(sha)],
+            data_sha256: None,
         }),
     };
     run.cell("a").unwrap().write_status(&status(CellState::Done, Some("aa"))).unwrap();
