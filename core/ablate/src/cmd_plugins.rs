@@ -48,6 +48,10 @@ pub enum PluginsCommand {
         /// Parent folder; the crate goes to `<DIR>/<NAME>`.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// The `plugins/sdk` folder of the ablate checkout to build against (default: the one
+        /// this binary was built from; needed for a binary copied to another machine).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -75,7 +79,7 @@ pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
         PluginsCommand::List { plugins } => list(&plugins.dirs),
         PluginsCommand::Show { name, kind, plugins } => show(&name, kind, &plugins.dirs),
         PluginsCommand::Check { file } => check(&file),
-        PluginsCommand::New { name, kind, dir } => new(&name, kind, &dir),
+        PluginsCommand::New { name, kind, dir, sdk } => new(&name, kind, &dir, sdk.as_deref()),
     }
 }
 
@@ -211,7 +215,11 @@ fn check(file: &Path) -> Result<ExitCode> {
     println!("{}: ablate plugin [{}], sha256 {}", file.display(), lib.build, lib.sha256);
     let factories: Vec<_> = registry.factories().cloned().collect();
     if factories.is_empty() {
-        println!("  offers no factories (export_plugin! lists are all empty)");
+        bail!(
+            "{} offers no factories: its `export_plugin!` lists are all empty; list the plugin types there \
+             (`priors: [MyPrior]`, ...)",
+            file.display()
+        );
     }
     let mut failed_checks = 0;
     let mut failed_factors = Vec::new();
@@ -240,7 +248,7 @@ fn check(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn new(name: &str, kind: Kind, dir: &Path) -> Result<ExitCode> {
+fn new(name: &str, kind: Kind, dir: &Path, sdk: Option<&Path>) -> Result<ExitCode> {
     let valid = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -266,8 +274,19 @@ fn new(name: &str, kind: Kind, dir: &Path) -> Result<ExitCode> {
     if root.exists() {
         bail!("{} already exists; choose another name or --dir", root.display());
     }
-    let repo = crate::common::source_root();
+    let repo = match sdk {
+        // <checkout>/plugins/sdk -> <checkout>
+        Some(sdk) => sdk.join("../.."),
+        None => crate::common::source_root(),
+    };
     let repo = repo.canonicalize().unwrap_or(repo);
+    if !repo.join("plugins/sdk/Cargo.toml").is_file() {
+        bail!(
+            "the ablate SDK sources are not at {} (this binary was built from a checkout that is not on this \
+             machine); pass --sdk <ablate checkout>/plugins/sdk",
+            repo.join("plugins/sdk").display()
+        );
+    }
     if root.starts_with(&repo) {
         tracing::warn!(
             "{} is inside the ablate workspace {}; the crate has its own [workspace] table so it builds standalone, \

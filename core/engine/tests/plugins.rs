@@ -231,6 +231,32 @@ fn clashes_insecure_folders_and_foreign_libraries_are_refused() {
     let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
     assert!(msg.contains("libforeign.so") && msg.contains("not an ablate plugin"), "{msg}");
 
+    // A symlink in a safe folder to a library in a world-writable one is judged by its target.
+    let open = plugin_folder(&[(&lib, "liblogistic.so")]);
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(open.path().join("liblogistic.so"), dir.path().join("liblink.so")).unwrap();
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("writable by other users") && msg.contains(&open.path().display().to_string()), "{msg}");
+
+    // A plugin author's own build folder, given by name, loads every library in it (only the
+    // built-in folder of this workspace's build tree is limited to the built-in libraries).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("release")).unwrap();
+    std::fs::copy(&lib, dir.path().join("release/liblogistic.so")).unwrap();
+    let registry = Registry::load(&SearchPath::only(&[dir.path().join("release")])).unwrap();
+    assert_eq!(registry.libraries().len(), 1);
+
+    // Two factories of one kind and name in one library.
+    let fixtures = target_dir().join("interface-fixtures");
+    cargo_build(
+        &["ablate-fault-fixtures"],
+        &["--features", "ablate-fault-fixtures/duplicate-name-for-tests", "--target-dir", fixtures.to_str().unwrap()],
+    );
+    let dir = plugin_folder(&[(&fixtures.join("debug/libfault_fixtures.so"), "libdup.so")]);
+    let msg = Registry::load(&SearchPath::only(&[dir.path().to_path_buf()])).unwrap_err().to_string();
+    assert!(msg.contains("libdup.so exports two prior factories named `panicking`"), "{msg}");
+
     // A plugin cut short (an interrupted copy): dlopen would map past its end and the process
     // would die of SIGBUS; it is refused by name first.
     let dir = tempfile::tempdir().unwrap();

@@ -52,11 +52,15 @@ pub fn env_dirs() -> Vec<PathBuf> {
 }
 
 /// The plugin files of one folder, sorted. In a folder that holds the `ablate` binary itself
-/// (a cargo target folder) only `libablate_plugin_*.so` count; elsewhere every `*.so` is a
-/// plugin, and anything that is not an ablate plugin is an error.
-pub fn plugin_files_in(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
+/// (a cargo target folder), or the built-in folder (`builtin`) named `debug` or `release`,
+/// only `libablate_plugin_*.so` count; elsewhere every `*.so` is a plugin, and anything that is
+/// not an ablate plugin is an error.
+pub fn plugin_files_in(dir: &Path, builtin: bool) -> Result<Vec<PathBuf>, PluginError> {
     let entries = std::fs::read_dir(dir).map_err(|source| PluginError::ReadDir { path: dir.to_owned(), source })?;
-    let build_tree = dir.join("ablate").is_file() || dir.file_name().is_some_and(|n| n == "debug" || n == "release");
+    // A folder named debug/release counts as this workspace's build tree only as the built-in
+    // folder (test binaries); given with --plugins, it is a plugin author's own build output.
+    let build_tree =
+        dir.join("ablate").is_file() || (builtin && dir.file_name().is_some_and(|n| n == "debug" || n == "release"));
     let mut files = Vec::new();
     for entry in entries {
         let path = entry.map_err(|source| PluginError::ReadDir { path: dir.to_owned(), source })?.path();
@@ -76,7 +80,11 @@ pub fn plugin_files_in(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
 /// Refuse files or folders that other users can write.
 pub(crate) fn check_permissions(path: &Path) -> Result<(), PluginError> {
     use std::os::unix::fs::PermissionsExt;
-    for p in [Some(path), path.parent()].into_iter().flatten() {
+    // A symlink is judged by what it points to too: a link in a safe folder to a library in a
+    // world-writable one loads code anyone can replace.
+    let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
+    let target_dir = target.as_deref().and_then(Path::parent);
+    for p in [Some(path), path.parent(), target.as_deref(), target_dir].into_iter().flatten() {
         let Ok(meta) = std::fs::metadata(p) else { continue };
         let mode = meta.permissions().mode();
         if mode & 0o022 != 0 {

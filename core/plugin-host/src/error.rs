@@ -46,6 +46,13 @@ pub enum PluginError {
     NameClash { kind: &'static str, name: String, first: PathBuf, second: PathBuf },
 
     #[error(
+        "plugin library {} exports two {kind} factories named `{name}` (grids would get the first, \
+         `plugins list` would describe the last); give each factory its own NAME",
+        path.display()
+    )]
+    DuplicateInLibrary { kind: &'static str, name: String, path: PathBuf },
+
+    #[error(
         "no {kind} plugin named `{name}`{hint} (known {kind}s: {known}); searched {searched}; to add a folder, pass \
          `--plugins DIR` or set ABLATE_PLUGIN_PATH=DIR1:DIR2 (see `ablate plugins list`)"
     )]

@@ -62,7 +62,7 @@ impl Registry {
         };
         let mut seen = std::collections::HashSet::new();
         for (dir, origin) in &search.dirs {
-            for file in plugin_files_in(dir)? {
+            for file in plugin_files_in(dir, *origin == "built-in")? {
                 let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
                 if seen.insert(canonical) {
                     registry.add_library(&file, origin)?;
@@ -99,9 +99,17 @@ impl Registry {
             origin,
         };
         let index = self.libraries.len();
-        let mut offered = Vec::new();
+        let mut offered: Vec<((FactorKind, String), Factory)> = Vec::new();
         for info in (module.factories())() {
             let key = (info.kind, info.name.to_string());
+            if offered.iter().any(|(k, _)| *k == key) {
+                // `export_plugin!` would construct the first, `plugins list` describe the last.
+                return Err(PluginError::DuplicateInLibrary {
+                    kind: info.kind.as_str(),
+                    name: info.name.into_string(),
+                    path: path.to_owned(),
+                });
+            }
             if let Some(existing) = self.factories.get(&key) {
                 return Err(PluginError::NameClash {
                     kind: info.kind.as_str(),
@@ -121,6 +129,9 @@ impl Registry {
                     library: index,
                 },
             ));
+        }
+        if offered.is_empty() {
+            tracing::warn!(path = %path.display(), "plugin library exports no factory (an empty `export_plugin!` list?)");
         }
         tracing::debug!(path = %path.display(), factories = offered.len(), "loaded plugin library");
         self.factories.extend(offered);
