@@ -286,15 +286,7 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                      (the out-of-memory killer, `kill -9`); the next run of the grid runs it again",
                     signals::name(sig)
                 );
-                dir.write_status(&CellStatus {
-                    status: CellState::Interrupted,
-                    message: Some(message),
-                    wall_seconds: wall,
-                    diverged_at_step: None,
-                    finished_at: None,
-                    batch: Vec::new(),
-                    provenance: None,
-                })?;
+                dir.write_status(&interrupted(message, wall))?;
                 counts.interrupted += 1;
                 return Ok(format!(
                     "{} {labels} INTERRUPTED: worker killed by {} (out of memory?); it reruns next time",
@@ -312,15 +304,7 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
                 );
                 // On a full disk this status may not be written either; the cell then stays
                 // `running`, which the next run reruns just the same.
-                let _ = dir.write_status(&CellStatus {
-                    status: CellState::Interrupted,
-                    message: Some(message),
-                    wall_seconds: wall,
-                    diverged_at_step: None,
-                    finished_at: None,
-                    batch: Vec::new(),
-                    provenance: None,
-                });
+                let _ = dir.write_status(&interrupted(message, wall));
                 counts.interrupted += 1;
                 return Ok(format!(
                     "{} {labels} INTERRUPTED: {}; it reruns next time",
@@ -352,6 +336,20 @@ fn finish_cell(run: &RunDir, cell: &Cell, w: &Worker, status: ExitStatus, counts
             counts.failed += 1;
             Ok(format!("{} {labels} FAILED: {how}", cell.id))
         }
+    }
+}
+
+/// The status of a cell whose worker ended before recording an outcome, for a reason that
+/// passes: the next run of the grid runs it again.
+fn interrupted(message: String, wall: f64) -> CellStatus {
+    CellStatus {
+        status: CellState::Interrupted,
+        message: Some(message),
+        wall_seconds: wall,
+        diverged_at_step: None,
+        finished_at: None,
+        batch: Vec::new(),
+        provenance: None,
     }
 }
 

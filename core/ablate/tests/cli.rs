@@ -20,9 +20,12 @@ fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// `ablate` itself did not panic (a plugin's contained panic, reported on stderr as an error
+/// line, is fine): no "thread '...' panicked at" line and no backtrace.
 fn no_panic(o: &Output) {
     let (out, err) = text(o);
-    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "panic:\n{out}\n{err}");
+    let own_panic = err.lines().any(|l| l.starts_with("thread '") && l.contains(" panicked at"));
+    assert!(!own_panic && !err.contains("stack backtrace"), "panic:\n{out}\n{err}");
 }
 
 fn tiny_grid(dir: &Path, name: &str, epochs: usize, temperatures: &[f64]) -> PathBuf {
@@ -162,6 +165,24 @@ fn plugin_problems_cite_cells_and_grid_source() {
     assert!(err.contains("cells[1].prior") && err.contains("axes[0].values[1]"), "{err}");
     assert!(err.contains("plug.json"), "{err}");
     assert!(!dir.path().join("runs").exists(), "nothing may run");
+
+    // A noise plugin whose `plan` panics (a call that cannot return an error) is refused by the
+    // grid check, naming the call; the panic's own message reaches stderr.
+    fault_fixtures(dir.path());
+    std::fs::write(
+        &path,
+        r#"{"name": "plug", "base": {"data": {"dataset": "digits"}, "model": {"kind": "mlp", "hidden": [8]},
+            "noise": {"name": "panicking-plan"}}, "axes": [{"path": "temperature", "values": [1.0]}]}"#,
+    )
+    .unwrap();
+    let o = ablate(&["grid", "check", path.to_str().unwrap(), "--plugins", "plugins"], dir.path());
+    no_panic(&o);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("noise `panicking-plan` panicked in `plan`") && err.contains("deliberate panic in plan"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -312,6 +333,31 @@ fn plugins_new_writes_a_standalone_crate() {
     let o = ablate(&["plugins", "new", "Bad Name", "--kind", "prior"], dir.path());
     no_panic(&o);
     assert!(!o.status.success());
+    // A binary used away from its checkout names the SDK folder it needs and how to give it.
+    let o =
+        ablate(&["plugins", "new", "elsewhere", "--kind", "prior", "--sdk", "/nonexistent/plugins/sdk"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("the ablate SDK sources are not at") && text(&o).1.contains("--sdk"), "{:?}", text(&o));
+    assert!(!dir.path().join("elsewhere").exists());
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/sdk");
+    let o = ablate(
+        &[
+            "plugins",
+            "new",
+            "given-sdk",
+            "--kind",
+            "noise",
+            "--sdk",
+            sdk.to_str().unwrap(),
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let cargo = std::fs::read_to_string(dir.path().join("given-sdk/Cargo.toml")).unwrap();
+    let canonical = sdk.canonicalize().unwrap();
+    assert!(cargo.contains(&format!("path = \"{}\"", canonical.display())), "{cargo}");
 }
 
 /// The fault fixtures' library, copied into a private plugin folder (built once per process).
@@ -363,12 +409,25 @@ fn plugins_check_fails_each_fault_fixture_on_the_check_its_fault_breaks() {
         assert!(s.contains(check) && s.contains(detail), "{name}: expected `{check}` with `{detail}`:\n{s}");
         assert_eq!(s.matches("FAIL").count(), 1, "{name} fails one check:\n{s}");
     }
+    // A noise model whose plan panics fails the plan check, with the panic on stderr.
+    let start = out.find("noise `panicking-plan`").unwrap_or_else(|| panic!("panicking-plan missing:\n{out}"));
+    let s = &out[start..];
+    assert!(s.contains("FAIL  plan: plan panicked"), "{s}");
+    assert!(
+        err.contains("deliberate panic in plan") && err.contains("in `plan`, which cannot return an error"),
+        "{err}"
+    );
     // A likelihood whose NLL ignores the logits fails exactly that check.
     let start = out.find("likelihood `detached-nll`").unwrap_or_else(|| panic!("detached-nll missing:\n{out}"));
     let rest = &out[start..];
-    let s =
-        &rest[..rest[1..].find("\nlikelihood `").or_else(|| rest[1..].find("\nnoise `")).map_or(rest.len(), |e| e + 1)];
+    let end = ["\nlikelihood `", "\nintegrator `", "\nnoise `"].iter().filter_map(|h| rest[1..].find(h)).min();
+    let s = &rest[..end.map_or(rest.len(), |e| e + 1)];
     assert!(s.contains("FAIL  nll depends on the logits") && s.matches("FAIL").count() == 1, "{s}");
+    // Integrators whose reports no chain can make.
+    let start = out.find("integrator `impossible-acceptance`").unwrap();
+    assert!(out[start..].contains("FAIL  Gaussian target T=1: step 1: acceptance 7.5 is outside [0, 1]"), "{out}");
+    let start = out.find("integrator `negative-kinetic`").unwrap();
+    assert!(out[start..].contains("kinetic energies summed to") && out[start..].contains("is never negative"), "{out}");
     // The faults of the others do not leak into the healthy checks of these two.
     assert!(section("wrong-gradient").contains("ok    samples follow log_prob"), "{out}");
     assert!(section("host-op-overflow").contains("ok    log_prob finite"), "{out}");
@@ -474,6 +533,44 @@ fn a_faulty_plugin_costs_only_its_own_cells() {
             }
         }
     }
+}
+
+/// Reports no chain can make (an acceptance rate above 1, negative kinetic energies) fail the
+/// integrator's cells by name instead of landing in metrics.json as diagnostics.
+#[test]
+fn impossible_integrator_reports_fail_the_cell_by_name() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fault_fixtures(dir.path());
+    let grid = serde_json::json!({
+        "name": "reports",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 200, "test_size": 100},
+            "model": {"kind": "mlp", "hidden": [8]},
+            "sampler": {"epochs": 2, "cycle_length": 1, "cycle_start_sampling": 1}
+        },
+        "axes": [{"path": "integrator.name", "values": ["impossible-acceptance", "negative-kinetic"]}]
+    });
+    let path = dir.path().join("reports.json");
+    std::fs::write(&path, grid.to_string()).unwrap();
+    let o = ablate(
+        &["run", path.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--plugins", "plugins", "--no-report"],
+        dir.path(),
+    );
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let messages: Vec<String> = statuses(&dir.path().join("runs/reports/cells"))
+        .into_iter()
+        .map(|(_, s)| {
+            assert_eq!(s["status"], "failed", "{s}");
+            s["message"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let has = |a: &str, b: &str| messages.iter().any(|m| m.contains(a) && m.contains(b));
+    assert!(has("`impossible-acceptance`", "reported the acceptance 7.5"), "{messages:?}");
+    assert!(has("`negative-kinetic`", "returned the kinetic energy -1"), "{messages:?}");
 }
 
 /// A likelihood whose NLL does not depend on the logits used to reach autograd's

@@ -435,6 +435,9 @@ impl Objective for Network {
     fn n(&self) -> f64 {
         self.loss.n
     }
+    fn examples(&self) -> u64 {
+        self.loss.train_x.size()[0] as u64
+    }
     fn device(&self) -> Device {
         self.device
     }
@@ -887,17 +890,7 @@ pub fn run_cells(
     for (j, (chain, c)) in outcomes.into_iter().zip(cfgs).enumerate() {
         // After the chain, so that the check does not change the chain's random stream; seeded
         // from the cell's own seed, so that its draws do not depend on the batch-mates.
-        // A diagnostic: its failure (a prior plugin whose `sample` fails) costs the check, not
-        // the chain's results.
-        let prior_check = prior_check(&loss, c, s.init, device).unwrap_or_else(|e| {
-            tracing::warn!(
-                seed = c.seed,
-                temperature = c.temperature,
-                "the prior predictive check failed, the \
-                chain's results are kept without it: {e}"
-            );
-            None
-        });
+        let prior_check = prior_check(&loss, c, s.init, device);
         let members = &network.members[j];
         let metrics = (!members.is_empty()).then(|| FinalMetrics {
             members: members.len(),
@@ -978,19 +971,22 @@ fn final_diagnostics(chain: &crate::chain::ChainOutcome) -> FinalDiagnostics {
     }
 }
 
-/// Images [n, C, H, W] and labels [n] of a data split on `device`.
 /// The prior predictive check of cell `c` (`eval.prior_samples` draws; none for 0).
-fn prior_check(
-    loss: &Loss,
-    c: &CellConfig,
-    init: Init,
-    device: Device,
-) -> Result<Option<PriorPredictive>, EngineError> {
+fn prior_check(loss: &Loss, c: &CellConfig, init: Init, device: Device) -> Option<PriorPredictive> {
     match c.eval.prior_samples {
-        0 => Ok(None),
+        0 => None,
         k => {
             tch::manual_seed(crate::fused::chain_noise_seed(c.seed ^ PRIOR_CHECK_STREAM) as i64);
-            prior_predictive(loss, init, k, device)
+            // A diagnostic: its failure (a prior plugin whose `sample` fails) costs the check,
+            // not the chain's results.
+            prior_predictive(loss, init, k, device).unwrap_or_else(|e| {
+                tracing::warn!(
+                    seed = c.seed,
+                    temperature = c.temperature,
+                    "the prior predictive check failed, the chain's results are kept without it: {e}"
+                );
+                None
+            })
         }
     }
 }
@@ -1009,6 +1005,7 @@ fn batch_streams(seed: u64, n_train: u64) -> (BatchStream, BatchStream) {
     (BatchStream::new(n_train as i64, a), BatchStream::new(n_train as i64, b))
 }
 
+/// Images [n, C, H, W] and labels [n] of a data split on `device`.
 fn split_tensors(split: &ablate_data::Split, shape: [i64; 3], device: Device) -> Result<(Tensor, Tensor), EngineError> {
     let n = split.len() as i64;
     let x = Tensor::f_from_slice(&split.images)?.f_reshape([n, shape[0], shape[1], shape[2]])?.f_to_device(device)?;

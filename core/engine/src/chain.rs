@@ -75,6 +75,11 @@ pub trait Objective {
     fn dim(&self) -> i64;
     /// n in U = n·G̃.
     fn n(&self) -> f64;
+    /// Training examples (what a noise plugin's `plan` gets as its `n`); the likelihood's
+    /// effective n may count them otherwise (augmented copies).
+    fn examples(&self) -> u64 {
+        self.n() as u64
+    }
     fn device(&self) -> Device;
     /// ∇G̃ on the next `batch` examples of its stream (0 = the whole training set). `train`
     /// distinguishes training steps (batch-norm training mode, dropout) from the

@@ -118,7 +118,7 @@ fn model_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> 
         out.push(Problem::new(
             "likelihood.params",
             format!("likelihood `{name}` asks for dropout rate {}; it must be in [0, 1)", toggles.dropout),
-            format!("`ablate plugins show {name}` lists its parameters"),
+            panic_or_params(name, "model", toggles.dropout),
         ));
     }
     if let Some(n) = train {
@@ -127,7 +127,7 @@ fn model_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> 
             out.push(Problem::new(
                 "likelihood.params",
                 format!("likelihood `{name}` gives effective n = {eff} for {n} training examples; it must be a positive number"),
-                format!("`ablate plugins show {name}` lists its parameters"),
+                panic_or_params(name, "effective_n", eff),
             ));
         }
     }
@@ -242,11 +242,31 @@ fn augment_probe(lik: &mut ablate_sdk::abi::LikelihoodBox, shape: [i64; 4]) -> R
     host.call(|h| lik.augment(h, x)).map(|out| matches!(out, abi_stable::std_types::ROption::RSome(_)))
 }
 
+/// The hint for a likelihood value out of range: NaN is also what a panic in that call gives
+/// (the call has no error channel; the plugin prints the panic on stderr).
+fn panic_or_params(name: &str, call: &str, value: f64) -> String {
+    if value.is_nan() {
+        format!(
+            "NaN is also what a panic in the plugin's `{call}` gives (its message is then printed above, on stderr); \
+             else `ablate plugins show {name}` lists its parameters"
+        )
+    } else {
+        format!("`ablate plugins show {name}` lists its parameters")
+    }
+}
+
 fn noise_problems(cfg: &CellConfig, train: Option<u64>, registry: &Registry) -> Vec<Problem> {
     let (Some(n), Ok(noise)) = (train, registry.noise(&cfg.noise.name, &cfg.noise.params)) else {
         return Vec::new();
     };
     let plan = noise.plan(cfg.sampler.batch_size as u64, n);
+    if plan.gradient_batch == ablate_sdk::abi::PLAN_FAILED {
+        return vec![Problem::new(
+            "noise.name",
+            format!("noise `{}` panicked in `plan` (its message is printed above, on stderr)", cfg.noise.name),
+            "fix the plugin; `ablate plugins check` runs its calls one by one",
+        )];
+    }
     // The configured batch itself is checked against the data by `CellConfig::validate`.
     if plan.gradient_batch > n && plan.gradient_batch != cfg.sampler.batch_size as u64 {
         let name = &cfg.noise.name;

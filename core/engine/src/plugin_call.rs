@@ -144,7 +144,19 @@ pub fn integrator_step(
     ctx: &StepCtx,
     tensors: &StepTensors,
 ) -> Result<StepReport, EngineError> {
-    host.call(|h| integrator.obj.step(h, ctx, tensors)).map_err(|e| integrator.fail("step", e))
+    let report = host.call(|h| integrator.obj.step(h, ctx, tensors)).map_err(|e| integrator.fail("step", e))?;
+    // A probability or NaN (no Metropolis step); anything else would be averaged into
+    // metrics.json as an acceptance rate.
+    if !(report.acceptance.is_nan() || (0.0..=1.0).contains(&report.acceptance)) {
+        return Err(integrator.fail(
+            "step",
+            format!(
+                "reported the acceptance {} (a probability in [0, 1], or NaN for a step without a Metropolis test)",
+                report.acceptance
+            ),
+        ));
+    }
+    Ok(report)
 }
 
 /// `integrator.kinetic(M⁻¹)`: the elementwise m⊙M⁻¹m, shaped like θ (`theta_shape`), or
@@ -165,6 +177,13 @@ pub fn integrator_kinetic(
                 id,
                 Expect::Shape(theta_shape),
             )?;
+            // m⊙M⁻¹m ≥ 0 element by element (M > 0); a negative value would make a kinetic
+            // temperature that no chain can have (NaN, a diverged chain, is judged elsewhere).
+            let min = f64::try_from(t.detach().f_min()?.f_to_kind(Kind::Double)?)?;
+            if min < 0.0 {
+                return Err(integrator
+                    .fail("kinetic", format!("returned the kinetic energy {min} < 0; m⊙M⁻¹m is never negative")));
+            }
             Ok(Some(t))
         }
         ROption::RNone => Ok(None),

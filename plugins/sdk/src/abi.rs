@@ -361,7 +361,9 @@ pub struct StepCtx {
     pub temperature: f64,
     /// Effective training-set size n that enters U = n·G.
     pub n: f64,
-    /// The minibatch size the variances were measured at.
+    /// Examples in this step's gradient: the noise plan's `gradient_batch`, 0 for the full
+    /// training set (the variances in [`NoiseStats`] were measured at
+    /// [`NoiseStats::batch_size`]).
     pub batch_size: u64,
 }
 
@@ -395,6 +397,10 @@ pub struct StepReport {
     pub acceptance: f64,
 }
 
+/// [`GradientPlan::gradient_batch`] when the plugin's `plan` panicked (the call has no error
+/// channel: the SDK's glue prints the panic on stderr and returns this; the host refuses it).
+pub const PLAN_FAILED: u64 = u64::MAX;
+
 /// How the gradient is estimated each step.
 #[repr(C)]
 #[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
@@ -411,7 +417,9 @@ pub struct NoiseStats {
     pub var_elementwise: TensorId,
     /// The same, averaged within each parameter tensor (broadcast to elements).
     pub var_per_tensor: TensorId,
-    /// The minibatch size the variances were measured at.
+    /// Examples in this step's gradient: the noise plan's `gradient_batch`, 0 for the full
+    /// training set (the variances in [`NoiseStats`] were measured at
+    /// [`NoiseStats::batch_size`]).
     pub batch_size: u64,
 }
 

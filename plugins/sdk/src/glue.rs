@@ -39,7 +39,9 @@ fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if CONTAINED.with(|c| c.get()) {
+            // Built with `panic = "abort"`, nothing is contained: the process ends right after
+            // this hook, so the message must be printed here or it is lost.
+            if CONTAINED.with(|c| c.get()) && !cfg!(panic = "abort") {
                 let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
                 PANIC_AT.with(|p| *p.borrow_mut() = at);
             } else {
@@ -72,6 +74,16 @@ fn guarded<T>(name: &str, host: &mut HostRef<'_>, f: impl FnOnce(Ops<'_>) -> Res
 /// Plain calls (no host) with panic containment.
 fn contained<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     contain(name, f)
+}
+
+/// A call whose boundary type has no error channel (`plan`, `model`, `effective_n`,
+/// `batchable`): a panic gives `fallback`, which the host refuses or treats safely, and its
+/// message goes to stderr, the only way left to tell the user what happened.
+fn contained_or<T>(name: &str, call: &str, fallback: T, f: impl FnOnce() -> T) -> T {
+    contain(name, f).unwrap_or_else(|message| {
+        eprintln!("error: {message} (in `{call}`, which cannot return an error)");
+        fallback
+    })
 }
 
 fn construct<F: Factory>(params: RStr<'_>) -> Result<F, RString> {
@@ -176,15 +188,14 @@ impl<I: Integrator> IntegratorObj for IntegratorGlue<I> {
     }
 
     fn batchable(&self) -> bool {
-        contained(I::NAME, || self.0.batchable()).unwrap_or(false)
+        contained_or(I::NAME, "batchable", false, || self.0.batchable())
     }
 }
 
 impl<N: NoiseModel> NoiseObj for NoiseGlue<N> {
     fn plan(&self, config_batch: u64, n: u64) -> GradientPlan {
-        // A panic here cannot become an error value; fall back to the configured minibatch and
-        // let the next guarded call report the plugin.
-        contained(N::NAME, || self.0.plan(config_batch, n)).unwrap_or(GradientPlan { gradient_batch: config_batch })
+        let failed = GradientPlan { gradient_batch: crate::abi::PLAN_FAILED };
+        contained_or(N::NAME, "plan", failed, || self.0.plan(config_batch, n))
     }
 
     fn transform(
@@ -207,12 +218,12 @@ impl<N: NoiseModel> NoiseObj for NoiseGlue<N> {
 
 impl<L: Likelihood> LikelihoodObj for LikelihoodGlue<L> {
     fn model(&self) -> ModelToggles {
-        contained(L::NAME, || self.0.model())
-            .unwrap_or(ModelToggles { norm: crate::abi::NormKind::None, dropout: f64::NAN })
+        let failed = ModelToggles { norm: crate::abi::NormKind::None, dropout: f64::NAN };
+        contained_or(L::NAME, "model", failed, || self.0.model())
     }
 
     fn effective_n(&self, examples: u64) -> f64 {
-        contained(L::NAME, || self.0.effective_n(examples)).unwrap_or(f64::NAN)
+        contained_or(L::NAME, "effective_n", f64::NAN, || self.0.effective_n(examples))
     }
 
     fn augment(&mut self, host: &mut HostRef<'_>, images: TensorId) -> RResult<ROption<TensorId>, RString> {

@@ -80,7 +80,8 @@ pub trait Factory: Sized + Send + 'static {
 /// A prior over the network parameters.
 pub trait Prior: Factory {
     /// log p(θ) as a 0-d tensor, normalising constants included. `params[i]` is described by
-    /// `infos[i]`. Build it from differentiable ops: the host takes its gradient.
+    /// `infos[i]`. Build it from differentiable ops: the host takes its gradient. Not divided
+    /// by n: the host forms U = n·mean NLL − log p and scales by 1/n itself.
     fn log_prob<'o>(&self, ops: Ops<'o>, params: &[Tensor<'o>], infos: &[ParamInfo]) -> Result<Tensor<'o>, String>;
     /// A prior draw shaped like `like`; `None` if this prior does not cover the tensor's role.
     fn sample<'o>(&self, ops: Ops<'o>, info: &ParamInfo, like: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String>;
@@ -137,8 +138,12 @@ pub enum Temperature<'o> {
 }
 
 impl<'o> Temperature<'o> {
-    /// ξ·sqrt(coef·T) with ξ ~ N(0, I) shaped like `like` (T per chain); `None` when coef·T is
-    /// 0 for all chains, so that a T = 0 step draws nothing and is exactly deterministic.
+    /// ξ·sqrt(coef·T) with ξ ~ N(0, I) shaped like `like` (T per chain). With one shared T,
+    /// `None` when coef·T is 0, so that a T = 0 step draws nothing and is exactly deterministic;
+    /// per chain it always draws (rows at T = 0 get zero noise). ξ comes from libtorch's
+    /// generator, which batch-mates share: a chain's draws then depend on its batch. The host op
+    /// `ou_update` (used by the built-in Langevin integrators) draws from a stream per chain
+    /// instead, so that a batched chain is the chain run alone.
     pub fn noise(&self, ops: Ops<'o>, like: &Tensor<'o>, coef: f64) -> Option<Tensor<'o>> {
         match self {
             Temperature::Shared(t) => (coef * t > 0.0).then(|| ops.randn_like(like) * (coef * t).sqrt()),

@@ -2,7 +2,9 @@
 //! NaN, one returns a wrong shape, one returns a handle it released, one has a closed-form
 //! gradient off by a factor of 2, one declares an isotropic precision twice the true one, one
 //! calls a host op with a bound float32 cannot hold, one draws NaN from the prior. And a
-//! faulty likelihood: its NLL is a constant that does not depend on the logits. The host must
+//! faulty likelihood: its NLL is a constant that does not depend on the logits; and a noise
+//! model whose `plan` panics; and integrators that report an acceptance above 1 or negative
+//! kinetic energies. The host must
 //! report each as an error for that use (naming the plugin) and carry on.
 
 use ablate_sdk::prelude::*;
@@ -174,9 +176,71 @@ fn sum_over<'o>(params: &[Tensor<'o>], f: impl Fn(&Tensor<'o>) -> Tensor<'o>) ->
     params.iter().map(f).reduce(|a, b| a + b).ok_or_else(|| "no parameter tensors".to_owned())
 }
 
+fixture!(PanickingPlan, "panicking-plan", "a noise model whose plan panics (a call without an error channel)");
+
+impl NoiseModel for PanickingPlan {
+    fn plan(&self, _config_batch: u64, _n: u64) -> GradientPlan {
+        panic!("deliberate panic in plan")
+    }
+    fn transform<'o>(&mut self, _: Ops<'o>, _: &StepCtx, _: &Tensor<'o>, _: &NoiseView<'o>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fixture!(ImpossibleAcceptance, "impossible-acceptance", "an SGLD step that reports the acceptance 7.5");
+fixture!(NegativeKinetic, "negative-kinetic", "an SGLD step whose kinetic energies are −1");
+
+/// Plain preconditioned SGLD: θ ← θ − ℓ′·M⁻¹g + sqrt(2Tℓ′/n)·M^{-1/2}ξ (the faults are in
+/// the reports).
+fn sgld_step<'o>(ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) {
+    let lr = ctx.lr * ctx.timestep_factor;
+    t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
+    if let Some(noise) = t.temperature.noise(ops, &t.params, 2.0 * lr / ctx.n) {
+        t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
+    }
+}
+
+impl Integrator for ImpossibleAcceptance {
+    fn init<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
+        sgld_step(ops, ctx, t);
+        // The deliberate mistake: not a probability.
+        Ok(StepReport { acceptance: 7.5 })
+    }
+    fn rescale_momenta<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn kinetic<'o>(&self, _: Ops<'o>, _: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(None)
+    }
+}
+
+impl Integrator for NegativeKinetic {
+    fn init<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
+        sgld_step(ops, ctx, t);
+        Ok(StepReport { acceptance: f64::NAN })
+    }
+    fn rescale_momenta<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn kinetic<'o>(&self, ops: Ops<'o>, mass_inv: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        // The deliberate mistake: m⊙M⁻¹m is never negative.
+        Ok(Some(ops.full_like(mass_inv, -1.0)))
+    }
+}
+
+#[cfg(not(feature = "duplicate-name-for-tests"))]
 ablate_sdk::export_plugin! {
     priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, WrongPrecision, HostOpOverflow, NanDraw],
     likelihoods: [DetachedNll],
-    integrators: [],
-    noise: [],
+    integrators: [ImpossibleAcceptance, NegativeKinetic],
+    noise: [PanickingPlan],
 }
+
+#[cfg(feature = "duplicate-name-for-tests")]
+ablate_sdk::export_plugin! { priors: [Panicking, NotANumber, Panicking], likelihoods: [], integrators: [], noise: [] }

@@ -329,7 +329,7 @@ impl Chain {
             timestep_factor: s.timestep_factor,
             temperature: s.temperature,
             n: target.n,
-            batch_size: target.n as u64,
+            batch_size: 0, // exact gradients: the full training set, as the host says it
         }
     }
 
@@ -491,6 +491,115 @@ pub fn gaussian_target_temperature<H: TestHost>(
     Ok(summarize(&sampled, target, settings, per_batch * settings.batches))
 }
 
+/// Run a batchable `integrator` on K = `temperatures.len()` stacked copies of the Gaussian target
+/// ([K, d] tensors), chain k at temperature `temperatures[k]`, as the host runs batched cells: a
+/// per-chain temperature tensor [K, 1] in `StepTensors::temperature` and the largest
+/// temperature in `StepCtx::temperature`. Returns each chain's variance-ratio statistics (no
+/// kinetic temperature), so that an integrator that takes its noise from the shared
+/// `StepCtx::temperature` instead of the per-chain one fails at the colder chains.
+pub fn batched_gaussian_target_temperatures<H: TestHost>(
+    host: &mut H,
+    integrator: &mut IntegratorBox,
+    target: &GaussianTarget,
+    settings: &SamplerSettings,
+    temperatures: &[f64],
+) -> Result<Vec<TemperatureCheck>, String> {
+    let (k, d) = (temperatures.len(), target.dim);
+    if k < 2 || temperatures.iter().any(|&t| t <= 0.0) || settings.batches < 2 || d < 2 || settings.thin < 1 {
+        return Err("needs 2 or more temperatures > 0, batches >= 2, thin >= 1 and dim >= 2".into());
+    }
+    let per_batch = settings.steps / settings.thin / settings.batches;
+    if per_batch == 0 {
+        return Err("steps / thin must be at least `batches`".into());
+    }
+    let sig = target.sigmas();
+    let mass = target.mass(settings.use_mass);
+    let rows = |f: &dyn Fn(usize, usize) -> f64| -> Vec<f64> { (0..k * d).map(|j| f(j / d, j % d)).collect() };
+    let shape = [k as i64, d as i64];
+    let mut init = Vec::with_capacity(k * d);
+    for &t in temperatures {
+        let like = host.upload(&[d as i64], &vec![0.0; d]);
+        let xi = host.host_ref().randn_like(like);
+        host_err(host)?;
+        let scores = normal_scores(&host.download(xi), target.groups.clamp(1, d));
+        host.host_ref().release(xi);
+        host.host_ref().release(like);
+        init.extend(scores.iter().zip(&sig).map(|(z, s)| z * s * t.sqrt()));
+    }
+    let params = host.upload(&shape, &init);
+    let grad_scale = host.upload(&shape, &rows(&|_, i| 1.0 / (target.n * sig[i] * sig[i])));
+    let t = StepTensors {
+        params,
+        grad: TensorId::INVALID,
+        mass: host.upload(&shape, &rows(&|_, i| mass[i])),
+        mass_inv: host.upload(&shape, &rows(&|_, i| 1.0 / mass[i])),
+        mass_sqrt: host.upload(&shape, &rows(&|_, i| mass[i].sqrt())),
+        mass_inv_sqrt: host.upload(&shape, &rows(&|_, i| 1.0 / mass[i].sqrt())),
+        temperature: host.upload(&[k as i64, 1], temperatures),
+    };
+    let s2 = host.host_ref().full_like(params, 0.0);
+    integrator.init(&mut host.host_ref(), params).into_result().map_err(|e| format!("init: {}", e.into_string()))?;
+    host_err(host)?;
+    let hottest = temperatures.iter().copied().fold(0.0, f64::max);
+    let mut batches: Vec<Vec<Vec<f64>>> = vec![Vec::new(); k];
+    for step in 1..=(settings.burn_in + per_batch * settings.batches * settings.thin) {
+        let ctx = StepCtx {
+            step: step as u64,
+            lr: settings.lr,
+            momentum_decay: settings.momentum_decay,
+            timestep_factor: settings.timestep_factor,
+            temperature: hottest,
+            n: target.n,
+            batch_size: 0, // exact gradients: the full training set, as the host says it
+        };
+        let result = {
+            let mut h = host.host_ref();
+            let grad = h.binary(BinaryOp::Mul, params, grad_scale);
+            let r = integrator.step(&mut h, &ctx, &StepTensors { grad, ..t }).into_result();
+            h.release(grad);
+            r
+        };
+        result.map_err(|e| format!("step {step}: {}", e.into_string()))?;
+        host_err(host)?;
+        if step <= settings.burn_in || !(step - settings.burn_in).is_multiple_of(settings.thin) {
+            continue;
+        }
+        {
+            let mut h = host.host_ref();
+            let sq = h.unary(UnaryOp::Square, params);
+            h.axpby(s2, 1.0, sq, 1.0);
+            h.release(sq);
+        }
+        host_err(host)?;
+        if ((step - settings.burn_in) / settings.thin).is_multiple_of(per_batch) {
+            let v = host.download(s2);
+            if v.len() != k * d {
+                return Err(format!("parameters changed size: {} elements, expected {}", v.len(), k * d));
+            }
+            for (c, &t) in temperatures.iter().enumerate() {
+                let row = &v[c * d..(c + 1) * d];
+                batches[c].push(row.iter().zip(&sig).map(|(x, s)| x / (t * s * s) / per_batch as f64).collect());
+            }
+            host.host_ref().axpby(s2, 0.0, s2, 0.0);
+        }
+    }
+    for id in [params, grad_scale, s2, t.mass, t.mass_inv, t.mass_sqrt, t.mass_inv_sqrt, t.temperature] {
+        host.host_ref().release(id);
+    }
+    host_err(host)?;
+    Ok(temperatures
+        .iter()
+        .zip(batches)
+        .map(|(&t, ratio_batches)| {
+            let sampled = Sampled { ratio_batches, kin_batches: Vec::new(), acceptance_mean: None };
+            let mut s = settings.clone();
+            s.temperature = t;
+            s.label = format!("chain at T={t}");
+            summarize(&sampled, target, &s, per_batch * settings.batches)
+        })
+        .collect())
+}
+
 /// The batch means of a run on the Gaussian target: per coordinate, θ²/(T σ²) and (when the
 /// integrator reports it) the kinetic energy over T; and the mean acceptance.
 struct Sampled {
@@ -552,6 +661,9 @@ fn sample_batches<H: TestHost>(
                 let kv = host.download(kin);
                 if kv.len() != d {
                     return Err(format!("kinetic has {} elements, expected {d}", kv.len()));
+                }
+                if let Some(x) = kv.iter().find(|&&x| x < 0.0) {
+                    return Err(format!("kinetic energies summed to {x} < 0 (m⊙M⁻¹m is never negative)"));
                 }
                 out.kin_batches.push(kv.iter().map(|x| x / (t * per_batch as f64)).collect());
             }

@@ -17,9 +17,10 @@ pub mod suite;
 
 pub use cpu::{CpuHost, PotentialFn};
 pub use harness::{
-    determinism_check, finite_difference_log_prob_grad, gaussian_target_temperature, param_info, prior_grad_log_prob,
-    prior_log_prob, prior_logprob_check, prior_sample_moments, rescale_check, DeterminismCheck, GaussianTarget,
-    GroupStat, LogProbCheck, SampleMoments, SamplerSettings, TemperatureCheck,
+    batched_gaussian_target_temperatures, determinism_check, finite_difference_log_prob_grad,
+    gaussian_target_temperature, param_info, prior_grad_log_prob, prior_log_prob, prior_logprob_check,
+    prior_sample_moments, rescale_check, DeterminismCheck, GaussianTarget, GroupStat, LogProbCheck, SampleMoments,
+    SamplerSettings, TemperatureCheck,
 };
 
 use abi_stable::std_types::RStr;

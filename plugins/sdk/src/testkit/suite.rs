@@ -19,8 +19,8 @@
 use abi_stable::std_types::{ROption, RSlice};
 
 use super::harness::{
-    finite_difference_log_prob_grad, gaussian_target_temperature, param_info, prior_grad_log_prob, prior_log_prob,
-    GaussianTarget, SamplerSettings,
+    batched_gaussian_target_temperatures, finite_difference_log_prob_grad, gaussian_target_temperature, param_info,
+    prior_grad_log_prob, prior_log_prob, GaussianTarget, SamplerSettings,
 };
 use super::TestHost;
 use crate::abi::{IntegratorBox, LikelihoodBox, NoiseBox, NoiseStats, ParamInfo, PriorBox, Role, StepCtx};
@@ -417,6 +417,41 @@ pub fn integrator_checks<H: TestHost>(
         })();
         checks.push(Check::new(name, r));
     }
+    // A batchable integrator also runs chains at several temperatures at once: each must sample
+    // its own (the host hands the per-chain temperatures as a [K, 1] tensor and the hottest as
+    // `StepCtx::temperature`).
+    if make().is_ok_and(|i| i.batchable()) {
+        let r = (|| {
+            let (target, s) = integrator_target();
+            let mut integ = make()?;
+            let per_chain = batched_gaussian_target_temperatures(host, &mut integ, &target, &s, &[1.0, 0.1])?;
+            let text = per_chain
+                .iter()
+                .map(|r| {
+                    format!(
+                        "T={}: variance ratio {:.4} ± {:.4} (z = {:.2})",
+                        r.temperature,
+                        r.var_ratio_mean,
+                        r.var_ratio_se,
+                        r.var_ratio_z()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            for r in &per_chain {
+                r.check_expected(Z_MAX, 1.0, None).map_err(|e| {
+                    format!(
+                        "{text}: the chain at T={} does not sample exp(−U/T) (noise from `StepCtx::temperature`, the \
+                         hottest chain's, instead of `t.temperature`?): {}",
+                        r.temperature,
+                        e.lines().next().unwrap_or("")
+                    )
+                })?;
+            }
+            Ok(Outcome::Pass(text))
+        })();
+        checks.push(Check::new("batched chains at T=1 and T=0.1", r));
+    }
     checks
 }
 
@@ -528,7 +563,9 @@ pub fn noise_checks<H: TestHost>(host: &mut H, noise: &mut NoiseBox) -> Vec<Chec
     let plan = noise.plan(100, 1000);
     checks.push(Check::new(
         "plan",
-        if plan.gradient_batch <= 1000 {
+        if plan.gradient_batch == crate::abi::PLAN_FAILED {
+            Err("plan panicked (its message is printed on stderr)".to_owned())
+        } else if plan.gradient_batch <= 1000 {
             Ok(Outcome::Pass(format!(
                 "gradient batch {} for a configured 100 of 1000 examples (0 = full batch)",
                 plan.gradient_batch
@@ -547,7 +584,8 @@ pub fn noise_checks<H: TestHost>(host: &mut H, noise: &mut NoiseBox) -> Vec<Chec
         timestep_factor: 1.0,
         temperature: 1.0,
         n: 1000.0,
-        batch_size: if plan.gradient_batch == 0 { 1000 } else { plan.gradient_batch },
+        // As the host passes it: the plan's batch, 0 for the full training set.
+        batch_size: plan.gradient_batch,
     };
     let unbiased = (|| {
         let ve = host.upload(&[d as i64], &var);
