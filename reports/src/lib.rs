@@ -110,9 +110,9 @@ pub enum ReportError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {source}{}", path.display(), write_hint(source))]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("polars failed on {}: {source}", path.display())]
+    #[error("polars failed on {}: {source}{}", path.display(), polars_hint(source))]
     Polars {
         /// The file being produced (or read) when Polars failed.
         path: PathBuf,
@@ -122,8 +122,75 @@ pub enum ReportError {
     Plot { path: PathBuf, message: String },
 }
 
+/// What to do about a failed write: a full disk or an unwritable folder (`ablate report --out`
+/// writes elsewhere).
+fn write_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            " (the folder is not writable here: pass `--out DIR` to write the report elsewhere)"
+        }
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            " (the disk or quota is full: free space, or pass `--out DIR` to write the report elsewhere)"
+        }
+        _ => "",
+    }
+}
+
+/// [`write_hint`] for a Polars error that wraps an I/O error.
+fn polars_hint(e: &polars::prelude::PolarsError) -> &'static str {
+    match e {
+        polars::prelude::PolarsError::IO { error, .. } => write_hint(error),
+        _ => "",
+    }
+}
+
 /// Read the run folder `run_dir`, aggregate it and write the report files.
+///
+/// The default folder `<run>/report/` is replaced as a whole: the report is written into a
+/// hidden sibling and swapped in when complete, so a write that fails partway (a full disk)
+/// leaves the previous report as it was, not new tables beside an old report.md. A folder
+/// given with `out_dir` (which may hold other files) is written in place.
 pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummary, ReportError> {
+    if opts.out_dir.is_some() {
+        return write_into(run_dir, opts, None);
+    }
+    let final_dir = run_dir.join("report");
+    let staged = run_dir.join(format!(".report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    let summary = write_into(run_dir, opts, Some(&staged)).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&staged);
+    })?;
+    replace_dir(&staged, &final_dir)?;
+    let moved = |p: &Path| p.strip_prefix(&staged).map_or_else(|_| p.to_path_buf(), |rel| final_dir.join(rel));
+    Ok(ReportSummary {
+        out_dir: final_dir.clone(),
+        report_md: moved(&summary.report_md),
+        results_parquet: moved(&summary.results_parquet),
+        results_csv: moved(&summary.results_csv),
+        growth_csv: moved(&summary.growth_csv),
+        summary_csv: moved(&summary.summary_csv),
+        plots: summary.plots.iter().map(|p| moved(p)).collect(),
+        ..summary
+    })
+}
+
+/// Puts the complete folder `staged` where `target` is, the previous `target` (if any) moved
+/// aside first and removed after.
+fn replace_dir(staged: &Path, target: &Path) -> Result<(), ReportError> {
+    let old = staged.with_file_name(format!(".report-old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&old);
+    match std::fs::rename(target, &old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ReportError::Write { path: target.to_path_buf(), source }),
+    }
+    std::fs::rename(staged, target).map_err(|source| ReportError::Write { path: target.to_path_buf(), source })?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// [`write_report`] into `staged` (the default folder's stand-in) or the options' folder.
+fn write_into(run_dir: &Path, opts: &ReportOptions, staged: Option<&Path>) -> Result<ReportSummary, ReportError> {
     let mut run = load::Run::read(run_dir)?;
     // A cell folder the grid does not have (copied in, or left by another grid in a folder that
     // lost its manifest) would be averaged in as one more seed of its labels.
@@ -154,7 +221,8 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
             run_dir.display()
         );
     }
-    let out_dir = opts.out_dir.clone().unwrap_or_else(|| run_dir.join("report"));
+    let out_dir =
+        staged.map(Path::to_path_buf).or_else(|| opts.out_dir.clone()).unwrap_or_else(|| run_dir.join("report"));
     create_dir(&out_dir)?;
     tracing::info!(run = %run_dir.display(), cells = run.cells.len(), out = %out_dir.display(), "writing report");
 
@@ -298,4 +366,21 @@ fn insert_sections(mut text: String, sections: &str, run: &load::Run) -> String 
 
 fn create_dir(dir: &Path) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod write_errors {
+    use super::ReportError;
+
+    /// A write the folder refuses, or a full disk, says how to write the report elsewhere.
+    #[test]
+    fn a_refused_or_full_write_names_the_remedy() {
+        let path = std::path::PathBuf::from("/runs/x/report");
+        for kind in [std::io::ErrorKind::PermissionDenied, std::io::ErrorKind::StorageFull] {
+            let e = ReportError::Write { path: path.clone(), source: kind.into() };
+            assert!(e.to_string().contains("pass `--out DIR` to write the report elsewhere"), "{e}");
+        }
+        let e = ReportError::Write { path, source: std::io::ErrorKind::Interrupted.into() };
+        assert!(!e.to_string().contains("--out"), "{e}");
+    }
 }

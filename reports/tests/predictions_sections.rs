@@ -113,4 +113,34 @@ fn reference_distance_and_ood_by_hand() {
     let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
     assert!(md.contains("Left out: 1 done cell(s) without stored predictions (`b`)"), "{md}");
     assert!(md.contains("delete its `status.json`"), "{md}");
+
+    // A report that fails after its tables were computed (a damaged predictions file is read
+    // last) leaves the previous report folder whole: no new summary.csv beside the old
+    // report.md, and no staging folder behind.
+    let before: Vec<(String, Vec<u8>)> = files(&run.join("report"));
+    std::fs::remove_dir_all(run.join("cells/r2")).unwrap(); // the summary would change
+    std::fs::write(run.join("cells/a/predictions.npy"), b"\x93NUMPY damaged").unwrap();
+    assert!(write_report(run, &ReportOptions { skip_plots: true, ..Default::default() }).is_err());
+    let after = files(&run.join("report"));
+    let changed: Vec<&str> = after.iter().filter(|f| !before.contains(f)).map(|(name, _)| name.as_str()).collect();
+    assert!(after.len() == before.len() && changed.is_empty(), "the report folder changed: {changed:?}");
+    let left: Vec<_> = std::fs::read_dir(run).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().starts_with(".report")), "{left:?}");
+}
+
+/// Every file under `dir` (relative path, bytes), sorted.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(
+                files(&p).into_iter().map(|(n, b)| (format!("{}/{n}", p.file_name().unwrap().to_string_lossy()), b)),
+            );
+        } else {
+            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
 }

@@ -257,8 +257,16 @@ fn shard_line(i: usize, slurm: bool, cells: &[&(String, CellView)], dir: &Path) 
     }
     for (id, v) in cells {
         if let CellView::Failed(m) = v {
-            let first = ablate_records::message_without_cell(m, id).lines().next().unwrap_or("");
-            let _ = writeln!(s, "  failed {id}: {first}");
+            // The first line says what failed; a crash's cause is the last of the stderr lines
+            // that follow it.
+            let lines: Vec<&str> =
+                ablate_records::message_without_cell(m, id).lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let text = match lines.as_slice() {
+                [] => String::new(),
+                [one] => (*one).to_owned(),
+                [first, .., last] => format!("{first} … {last}"),
+            };
+            let _ = writeln!(s, "  failed {id}: {text}");
         }
         if let CellView::Damaged(why) = v {
             let _ = writeln!(s, "  damaged {id}: {why}");

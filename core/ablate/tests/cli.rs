@@ -1134,6 +1134,32 @@ fn status_tells_damaged_cells_and_a_lost_manifest() {
     assert!(out.contains("1 done, 2 damaged") && out.contains("manifest.json is missing"), "{out}");
 }
 
+/// `ablate status` shows a crashed worker's cause (the last of the stderr lines its message
+/// holds) beside what failed, not only the message's first line.
+#[test]
+fn status_shows_the_cause_of_a_crash() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(dir.path(), "crashed", 2, &[1.0, 0.1]);
+    let id = ablate_grid::Grid::from_path(&grid).unwrap().cells[0].id.clone();
+    let o = Command::new(BIN)
+        .args(["run", grid.to_str().unwrap(), "--out", "runs", "--no-report", "--device", "cpu", "--batch-chains", "1"])
+        .current_dir(dir.path())
+        .env("ABLATE_WORKER_CRASH_FOR_TESTS", format!("panic:{id}"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let o = ablate(&["status", dir.path().join("runs/crashed").to_str().unwrap()], dir.path());
+    let (out, _) = text(&o);
+    let line = out.lines().find(|l| l.contains(&format!("failed {id}"))).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("exited with status 101") && line.contains(&format!("test panic in the worker of cell {id}")),
+        "{line}"
+    );
+}
+
 /// Convolutional cells that could share a batch run alone on the CPU; the run's first line says
 /// so and how to batch them, as it does for every other reason.
 #[test]
