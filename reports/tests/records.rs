@@ -26,6 +26,7 @@ fn manifest() -> Manifest {
         machine: MachineInfo { hostname: "box".into(), cpus: 3, os: "Linux".into() },
         created: "2026-01-02T03:04:05Z".into(),
         command: "ablate run grids/records.json".into(),
+        cwd: None,
     }
 }
 

@@ -176,6 +176,7 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
         machine: MachineInfo::current(),
         created: ablate_store::now_rfc3339(),
         command: ablate_store::command_line(),
+        cwd: std::env::current_dir().ok().map(|d| d.display().to_string()),
     };
     let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;

@@ -294,6 +294,36 @@ fn last_log_line(dir: &Path, i: usize) -> Option<String> {
     text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!("{} ({})", l.trim(), newest.path().display()))
 }
 
+/// How to resume a local run: the command that started it, from the folder it started in
+/// (relative paths in it are read from there), and, for a run folder moved since, the grid file
+/// run into the folder's present parent.
+fn resume_commands(dir: &Path, manifest: Option<&ablate_store::Manifest>) -> String {
+    let Some(m) = manifest else {
+        return "resume with the command that started the run (finished cells are skipped):\n  ablate run GRID_FILE\n"
+            .to_owned();
+    };
+    let Some(cwd) = &m.cwd else {
+        return format!(
+            "resume with the command that started the run (finished cells are skipped):\n  {}\n",
+            m.command
+        );
+    };
+    let grid = Path::new(cwd).join(&m.grid_file);
+    let parent = std::path::absolute(dir).ok().and_then(|d| d.parent().map(Path::to_path_buf));
+    let moved = parent.map_or(String::new(), |p| {
+        format!(
+            "  (a run folder moved since: ablate run {} --out {})\n",
+            quote(&grid.display().to_string()),
+            quote(&p.display().to_string())
+        )
+    });
+    format!(
+        "resume with the command that started the run, from its folder (finished cells are skipped):\n  cd {} && {}\n{moved}",
+        quote(cwd),
+        m.command
+    )
+}
+
 fn fix_commands(
     dir: &Path,
     plan: Option<&SlurmPlan>,
@@ -332,12 +362,7 @@ fn fix_commands(
             let _ = writeln!(s, "the unfinished cells are running; check again later");
         }
         _ => {
-            let command = run.and_then(|r| r.manifest().ok()).map(|m| m.command);
-            let _ = writeln!(
-                s,
-                "resume with the command that started the run (finished cells are skipped):\n  {}",
-                command.unwrap_or_else(|| "ablate run GRID_FILE".into())
-            );
+            let _ = write!(s, "{}", resume_commands(dir, run.and_then(|r| r.manifest().ok()).as_ref()));
         }
     }
     s

@@ -1158,6 +1158,13 @@ fn status_shows_the_cause_of_a_crash() {
         line.contains("exited with status 101") && line.contains(&format!("test panic in the worker of cell {id}")),
         "{line}"
     );
+    // Asked from another folder, the resume command still works: it starts in the run's folder,
+    // and the grid file and run folder are spelt out in full for a moved run folder.
+    let o = ablate(&["status", dir.path().join("runs/crashed").to_str().unwrap()], Path::new("/"));
+    let (out, _) = text(&o);
+    let d = dir.path().display();
+    assert!(out.contains(&format!("cd {d} && ")), "{out}");
+    assert!(out.contains(&format!("ablate run {d}/crashed.json --out {d}/runs")), "{out}");
 }
 
 /// Convolutional cells that could share a batch run alone on the CPU; the run's first line says

@@ -22,6 +22,10 @@ pub struct Manifest {
     /// The command line that made the run.
     #[serde(deserialize_with = "command_text")]
     pub command: String,
+    /// The working folder it ran in (relative paths in `command` and the grid are read from
+    /// there); `None` in older run folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// A plugin library loaded by a run.

@@ -8,7 +8,7 @@
 //! runs/<name>/
 //!   manifest.json   {"grid_file","grid_sha256","ablate_version","git_revision","libtorch_version",
 //!                    "device","plugins":[{"name","path","sha256"}],
-//!                    "machine":{"hostname","cpus","os"},"created","command"}
+//!                    "machine":{"hostname","cpus","os"},"created","command","cwd"}
 //!   grid.json       copy of the grid file
 //!   run.lock        {"pid","hostname","started"} while a runner registers its claim
 //!   claims/<host>-<pid>-<n>.json  {"pid","hostname","started","what","cells"}: the cells a live

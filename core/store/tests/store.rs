@@ -28,6 +28,7 @@ fn manifest() -> Manifest {
         machine: MachineInfo::current(),
         created: ablate_store::now_rfc3339(),
         command: ablate_store::command_line(),
+        cwd: None,
     }
 }
 
