@@ -12,9 +12,9 @@ pub enum StoreError {
 
     /// A JSON file of the run folder does not parse (or a value does not serialize).
     #[error(
-        "{} is not valid: {source}; it was written by another version of ablate, edited by hand or cut short: \
-         restore it, or move the run folder away and run the grid again",
-        path.display()
+        "{} is not valid: {source}; it was written by another version of ablate, edited by hand or cut short: {}",
+        path.display(),
+        json_remedy(path)
     )]
     Json { path: PathBuf, source: serde_json::Error },
 
@@ -148,4 +148,23 @@ pub struct ClaimConflict {
     pub shared: usize,
     /// One of them.
     pub cell: String,
+}
+
+/// What to do about a run-folder file that does not parse, by what the file is.
+fn json_remedy(path: &std::path::Path) -> &'static str {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let in_claims = path.parent().and_then(|p| p.file_name()).is_some_and(|p| p == crate::claim::CLAIMS);
+    match name {
+        _ if in_claims => {
+            "it is a runner's claim on cells: if no runner is working on this run folder, delete the file"
+        }
+        "status.json" | "metrics.json" | "labels.json" | "config.json" => {
+            "delete the cell's status.json; the next run of the grid runs the cell again"
+        }
+        "manifest.json" => {
+            "restore it from a copy (it records the grid and plugins of the finished cells); without one, move the \
+             run folder away and run the grid again"
+        }
+        _ => "restore it, or move the run folder away and run the grid again",
+    }
 }

@@ -549,3 +549,25 @@ fn resuming_checks_each_finished_cells_own_plugin_libraries() {
         "{text}"
     );
 }
+
+/// A run-folder file that does not parse names what to do about that file: a cell's files are
+/// recomputed by the next run, a junk claim file is deleted, a manifest is restored.
+#[test]
+fn unparsable_files_name_their_own_remedy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(tmp.path());
+    let cell = run.cell("c1").unwrap();
+    fs::write(cell.path().join("status.json"), "{ torn").unwrap();
+    let err = cell.read_status().unwrap_err().to_string();
+    assert!(
+        err.contains("status.json is not valid") && err.contains("the next run of the grid runs the cell again"),
+        "{err}"
+    );
+    fs::create_dir_all(run.path().join("claims")).unwrap();
+    fs::write(run.path().join("claims/other-1-1.json"), "junk").unwrap();
+    let err = run.claim("whole grid", &[(0, "c1")]).unwrap_err().to_string();
+    assert!(err.contains("a runner's claim on cells") && err.contains("delete the file"), "{err}");
+    fs::write(run.path().join("manifest.json"), "{").unwrap();
+    let err = run.manifest().unwrap_err().to_string();
+    assert!(err.contains("restore it from a copy"), "{err}");
+}
