@@ -175,8 +175,12 @@ impl Run {
                 .map_err(|source| ReportError::Read { path: cells_dir.clone(), source })?;
             for entry in entries {
                 let entry = entry.map_err(|source| ReportError::Read { path: cells_dir.clone(), source })?;
-                // Hidden entries (`.junk`, temporary folders) are not cells.
-                if entry.path().is_dir() && !entry.file_name().to_string_lossy().starts_with('.') {
+                // Hidden entries (`.junk`, temporary folders) are not cells; nor is a symbolic
+                // link (`ablate run` refuses it: its results would live elsewhere).
+                let linked = entry.file_type().is_ok_and(|t| t.is_symlink());
+                if linked {
+                    tracing::warn!(path = %entry.path().display(), "a cell folder that is a symbolic link is left out");
+                } else if entry.path().is_dir() && !entry.file_name().to_string_lossy().starts_with('.') {
                     cell_dirs.push(entry.path());
                 }
             }

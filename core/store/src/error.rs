@@ -18,6 +18,14 @@ pub enum StoreError {
     )]
     Json { path: PathBuf, source: serde_json::Error },
 
+    /// A cell folder that is a symbolic link.
+    #[error(
+        "cell folder {} is a symbolic link: its results would be written to (and read from) wherever it points; \
+         replace it with a real folder (copy what it points to), or delete it to run the cell again",
+        path.display()
+    )]
+    LinkedCell { path: PathBuf },
+
     /// A `.npy` file of stored predictions cannot be read.
     #[error("{} cannot be read as a stored-predictions array: {why}; delete it and the cell's status.json, then run the grid again (a finished cell is not rerun; eval.store_predictions stores them again)", path.display())]
     Npy { path: PathBuf, why: String },

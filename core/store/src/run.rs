@@ -223,6 +223,7 @@ impl RunDir {
         check_name("cell id", id)?;
         let cells = self.path.join(CELLS);
         let path = cells.join(id);
+        refuse_link(&path)?;
         if !path.is_dir() {
             fs::create_dir_all(&path).map_err(StoreError::io("create folder", &path))?;
             sync_dir(&cells)?;
@@ -234,6 +235,7 @@ impl RunDir {
     pub fn existing_cell(&self, id: &str) -> Result<Option<CellDir>> {
         check_name("cell id", id)?;
         let path = self.path.join(CELLS).join(id);
+        refuse_link(&path)?;
         Ok(path.is_dir().then(|| CellDir { id: id.to_owned(), path }))
     }
 
@@ -418,6 +420,15 @@ fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) => return Err(StoreError::io("read", path)(e)),
     };
     serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Json { path: path.into(), source: e })
+}
+
+/// A cell folder that is a symbolic link would have its results written outside the run
+/// folder (and read from wherever it points).
+fn refuse_link(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(StoreError::LinkedCell { path: path.to_owned() }),
+        _ => Ok(()),
+    }
 }
 
 /// File and folder names inside a run folder: no separators, no `..`, not hidden, not temporary.

@@ -571,3 +571,18 @@ fn unparsable_files_name_their_own_remedy() {
     let err = run.manifest().unwrap_err().to_string();
     assert!(err.contains("restore it from a copy"), "{err}");
 }
+
+/// A cell folder that is a symbolic link is refused by name, before anything is written
+/// through it.
+#[test]
+fn a_symlinked_cell_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(tmp.path());
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, run.path().join("cells/c1")).unwrap();
+    for err in [run.cell("c1").map(|_| ()).unwrap_err(), run.existing_cell("c1").map(|_| ()).unwrap_err()] {
+        assert!(err.to_string().contains("cells/c1 is a symbolic link"), "{err}");
+    }
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
