@@ -296,6 +296,9 @@ fn execute(
     cfgs: &[ablate_grid::CellConfig],
     observer: &mut dyn Observer,
 ) -> Result<(Vec<ablate_engine::CellOutcome>, Vec<ablate_records::Provenance>)> {
+    // A plugin that crashes the process (a segfault, an abort, `exit`) is named on stderr,
+    // which the runner keeps in the cell's status.
+    ablate_engine::crash_site::install();
     tch::set_num_threads(args.threads.max(1) as i32);
     // The engine's fused CPU updates run on rayon: the same thread budget as libtorch.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build_global();

@@ -573,6 +573,58 @@ fn impossible_integrator_reports_fail_the_cell_by_name() {
     assert!(has("`negative-kinetic`", "returned the kinetic energy -1"), "{messages:?}");
 }
 
+/// A plugin that ends the worker process (an abort here; a segfault or `exit` alike) is named
+/// in the failed cell's message: the worker's crash handler says which plugin call it was in.
+#[test]
+fn a_plugin_that_kills_the_worker_is_named() {
+    if !plugins_built() {
+        panic!("the built-in plugins do not build");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(BIN).parent().unwrap().join("crash-fixtures");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "ablate-fault-fixtures",
+            "--features",
+            "ablate-fault-fixtures/crashing-for-tests",
+        ])
+        .arg("--target-dir")
+        .arg(&fixtures)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(fixtures.join("debug/libfault_fixtures.so"), dir.path().join("plugins/libcrash.so")).unwrap();
+    let grid = serde_json::json!({
+        "name": "crash",
+        "base": {
+            "data": {"dataset": "digits", "train_size": 200, "test_size": 100},
+            "model": {"kind": "mlp", "hidden": [8]},
+            "integrator": {"name": "crashing"},
+            "sampler": {"epochs": 1, "cycle_length": 1, "cycle_start_sampling": 1}
+        },
+        "axes": [{"path": "temperature", "values": [1.0]}]
+    });
+    let path = dir.path().join("crash.json");
+    std::fs::write(&path, grid.to_string()).unwrap();
+    let o = ablate(
+        &["run", path.to_str().unwrap(), "--out", "runs", "--device", "cpu", "--plugins", "plugins", "--no-report"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let st = statuses(&dir.path().join("runs/crash/cells"));
+    let message = st[0].1["message"].as_str().unwrap();
+    assert!(message.contains("SIGABRT"), "{message}");
+    assert!(
+        message.contains("the worker crashed inside integrator plugin `crashing` (plugins/libcrash.so) during `step`"),
+        "{message}"
+    );
+}
+
 /// A likelihood whose NLL does not depend on the logits used to reach autograd's
 /// `run_backward` (a panicking tch call: the worker died with a libtorch message naming no
 /// plugin). Now the cell fails with an error naming the cell (id and labels), the plugin, the

@@ -827,11 +827,7 @@ pub fn run_cells(
     let (test_x, _) = split_tensors(&data.test, shape, device)?;
     let ood_x = ood_tensor(cfg, shape, device)?;
     let n_train = data.train.len() as u64;
-    let toggles = likelihood.obj.model();
-    let n = likelihood.obj.effective_n(n_train);
-    if !(n.is_finite() && n > 0.0) {
-        return Err(likelihood.fail("effective_n", format!("returned {n}; it must be a positive number")));
-    }
+    let (toggles, n) = model_and_n(&likelihood, n_train)?;
     let model = network_model(cfg, toggles, (shape[0], shape[1], shape[2]), data.num_classes as i64, device)?;
     let compute = model.compute();
     crate::plugin_call::prior_gradient_guard(&model, &prior, device)?;
@@ -969,6 +965,25 @@ fn final_diagnostics(chain: &crate::chain::ChainOutcome) -> FinalDiagnostics {
         configurational_temperature: chain.last_configurational,
         kinetic_per_tensor: kinetic.map(|k| k.per_tensor.clone()).unwrap_or_default(),
     }
+}
+
+/// The likelihood's model toggles and its effective n for `n_train` training examples.
+fn model_and_n(
+    likelihood: &Factor<LikelihoodBox>,
+    n_train: u64,
+) -> Result<(ablate_sdk::ModelToggles, f64), EngineError> {
+    let toggles = {
+        let _site = likelihood.enter("model");
+        likelihood.obj.model()
+    };
+    let n = {
+        let _site = likelihood.enter("effective_n");
+        likelihood.obj.effective_n(n_train)
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(likelihood.fail("effective_n", format!("returned {n}; it must be a positive number")));
+    }
+    Ok((toggles, n))
 }
 
 /// The prior predictive check of cell `c` (`eval.prior_samples` draws; none for 0).

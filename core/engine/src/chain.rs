@@ -122,11 +122,19 @@ pub struct Factor<T> {
     pub kind: &'static str,
     pub name: String,
     pub path: String,
+    /// What a crash inside this plugin names ([`crate::crash_site`]).
+    site: &'static str,
 }
 
 impl<T> Factor<T> {
     pub fn new(obj: T, kind: &'static str, name: &str, path: &str) -> Self {
-        Self { obj, kind, name: name.to_owned(), path: path.to_owned() }
+        let site = crate::crash_site::subject(kind, name, path);
+        Self { obj, kind, name: name.to_owned(), path: path.to_owned(), site }
+    }
+    /// Marks a call of `method` into this plugin as in progress until the guard drops: a
+    /// crash inside it is then reported with the plugin's name, library and method.
+    pub fn enter(&self, method: &'static str) -> crate::crash_site::InCall {
+        crate::crash_site::enter(self.site, method)
     }
     pub fn fail(&self, during: &str, message: String) -> EngineError {
         EngineError::PluginCall {

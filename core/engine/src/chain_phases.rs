@@ -93,7 +93,10 @@ impl<'r, 'a> Sampler<'r, 'a> {
         let ChainRun { objective, theta, integrator, noise, protocols, settings, host, observer } = run;
         let device = objective.device();
         let n = objective.n();
-        let plan = noise.obj.plan(settings.batch_size, objective.examples());
+        let plan = {
+            let _site = noise.enter("plan");
+            noise.obj.plan(settings.batch_size, objective.examples())
+        };
         if plan.gradient_batch == ablate_sdk::abi::PLAN_FAILED {
             return Err(noise.fail("plan", "it panicked (its message is printed above, on stderr)".to_owned()));
         }

@@ -16,6 +16,7 @@ pub mod chain_phases;
 pub mod chi2;
 pub mod compat;
 pub mod compute;
+pub mod crash_site;
 pub mod device;
 pub mod diagnostics;
 pub mod dispatch_count;

@@ -123,6 +123,7 @@ pub fn integrator_init(
     host: &mut TchHost<'_>,
     params: TensorId,
 ) -> Result<(), EngineError> {
+    let _site = integrator.enter("init");
     host.call(|h| integrator.obj.init(h, params)).map_err(|e| integrator.fail("init", e))
 }
 
@@ -134,6 +135,7 @@ pub fn integrator_rescale(
 ) -> Result<(), EngineError> {
     let mut lent = Lent::new(host);
     let id = lent.lend(factor);
+    let _site = integrator.enter("rescale_momenta");
     lent.call(|h| integrator.obj.rescale_momenta(h, id)).map_err(|e| integrator.fail("rescale_momenta", e))
 }
 
@@ -144,6 +146,7 @@ pub fn integrator_step(
     ctx: &StepCtx,
     tensors: &StepTensors,
 ) -> Result<StepReport, EngineError> {
+    let _site = integrator.enter("step");
     let report = host.call(|h| integrator.obj.step(h, ctx, tensors)).map_err(|e| integrator.fail("step", e))?;
     // A probability or NaN (no Metropolis step); anything else would be averaged into
     // metrics.json as an acceptance rate.
@@ -167,6 +170,7 @@ pub fn integrator_kinetic(
     mass_inv: TensorId,
     theta_shape: &[i64],
 ) -> Result<Option<Tensor>, EngineError> {
+    let _site = integrator.enter("kinetic");
     match host.call(|h| integrator.obj.kinetic(h, mass_inv)).map_err(|e| integrator.fail("kinetic", e))? {
         ROption::RSome(id) => {
             let t = take_output(
@@ -200,6 +204,7 @@ pub fn noise_transform(
     stats: &NoiseStats,
 ) -> Result<(), EngineError> {
     let shape = host.get(grad).map(Tensor::size).unwrap_or_default();
+    let _site = noise.enter("transform");
     host.call(|h| noise.obj.transform(h, ctx, grad, stats)).map_err(|e| noise.fail("transform", e))?;
     let t = host.get(grad).ok_or_else(|| noise.fail("transform", "released the gradient handle".into()))?;
     check_output(noise, "transform", "the gradient", t, Expect::Shape(&shape))
@@ -214,6 +219,7 @@ pub fn likelihood_nll(
 ) -> Result<Tensor, EngineError> {
     let mut lent = Lent::new(host);
     let (l, t) = (lent.lend(logits.shallow_clone()), lent.lend(labels.shallow_clone()));
+    let _site = lik.enter("nll");
     let id = lent.call(|h| lik.obj.nll(h, l, t)).map_err(|e| lik.fail("nll", e))?;
     take_output(lik, &mut lent, "nll", "the NLL", id, Expect::Scalar)
 }
@@ -226,6 +232,7 @@ pub fn likelihood_augment(
 ) -> Result<Option<Tensor>, EngineError> {
     let mut lent = Lent::new(host);
     let id = lent.lend(images.shallow_clone());
+    let _site = lik.enter("augment");
     match lent.call(|h| lik.obj.augment(h, id)).map_err(|e| lik.fail("augment", e))? {
         ROption::RSome(out) => {
             Ok(Some(take_output(lik, &mut lent, "augment", "the augmented batch", out, Expect::Shape(&images.size()))?))
@@ -244,6 +251,7 @@ pub fn prior_sample(
     let mut lent = Lent::new(host);
     let id = lent.lend(like.shallow_clone());
     let tensor = format!("the draw of `{}`", info.name);
+    let _site = prior.enter("sample");
     match lent.call(|h| prior.obj.sample(h, info, id)).map_err(|e| prior.fail("sample", e))? {
         ROption::RSome(out) => {
             let draw = take_output(prior, &mut lent, "sample", &tensor, out, Expect::Shape(&like.size()))?;
@@ -267,6 +275,7 @@ pub fn prior_log_prob(
 ) -> Result<Tensor, EngineError> {
     let mut lent = Lent::new(host);
     let ids: Vec<TensorId> = views.iter().map(|v| lent.lend(v.shallow_clone())).collect();
+    let _site = prior.enter("log_prob");
     let id = lent
         .call(|h| prior.obj.log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)))
         .map_err(|e| prior.fail("log_prob", e))?;
@@ -288,6 +297,7 @@ pub fn call_grad_log_prob(
 ) -> Result<Option<Vec<Tensor>>, EngineError> {
     let mut lent = Lent::new(host);
     let ids: Vec<TensorId> = views.iter().map(|v| lent.lend(v.detach())).collect();
+    let _site = prior.enter("grad_log_prob");
     let r = lent.call(|h| prior.obj.grad_log_prob(h, RSlice::from_slice(&ids), RSlice::from_slice(infos)));
     let ROption::RSome(grads) = r.map_err(|e| prior.fail("grad_log_prob", e))? else {
         return Ok(None);
@@ -313,6 +323,7 @@ pub fn call_isotropic_precision(
     prior: &Factor<PriorBox>,
     infos: &[ParamInfo],
 ) -> Result<Option<Vec<f64>>, EngineError> {
+    let _site = prior.enter("isotropic_precision");
     let answer = prior.obj.isotropic_precision(RSlice::from_slice(infos)).into_result();
     let ROption::RSome(values) = answer.map_err(|e| prior.fail("isotropic_precision", e.into_string()))? else {
         return Ok(None);

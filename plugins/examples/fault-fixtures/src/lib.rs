@@ -4,7 +4,7 @@
 //! calls a host op with a bound float32 cannot hold, one draws NaN from the prior. And a
 //! faulty likelihood: its NLL is a constant that does not depend on the logits; and a noise
 //! model whose `plan` panics; and integrators that report an acceptance above 1 or negative
-//! kinetic energies. The host must
+//! kinetic energies, or end the process. The host must
 //! report each as an error for that use (naming the plugin) and carry on.
 
 use ablate_sdk::prelude::*;
@@ -234,7 +234,25 @@ impl Integrator for NegativeKinetic {
     }
 }
 
-#[cfg(not(feature = "duplicate-name-for-tests"))]
+fixture!(Crashing, "crashing", "an integrator whose step ends the process (std::process::abort, as a segfault would)");
+
+impl Integrator for Crashing {
+    fn init<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn step<'o>(&mut self, _: Ops<'o>, _: &StepCtx, _: &StepView<'o>) -> Result<StepReport, String> {
+        // The deliberate crash: no unwinding, no error value, the process just ends.
+        std::process::abort()
+    }
+    fn rescale_momenta<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn kinetic<'o>(&self, _: Ops<'o>, _: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(None)
+    }
+}
+
+#[cfg(not(any(feature = "duplicate-name-for-tests", feature = "crashing-for-tests")))]
 ablate_sdk::export_plugin! {
     priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, WrongPrecision, HostOpOverflow, NanDraw],
     likelihoods: [DetachedNll],
@@ -244,3 +262,6 @@ ablate_sdk::export_plugin! {
 
 #[cfg(feature = "duplicate-name-for-tests")]
 ablate_sdk::export_plugin! { priors: [Panicking, NotANumber, Panicking], likelihoods: [], integrators: [], noise: [] }
+
+#[cfg(feature = "crashing-for-tests")]
+ablate_sdk::export_plugin! { priors: [], likelihoods: [], integrators: [Crashing], noise: [] }
