@@ -155,12 +155,17 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
         return write_into(run_dir, opts, None);
     }
     let final_dir = run_dir.join("report");
-    let staged = run_dir.join(format!(".report-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staged);
+    sweep_stale_staging(run_dir);
+    // Unique across hosts and PID namespaces sharing the run folder (shards, containers).
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let tag = format!("{}-{}-{nanos}", ablate_records::hostname(), std::process::id());
+    let staged = run_dir.join(format!(".report-{tag}"));
     let summary = write_into(run_dir, opts, Some(&staged)).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&staged);
     })?;
-    replace_dir(&staged, &final_dir)?;
+    replace_dir(&staged, &final_dir, &run_dir.join(format!(".report-old-{tag}"))).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&staged);
+    })?;
     let moved = |p: &Path| p.strip_prefix(&staged).map_or_else(|_| p.to_path_buf(), |rel| final_dir.join(rel));
     Ok(ReportSummary {
         out_dir: final_dir.clone(),
@@ -175,18 +180,43 @@ pub fn write_report(run_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
 }
 
 /// Puts the complete folder `staged` where `target` is, the previous `target` (if any) moved
-/// aside first and removed after.
-fn replace_dir(staged: &Path, target: &Path) -> Result<(), ReportError> {
-    let old = staged.with_file_name(format!(".report-old-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&old);
-    match std::fs::rename(target, &old) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(ReportError::Write { path: target.to_path_buf(), source }),
+/// aside to `old` first and removed after. Another writer swapping in its own report at the
+/// same moment can put one back between the two renames: then it is moved aside again (the
+/// later report wins), a few times at most.
+fn replace_dir(staged: &Path, target: &Path, old: &Path) -> Result<(), ReportError> {
+    let mut attempts = 0;
+    loop {
+        let _ = std::fs::remove_dir_all(old);
+        match std::fs::rename(target, old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ReportError::Write { path: target.to_path_buf(), source }),
+        }
+        match std::fs::rename(staged, target) {
+            Ok(()) => break,
+            Err(_) if attempts < 3 && target.exists() => attempts += 1,
+            Err(source) => return Err(ReportError::Write { path: target.to_path_buf(), source }),
+        }
     }
-    std::fs::rename(staged, target).map_err(|source| ReportError::Write { path: target.to_path_buf(), source })?;
-    let _ = std::fs::remove_dir_all(&old);
+    let _ = std::fs::remove_dir_all(old);
     Ok(())
+}
+
+/// Staging folders (`.report-*`) a killed writer left behind more than a day ago.
+fn sweep_stale_staging(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if stale && entry.file_name().to_string_lossy().starts_with(".report-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// [`write_report`] into `staged` (the default folder's stand-in) or the options' folder.

@@ -97,6 +97,7 @@ pub fn run(args: RunArgs, verbosity: crate::Verbosity) -> Result<ExitCode> {
     let (setup, claim) = prepare(&args)?;
     let mut counts = Counts::default();
     let (mut pending, note) = pending_batches(&setup, &mut counts)?;
+    check_cell_data(&setup.run, &setup.grid.cells, &pending)?;
     let to_run: usize = pending.iter().map(Batch::unfinished).sum();
     let (jobs, threads) = sizing(&args, &setup, pending.len());
     let progress = Progress::new(verbosity.quiet, to_run);
@@ -180,9 +181,10 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
     };
     let run = RunDir::create_or_open(&run_path, &manifest, &grid_text)
         .with_context(|| format!("preparing run folder {}", run_path.display()))?;
-    run.check_cell_builds(&|kind, name| common::loaded_library(&registry, kind, name))
-        .with_context(|| format!("resuming run folder {}", run_path.display()))?;
-    check_cell_data(&run, &grid.cells)?;
+    run.check_cell_builds(&|kind, name| common::loaded_library(&registry, kind, name), &|id| {
+        grid.cells.iter().any(|c| c.id == id)
+    })
+    .with_context(|| format!("resuming run folder {}", run_path.display()))?;
     drop(registry);
     // One scheme for whole runs and shards: the runner claims its cells; a live runner holding
     // any of them refuses this one (shards of one split share the folder).
@@ -196,23 +198,27 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
     Ok((Setup { shard, device, deal_gpus, gpus, cores, grid, plan, mine, run }, claim))
 }
 
-/// Refuses to resume when the data of finished cells (their recorded fingerprint) differ from
-/// what their data configuration loads now: a data file replaced, or a relative `data.path`
-/// read from another current folder. One load per data configuration that has a record.
-fn check_cell_data(run: &RunDir, cells: &[ablate_grid::Cell]) -> Result<()> {
-    let recorded = run.recorded_data()?;
-    if recorded.is_empty() {
-        return Ok(());
-    }
+/// Refuses to resume when the cells this runner is about to run would load other data than
+/// finished cells of the same data configuration were computed on (their recorded
+/// fingerprint): a data file replaced, or a relative `data.path` read from another current
+/// folder. One load per data configuration that has both a pending cell and a record.
+fn check_cell_data(run: &RunDir, cells: &[ablate_grid::Cell], pending: &VecDeque<Batch>) -> Result<()> {
     // The data a cell loads: its `data` section, and its seed when label noise draws from it.
     let key = |c: &ablate_grid::Cell| {
         let seed = if c.config.data.label_noise > 0.0 { Some(c.config.seed) } else { None };
         serde_json::to_string(&(&c.config.data, seed)).unwrap_or_default()
     };
+    let to_run: std::collections::HashSet<String> =
+        pending.iter().flat_map(|b| b.cells.iter().filter(|c| !b.discard.contains(&c.id)).map(|c| key(c))).collect();
+    if to_run.is_empty() {
+        return Ok(());
+    }
+    let recorded = run.recorded_data()?;
     let mut checked = std::collections::HashSet::new();
     for (id, sha) in &recorded {
         let Some(cell) = cells.iter().find(|c| &c.id == id) else { continue };
-        if !checked.insert(key(cell)) {
+        let k = key(cell);
+        if !to_run.contains(&k) || !checked.insert(k) {
             continue;
         }
         let now = ablate_engine::load_cell_data(&cell.config)
@@ -277,7 +283,9 @@ fn pending_batches<'s>(setup: &'s Setup, counts: &mut Counts) -> Result<(VecDequ
             let (finished, damaged, failed) = match setup.run.existing_cell(&cell.id)? {
                 Some(dir) => {
                     let mut complete = dir.is_complete()?;
-                    if complete {
+                    // Results (not a failure, which may have come before the worker wrote its
+                    // files) must be this cell's.
+                    if complete && dir.has_results()? {
                         if let Some(why) = dir.other_cells_files(&cell.config, &cell.labels)? {
                             tracing::warn!(cell = %cell.id, "{}: {why}; the cell runs again", dir.path().display());
                             foreign_cells += 1;

@@ -206,7 +206,11 @@ fn queued_tasks(plan: &SlurmPlan) -> Option<HashSet<usize>> {
 /// The state of one cell from its `status.json` and the live claims.
 fn view(run: Option<&RunDir>, id: &str, position: usize, claims: &[ClaimInfo]) -> Result<CellView> {
     let claim = claims.iter().find(|c| c.cells.iter().any(|r| (r[0]..r[1]).contains(&position)));
-    let cell = run.map(|r| r.existing_cell(id)).transpose()?.flatten();
+    let cell = match run.map(|r| r.existing_cell(id)).transpose() {
+        Ok(cell) => cell.flatten(),
+        Err(e @ ablate_store::StoreError::LinkedCell { .. }) => return Ok(CellView::Damaged(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
     let status = match &cell {
         Some(dir) => match dir.read_status() {
             Ok(s) => s,

@@ -131,14 +131,15 @@ pub fn provenance(
     })
 }
 
-/// The cells of `cells` whose folder in `run` is finished but holds another cell's
+/// The cells of `cells` whose folder in `run` holds results (done or diverged) but another cell's
 /// `config.json` or `labels.json`, each with what differs (see
 /// [`ablate_store::CellDir::other_cells_files`]).
 pub fn foreign_cells(run: &ablate_store::RunDir, cells: &[ablate_grid::Cell]) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for cell in cells {
-        let Some(dir) = run.existing_cell(&cell.id)? else { continue };
-        if !dir.is_finished().unwrap_or(false) {
+        // A linked cell folder is left out of the report by the loader (and refused by runs).
+        let Ok(Some(dir)) = run.existing_cell(&cell.id) else { continue };
+        if !dir.has_results().unwrap_or(false) {
             continue;
         }
         if let Some(why) = dir.other_cells_files(&cell.config, &cell.labels)? {

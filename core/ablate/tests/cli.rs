@@ -426,6 +426,14 @@ fn plugins_check_fails_each_fault_fixture_on_the_check_its_fault_breaks() {
     // Integrators whose reports no chain can make.
     let start = out.find("integrator `impossible-acceptance`").unwrap();
     assert!(out[start..].contains("FAIL  Gaussian target T=1: step 1: acceptance 7.5 is outside [0, 1]"), "{out}");
+    // A batchable integrator whose noise ignores the per-chain temperatures passes alone and
+    // fails batched, at the colder chain.
+    let start = out.find("integrator `hottest-temperature`").unwrap();
+    let rest = &out[start + 1..];
+    let s = &out[start
+        ..start + 1 + ["\nintegrator `", "\nnoise `"].iter().filter_map(|h| rest.find(h)).min().unwrap_or(rest.len())];
+    assert!(s.contains("ok    Gaussian target T=0.1") && s.contains("FAIL  batched chains at T=1 and T=0.1"), "{s}");
+    assert!(s.contains("the chain at T=0.1 does not sample"), "{s}");
     let start = out.find("integrator `negative-kinetic`").unwrap();
     assert!(out[start..].contains("kinetic energies summed to") && out[start..].contains("is never negative"), "{out}");
     // The faults of the others do not leak into the healthy checks of these two.

@@ -399,7 +399,11 @@ fn damaged_run_folders_are_refused_or_repaired() {
     let t = text(&o);
     assert!(!o.status.success(), "a done cell with 2 of 3 epoch rows was reported:\n{t}");
     assert!(t.contains(&epochs.display().to_string()) && t.contains("2 epoch row(s)") && t.contains("plans 3"), "{t}");
-    std::fs::write(&epochs, whole_csv).unwrap();
+    // ... and the next run recomputes the cell (it used to skip it as complete: a loop).
+    let out = succeed(&args, d);
+    assert!(out.contains("1 to run"), "{out}");
+    assert_eq!(std::fs::read_to_string(&epochs).unwrap().lines().count(), whole_csv.lines().count());
+    assert_eq!(results(&cells), whole, "the recomputed cell differs");
 
     let stray = cells.join("0123456789abcdef");
     std::fs::create_dir(&stray).unwrap();
@@ -473,6 +477,31 @@ fn cell_folders_holding_other_files_are_left_out_and_run_again() {
     let out = succeed(&args, d);
     assert!(out.contains("2 to run"), "{out}");
     assert_eq!(std::fs::read_to_string(run.join("report/summary.csv")).unwrap(), summary);
+}
+
+/// A cell folder that is a symbolic link: the run refuses it by name (its results would be
+/// written wherever it points), while `ablate report` and `ablate status` still work, leaving
+/// it out.
+#[test]
+fn a_symlinked_cell_folder_is_refused_by_the_run_and_left_out_by_report_and_status() {
+    plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grid = grid_file(d, "linked", 2, &[1.0, 0.1], &[1]);
+    let g = grid.to_str().unwrap();
+    let args = ["run", g, "--out", "runs", "--device", "cpu", "--threads", "1"];
+    succeed(&args, d);
+    let cells = d.join("runs/linked/cells");
+    let id = cell_ids(&grid)[0].clone();
+    std::fs::rename(cells.join(&id), d.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(d.join("elsewhere"), cells.join(&id)).unwrap();
+    let run = d.join("runs/linked");
+    let out = succeed(&["report", run.to_str().unwrap()], d);
+    assert!(out.contains("1 done") && out.contains(&id), "{out}");
+    let o = ablate(&["status", run.to_str().unwrap()], d);
+    assert!(text(&o).contains("is a symbolic link"), "{}", text(&o));
+    let o = ablate(&args, d);
+    assert!(!o.status.success() && text(&o).contains(&format!("cells/{id} is a symbolic link")), "{}", text(&o));
 }
 
 /// A worker that finds the run's `grid.json` changed under it (edited while the run goes on)

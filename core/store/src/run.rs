@@ -99,12 +99,14 @@ impl RunDir {
 
     /// Refuses to resume when a finished cell's `status.json` records a plugin library that is
     /// not the one loaded now for the same factor: `loaded(kind, name)` gives the sha256 and
-    /// path of the library that provides that plugin now (`None`: not loaded). This holds across
-    /// renamed, moved or re-versioned libraries, which the manifest's list cannot tell apart.
-    pub fn check_cell_builds(&self, loaded: &LoadedLibrary<'_>) -> Result<()> {
+    /// path of the library that provides that plugin now (`None`: not loaded); only the cells
+    /// for which `in_grid` holds are judged. This holds across renamed, moved or re-versioned
+    /// libraries, which the manifest's list cannot tell apart.
+    pub fn check_cell_builds(&self, loaded: &LoadedLibrary<'_>, in_grid: &dyn Fn(&str) -> bool) -> Result<()> {
         let mut finished = 0;
         let mut changed: Vec<String> = Vec::new();
-        for cell in self.list_cells()? {
+        // Folders outside the grid are not resumed (nor reported), whatever built them.
+        for cell in self.list_cells()?.into_iter().filter(|c| in_grid(&c.id)) {
             let Ok(Some(status)) = cell.read_status() else { continue };
             if !status.is_finished() {
                 continue;
@@ -251,7 +253,9 @@ impl RunDir {
         for entry in entries {
             let entry = entry.map_err(StoreError::io("list", &cells))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.path().is_dir() {
+            // Not a symbolic link: what it points to is not this run's (see `refuse_link`).
+            let linked = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if name.starts_with('.') || linked || !entry.path().is_dir() {
                 continue;
             }
             out.push(CellDir { id: name, path: entry.path() });
@@ -345,8 +349,39 @@ impl CellDir {
                 }
                 Err(e) => return Err(e),
             }
+            if let Some(why) = self.epochs_problem()? {
+                tracing::warn!(cell = %self.id, "marked done, but its epochs.csv {why}: the cell runs again");
+                return Ok(false);
+            }
         }
         Ok(true)
+    }
+
+    /// What is wrong with a done cell's `epochs.csv`, if anything: it does not parse, or it
+    /// does not hold one row per epoch its `config.json` plans (a file cut at a line boundary
+    /// still parses). A missing file is not judged (the metrics hold the results).
+    fn epochs_problem(&self) -> Result<Option<String>> {
+        let text = match fs::read_to_string(self.path.join(EPOCHS)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", self.path.join(EPOCHS))(e)),
+        };
+        let rows = match ablate_records::parse_epochs_csv(&text) {
+            Ok(rows) => rows.len() as u64,
+            Err(e) => return Ok(Some(format!("is damaged ({e})"))),
+        };
+        let planned = self
+            .read_json::<serde_json::Value>(CONFIG)
+            .ok()
+            .flatten()
+            .and_then(|c| c.get("sampler")?.get("epochs")?.as_u64());
+        Ok(planned.filter(|&p| p != rows).map(|p| format!("has {rows} epoch row(s) of the {p} planned")))
+    }
+
+    /// Does this cell hold results of its own (done or diverged)? A failed cell may have failed
+    /// before its worker wrote `config.json` and `labels.json`.
+    pub fn has_results(&self) -> Result<bool> {
+        Ok(self.read_status()?.is_some_and(|s| matches!(s.status, CellState::Done | CellState::Diverged)))
     }
 
     /// What differs between this folder's `config.json` and `labels.json` and the files a
@@ -380,13 +415,12 @@ impl CellDir {
     }
 }
 
-/// The libraries (by build name) whose sha256 differs between the run's manifest and now:
-/// `name: old → new` (a library added or removed changes no finished result).
 /// `(kind, name)` of a plugin → the sha256 and path of the library that provides it now.
 pub type LoadedLibrary<'a> = dyn Fn(&str, &str) -> Option<(String, String)> + 'a;
 
-/// Libraries of `was` that `now` holds with other bytes: the same build name, or the same file
-/// (a rebuild that bumped the crate's version keeps the path).
+/// The libraries whose sha256 differs between the run's manifest and now, as `name (path):
+/// sha256 old → new`: matched by build name, or by file (a rebuild that bumped the crate's
+/// version keeps the path); a library added or removed changes no finished result.
 fn changed_plugins(was: &[PluginInfo], now: &[PluginInfo]) -> Vec<String> {
     was.iter()
         .filter_map(|w| {

@@ -539,9 +539,11 @@ fn resuming_checks_each_finished_cells_own_plugin_libraries() {
             (kind == "prior" && name == "laplace").then(|| (sha.to_owned(), "/new/liblaplace.so".to_owned()))
         }
     };
-    run.check_cell_builds(&loaded("aa")).unwrap();
-    run.check_cell_builds(&|_: &str, _: &str| None).unwrap();
-    let err = run.check_cell_builds(&loaded("bb")).unwrap_err();
+    let all = |_: &str| true;
+    run.check_cell_builds(&loaded("aa"), &all).unwrap();
+    run.check_cell_builds(&|_: &str, _: &str| None, &all).unwrap();
+    run.check_cell_builds(&loaded("bb"), &|id: &str| id != "a").unwrap();
+    let err = run.check_cell_builds(&loaded("bb"), &all).unwrap_err();
     assert!(matches!(err, StoreError::PluginsChanged { finished: 1, .. }), "{err}");
     let text = err.to_string();
     assert!(

@@ -4,7 +4,7 @@
 //! calls a host op with a bound float32 cannot hold, one draws NaN from the prior. And a
 //! faulty likelihood: its NLL is a constant that does not depend on the logits; and a noise
 //! model whose `plan` panics; and integrators that report an acceptance above 1 or negative
-//! kinetic energies, or end the process. The host must
+//! kinetic energies, batch chains at the hottest chain's temperature, or end the process. The host must
 //! report each as an error for that use (naming the plugin) and carry on.
 
 use ablate_sdk::prelude::*;
@@ -234,6 +234,37 @@ impl Integrator for NegativeKinetic {
     }
 }
 
+fixture!(
+    HottestTemperature,
+    "hottest-temperature",
+    "a batchable SGLD step whose noise uses StepCtx::temperature (the hottest chain's) instead of t.temperature"
+);
+
+impl Integrator for HottestTemperature {
+    fn init<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
+        let lr = ctx.lr * ctx.timestep_factor;
+        t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
+        // The deliberate mistake: one temperature for every chain of a batch.
+        let shared = Temperature::Shared(ctx.temperature);
+        if let Some(noise) = shared.noise(ops, &t.params, 2.0 * lr / ctx.n) {
+            t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
+        }
+        Ok(StepReport { acceptance: f64::NAN })
+    }
+    fn rescale_momenta<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
+        Ok(())
+    }
+    fn kinetic<'o>(&self, _: Ops<'o>, _: &Tensor<'o>) -> Result<Option<Tensor<'o>>, String> {
+        Ok(None)
+    }
+    fn batchable(&self) -> bool {
+        true
+    }
+}
+
 fixture!(Crashing, "crashing", "an integrator whose step ends the process (std::process::abort, as a segfault would)");
 
 impl Integrator for Crashing {
@@ -256,7 +287,7 @@ impl Integrator for Crashing {
 ablate_sdk::export_plugin! {
     priors: [Panicking, NotANumber, WrongShape, Released, WrongGradient, WrongPrecision, HostOpOverflow, NanDraw],
     likelihoods: [DetachedNll],
-    integrators: [ImpossibleAcceptance, NegativeKinetic],
+    integrators: [ImpossibleAcceptance, NegativeKinetic, HottestTemperature],
     noise: [PanickingPlan],
 }
 
