@@ -316,7 +316,7 @@ fn resume_commands(dir: &Path, manifest: Option<&ablate_store::Manifest>) -> Str
     let parent = std::path::absolute(dir).ok().and_then(|d| d.parent().map(Path::to_path_buf));
     let moved = parent.map_or(String::new(), |p| {
         format!(
-            "  (a run folder moved since: ablate run {} --out {})\n",
+            "  (if the run folder has moved: ablate run {} --out {}, with the command's other options)\n",
             quote(&grid.display().to_string()),
             quote(&p.display().to_string())
         )

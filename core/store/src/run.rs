@@ -52,7 +52,12 @@ impl RunDir {
                 // would be refused at the next resume, against cells it computed itself); with
                 // some, a library new to this run is added beside the recorded ones.
                 if finished == 0 {
-                    if existing.plugins != manifest.plugins || existing.git_revision != manifest.git_revision {
+                    // Not while another runner's cells are in progress: they run with the
+                    // recorded build.
+                    let live = run.claims()?.iter().any(|c| !c.is_stale());
+                    let differs =
+                        existing.plugins != manifest.plugins || existing.git_revision != manifest.git_revision;
+                    if differs && !live {
                         run.write_manifest(manifest)?;
                     }
                 } else {

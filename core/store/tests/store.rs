@@ -462,7 +462,13 @@ fn resuming_with_changed_plugins_or_without_a_manifest_is_refused_once_cells_fin
     };
     let mut rebuilt = manifest();
     rebuilt.plugins[0].sha256 = "11".into();
-    // Nothing finished yet: the new build is accepted, and recorded.
+    // Nothing finished yet, but a live runner's cells are in progress with the recorded build:
+    // the manifest stays.
+    let claim = run.claim("whole grid", &[(0, "c1")]).unwrap();
+    RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap();
+    assert_eq!(read_manifest().plugins, manifest().plugins);
+    drop(claim);
+    // Nothing finished and no runner: the new build is accepted, and recorded.
     let cell = run.cell("c1").unwrap();
     RunDir::create_or_open(run.path(), &rebuilt, GRID_TEXT).unwrap();
     assert_eq!(read_manifest().plugins, rebuilt.plugins);
