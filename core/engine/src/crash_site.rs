@@ -9,7 +9,8 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-/// `"<kind> plugin `<name>` (<path>)"` of the call in progress (leaked once per factor).
+/// The subject of the call in progress, e.g. ``integrator plugin `sgld` (/p/lib.so)`` (leaked
+/// once per factor).
 static SUBJECT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static SUBJECT_LEN: AtomicUsize = AtomicUsize::new(0);
 /// The method of the call in progress (a string literal).
@@ -63,7 +64,8 @@ fn set(subject: *mut u8, subject_len: usize, method: *mut u8, method_len: usize)
     METHOD.store(method, Ordering::Release);
 }
 
-/// `"<kind> plugin `<name>` (<path>)"`, leaked: a factor lives as long as its worker.
+/// The subject of a factor's calls, e.g. ``integrator plugin `sgld` (/p/lib.so)``, leaked: a
+/// factor lives as long as its worker.
 pub fn subject(kind: &str, name: &str, path: &str) -> &'static str {
     Box::leak(format!("{kind} plugin `{name}` ({path})").into_boxed_str())
 }
@@ -98,7 +100,8 @@ extern "C" fn on_exit() {
     report(b"the worker exited from inside ");
 }
 
-/// `<what><subject> during `<method>`\n` on stderr, when a plugin call is in progress.
+/// ``<what><subject> during `<method>` `` and a line break on stderr, when a plugin call is in
+/// progress.
 fn report(what: &[u8]) {
     let subject = SUBJECT.load(Ordering::Acquire);
     let method = METHOD.load(Ordering::Acquire);
