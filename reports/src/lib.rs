@@ -351,17 +351,17 @@ fn provenance_sections(run: &load::Run, outside_grid: &[String], foreign: &[(Str
     if !other_builds.is_empty() {
         tracing::warn!(
             cells = %other_builds.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
-            "{} finished cell(s) in {} were computed by another build than its manifest.json records; report.md \
-             names them and what differs",
+            "{} finished cell(s) in {} were computed by another build than its manifest.json records, or on \
+             other data than their peers; report.md names them and what differs",
             other_builds.len(),
             run.dir.display()
         );
         extra.push_str(&format!(
             "## Cells from another build\n\n{} finished cell(s) were computed by another build than the one \
-             `manifest.json` records (each cell's `status.json` names the libraries that computed it). They are \
-             in the tables, but their numbers may differ from this run's beyond seed noise; to report one build \
-             only, delete their `status.json` and run the grid again.\n\n| cell | what differs |\n| --- | --- \
-             |\n{}\n",
+             `manifest.json` records, or on other data than the other cells of their data configuration (each \
+             cell's `status.json` names the libraries and the data that computed it). They are in the tables, but \
+             their numbers may differ from this run's beyond seed noise; to report one build only, delete their \
+             `status.json` and run the grid again.\n\n| cell | what differs |\n| --- | --- |\n{}\n",
             other_builds.len(),
             other_builds.iter().map(|(id, why)| format!("| `{id}` | {why} |\n")).collect::<String>()
         ));

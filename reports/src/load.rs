@@ -99,6 +99,9 @@ pub struct Cell {
     pub finished_at: Option<String>,
     /// The build and plugin libraries that computed the cell (`None` in older run folders).
     pub provenance: Option<Provenance>,
+    /// What decides the cell's data (its config's `data` section, and its seed under label
+    /// noise); `None` without a readable config.json.
+    pub data_key: Option<String>,
     pub metrics: Option<FinalMetrics>,
     pub epochs: Option<Vec<EpochRow>>,
 }
@@ -225,8 +228,9 @@ impl Run {
 
     /// Finished cells computed by another build than the manifest's, each with what differs:
     /// a plugin library whose sha256 is none of the manifest's libraries (a rebuilt plugin, or a
-    /// cell folder copied from another run), or another ablate version or git revision. Cells
-    /// without a recorded provenance (older run folders) are not judged.
+    /// cell folder copied from another run), another ablate version or git revision, or other
+    /// data than most cells of the same data configuration. Cells without a recorded
+    /// provenance (older run folders) are not judged.
     pub fn other_builds(&self) -> Vec<(String, String)> {
         let m = &self.manifest;
         let known: std::collections::HashSet<&str> = m.plugins.iter().map(|p| p.sha256.as_str()).collect();
@@ -255,11 +259,33 @@ impl Run {
                     why.push(format!("git revision {cell_rev} (manifest: {run_rev})"));
                 }
             }
+            why.extend(self.other_data(cell));
             if !why.is_empty() {
                 out.push((cell.id.clone(), why.join("; ")));
             }
         }
         out
+    }
+
+    /// Why `cell` was computed on other data than most finished cells of its data
+    /// configuration (their recorded sha256 differ), if it was.
+    fn other_data(&self, cell: &Cell) -> Option<String> {
+        let sha_of = |c: &Cell| c.provenance.as_ref().and_then(|p| p.data_sha256.clone());
+        let (key, mine) = (cell.data_key.as_ref()?, sha_of(cell)?);
+        let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for c in self.cells.iter().filter(|c| c.status.is_finished() && c.data_key.as_ref() == Some(key)) {
+            if let Some(sha) = sha_of(c) {
+                *counts.entry(sha).or_default() += 1;
+            }
+        }
+        let (common, n) = counts.iter().max_by_key(|(_, n)| **n)?;
+        (common != &mine).then(|| {
+            format!(
+                "data sha256 {}…, where {n} other cell(s) of the same data configuration have {}…",
+                mine.get(..12).unwrap_or(&mine),
+                common.get(..12).unwrap_or(common)
+            )
+        })
     }
 
     /// Sum of the wall times of all cells.
@@ -297,9 +323,17 @@ fn read_grid(path: &Path) -> Result<GridInfo, ReportError> {
 }
 
 /// `sampler.epochs` of the cell's `config.json`, when that file is there and says it.
-fn planned_epochs(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join(CONFIG)).ok()?;
-    serde_json::from_str::<Value>(&text).ok()?.get("sampler")?.get("epochs")?.as_u64()
+fn read_config(dir: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG)).ok()?).ok()
+}
+
+/// What decides the data a cell loads: its `data` section, with its seed when label noise
+/// draws from it (as the runner's data check keys it).
+fn data_key(config: &Value) -> Option<String> {
+    let data = config.get("data")?;
+    let noisy = data.get("label_noise").and_then(Value::as_f64).is_some_and(|f| f > 0.0);
+    let seed = if noisy { config.get("seed").cloned() } else { None };
+    serde_json::to_string(&(data, seed)).ok()
 }
 
 /// One cell folder; `None` for a folder without a readable `labels.json` (its worker died
@@ -364,6 +398,7 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         });
     }
 
+    let config = read_config(dir);
     let epochs_path = dir.join(EPOCHS);
     let epochs = if epochs_path.exists() {
         let rows = parse_epochs_csv(&read_text(&epochs_path)?).map_err(|e| ReportError::Invalid {
@@ -376,7 +411,7 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         // Rows are whole epochs, so a file cut at a line boundary still parses: a done cell has
         // one row per configured epoch.
         if status == Status::Done {
-            if let Some(planned) = planned_epochs(dir) {
+            if let Some(planned) = config.as_ref().and_then(|c| c.get("sampler")?.get("epochs")?.as_u64()) {
                 if rows.len() as u64 != planned {
                     return Err(ReportError::Invalid {
                         path: epochs_path.clone(),
@@ -410,6 +445,7 @@ fn read_cell(dir: &Path) -> Result<Option<Cell>, ReportError> {
         diverged_at_step,
         finished_at,
         provenance,
+        data_key: config.as_ref().and_then(data_key),
         metrics,
         epochs,
     }))

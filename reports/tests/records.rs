@@ -205,8 +205,9 @@ fn an_older_run_folder_without_newer_fields_still_reads() {
 }
 
 /// A finished cell computed by another build than the manifest's (a plugin library the manifest
-/// does not list, another git revision or version) is named, with what differs, in report.md;
-/// a cell of the manifest's build and a cell without provenance (older folders) are not.
+/// does not list, another git revision or version), or on other data than the other cells of
+/// its data configuration, is named, with what differs, in report.md; a cell of the manifest's
+/// build and a cell without provenance (older folders) are not.
 #[test]
 fn cells_computed_by_another_build_are_named_in_the_report() {
     let tmp = tempfile::tempdir().unwrap();
@@ -230,9 +231,30 @@ fn cells_computed_by_another_build_are_named_in_the_report() {
         .unwrap();
         cell.write_json(METRICS, &metrics()).unwrap();
     }
+    // Cells of one data configuration computed on other data: the odd one out is named.
+    let data = json!({"dataset": "digits", "path": "data/digits.csv", "label_noise": 0.0});
+    for (i, (id, sha)) in [("e4", "d4"), ("f5", "d4"), ("g6", "99")].into_iter().enumerate() {
+        let cell = run.cell(id).unwrap();
+        cell.write_json(LABELS, &json!({"temperature": 0.1, "seed": 10 + i})).unwrap();
+        cell.write_json("config.json", &json!({"seed": 10 + i, "data": data})).unwrap();
+        let mut p = provenance("ff");
+        p.data_sha256 = Some(sha.into());
+        cell.write_status(&CellStatus {
+            status: CellState::Done,
+            message: None,
+            wall_seconds: 1.0,
+            diverged_at_step: None,
+            finished_at: None,
+            batch: Vec::new(),
+            provenance: Some(p),
+        })
+        .unwrap();
+        cell.write_json(METRICS, &metrics()).unwrap();
+    }
     let loaded = Run::read(run.path()).unwrap();
     let flagged = loaded.other_builds();
-    assert_eq!(flagged.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["b1", "c2"]);
+    assert_eq!(flagged.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["b1", "c2", "g6"]);
+    assert_eq!(flagged[2].1, "data sha256 99…, where 2 other cell(s) of the same data configuration have d4…");
     assert!(
         flagged[0].1.contains("prior `gaussian` from /p/libpriors.so (sha256 ee…) is not a library"),
         "{flagged:?}"
@@ -246,6 +268,6 @@ fn cells_computed_by_another_build_are_named_in_the_report() {
     .unwrap();
     let md = std::fs::read_to_string(summary.report_md).unwrap();
     let section = md.split("## Cells from another build").nth(1).expect("the section is there");
-    assert!(section.contains("| `b1` |") && section.contains("| `c2` |"), "{section}");
+    assert!(section.contains("| `b1` |") && section.contains("| `c2` |") && section.contains("| `g6` |"), "{section}");
     assert!(!section.contains("`a0`") && !section.contains("`d3`"), "{section}");
 }

@@ -137,15 +137,25 @@ pub fn run(args: StatusArgs) -> Result<ExitCode> {
     let mut total = Tally::default();
     views.iter().for_each(|(_, v)| total.add(v));
     let _ = writeln!(out, "overall: {}", total.text());
-    if plan.is_none() && !dir.join(ablate_store::MANIFEST).is_file() {
-        let _ = writeln!(
-            out,
-            "manifest.json is missing: `ablate run` will not resume this folder (which grid, ablate and plugins \
-             made its cells cannot be checked); restore manifest.json, or move the folder away"
-        );
+    // Without a readable manifest neither `ablate run` nor `ablate report` takes the folder.
+    let manifest_problem = match &plan {
+        Some(_) => None,
+        None if !dir.join(ablate_store::MANIFEST).is_file() => Some(
+            "manifest.json is missing: `ablate run` will not resume this folder (which grid, ablate and plugins made \
+             its cells cannot be checked); restore manifest.json, or move the folder away"
+                .to_owned(),
+        ),
+        None => run.as_ref().and_then(|r| r.manifest().err()).map(|e| {
+            format!("{e} (until then `ablate run` will not resume this folder and `ablate report` cannot report it)")
+        }),
+    };
+    if let Some(problem) = &manifest_problem {
+        let _ = writeln!(out, "{problem}");
     }
     let complete = views.iter().all(|(_, v)| v.finished());
-    if complete {
+    if complete && manifest_problem.is_some() {
+        // Nothing to run; the manifest line above says what to do.
+    } else if complete {
         let _ =
             writeln!(out, "every cell is finished; the report: ablate report {}", quote(&dir.display().to_string()));
     } else {

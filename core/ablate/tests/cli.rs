@@ -1192,6 +1192,12 @@ fn status_tells_damaged_cells_and_a_lost_manifest() {
     let o = ablate(&["status", run.to_str().unwrap()], dir.path());
     let (out, _) = text(&o);
     assert!(out.contains("1 done, 2 damaged") && out.contains("manifest.json is missing"), "{out}");
+    // A damaged manifest is named too, and no report is offered (it could not be written).
+    std::fs::write(run.join("manifest.json"), "{ broken").unwrap();
+    let o = ablate(&["status", run.to_str().unwrap()], dir.path());
+    let (out, _) = text(&o);
+    assert!(out.contains("manifest.json is not valid") && out.contains("`ablate report` cannot report it"), "{out}");
+    assert!(!out.contains("the report: ablate report"), "{out}");
 }
 
 /// `ablate status` shows a crashed worker's cause (the last of the stderr lines its message
