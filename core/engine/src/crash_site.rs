@@ -64,10 +64,19 @@ fn set(subject: *mut u8, subject_len: usize, method: *mut u8, method_len: usize)
     METHOD.store(method, Ordering::Release);
 }
 
-/// The subject of a factor's calls, e.g. ``integrator plugin `sgld` (/p/lib.so)``, leaked: a
-/// factor lives as long as its worker.
+/// The subject of a factor's calls, e.g. ``integrator plugin `sgld` (/p/lib.so)``: static, so
+/// that a signal handler may read it at any time. Interned: each distinct plugin is allocated
+/// once per process, however many factors (grid checks build some per cell) name it.
 pub fn subject(kind: &str, name: &str, path: &str) -> &'static str {
-    Box::leak(format!("{kind} plugin `{name}` ({path})").into_boxed_str())
+    static SUBJECTS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let text = format!("{kind} plugin `{name}` ({path})");
+    let mut known = SUBJECTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(s) = known.iter().find(|s| **s == text) {
+        return s;
+    }
+    let s: &'static str = Box::leak(text.into_boxed_str());
+    known.push(s);
+    s
 }
 
 /// Install the fatal-signal handlers and the `exit` hook (once, in the worker).
@@ -117,5 +126,18 @@ fn report(what: &[u8]) {
         write(2, b" during `".as_ptr(), 9);
         write(2, method, method_len);
         write(2, b"`\n".as_ptr(), 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// One allocation per distinct plugin, whatever the number of factors naming it.
+    #[test]
+    fn subjects_are_interned() {
+        let a = super::subject("prior", "gaussian", "/p/lib.so");
+        let b = super::subject("prior", "gaussian", "/p/lib.so");
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, "prior plugin `gaussian` (/p/lib.so)");
+        assert!(!std::ptr::eq(a, super::subject("prior", "laplace", "/p/lib.so")));
     }
 }
