@@ -77,15 +77,13 @@ pub fn run(args: CellArgs) -> Result<ExitCode> {
 
 /// A full disk or quota, or a run folder whose grid copy changed under the worker.
 fn is_transient(e: &anyhow::Error) -> bool {
-    const ENOSPC: i32 = 28;
-    const EDQUOT: i32 = 122;
     e.chain().any(|cause| {
         let io = match cause.downcast_ref::<ablate_store::StoreError>() {
             Some(ablate_store::StoreError::GridCopyDamaged { .. }) => return true,
             Some(ablate_store::StoreError::Io { source, .. }) => Some(source),
             _ => cause.downcast_ref::<std::io::Error>(),
         };
-        io.and_then(std::io::Error::raw_os_error).is_some_and(|code| code == ENOSPC || code == EDQUOT)
+        io.is_some_and(ablate_store::is_disk_full)
     })
 }
 

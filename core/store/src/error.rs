@@ -101,13 +101,19 @@ impl StoreError {
     }
 }
 
+/// Whether `e` says the disk or the quota is full (ENOSPC, EDQUOT), a condition that passes.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    // Raw errno values are Linux's; the kind covers the rest.
+    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
 /// A hint for the common causes of I/O errors.
 fn io_hint(e: &io::Error) -> &'static str {
+    if is_disk_full(e) {
+        return " (the disk or quota is full: free space, or write the run somewhere else with --out)";
+    }
     // Raw errno values are Linux's; the kinds cover the rest.
     match (e.kind(), e.raw_os_error()) {
-        (io::ErrorKind::StorageFull, _) | (_, Some(28)) | (_, Some(122)) => {
-            " (the disk or quota is full: free space, or write the run somewhere else with --out)"
-        }
         (io::ErrorKind::PermissionDenied, _) | (_, Some(13)) | (_, Some(1)) => {
             " (permission denied: check the owner and mode of the folder, or choose another --out)"
         }

@@ -47,7 +47,7 @@ pub mod npy;
 pub mod run;
 
 pub use claim::{Claim, ClaimInfo, CLAIMS};
-pub use error::{ClaimConflict, Result, StoreError};
+pub use error::{is_disk_full, ClaimConflict, Result, StoreError};
 pub use lock::{LockInfo, RunLock};
 pub use machine::{command_line, git_revision, hostname, now_rfc3339, sha256_bytes, sha256_file, MachineInfo};
 pub use run::{
