@@ -41,47 +41,7 @@ impl RunDir {
                     new: manifest.grid_sha256.clone(),
                 });
             }
-            Some(existing) => {
-                let finished = run.finished_cells()?;
-                let changed = changed_plugins(&existing.plugins, &manifest.plugins);
-                if !changed.is_empty() && finished > 0 {
-                    return Err(StoreError::PluginsChanged { dir: run.path.clone(), finished, changed });
-                }
-                // The manifest describes what computed the finished cells: with none finished
-                // yet, this build replaces the one recorded (else a rebuilt plugin accepted now
-                // would be refused at the next resume, against cells it computed itself); with
-                // some, a library new to this run is added beside the recorded ones.
-                if finished == 0 {
-                    // Not while another runner's cells are in progress: they run with the
-                    // recorded build.
-                    let live = run.claims()?.iter().any(|c| !c.is_stale());
-                    let differs =
-                        existing.plugins != manifest.plugins || existing.git_revision != manifest.git_revision;
-                    if differs && !live {
-                        run.write_manifest(manifest)?;
-                    }
-                } else {
-                    let added: Vec<&PluginInfo> = manifest
-                        .plugins
-                        .iter()
-                        .filter(|n| !existing.plugins.iter().any(|w| w.name == n.name))
-                        .collect();
-                    if !added.is_empty() {
-                        let mut merged = existing.clone();
-                        merged.plugins.extend(added.into_iter().cloned());
-                        run.write_manifest(&merged)?;
-                    }
-                }
-                if let (Some(was), Some(now)) = (&existing.git_revision, &manifest.git_revision) {
-                    if was != now && finished > 0 {
-                        tracing::warn!(
-                            run = %run.path.display(),
-                            "this run folder was started by ablate at git revision {was}, this binary is {now}: \
-                             cells finished by each may differ beyond seed noise where the engine changed"
-                        );
-                    }
-                }
-            }
+            Some(existing) => run.reconcile_manifest(&existing, manifest)?,
             None => {
                 let finished = run.finished_cells()?;
                 if finished > 0 {
@@ -100,6 +60,47 @@ impl RunDir {
             write_atomic(&run.path.join(GRID), grid_text.as_bytes())?;
         }
         Ok(run)
+    }
+
+    /// A run folder opened again by a runner whose build (`manifest`) differs from the recorded
+    /// one (`existing`): refused once cells finished with other plugin libraries. The manifest
+    /// describes what computed the finished cells: with none finished yet, this build replaces
+    /// the one recorded (else a rebuilt plugin accepted now would be refused at the next resume,
+    /// against cells it computed itself), unless a live runner's cells are in progress with the
+    /// recorded build; with some, a library new to this run is added beside the recorded ones.
+    /// The same build (the usual resume) costs nothing: no cell is read.
+    fn reconcile_manifest(&self, existing: &Manifest, manifest: &Manifest) -> Result<()> {
+        if existing.plugins == manifest.plugins && existing.git_revision == manifest.git_revision {
+            return Ok(());
+        }
+        let finished = self.finished_cells()?;
+        let changed = changed_plugins(&existing.plugins, &manifest.plugins);
+        if !changed.is_empty() && finished > 0 {
+            return Err(StoreError::PluginsChanged { dir: self.path.clone(), finished, changed });
+        }
+        if finished == 0 {
+            if !self.claims()?.iter().any(|c| !c.is_stale()) {
+                self.write_manifest(manifest)?;
+            }
+            return Ok(());
+        }
+        let added: Vec<&PluginInfo> =
+            manifest.plugins.iter().filter(|n| !existing.plugins.iter().any(|w| w.name == n.name)).collect();
+        if !added.is_empty() {
+            let mut merged = existing.clone();
+            merged.plugins.extend(added.into_iter().cloned());
+            self.write_manifest(&merged)?;
+        }
+        if let (Some(was), Some(now)) = (&existing.git_revision, &manifest.git_revision) {
+            if was != now {
+                tracing::warn!(
+                    run = %self.path.display(),
+                    "this run folder was started by ablate at git revision {was}, this binary is {now}: \
+                     cells finished by each may differ beyond seed noise where the engine changed"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Refuses to resume when a finished cell's `status.json` records a plugin library that is
