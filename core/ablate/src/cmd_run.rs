@@ -282,17 +282,17 @@ fn pending_batches<'s>(setup: &'s Setup, counts: &mut Counts) -> Result<(VecDequ
             // apart.)
             let (finished, damaged, failed) = match setup.run.existing_cell(&cell.id)? {
                 Some(dir) => {
+                    let status = dir.read_status().ok().flatten();
                     let mut complete = dir.is_complete()?;
                     // Results (not a failure, which may have come before the worker wrote its
                     // files) must be this cell's.
-                    if complete && dir.has_results()? {
+                    if complete && status.as_ref().is_some_and(ablate_store::CellStatus::has_results) {
                         if let Some(why) = dir.other_cells_files(&cell.config, &cell.labels)? {
                             tracing::warn!(cell = %cell.id, "{}: {why}; the cell runs again", dir.path().display());
                             foreign_cells += 1;
                             complete = false;
                         }
                     }
-                    let status = dir.read_status().ok().flatten();
                     let was_finished = status.as_ref().is_some_and(ablate_store::CellStatus::is_finished);
                     let failed = status.is_some_and(|s| s.status == ablate_store::CellState::Failed);
                     (complete, !complete && was_finished, complete && failed)

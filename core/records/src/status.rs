@@ -102,6 +102,12 @@ impl CellStatus {
     pub fn is_finished(&self) -> bool {
         !matches!(self.status, CellState::Running | CellState::Interrupted)
     }
+
+    /// Done or diverged: the cell holds results of its own (a failed cell may have failed before
+    /// its worker wrote `config.json` and `labels.json`).
+    pub fn has_results(&self) -> bool {
+        matches!(self.status, CellState::Done | CellState::Diverged)
+    }
 }
 
 /// A failure message without the `cell <id> (labels): ` prefix the worker puts in front of it,

@@ -384,10 +384,9 @@ impl CellDir {
         Ok(planned.filter(|&p| p != rows).map(|p| format!("has {rows} epoch row(s) of the {p} planned")))
     }
 
-    /// Does this cell hold results of its own (done or diverged)? A failed cell may have failed
-    /// before its worker wrote `config.json` and `labels.json`.
+    /// Does this cell hold results of its own ([`CellStatus::has_results`])?
     pub fn has_results(&self) -> Result<bool> {
-        Ok(self.read_status()?.is_some_and(|s| matches!(s.status, CellState::Done | CellState::Diverged)))
+        Ok(self.read_status()?.is_some_and(|s| s.has_results()))
     }
 
     /// What differs between this folder's `config.json` and `labels.json` and the files a
