@@ -203,11 +203,7 @@ fn prepare(args: &RunArgs) -> Result<(Setup, Claim)> {
 /// fingerprint): a data file replaced, or a relative `data.path` read from another current
 /// folder. One load per data configuration that has both a pending cell and a record.
 fn check_cell_data(run: &RunDir, cells: &[ablate_grid::Cell], pending: &VecDeque<Batch>) -> Result<()> {
-    // The data a cell loads: its `data` section, and its seed when label noise draws from it.
-    let key = |c: &ablate_grid::Cell| {
-        let seed = if c.config.data.label_noise > 0.0 { Some(c.config.seed) } else { None };
-        serde_json::to_string(&(&c.config.data, seed)).unwrap_or_default()
-    };
+    let key = |c: &ablate_grid::Cell| ablate_engine::data_key(&c.config);
     let to_run: std::collections::HashSet<String> =
         pending.iter().flat_map(|b| b.cells.iter().filter(|c| !b.discard.contains(&c.id)).map(|c| key(c))).collect();
     if to_run.is_empty() {

@@ -669,6 +669,13 @@ pub fn load_cell_data(cfg: &CellConfig) -> Result<Dataset, EngineError> {
     Ok(ds)
 }
 
+/// What decides the data [`load_cell_data`] loads: the cell's `data` section, and its seed when
+/// label noise draws from it. Cells with equal keys load equal data.
+pub fn data_key(cfg: &CellConfig) -> String {
+    let seed = (cfg.data.label_noise > 0.0).then_some(cfg.seed);
+    serde_json::to_string(&(&cfg.data, seed)).unwrap_or_default()
+}
+
 /// Cells that may run as one batch of chains share this key: everything but the temperature
 /// and the seed (the seed too when `data.label_noise > 0`: it chooses the noisy labels, which
 /// the chains of a batch share).

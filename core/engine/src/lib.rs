@@ -32,7 +32,7 @@ pub mod schedule;
 pub mod suite_host;
 
 pub use cell::{
-    batch_key, batch_problem, load_cell_data, load_data, run_cell, run_cells, CellOutcome, FinalDiagnostics,
+    batch_key, batch_problem, data_key, load_cell_data, load_data, run_cell, run_cells, CellOutcome, FinalDiagnostics,
     FinalMetrics,
 };
 pub use chain::{ChainStatus, EpochRow, Observer};
