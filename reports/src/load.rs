@@ -4,6 +4,7 @@
 //! `status.json` is reported as not started, `metrics.json` is read when present (done cells, and
 //! diverged cells that kept their last finite metrics), `epochs.csv` when present.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ablate_records::float::present;
@@ -234,6 +235,10 @@ impl Run {
     pub fn other_builds(&self) -> Vec<(String, String)> {
         let m = &self.manifest;
         let known: std::collections::HashSet<&str> = m.plugins.iter().map(|p| p.sha256.as_str()).collect();
+        let mut data_counts: DataCounts<'_> = HashMap::new();
+        for (key, sha) in self.cells.iter().filter(|c| c.status.is_finished()).filter_map(data_record) {
+            *data_counts.entry(key).or_default().entry(sha).or_default() += 1;
+        }
         let mut out = Vec::new();
         for cell in self.cells.iter().filter(|c| c.status.is_finished()) {
             let Some(p) = &cell.provenance else { continue };
@@ -259,7 +264,7 @@ impl Run {
                     why.push(format!("git revision {cell_rev} (manifest: {run_rev})"));
                 }
             }
-            why.extend(self.other_data(cell));
+            why.extend(other_data(cell, &data_counts));
             if !why.is_empty() {
                 out.push((cell.id.clone(), why.join("; ")));
             }
@@ -267,31 +272,32 @@ impl Run {
         out
     }
 
-    /// Why `cell` was computed on other data than most finished cells of its data
-    /// configuration (their recorded sha256 differ), if it was.
-    fn other_data(&self, cell: &Cell) -> Option<String> {
-        let sha_of = |c: &Cell| c.provenance.as_ref().and_then(|p| p.data_sha256.clone());
-        let (key, mine) = (cell.data_key.as_ref()?, sha_of(cell)?);
-        let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-        for c in self.cells.iter().filter(|c| c.status.is_finished() && c.data_key.as_ref() == Some(key)) {
-            if let Some(sha) = sha_of(c) {
-                *counts.entry(sha).or_default() += 1;
-            }
-        }
-        let (common, n) = counts.iter().max_by_key(|(_, n)| **n)?;
-        (common != &mine).then(|| {
-            format!(
-                "data sha256 {}…, where {n} other cell(s) of the same data configuration have {}…",
-                mine.get(..12).unwrap_or(&mine),
-                common.get(..12).unwrap_or(common)
-            )
-        })
-    }
-
     /// Sum of the wall times of all cells.
     pub fn total_wall_seconds(&self) -> f64 {
         self.cells.iter().filter_map(|c| c.wall_seconds).sum()
     }
+}
+
+/// Data key → recorded data sha256 → how many finished cells have it.
+type DataCounts<'a> = HashMap<&'a str, BTreeMap<&'a str, usize>>;
+
+/// The recorded data sha256 of a cell, with its data key, when both are known.
+fn data_record(cell: &Cell) -> Option<(&str, &str)> {
+    Some((cell.data_key.as_deref()?, cell.provenance.as_ref()?.data_sha256.as_deref()?))
+}
+
+/// Why `cell` was computed on other data than most finished cells of its data configuration
+/// (their recorded sha256 differ), if it was.
+fn other_data(cell: &Cell, counts: &DataCounts<'_>) -> Option<String> {
+    let (key, mine) = data_record(cell)?;
+    let (common, n) = counts.get(key)?.iter().max_by_key(|(_, n)| **n)?;
+    (*common != mine).then(|| {
+        format!(
+            "data sha256 {}…, where {n} other cell(s) of the same data configuration have {}…",
+            mine.get(..12).unwrap_or(mine),
+            common.get(..12).unwrap_or(common)
+        )
+    })
 }
 
 fn read_text(path: &Path) -> Result<String, ReportError> {
@@ -328,7 +334,7 @@ fn read_config(dir: &Path) -> Option<Value> {
 }
 
 /// What decides the data a cell loads: its `data` section, with its seed when label noise
-/// draws from it (as the runner's data check keys it).
+/// draws from it (the rule of `ablate_engine::data_key`, here on config.json as read).
 fn data_key(config: &Value) -> Option<String> {
     let data = config.get("data")?;
     let noisy = data.get("label_noise").and_then(Value::as_f64).is_some_and(|f| f > 0.0);
