@@ -89,8 +89,17 @@ pub fn plugin_infos(registry: &Registry) -> Vec<ablate_store::PluginInfo> {
 /// (`prior`, ...), when one is loaded.
 pub fn loaded_library(registry: &Registry, kind: &str, name: &str) -> Option<(String, String)> {
     let kind = ablate_sdk::FactorKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-    let library = registry.library_of(registry.get(kind, name).ok()?);
-    Some((library.sha256.clone(), absolute_path(&library.path)))
+    library_of(registry, kind, name).ok()
+}
+
+/// The sha256 and absolute path of the library of plugin `name` of kind `kind`.
+fn library_of(
+    registry: &Registry,
+    kind: ablate_sdk::FactorKind,
+    name: &str,
+) -> Result<(String, String), ablate_plugin_host::PluginError> {
+    let library = registry.library_of(registry.get(kind, name)?);
+    Ok((library.sha256.clone(), absolute_path(&library.path)))
 }
 
 fn absolute_path(path: &Path) -> String {
@@ -113,13 +122,8 @@ pub fn provenance(
     ];
     let mut plugins = Vec::with_capacity(factors.len());
     for (kind, name) in factors {
-        let library = registry.library_of(registry.get(kind, name)?);
-        plugins.push(ablate_records::CellPlugin {
-            kind: kind.as_str().to_owned(),
-            name: name.clone(),
-            path: absolute_path(&library.path),
-            sha256: library.sha256.clone(),
-        });
+        let (sha256, path) = library_of(registry, kind, name)?;
+        plugins.push(ablate_records::CellPlugin { kind: kind.as_str().to_owned(), name: name.clone(), path, sha256 });
     }
     Ok(ablate_records::Provenance {
         ablate_version: VERSION.to_owned(),
