@@ -190,12 +190,12 @@ impl NoiseModel for PanickingPlan {
 fixture!(ImpossibleAcceptance, "impossible-acceptance", "an SGLD step that reports the acceptance 7.5");
 fixture!(NegativeKinetic, "negative-kinetic", "an SGLD step whose kinetic energies are −1");
 
-/// Plain preconditioned SGLD: θ ← θ − ℓ′·M⁻¹g + sqrt(2Tℓ′/n)·M^{-1/2}ξ (the faults are in
-/// the reports).
-fn sgld_step<'o>(ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) {
+/// Plain preconditioned SGLD at `temperature`: θ ← θ − ℓ′·M⁻¹g + sqrt(2Tℓ′/n)·M^{-1/2}ξ (the
+/// faults are in the reports, or in the temperature passed).
+fn sgld_step<'o>(ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>, temperature: &Temperature<'o>) {
     let lr = ctx.lr * ctx.timestep_factor;
     t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
-    if let Some(noise) = t.temperature.noise(ops, &t.params, 2.0 * lr / ctx.n) {
+    if let Some(noise) = temperature.noise(ops, &t.params, 2.0 * lr / ctx.n) {
         t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
     }
 }
@@ -205,7 +205,7 @@ impl Integrator for ImpossibleAcceptance {
         Ok(())
     }
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
-        sgld_step(ops, ctx, t);
+        sgld_step(ops, ctx, t, &t.temperature);
         // The deliberate mistake: not a probability.
         Ok(StepReport { acceptance: 7.5 })
     }
@@ -222,7 +222,7 @@ impl Integrator for NegativeKinetic {
         Ok(())
     }
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
-        sgld_step(ops, ctx, t);
+        sgld_step(ops, ctx, t, &t.temperature);
         Ok(StepReport { acceptance: f64::NAN })
     }
     fn rescale_momenta<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
@@ -245,13 +245,8 @@ impl Integrator for HottestTemperature {
         Ok(())
     }
     fn step<'o>(&mut self, ops: Ops<'o>, ctx: &StepCtx, t: &StepView<'o>) -> Result<StepReport, String> {
-        let lr = ctx.lr * ctx.timestep_factor;
-        t.params.axpby(-lr, &(&t.grad * &t.mass_inv), 1.0);
         // The deliberate mistake: one temperature for every chain of a batch.
-        let shared = Temperature::Shared(ctx.temperature);
-        if let Some(noise) = shared.noise(ops, &t.params, 2.0 * lr / ctx.n) {
-            t.params.axpby(1.0, &(noise * &t.mass_inv_sqrt), 1.0);
-        }
+        sgld_step(ops, ctx, t, &Temperature::Shared(ctx.temperature));
         Ok(StepReport { acceptance: f64::NAN })
     }
     fn rescale_momenta<'o>(&mut self, _: Ops<'o>, _: &Tensor<'o>) -> Result<(), String> {
