@@ -216,10 +216,11 @@ fn cells_computed_by_another_build_are_named_in_the_report() {
     other_revision.git_revision = Some("fedcba98".into());
     let cells =
         [("a0", Some(provenance("ff"))), ("b1", Some(provenance("ee"))), ("c2", Some(other_revision)), ("d3", None)];
-    for (i, (id, provenance)) in cells.into_iter().enumerate() {
+    // A done cell with its labels, status (with `provenance`) and metrics.
+    let done = |id: &str, labels: serde_json::Value, provenance: Option<Provenance>| {
         let cell = run.cell(id).unwrap();
-        cell.write_json(LABELS, &json!({"temperature": 0.5, "seed": i})).unwrap();
-        cell.write_status(&CellStatus {
+        cell.write_json(LABELS, &labels).unwrap();
+        let status = CellStatus {
             status: CellState::Done,
             message: None,
             wall_seconds: 1.0,
@@ -227,29 +228,21 @@ fn cells_computed_by_another_build_are_named_in_the_report() {
             finished_at: None,
             batch: Vec::new(),
             provenance,
-        })
-        .unwrap();
+        };
+        cell.write_status(&status).unwrap();
         cell.write_json(METRICS, &metrics()).unwrap();
+        cell
+    };
+    for (i, (id, provenance)) in cells.into_iter().enumerate() {
+        done(id, json!({"temperature": 0.5, "seed": i}), provenance);
     }
     // Cells of one data configuration computed on other data: the odd one out is named.
     let data = json!({"dataset": "digits", "path": "data/digits.csv", "label_noise": 0.0});
     for (i, (id, sha)) in [("e4", "d4"), ("f5", "d4"), ("g6", "99")].into_iter().enumerate() {
-        let cell = run.cell(id).unwrap();
-        cell.write_json(LABELS, &json!({"temperature": 0.1, "seed": 10 + i})).unwrap();
-        cell.write_json("config.json", &json!({"seed": 10 + i, "data": data})).unwrap();
         let mut p = provenance("ff");
         p.data_sha256 = Some(sha.into());
-        cell.write_status(&CellStatus {
-            status: CellState::Done,
-            message: None,
-            wall_seconds: 1.0,
-            diverged_at_step: None,
-            finished_at: None,
-            batch: Vec::new(),
-            provenance: Some(p),
-        })
-        .unwrap();
-        cell.write_json(METRICS, &metrics()).unwrap();
+        let cell = done(id, json!({"temperature": 0.1, "seed": 10 + i}), Some(p));
+        cell.write_json("config.json", &json!({"seed": 10 + i, "data": data})).unwrap();
     }
     let loaded = Run::read(run.path()).unwrap();
     let flagged = loaded.other_builds();
